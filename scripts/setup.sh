@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Installs what building, testing and benchmarking rrun needs on Debian 12, and only what is
+# missing: running it again changes nothing. Needs root (or sudo) when a package is missing.
+#
+#   bash scripts/setup.sh
+#
+# Debian packages come from apt. The Rust toolchain is not installed here: cargo must already
+# be on PATH (rustup). cargo-nextest, if absent, is installed from crates.io with
+# `cargo install`, and when that is not possible the test script falls back to `cargo test`.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# Debian packages the project uses:
+#   busybox-static   the test and demo root filesystem (rootfs-fixtures copies its binary)
+#   runc             the reference runtime for compatibility tests and the benchmark
+#   hyperfine        the benchmark driver
+#   iproute2         `ip` for network namespace checks
+#   libcap2-bin      `capsh`/`getpcaps` for capability checks
+#   time             GNU time (`/usr/bin/time -v`) for peak RSS
+#   strace           debugging syscall paths
+#   build-essential, pkg-config   the C toolchain some crates' build scripts want
+#   python3, jq      the benchmark's JSON summaries
+#   util-linux       `unshare` (the benchmark's floor); essential on Debian, listed for clarity
+PACKAGES=(
+    busybox-static runc hyperfine iproute2 libcap2-bin time strace
+    build-essential pkg-config python3 jq util-linux ca-certificates
+)
+
+if [[ ! -r /etc/debian_version ]] || ! command -v apt-get >/dev/null; then
+    die "this script supports Debian (12) with apt-get; install the equivalents of: ${PACKAGES[*]}"
+fi
+
+installed() {
+    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
+}
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    installed "$pkg" || missing+=("$pkg")
+done
+
+if ((${#missing[@]})); then
+    sudo=()
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null || die "missing packages (${missing[*]}) and not root; run as root"
+        sudo=(sudo)
+    fi
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    log "Debian packages: all present"
+fi
+
+# Rust: rustup installs into ~/.cargo/bin, which a non-login shell may not have on PATH.
+if ! command -v cargo >/dev/null && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (https://rustup.rs), then rerun"
+log "$(cargo --version)"
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        if command -v rustup >/dev/null; then
+            log "adding rustup component $component"
+            rustup component add "$component"
+        else
+            die "cargo ${component/rustfmt/fmt} is missing and rustup is not available to add it"
+        fi
+    fi
+done
+
+# cargo-nextest: optional (scripts/test.sh falls back to `cargo test`).
+if ! cargo nextest --version >/dev/null 2>&1; then
+    log "installing cargo-nextest from crates.io"
+    if ! cargo install cargo-nextest --locked; then
+        log "warning: could not install cargo-nextest; tests will run with cargo test"
+    fi
+fi
+
+log "ready"
