@@ -1101,6 +1101,18 @@ pub fn remove_cgroups(rel: &str) {
     }
 }
 
+/// `lchown -R uid:gid path` (e.g. a rootfs for a user namespace).
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("lchown {}: {e}", path.display()));
+    let meta = fs::symlink_metadata(path).unwrap();
+    if meta.is_dir() {
+        for e in fs::read_dir(path).unwrap().flatten() {
+            chown_tree(&e.path(), uid, gid);
+        }
+    }
+}
+
 /// The test process's (= host's) namespace link, e.g. `net:[4026531840]`.
 pub fn host_ns(kind: &str) -> String {
     fs::read_link(format!("/proc/self/ns/{kind}"))
