@@ -1,0 +1,521 @@
+//! `rrun`: the runc-compatible command line over the rrun library.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use oci_spec::runtime::Process;
+use rrun::container::{CreateOptions, ExecOptions, Runtime};
+use rrun::{process, spec};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const VERSION_TEXT: &str = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.0");
+
+#[derive(Parser)]
+#[command(name = "rrun", version = VERSION_TEXT, about = "A low-level OCI runtime, runc-compatible")]
+struct Cli {
+    /// Directory for the containers' state.
+    #[arg(long, global = true, default_value = rrun::state::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Write errors (and with --debug, more) to this file instead of only stderr.
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Accepted for compatibility; only cgroupfs is supported (no systemd here).
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for compatibility with callers that pass it.
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
+    rootless: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct CreateArgs {
+    /// Path to the bundle directory.
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master of a terminal container.
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Pass this many extra descriptors (from 3 on) to the container.
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: u32,
+    /// Use MS_MOVE + chroot instead of pivot_root (for a rootfs on ramfs).
+    #[arg(long)]
+    no_pivot: bool,
+    /// Accepted for compatibility.
+    #[arg(long)]
+    no_new_keyring: bool,
+    id: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a default config.json.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+    },
+    /// Create a container (it waits for `start`).
+    Create(CreateArgs),
+    /// Run the user's process of a created container.
+    Start { id: String },
+    /// Create and start a container; in the foreground, wait and exit with its status.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        #[arg(short, long)]
+        detach: bool,
+        /// Keep the container's state after it exits.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print a container's state as JSON.
+    State { id: String },
+    /// Send a signal (default SIGTERM) to the container's init, or with --all to all its processes.
+    Kill {
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        signal: Option<String>,
+    },
+    /// Delete a stopped container (any with --force).
+    Delete {
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// List containers.
+    #[command(alias = "ls")]
+    List {
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Run a process in a running container.
+    Exec {
+        /// A process.json to run instead of the command line.
+        #[arg(short, long)]
+        process: Option<PathBuf>,
+        #[arg(short, long)]
+        tty: bool,
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// uid[:gid]
+        #[arg(short, long)]
+        user: Option<String>,
+        #[arg(short = 'g', long)]
+        additional_gids: Vec<u32>,
+        #[arg(short, long)]
+        cap: Vec<String>,
+        #[arg(long)]
+        no_new_privs: bool,
+        #[arg(long, default_value_t = 0)]
+        preserve_fds: u32,
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List the processes of a container.
+    Ps {
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        id: String,
+        /// Options for ps(1) (default -ef).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Print the runtime-spec features document.
+    Features,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let logger = Logger { file: cli.log.clone(), json: cli.log_format == LogFormat::Json };
+    match dispatch(&cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            logger.error(&msg);
+            eprintln!("rrun: {msg}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Errors go to `--log` as runc writes them (`level`, `msg`, `time`), so containerd's shim,
+/// which reads the last error from that file, shows the user our message. Hand-rolled:
+/// one line per error does not warrant a logging framework on the start-up path.
+struct Logger {
+    file: Option<PathBuf>,
+    json: bool,
+}
+
+impl Logger {
+    fn error(&self, msg: &str) {
+        let Some(path) = &self.file else { return };
+        let time = rrun::state::now_rfc3339();
+        let line = if self.json {
+            serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string()
+        } else {
+            format!("time=\"{time}\" level=error msg={msg:?}")
+        };
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<i32> {
+    if cli.systemd_cgroup {
+        bail!("--systemd-cgroup: the systemd cgroup driver is not supported; rrun uses cgroupfs");
+    }
+    let rt = Runtime::new(&cli.root);
+    match &cli.command {
+        Command::Spec { bundle } => {
+            let path = bundle.join("config.json");
+            if path.exists() {
+                bail!("{} already exists; remove it first", path.display());
+            }
+            let text = serde_json::to_string_pretty(&spec::default_spec())?;
+            std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+            Ok(0)
+        }
+        Command::Create(args) => {
+            rt.create(&create_options(args))?;
+            Ok(0)
+        }
+        Command::Start { id } => {
+            rt.start(id)?;
+            Ok(0)
+        }
+        Command::Run { create, detach, keep } => run(&rt, create, *detach, *keep),
+        Command::State { id } => {
+            println!("{}", serde_json::to_string_pretty(&rt.state(id)?)?);
+            Ok(0)
+        }
+        Command::Kill { all, id, signal } => {
+            let sig = spec::parse_signal(signal.as_deref().unwrap_or("SIGTERM"))?;
+            rt.kill(id, sig, *all)?;
+            Ok(0)
+        }
+        Command::Delete { force, id } => {
+            rt.delete(id, *force)?;
+            Ok(0)
+        }
+        Command::List { format, quiet } => {
+            list(&rt, *format, *quiet)?;
+            Ok(0)
+        }
+        Command::Exec {
+            process,
+            tty,
+            detach,
+            pid_file,
+            console_socket,
+            cwd,
+            env,
+            user,
+            additional_gids,
+            cap,
+            no_new_privs,
+            preserve_fds,
+            id,
+            command,
+        } => {
+            let (_, record, _) = rt.load(id)?;
+            let proc = match process {
+                Some(file) => {
+                    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                    serde_json::from_slice::<Process>(&data)
+                        .with_context(|| format!("parsing process file {}", file.display()))?
+                }
+                None => exec_process_from_flags(
+                    record.spec.process().clone().unwrap_or_default(),
+                    &ExecFlags {
+                        tty: *tty,
+                        cwd: cwd.as_deref(),
+                        env,
+                        user: user.as_deref(),
+                        additional_gids,
+                        caps: cap,
+                        no_new_privs: *no_new_privs,
+                        args: command,
+                    },
+                )?,
+            };
+            exec(&rt, id, proc, *detach, pid_file.clone(), console_socket.clone(), *preserve_fds)
+        }
+        Command::Ps { format, id, ps_args } => {
+            ps(&rt, id, *format, ps_args)?;
+            Ok(0)
+        }
+        Command::Features => {
+            println!("{}", serde_json::to_string_pretty(&spec::features())?);
+            Ok(0)
+        }
+    }
+}
+
+fn create_options(a: &CreateArgs) -> CreateOptions {
+    CreateOptions {
+        id: a.id.clone(),
+        bundle: a.bundle.clone(),
+        pid_file: a.pid_file.clone(),
+        console_socket: a.console_socket.clone(),
+        preserve_fds: a.preserve_fds,
+        no_pivot: a.no_pivot,
+    }
+}
+
+fn run(rt: &Runtime, args: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
+    let mut opts = create_options(args);
+    let bundle_spec = spec::load_bundle(&std::fs::canonicalize(&args.bundle).unwrap_or(args.bundle.clone()))?;
+    let terminal = bundle_spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    // A foreground terminal without a console socket: we hold the master and relay stdio.
+    let proxy = if terminal && opts.console_socket.is_none() {
+        if detach {
+            bail!("a detached terminal container needs --console-socket");
+        }
+        let dir = tempdir()?;
+        let (path, listener) = rrun::container::console_pair(&dir)?;
+        opts.console_socket = Some(path);
+        Some((dir, listener))
+    } else {
+        None
+    };
+    if !detach {
+        process::block_signals()?;
+    }
+    let pid = rt.create(&opts)?;
+    let master = match &proxy {
+        Some((_, l)) => Some(rrun::container::receive_master(l)?),
+        None => None,
+    };
+    if let Some((dir, _)) = &proxy {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if let Err(e) = rt.start(&opts.id) {
+        let _ = rt.delete(&opts.id, true);
+        return Err(e.into());
+    }
+    if detach {
+        return Ok(0);
+    }
+    let code = process::supervise(pid, master)?;
+    if !keep {
+        rt.delete(&opts.id, true)?;
+    }
+    Ok(code)
+}
+
+struct ExecFlags<'a> {
+    tty: bool,
+    cwd: Option<&'a Path>,
+    env: &'a [String],
+    user: Option<&'a str>,
+    additional_gids: &'a [u32],
+    caps: &'a [String],
+    no_new_privs: bool,
+    args: &'a [String],
+}
+
+/// runc's rule: start from the container's own process and override what the flags say.
+fn exec_process_from_flags(mut p: Process, f: &ExecFlags) -> Result<Process> {
+    if f.args.is_empty() {
+        bail!("exec needs a command (or --process FILE)");
+    }
+    p.set_args(Some(f.args.to_vec()));
+    p.set_terminal(Some(f.tty));
+    if let Some(cwd) = f.cwd {
+        p.set_cwd(cwd.to_path_buf());
+    }
+    if !f.env.is_empty() {
+        let mut env = p.env().clone().unwrap_or_default();
+        for kv in f.env {
+            let key = kv.split('=').next().unwrap_or(kv);
+            env.retain(|e| e.split('=').next() != Some(key));
+            env.push(kv.clone());
+        }
+        p.set_env(Some(env));
+    }
+    let mut user = p.user().clone();
+    if let Some(u) = f.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (u, None),
+        };
+        user.set_uid(uid.parse().map_err(|_| anyhow!("--user {u:?}: uid must be numeric"))?);
+        user.set_gid(match gid {
+            Some(g) => g.parse().map_err(|_| anyhow!("--user {u:?}: gid must be numeric"))?,
+            None => 0,
+        });
+    }
+    if !f.additional_gids.is_empty() {
+        user.set_additional_gids(Some(f.additional_gids.to_vec()));
+    }
+    p.set_user(user);
+    if !f.caps.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for name in f.caps {
+            let name = if name.starts_with("CAP_") { name.clone() } else { format!("CAP_{name}") };
+            let cap: oci_spec::runtime::Capability =
+                name.parse().map_err(|_| anyhow!("unknown capability {name}"))?;
+            for set in [caps.bounding().clone(), caps.effective().clone(), caps.permitted().clone()]
+                .iter()
+                .enumerate()
+            {
+                let mut s = set.1.clone().unwrap_or_default();
+                s.insert(cap);
+                match set.0 {
+                    0 => caps.set_bounding(Some(s)),
+                    1 => caps.set_effective(Some(s)),
+                    _ => caps.set_permitted(Some(s)),
+                };
+            }
+        }
+        p.set_capabilities(Some(caps));
+    }
+    if f.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    Ok(p)
+}
+
+fn exec(
+    rt: &Runtime,
+    id: &str,
+    mut proc: Process,
+    detach: bool,
+    pid_file: Option<PathBuf>,
+    console_socket: Option<PathBuf>,
+    preserve_fds: u32,
+) -> Result<i32> {
+    let terminal = proc.terminal().unwrap_or(false);
+    let proxy = if terminal && console_socket.is_none() {
+        if detach {
+            bail!("a detached exec with --tty needs --console-socket");
+        }
+        let dir = tempdir()?;
+        let (path, listener) = rrun::container::console_pair(&dir)?;
+        Some((dir, path, listener))
+    } else {
+        None
+    };
+    let opts = ExecOptions {
+        pid_file,
+        console_socket: console_socket.or_else(|| proxy.as_ref().map(|p| p.1.clone())),
+        preserve_fds,
+    };
+    if !terminal {
+        proc.set_console_size(None);
+    }
+    if !detach {
+        process::block_signals()?;
+    }
+    let pid = rt.exec(id, &proc, &opts)?;
+    let master = match &proxy {
+        Some((dir, _, l)) => {
+            let m = rrun::container::receive_master(l)?;
+            let _ = std::fs::remove_dir_all(dir);
+            Some(m)
+        }
+        None => None,
+    };
+    if detach {
+        return Ok(0);
+    }
+    Ok(process::supervise(pid, master)?)
+}
+
+fn list(rt: &Runtime, format: ListFormat, quiet: bool) -> Result<()> {
+    let states = rt.list()?;
+    if quiet {
+        for s in &states {
+            println!("{}", s["id"].as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
+    if format == ListFormat::Json {
+        println!("{}", serde_json::to_string(&states)?);
+        return Ok(());
+    }
+    let mut out = String::from("ID\tPID\tSTATUS\tBUNDLE\tCREATED\tOWNER\n");
+    for s in &states {
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\n",
+            s["id"].as_str().unwrap_or_default(),
+            s["pid"],
+            s["status"].as_str().unwrap_or_default(),
+            s["bundle"].as_str().unwrap_or_default(),
+            s["created"].as_str().unwrap_or_default(),
+            s["owner"].as_str().unwrap_or_default(),
+        ));
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn ps(rt: &Runtime, id: &str, format: ListFormat, ps_args: &[String]) -> Result<()> {
+    let pids = rt.pids(id)?;
+    if format == ListFormat::Json {
+        println!("{}", serde_json::to_string(&pids)?);
+        return Ok(());
+    }
+    let args: Vec<String> = if ps_args.is_empty() { vec!["-ef".into()] } else { ps_args.to_vec() };
+    let out = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .context("running ps")?;
+    if !out.status.success() {
+        bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let pid_col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| anyhow!("ps output has no PID column"))?;
+    println!("{header}");
+    for line in lines {
+        let pid = line.split_whitespace().nth(pid_col).and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("rrun-{}-{}", std::process::id(), rrun::state::now_rfc3339().len()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}

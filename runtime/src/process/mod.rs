@@ -1,0 +1,294 @@
+//! Making the container's processes: `clone(2)` straight into the new namespaces (no
+//! re-exec of the runtime, no intermediate process), the parent's half of the setup
+//! protocol, and supervising a foreground process until it exits.
+
+pub mod init;
+pub mod sync;
+
+use crate::error::{Context, Error, Result};
+use crate::namespaces::NamespacePlan;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use sync::Message;
+
+/// What the container's init needs to set itself up.
+pub struct InitConfig<'a> {
+    pub spec: &'a Spec,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    /// The fifo the init blocks on until `start`.
+    pub fifo: PathBuf,
+    pub console: Option<UnixStream>,
+    pub preserve_fds: u32,
+    pub no_pivot: bool,
+    pub namespaces: NamespacePlan,
+}
+
+/// What an `exec`'d process needs.
+pub struct ExecConfig<'a> {
+    pub process: &'a Process,
+    /// The container's namespaces, opened from its init's `/proc/PID/ns`.
+    pub namespaces: Vec<(LinuxNamespaceType, std::fs::File)>,
+    pub console: Option<UnixStream>,
+    pub preserve_fds: u32,
+}
+
+/// Clones the container's init into its namespaces and drives its setup up to the point
+/// where it waits on the exec fifo. `at_create_runtime` runs in the runtime's namespaces
+/// when the container's namespaces exist (prestart and createRuntime hooks); it gets the
+/// init's pid and answers the state JSON that the init hands to its own hooks.
+pub fn spawn_init(
+    cfg: &InitConfig,
+    at_create_runtime: impl FnOnce(i32) -> Result<String>,
+) -> Result<i32> {
+    cfg.namespaces.check_supported()?;
+    let (parent_end, child_end) = sync::channel_pair()?;
+    cfg.namespaces.join_pid_for_children()?;
+    let flags = cfg.namespaces.clone_flags();
+    let pid = match clone_process(flags)? {
+        None => {
+            drop(parent_end);
+            init::container_main(cfg, child_end)
+        }
+        Some(pid) => pid,
+    };
+    drop(child_end);
+    let guard = KillOnDrop(pid);
+    if cfg.namespaces.creates(LinuxNamespaceType::User) {
+        let linux = cfg.spec.linux().as_ref();
+        let uid = linux.and_then(|l| l.uid_mappings().clone()).unwrap_or_default();
+        let gid = linux.and_then(|l| l.gid_mappings().clone()).unwrap_or_default();
+        crate::namespaces::write_id_maps(pid.as_raw(), &uid, &gid)?;
+    }
+    parent_end.send(&Message::Proceed)?;
+    parent_end.expect(Message::RunCreateRuntimeHooks)?;
+    let state = at_create_runtime(pid.as_raw())?;
+    parent_end.send(&Message::HooksDone(state))?;
+    parent_end.expect(Message::Ready)?;
+    std::mem::forget(guard);
+    Ok(pid.as_raw())
+}
+
+/// Starts a process inside a running container's namespaces. Returns once the process has
+/// `execve`d (or with the reason it could not).
+pub fn spawn_exec(cfg: &ExecConfig) -> Result<i32> {
+    let (parent_end, child_end) = sync::channel_pair()?;
+    for (typ, f) in &cfg.namespaces {
+        if *typ == LinuxNamespaceType::Pid {
+            nix::sched::setns(f, CloneFlags::CLONE_NEWPID).ctx(|| "joining pid namespace".into())?;
+        }
+    }
+    let pid = match clone_process(CloneFlags::empty())? {
+        None => {
+            drop(parent_end);
+            init::exec_main(cfg, child_end)
+        }
+        Some(pid) => pid,
+    };
+    drop(child_end);
+    let guard = KillOnDrop(pid);
+    parent_end.expect(Message::Ready)?;
+    // The channel closes on a successful execve (it is close-on-exec); anything else is
+    // the child telling us why execve failed.
+    match parent_end.recv()? {
+        None => {}
+        Some(Message::Failed(reason)) => return Err(Error::Child(reason)),
+        Some(other) => return Err(Error::Child(format!("protocol error: got {other:?}"))),
+    }
+    std::mem::forget(guard);
+    Ok(pid.as_raw())
+}
+
+/// Kills and reaps a half-made child when setup fails, so nothing is left behind.
+struct KillOnDrop(Pid);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGKILL);
+        let _ = waitpid(self.0, None);
+    }
+}
+
+/// `clone(2)` with fork semantics (no new stack, SIGCHLD to the parent) into new
+/// namespaces. Returns `None` in the child.
+///
+/// Hand-rolled because neither std nor nix offers a fork that takes namespace flags, and
+/// cloning straight into them saves the extra process runc needs.
+fn clone_process(flags: CloneFlags) -> Result<Option<Pid>> {
+    let flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: without CLONE_VM the child gets a copy of our address space, as with fork;
+    // the runtime is single-threaded here, so no lock is held by a thread that does not
+    // exist in the child. A null stack means "the same stack pointer" in the copy.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match ret {
+        -1 => Err(std::io::Error::last_os_error()).ctx(|| "clone".into()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// The signals a foreground runtime relays to its container (all but those the kernel
+/// will not let us catch, and SIGCHLD which tells us the container is gone).
+pub fn relay_signals() -> SigSet {
+    let mut set = SigSet::all();
+    for s in [Signal::SIGKILL, Signal::SIGSTOP] {
+        set.remove(s);
+    }
+    set
+}
+
+/// Blocks the relayed signals and SIGCHLD in the caller. Done before the container is
+/// cloned, so a container that exits at once still leaves its SIGCHLD pending for us:
+/// there is no window in which the exit could be missed and the runtime hang.
+pub fn block_signals() -> Result<SigSet> {
+    let set = relay_signals();
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
+        .ctx(|| "blocking signals".into())?;
+    Ok(old)
+}
+
+/// Waits for `pid` to exit while relaying every signal the runtime receives to it and, with
+/// a terminal, copying between our stdio and the pty master. Returns the exit code as a
+/// shell reports it (128 + signal when killed). Signals must already be blocked.
+pub fn supervise(pid: i32, master: Option<OwnedFd>) -> Result<i32> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::AsFd;
+
+    let sfd = SignalFd::with_flags(&relay_signals(), SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .ctx(|| "creating signalfd".into())?;
+    let target = Pid::from_raw(pid);
+    let stdin = std::io::stdin();
+    let mut stdin_open = master.is_some();
+    let mut master_open = master.is_some();
+    if let Some(m) = &master {
+        tty_resize_from_stdin(m);
+    }
+    loop {
+        // A status that is already there (the child exited before we got here) is picked up
+        // before sleeping, never lost.
+        if let Some(code) = reap(target)? {
+            if let Some(m) = &master {
+                drain(m);
+            }
+            return Ok(code);
+        }
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let stdin_fd = stdin.as_fd();
+        if let Some(m) = &master {
+            if master_open {
+                fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+            }
+            if stdin_open {
+                fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
+            }
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).ctx(|| "poll".into()),
+            Ok(_) => {}
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        if ready[0] {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let signo = info.ssi_signo as i32;
+                if signo == libc::SIGCHLD {
+                    continue;
+                }
+                if signo == libc::SIGWINCH {
+                    if let Some(m) = &master {
+                        tty_resize_from_stdin(m);
+                        continue;
+                    }
+                }
+                if let Ok(sig) = Signal::try_from(signo) {
+                    let _ = kill(target, sig);
+                }
+            }
+        }
+        if let Some(m) = &master {
+            let mut idx = 1;
+            if master_open {
+                if ready[idx] && !copy(m, &std::io::stdout()) {
+                    master_open = false;
+                }
+                idx += 1;
+            }
+            if stdin_open && ready.get(idx).copied().unwrap_or(false) && !copy(&stdin, m) {
+                stdin_open = false;
+            }
+        }
+    }
+}
+
+fn reap(target: Pid) -> Result<Option<i32>> {
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, code)) if p == target => return Ok(Some(code)),
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == target => return Ok(Some(128 + sig as i32)),
+            Ok(WaitStatus::StillAlive) => return Ok(None),
+            // Another child (a reparented orphan when we are a subreaper): reaped, go on.
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::ECHILD) => {
+                return Err(Error::Invalid(format!("process {target} is not our child")))
+            }
+            Err(e) => return Err(e).ctx(|| "waitpid".into()),
+        }
+    }
+}
+
+/// Copies what is readable now from `from` to `to`; false at end of file or on error.
+fn copy(from: &impl std::os::fd::AsFd, to: &impl std::os::fd::AsFd) -> bool {
+    let mut buf = [0u8; 8192];
+    match nix::unistd::read(from.as_fd(), &mut buf) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => write_all(to, &buf[..n]),
+    }
+}
+
+fn write_all(to: &impl std::os::fd::AsFd, mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        match nix::unistd::write(to.as_fd(), data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Reads what the container left in the pty after it exited.
+fn drain(master: &OwnedFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    loop {
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+            return;
+        }
+        if !copy(master, &std::io::stdout()) {
+            return;
+        }
+    }
+}
+
+fn tty_resize_from_stdin(master: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let mut ws: libc::winsize = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes into `ws`, which lives for the call; failure is ignored
+    // (stdin is not a terminal).
+    if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 {
+        let _ = crate::tty::set_window_size(master.as_raw_fd(), ws.ws_row, ws.ws_col);
+    }
+}
