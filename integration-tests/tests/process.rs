@@ -348,11 +348,12 @@ fn terminal_via_console_socket() {
     let env = TestEnv::new("terminal");
     let mut c = env.container();
     c.sh("tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-tty; \
-          stat -c '%F %t' /dev/console; \
+          stat -c '%F %t' /dev/console; stty size; \
           echo ready; read line; echo got:$line");
     {
         let cfg = c.config_mut();
         cfg["process"]["terminal"] = true.into();
+        cfg["process"]["consoleSize"] = json!({"height": 40, "width": 100});
     }
     let mut sock = ConsoleSocket::bind(&env.dir().join("console.sock"));
     c.create_cmd(&["--console-socket", &sock.arg()]).run().ok();
@@ -366,6 +367,7 @@ fn terminal_via_console_socket() {
         lines[2], "character special file 88",
         "/dev/console is the pty: {text:?}"
     );
+    assert_eq!(lines[3], "40 100", "consoleSize: {text:?}");
     write_pty(&mut master, "hello pty\n");
     let rest = read_pty(&mut master, T10);
     assert!(rest.contains("got:hello pty"), "{rest:?}");

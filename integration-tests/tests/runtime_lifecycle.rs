@@ -715,3 +715,55 @@ fn run_true_1000_times() {
     eprintln!("1000 runs in {:?}", t0.elapsed());
     env.assert_nothing_left(&c.id, c.path());
 }
+
+#[test]
+fn kill_created_container() {
+    let env = TestEnv::new("killcreated");
+    let mut c = env.container();
+    let shared = c.share_dir("/shared");
+    c.sh("touch /shared/ran; sleep 1000");
+    c.create();
+    let pid = c.pid();
+    c.kill("KILL").ok();
+    c.wait_status("stopped", T10);
+    wait_for(
+        T10,
+        || !Path::new(&format!("/proc/{pid}/cmdline")).exists() || pids_with_env(&c.id).is_empty(),
+        "init gone",
+    );
+    assert!(!shared.join("ran").exists(), "the user process ran");
+    c.delete().ok();
+    env.assert_nothing_left(&c.id, c.path());
+}
+
+#[test]
+fn run_detach_with_terminal_and_pid_file() {
+    let env = TestEnv::new("detachtty");
+    let mut c = env.container();
+    c.sh("echo hello-$(tty); read line; echo got:$line");
+    c.config_mut()["process"]["terminal"] = true.into();
+    let mut sock = ConsoleSocket::bind(&env.dir().join("console.sock"));
+    let pidfile = env.dir().join("run.pid");
+    c.run_cmd(&[
+        "--detach",
+        "--console-socket",
+        &sock.arg(),
+        "--pid-file",
+        &pidfile.display().to_string(),
+    ])
+    .run()
+    .ok();
+    let pid: i64 = fs::read_to_string(&pidfile)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert_eq!(pid, c.pid() as i64);
+    let mut master = sock.master();
+    let text = read_pty_until(&mut master, "hello-/dev/pts/0\n", T10);
+    assert!(text.contains("hello-/dev/pts/0"), "{text:?}");
+    write_pty(&mut master, "bye\n");
+    let rest = read_pty(&mut master, T10);
+    assert!(rest.contains("got:bye"), "{rest:?}");
+    c.wait_status("stopped", T10);
+}
