@@ -213,6 +213,8 @@ pub struct Invocation {
     envs: Vec<(String, String)>,
 }
 
+const MAX_PASSED_FDS: usize = 32;
+
 static OUT_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl Invocation {
@@ -300,6 +302,10 @@ impl Invocation {
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
+        assert!(
+            self.fds.len() + self.leaked.len() <= MAX_PASSED_FDS,
+            "at most {MAX_PASSED_FDS} passed/leaked fds"
+        );
         let fds: Vec<RawFd> = self.fds.iter().map(AsRawFd::as_raw_fd).collect();
         let leaked: Vec<(RawFd, RawFd)> = self
             .leaked
@@ -311,13 +317,14 @@ impl Invocation {
             cmd.pre_exec(move || {
                 // Move the sources out of the way first so dup2 onto 3.. cannot clobber
                 // a source that has not been placed yet.
-                let mut tmp = Vec::with_capacity(fds.len() + leaked.len());
-                for &fd in fds.iter().chain(leaked.iter().map(|(f, _)| f)) {
+                // (No allocation here: other test threads may hold the malloc lock.)
+                let mut tmp: [RawFd; MAX_PASSED_FDS] = [-1; MAX_PASSED_FDS];
+                for (i, &fd) in fds.iter().chain(leaked.iter().map(|(f, _)| f)).enumerate() {
                     let t = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 1000);
                     if t < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    tmp.push(t);
+                    tmp[i] = t;
                 }
                 for (i, &t) in tmp.iter().take(fds.len()).enumerate() {
                     if libc::dup2(t, 3 + i as RawFd) < 0 {
