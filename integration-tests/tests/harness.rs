@@ -2,12 +2,12 @@
 //! guard cleans up containers, processes, cgroups and temp dirs even after a panic.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use integration_tests::*;
 
-fn assert_all_gone(id: &str, dir: &PathBuf) {
+fn assert_all_gone(id: &str, dir: &Path) {
     wait_for(
         Duration::from_secs(10),
         || pids_with_env(id).is_empty(),
