@@ -159,8 +159,8 @@ fn hooks_run_in_order_with_state_on_stdin() {
             );
         } else {
             assert_eq!(status, spec_status(name), "{name}: {st}");
-            assert_eq!(st["annotations"]["org.rrun.hooks"], "yes", "{name}: {st}");
         }
+        assert_eq!(st["annotations"]["org.rrun.hooks"], "yes", "{name}: {st}");
         let argv = fs::read_to_string(dir.join(format!("{name}.argv"))).unwrap();
         assert_eq!(
             argv.trim(),

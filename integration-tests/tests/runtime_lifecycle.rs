@@ -184,10 +184,7 @@ fn state_json_fields() {
         c.path(),
         "{st}"
     );
-    if !is_runc() {
-        // runc 1.1 omits annotations from `state`; runtime-spec requires them.
-        assert_eq!(st["annotations"], json!({"org.rrun.test": "yes", "x": "1"}));
-    }
+    assert_eq!(st["annotations"], json!({"org.rrun.test": "yes", "x": "1"}));
     c.start().ok();
     c.wait_status("running", T10);
 }
