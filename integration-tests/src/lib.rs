@@ -701,7 +701,15 @@ impl Running {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         self.cleanup();
-        if std::env::var_os("RRUN_TEST_KEEP").is_some() {
+        let left = mounts_under(&self.base);
+        if !left.is_empty() {
+            // Never recurse into a mount (it could be a bind of something outside).
+            let tmp = self.tmp.take().unwrap();
+            eprintln!(
+                "cleanup: mounts left under {} ({left:?}): not removing it",
+                tmp.keep().display()
+            );
+        } else if std::env::var_os("RRUN_TEST_KEEP").is_some() {
             let tmp = self.tmp.take().unwrap();
             eprintln!("RRUN_TEST_KEEP: leaving {}", tmp.keep().display());
         } else if let Some(tmp) = self.tmp.take() {
