@@ -121,7 +121,7 @@ impl Runtime {
                 &HookKind::CreateRuntime.of(spec),
                 state_json.as_bytes(),
             )?;
-            Ok(state::oci_state(&record, Status::Created).to_string())
+            Ok((state_json, state::oci_state(&record, Status::Created).to_string()))
         })?;
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;

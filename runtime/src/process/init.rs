@@ -104,14 +104,17 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
     .ctx(|| format!("opening {}", cfg.fifo.display()))?;
 
     chan.send(&Message::RunCreateRuntimeHooks)?;
-    let state = match chan.recv()? {
-        Some(Message::HooksDone(state)) => state,
+    let (create_state, start_state) = match chan.recv()? {
+        Some(Message::HooksDone {
+            create_container,
+            start_container,
+        }) => (create_container, start_container),
         Some(Message::Failed(reason)) => return Err(Error::Child(reason)),
         other => return Err(Error::Child(format!("protocol error: got {other:?}"))),
     };
     // createContainer hooks: in the container's namespaces, before pivot_root, so their
     // paths still resolve as on the host.
-    hooks::run_all(HookKind::CreateContainer, &HookKind::CreateContainer.of(spec), state.as_bytes())?;
+    hooks::run_all(HookKind::CreateContainer, &HookKind::CreateContainer.of(spec), create_state.as_bytes())?;
 
     rootfs::enter_root(&cfg.rootfs, cfg.no_pivot)?;
 
@@ -125,10 +128,11 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
         let slave = crate::tty::setup_terminal(socket, size)?;
         rootfs::mount_console(&slave)?;
     }
-    rootfs::finish(spec)?;
+    // Before finish(): it makes /proc/sys read-only.
     if let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
         namespaces::apply_sysctls(sysctls)?;
     }
+    rootfs::finish(spec)?;
 
     let exe = prepare_process(process)?;
     chan.send(&Message::Ready)?;
@@ -139,7 +143,7 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
         .write(true)
         .open(&path)
         .ctx(|| "opening exec fifo".into())?;
-    hooks::run_all(HookKind::StartContainer, &HookKind::StartContainer.of(spec), state.as_bytes())?;
+    hooks::run_all(HookKind::StartContainer, &HookKind::StartContainer.of(spec), start_state.as_bytes())?;
     start.write_all(b"0").ctx(|| "writing exec fifo".into())?;
     drop(start);
     drop(fifo);

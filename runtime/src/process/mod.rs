@@ -42,10 +42,11 @@ pub struct ExecConfig<'a> {
 /// Clones the container's init into its namespaces and drives its setup up to the point
 /// where it waits on the exec fifo. `at_create_runtime` runs in the runtime's namespaces
 /// when the container's namespaces exist (prestart and createRuntime hooks); it gets the
-/// init's pid and answers the state JSON that the init hands to its own hooks.
+/// init's pid and answers the state documents that the init hands to its own hooks
+/// (createContainer, startContainer).
 pub fn spawn_init(
     cfg: &InitConfig,
-    at_create_runtime: impl FnOnce(i32) -> Result<String>,
+    at_create_runtime: impl FnOnce(i32) -> Result<(String, String)>,
 ) -> Result<i32> {
     cfg.namespaces.check_supported()?;
     let (parent_end, child_end) = sync::channel_pair()?;
@@ -68,8 +69,11 @@ pub fn spawn_init(
     }
     parent_end.send(&Message::Proceed)?;
     parent_end.expect(Message::RunCreateRuntimeHooks)?;
-    let state = at_create_runtime(pid.as_raw())?;
-    parent_end.send(&Message::HooksDone(state))?;
+    let (create_container, start_container) = at_create_runtime(pid.as_raw())?;
+    parent_end.send(&Message::HooksDone {
+        create_container,
+        start_container,
+    })?;
     parent_end.expect(Message::Ready)?;
     std::mem::forget(guard);
     Ok(pid.as_raw())

@@ -15,9 +15,12 @@ pub enum Message {
     /// Child → parent: namespaces and mounts are in place, not yet pivoted: run the
     /// prestart and createRuntime hooks now.
     RunCreateRuntimeHooks,
-    /// Parent → child: those hooks are done; here is the state JSON for the hooks the
-    /// child runs itself (createContainer, startContainer).
-    HooksDone(String),
+    /// Parent → child: those hooks are done; here are the state documents for the hooks
+    /// the child runs itself.
+    HooksDone {
+        create_container: String,
+        start_container: String,
+    },
     /// Child → parent: everything is set up; the child now waits on the exec fifo (create)
     /// or is about to execve (exec).
     Ready,
