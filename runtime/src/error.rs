@@ -10,7 +10,9 @@ pub enum Error {
     NotFound(String),
     #[error("container {0:?} already exists")]
     AlreadyExists(String),
-    #[error("invalid container id {0:?}: use letters, digits, '_', '+', '-' and '.' (not only dots)")]
+    #[error(
+        "invalid container id {0:?}: use letters, digits, '_', '+', '-' and '.' (not only dots)"
+    )]
     InvalidId(String),
     #[error("container {id:?} is {status}: {action} needs it {wanted}")]
     WrongState {

@@ -77,7 +77,9 @@ fn run_one(kind: HookKind, hook: &Hook, state_json: &[u8]) -> Result<()> {
             cmd.env(k, v);
         }
     }
-    let mut child = cmd.spawn().map_err(|e| fail(format!("cannot start: {e}")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("cannot start: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is fine: ignore EPIPE.
         let _ = stdin.write_all(state_json);

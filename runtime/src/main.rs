@@ -158,7 +158,10 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let logger = Logger { file: cli.log.clone(), json: cli.log_format == LogFormat::Json };
+    let logger = Logger {
+        file: cli.log.clone(),
+        json: cli.log_format == LogFormat::Json,
+    };
     match dispatch(&cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -187,7 +190,11 @@ impl Logger {
         } else {
             format!("time=\"{time}\" level=error msg={msg:?}")
         };
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             let _ = writeln!(f, "{line}");
         }
     }
@@ -205,7 +212,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
                 bail!("{} already exists; remove it first", path.display());
             }
             let text = serde_json::to_string_pretty(&spec::default_spec())?;
-            std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
             Ok(0)
         }
         Command::Create(args) => {
@@ -216,7 +224,11 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             rt.start(id)?;
             Ok(0)
         }
-        Command::Run { create, detach, keep } => run(&rt, create, *detach, *keep),
+        Command::Run {
+            create,
+            detach,
+            keep,
+        } => run(&rt, create, *detach, *keep),
         Command::State { id } => {
             println!("{}", serde_json::to_string_pretty(&rt.state(id)?)?);
             Ok(0)
@@ -253,7 +265,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             let (_, record, _) = rt.load(id)?;
             let proc = match process {
                 Some(file) => {
-                    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                    let data = std::fs::read(file)
+                        .with_context(|| format!("reading {}", file.display()))?;
                     serde_json::from_slice::<Process>(&data)
                         .with_context(|| format!("parsing process file {}", file.display()))?
                 }
@@ -271,9 +284,21 @@ fn dispatch(cli: &Cli) -> Result<i32> {
                     },
                 )?,
             };
-            exec(&rt, id, proc, *detach, pid_file.clone(), console_socket.clone(), *preserve_fds)
+            exec(
+                &rt,
+                id,
+                proc,
+                *detach,
+                pid_file.clone(),
+                console_socket.clone(),
+                *preserve_fds,
+            )
         }
-        Command::Ps { format, id, ps_args } => {
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => {
             ps(&rt, id, *format, ps_args)?;
             Ok(0)
         }
@@ -297,8 +322,13 @@ fn create_options(a: &CreateArgs) -> CreateOptions {
 
 fn run(rt: &Runtime, args: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
     let mut opts = create_options(args);
-    let bundle_spec = spec::load_bundle(&std::fs::canonicalize(&args.bundle).unwrap_or(args.bundle.clone()))?;
-    let terminal = bundle_spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    let bundle_spec =
+        spec::load_bundle(&std::fs::canonicalize(&args.bundle).unwrap_or(args.bundle.clone()))?;
+    let terminal = bundle_spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
     // A foreground terminal without a console socket: we hold the master and relay stdio.
     let proxy = if terminal && opts.console_socket.is_none() {
         if detach {
@@ -372,9 +402,14 @@ fn exec_process_from_flags(mut p: Process, f: &ExecFlags) -> Result<Process> {
             Some((u, g)) => (u, Some(g)),
             None => (u, None),
         };
-        user.set_uid(uid.parse().map_err(|_| anyhow!("--user {u:?}: uid must be numeric"))?);
+        user.set_uid(
+            uid.parse()
+                .map_err(|_| anyhow!("--user {u:?}: uid must be numeric"))?,
+        );
         user.set_gid(match gid {
-            Some(g) => g.parse().map_err(|_| anyhow!("--user {u:?}: gid must be numeric"))?,
+            Some(g) => g
+                .parse()
+                .map_err(|_| anyhow!("--user {u:?}: gid must be numeric"))?,
             None => 0,
         });
     }
@@ -385,12 +420,21 @@ fn exec_process_from_flags(mut p: Process, f: &ExecFlags) -> Result<Process> {
     if !f.caps.is_empty() {
         let mut caps = p.capabilities().clone().unwrap_or_default();
         for name in f.caps {
-            let name = if name.starts_with("CAP_") { name.clone() } else { format!("CAP_{name}") };
-            let cap: oci_spec::runtime::Capability =
-                name.parse().map_err(|_| anyhow!("unknown capability {name}"))?;
-            for set in [caps.bounding().clone(), caps.effective().clone(), caps.permitted().clone()]
-                .iter()
-                .enumerate()
+            let name = if name.starts_with("CAP_") {
+                name.clone()
+            } else {
+                format!("CAP_{name}")
+            };
+            let cap: oci_spec::runtime::Capability = name
+                .parse()
+                .map_err(|_| anyhow!("unknown capability {name}"))?;
+            for set in [
+                caps.bounding().clone(),
+                caps.effective().clone(),
+                caps.permitted().clone(),
+            ]
+            .iter()
+            .enumerate()
             {
                 let mut s = set.1.clone().unwrap_or_default();
                 s.insert(cap);
@@ -489,13 +533,21 @@ fn ps(rt: &Runtime, id: &str, format: ListFormat, ps_args: &[String]) -> Result<
         println!("{}", serde_json::to_string(&pids)?);
         return Ok(());
     }
-    let args: Vec<String> = if ps_args.is_empty() { vec!["-ef".into()] } else { ps_args.to_vec() };
+    let args: Vec<String> = if ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_args.to_vec()
+    };
     let out = std::process::Command::new("ps")
         .args(&args)
         .output()
         .context("running ps")?;
     if !out.status.success() {
-        bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
@@ -506,7 +558,10 @@ fn ps(rt: &Runtime, id: &str, format: ListFormat, ps_args: &[String]) -> Result<
         .ok_or_else(|| anyhow!("ps output has no PID column"))?;
     println!("{header}");
     for line in lines {
-        let pid = line.split_whitespace().nth(pid_col).and_then(|p| p.parse::<i32>().ok());
+        let pid = line
+            .split_whitespace()
+            .nth(pid_col)
+            .and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| pids.contains(&p)) {
             println!("{line}");
         }
@@ -515,7 +570,11 @@ fn ps(rt: &Runtime, id: &str, format: ListFormat, ps_args: &[String]) -> Result<
 }
 
 fn tempdir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("rrun-{}-{}", std::process::id(), rrun::state::now_rfc3339().len()));
+    let dir = std::env::temp_dir().join(format!(
+        "rrun-{}-{}",
+        std::process::id(),
+        rrun::state::now_rfc3339().len()
+    ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }

@@ -72,8 +72,9 @@ impl NamespacePlan {
                 None => plan.new.push(ns.typ()),
                 Some(p) if p.as_os_str().is_empty() => plan.new.push(ns.typ()),
                 Some(p) => {
-                    let f = File::open(p)
-                        .ctx(|| format!("opening {} namespace {}", proc_name(ns.typ()), p.display()))?;
+                    let f = File::open(p).ctx(|| {
+                        format!("opening {} namespace {}", proc_name(ns.typ()), p.display())
+                    })?;
                     plan.join.push((ns.typ(), f));
                 }
             }
@@ -137,7 +138,8 @@ impl NamespacePlan {
     pub fn join_pid_for_children(&self) -> Result<()> {
         for (typ, f) in &self.join {
             if *typ == LinuxNamespaceType::Pid {
-                setns(f.as_fd(), CloneFlags::CLONE_NEWPID).ctx(|| "joining pid namespace".into())?;
+                setns(f.as_fd(), CloneFlags::CLONE_NEWPID)
+                    .ctx(|| "joining pid namespace".into())?;
             }
         }
         Ok(())
@@ -191,7 +193,12 @@ pub fn time_offsets(spec: &Spec) -> HashMap<String, (i64, u32)> {
         .and_then(|l| l.time_offsets().as_ref())
         .map(|m| {
             m.iter()
-                .map(|(k, v)| (k.clone(), (v.secs().unwrap_or(0), v.nanosecs().unwrap_or(0))))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        (v.secs().unwrap_or(0), v.nanosecs().unwrap_or(0)),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -294,6 +301,9 @@ mod tests {
             ],
             join: vec![],
         };
-        assert_eq!(plan.clone_flags(), CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS);
+        assert_eq!(
+            plan.clone_flags(),
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS
+        );
     }
 }

@@ -38,7 +38,11 @@ pub fn prepare_propagation(spec: &Spec) -> Result<()> {
 }
 
 fn configured_root_propagation(spec: &Spec) -> Result<Option<MsFlags>> {
-    let Some(p) = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().as_deref()) else {
+    let Some(p) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().as_deref())
+    else {
         return Ok(None);
     };
     match propagation_flag(p) {
@@ -52,8 +56,14 @@ fn configured_root_propagation(spec: &Spec) -> Result<Option<MsFlags>> {
 pub fn bind_rootfs(rootfs: &Path) -> Result<()> {
     if let Some(parent) = mount_point_of(rootfs)? {
         if parent.shared {
-            mount(None::<&str>, &parent.mount_point, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
-                .ctx(|| format!("making {} private", parent.mount_point.display()))?;
+            mount(
+                None::<&str>,
+                &parent.mount_point,
+                None::<&str>,
+                MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .ctx(|| format!("making {} private", parent.mount_point.display()))?;
         }
     }
     mount(
@@ -113,8 +123,14 @@ pub fn mount_all(ctx: &RootfsContext) -> Result<()> {
 pub fn enter_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
     if no_pivot {
         chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
-        mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .ctx(|| "moving rootfs onto / (--no-pivot)".into())?;
+        mount(
+            Some(rootfs),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .ctx(|| "moving rootfs onto / (--no-pivot)".into())?;
         nix::unistd::chroot(".").ctx(|| "chroot into rootfs".into())?;
         return chdir("/").ctx(|| "chdir /".into());
     }
@@ -123,8 +139,14 @@ pub fn enter_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
     fchdir(new_root.as_fd()).ctx(|| "fchdir to rootfs".into())?;
     pivot_root(".", ".").ctx(|| format!("pivot_root to {}", rootfs.display()))?;
     fchdir(old_root.as_fd()).ctx(|| "fchdir to old root".into())?;
-    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .ctx(|| "making old root a slave".into())?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| "making old root a slave".into())?;
     umount2(".", MntFlags::MNT_DETACH).ctx(|| "detaching old root".into())?;
     chdir("/").ctx(|| "chdir /".into())
 }
@@ -134,17 +156,30 @@ pub fn enter_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
 pub fn finish(spec: &Spec) -> Result<()> {
     let root = open_dir(Path::new("/"))?;
     let linux = spec.linux().as_ref();
-    for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+    for p in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         mask_path(&root, Path::new(p))?;
     }
-    for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
+    for p in linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         readonly_path(&root, Path::new(p))?;
     }
     if let Some(flags) = configured_root_propagation(spec)? {
         mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
             .ctx(|| "applying rootfsPropagation to /".into())?;
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         let locked = locked_flags(Path::new("/"))?;
         mount(
             None::<&str>,
@@ -213,11 +248,16 @@ pub fn parse_mount_options(options: &[String]) -> Result<MountOptions> {
             "silent" => (true, MsFlags::MS_SILENT),
             "loud" => (false, MsFlags::MS_SILENT),
             "idmap" | "ridmap" | "tmpcopyup" => {
-                return Err(Error::Invalid(format!("mount option {opt:?} is not supported")))
+                return Err(Error::Invalid(format!(
+                    "mount option {opt:?} is not supported"
+                )))
             }
             o if o.len() > 1
                 && o.starts_with('r')
-                && matches!(&o[1..], "ro" | "rw" | "nosuid" | "nodev" | "noexec" | "noatime") =>
+                && matches!(
+                    &o[1..],
+                    "ro" | "rw" | "nosuid" | "nodev" | "noexec" | "noatime"
+                ) =>
             {
                 return Err(Error::Invalid(format!(
                     "recursive mount option {opt:?} is not supported"
@@ -255,8 +295,7 @@ fn propagation_flag(opt: &str) -> Option<MsFlags> {
 
 fn is_bind(m: &Mount) -> bool {
     m.typ().as_deref() == Some("bind")
-        || m
-            .options()
+        || m.options()
             .as_ref()
             .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"))
 }
@@ -277,9 +316,11 @@ fn mount_one(ctx: &RootfsContext, root: &OwnedFd, m: &Mount) -> Result<()> {
             .source()
             .as_ref()
             .map(|s| absolute_source(ctx.bundle, s))
-            .ok_or_else(|| Error::Invalid(format!("bind mount {} has no source", dest.display())))?;
-        let meta = std::fs::metadata(&source)
-            .ctx(|| format!("bind mount source {}", source.display()))?;
+            .ok_or_else(|| {
+                Error::Invalid(format!("bind mount {} has no source", dest.display()))
+            })?;
+        let meta =
+            std::fs::metadata(&source).ctx(|| format!("bind mount source {}", source.display()))?;
         let target = if meta.is_dir() {
             mkdir_all_in_root(root, dest)?
         } else {
@@ -287,8 +328,14 @@ fn mount_one(ctx: &RootfsContext, root: &OwnedFd, m: &Mount) -> Result<()> {
         };
         let target_path = fd_path(&target);
         let bind_flags = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-        mount(Some(&source), target_path.as_str(), None::<&str>, bind_flags, None::<&str>)
-            .ctx(|| fail(&source.display().to_string()))?;
+        mount(
+            Some(&source),
+            target_path.as_str(),
+            None::<&str>,
+            bind_flags,
+            None::<&str>,
+        )
+        .ctx(|| fail(&source.display().to_string()))?;
         // A bind mount ignores every other flag: they take a remount, which must keep the
         // flags the kernel locked on the source (nosuid/nodev/noexec in a user namespace).
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
@@ -349,8 +396,14 @@ fn apply_propagation(root: &OwnedFd, dest: &Path, opts: &MountOptions) -> Result
     }
     let mounted = reopen(root, dest)?;
     for p in &opts.propagation {
-        mount(None::<&str>, fd_path(&mounted).as_str(), None::<&str>, *p, None::<&str>)
-            .ctx(|| format!("setting propagation of {}", dest.display()))?;
+        mount(
+            None::<&str>,
+            fd_path(&mounted).as_str(),
+            None::<&str>,
+            *p,
+            None::<&str>,
+        )
+        .ctx(|| format!("setting propagation of {}", dest.display()))?;
     }
     Ok(())
 }
@@ -397,11 +450,18 @@ fn locked_flags(path: &Path) -> Result<MsFlags> {
 /// kernel does the scoping and we mount the hierarchies; without one we bind the
 /// directories of the cgroups the init is in. On v1 and hybrid hosts that is a tmpfs with
 /// one directory per hierarchy, as runc lays it out.
-fn mount_cgroup(ctx: &RootfsContext, root: &OwnedFd, dest: &Path, opts: &MountOptions) -> Result<()> {
-    let ro = opts.flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+fn mount_cgroup(
+    ctx: &RootfsContext,
+    root: &OwnedFd,
+    dest: &Path,
+    opts: &MountOptions,
+) -> Result<()> {
+    let ro = opts.flags
+        & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
     let hierarchies = cgroup_hierarchies()?;
     let target = mkdir_all_in_root(root, dest)?;
-    let unified_only = hierarchies.len() == 1 && hierarchies[0].fstype == "cgroup2"
+    let unified_only = hierarchies.len() == 1
+        && hierarchies[0].fstype == "cgroup2"
         && hierarchies[0].mount_point == Path::new("/sys/fs/cgroup");
     if unified_only {
         return mount_hierarchy(ctx, &hierarchies[0], root, dest, &target, ro);
@@ -416,7 +476,9 @@ fn mount_cgroup(ctx: &RootfsContext, root: &OwnedFd, dest: &Path, opts: &MountOp
     .ctx(|| format!("mounting tmpfs for cgroups on {}", dest.display()))?;
     let base = reopen(root, dest)?;
     for h in &hierarchies {
-        let Some(name) = h.mount_point.file_name() else { continue };
+        let Some(name) = h.mount_point.file_name() else {
+            continue;
+        };
         let sub = dest.join(name);
         let dir = mkdir_all_in_root(root, &sub)?;
         mount_hierarchy(ctx, h, root, &sub, &dir, ro)?;
@@ -455,13 +517,25 @@ fn mount_hierarchy(
     let target = fd_path(dir);
     if ctx.new_cgroup_ns {
         let data = (h.fstype == "cgroup").then(|| h.super_options.clone());
-        return mount(Some(h.fstype.as_str()), target.as_str(), Some(h.fstype.as_str()), flags, data.as_deref())
-            .ctx(|| format!("mounting {} {}", h.fstype, h.mount_point.display()));
+        return mount(
+            Some(h.fstype.as_str()),
+            target.as_str(),
+            Some(h.fstype.as_str()),
+            flags,
+            data.as_deref(),
+        )
+        .ctx(|| format!("mounting {} {}", h.fstype, h.mount_point.display()));
     }
     let own = own_cgroup_path(h)?;
     let source = h.mount_point.join(own.trim_start_matches('/'));
-    mount(Some(&source), target.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .ctx(|| format!("binding cgroup {}", source.display()))?;
+    mount(
+        Some(&source),
+        target.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("binding cgroup {}", source.display()))?;
     if !flags.is_empty() {
         let mounted = reopen(root, path)?;
         mount(
@@ -500,14 +574,19 @@ fn cgroup_hierarchies() -> Result<Vec<CgroupHierarchy>> {
             .filter(|o| *o != "rw" && *o != "ro")
             .collect::<Vec<_>>()
             .join(",");
-        out.push(CgroupHierarchy { mount_point: m.mount_point, fstype: m.fstype, super_options });
+        out.push(CgroupHierarchy {
+            mount_point: m.mount_point,
+            fstype: m.fstype,
+            super_options,
+        });
     }
     Ok(out)
 }
 
 /// The path of our own cgroup in hierarchy `h`, from `/proc/self/cgroup`.
 fn own_cgroup_path(h: &CgroupHierarchy) -> Result<String> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").ctx(|| "reading /proc/self/cgroup".into())?;
+    let text =
+        std::fs::read_to_string("/proc/self/cgroup").ctx(|| "reading /proc/self/cgroup".into())?;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
@@ -526,7 +605,10 @@ fn own_cgroup_path(h: &CgroupHierarchy) -> Result<String> {
             return Ok(path.to_string());
         }
     }
-    Err(Error::Invalid(format!("no cgroup of ours in {}", h.mount_point.display())))
+    Err(Error::Invalid(format!(
+        "no cgroup of ours in {}",
+        h.mount_point.display()
+    )))
 }
 
 // ---- mount table -----------------------------------------------------------------------
@@ -568,7 +650,10 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len() + 0
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -631,7 +716,10 @@ fn create_device(root: &OwnedFd, dev: &LinuxDevice, bind_host: bool) -> Result<(
         LinuxDeviceType::B => SFlag::S_IFBLK,
         LinuxDeviceType::P => SFlag::S_IFIFO,
         LinuxDeviceType::A => {
-            return Err(Error::Invalid(format!("device {}: type 'a' cannot be created", path.display())))
+            return Err(Error::Invalid(format!(
+                "device {}: type 'a' cannot be created",
+                path.display()
+            )))
         }
     };
     let (parent, name) = split_parent(path)?;
@@ -639,7 +727,11 @@ fn create_device(root: &OwnedFd, dev: &LinuxDevice, bind_host: bool) -> Result<(
     let perm = Mode::from_bits_truncate(dev.file_mode().unwrap_or(0o666) & 0o7777);
     let rdev = makedev(dev.major() as u64, dev.minor() as u64);
     // A device already in the image (or made by an earlier entry) is replaced.
-    let _ = nix::unistd::unlinkat(dir.as_fd(), name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+    let _ = nix::unistd::unlinkat(
+        dir.as_fd(),
+        name.as_str(),
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
     mknodat(dir.as_fd(), name.as_str(), kind, perm, rdev)
         .ctx(|| format!("mknod {}", path.display()))?;
     fchownat(
@@ -674,8 +766,14 @@ fn dev_symlinks(root: &OwnedFd) -> Result<()> {
 
 /// Binds the terminal's slave onto `/dev/console` (inside the new root).
 pub fn mount_console(slave_path: &Path) -> Result<()> {
-    mount(Some(slave_path), "/dev/console", None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .ctx(|| format!("binding {} on /dev/console", slave_path.display()))
+    mount(
+        Some(slave_path),
+        "/dev/console",
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .ctx(|| format!("binding {} on /dev/console", slave_path.display()))
 }
 
 // ---- masked and read-only paths --------------------------------------------------------
@@ -729,8 +827,14 @@ fn readonly_path(root: &OwnedFd, path: &Path) -> Result<()> {
         Err(e) => return Err(e).ctx(|| format!("opening read-only path {}", path.display())),
     };
     let p = fd_path(&target);
-    mount(Some(p.as_str()), p.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .ctx(|| format!("binding {} onto itself", path.display()))?;
+    mount(
+        Some(p.as_str()),
+        p.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("binding {} onto itself", path.display()))?;
     let mounted = reopen(root, path)?;
     let mp = fd_path(&mounted);
     let locked = locked_flags(Path::new(&mp))?;
@@ -747,8 +851,12 @@ fn readonly_path(root: &OwnedFd, path: &Path) -> Result<()> {
 // ---- resolving inside the root ---------------------------------------------------------
 
 fn open_dir(path: &Path) -> Result<OwnedFd> {
-    nix::fcntl::open(path, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .ctx(|| format!("opening {}", path.display()))
+    nix::fcntl::open(
+        path,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("opening {}", path.display()))
 }
 
 /// `/proc/self/fd/N`: a path for mount(2) that names exactly the file we resolved.
@@ -787,17 +895,23 @@ fn relative(path: &Path) -> PathBuf {
 /// `mkdir -p` inside the root, one component at a time, each resolved in the root.
 pub(crate) fn mkdir_all_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
     let rel = relative(path);
-    let mut current = open_in_root(root, Path::new("."), OFlag::O_DIRECTORY)
-        .ctx(|| "opening rootfs".into())?;
+    let mut current =
+        open_in_root(root, Path::new("."), OFlag::O_DIRECTORY).ctx(|| "opening rootfs".into())?;
     let mut so_far = PathBuf::new();
     for comp in rel.components() {
         so_far.push(comp);
         current = match open_in_root(root, &so_far, OFlag::empty()) {
             Ok(fd) => fd,
             Err(nix::errno::Errno::ENOENT) => {
-                match nix::sys::stat::mkdirat(current.as_fd(), comp.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                match nix::sys::stat::mkdirat(
+                    current.as_fd(),
+                    comp.as_os_str(),
+                    Mode::from_bits_truncate(0o755),
+                ) {
                     Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-                    Err(e) => return Err(e).ctx(|| format!("mkdir {} in rootfs", so_far.display())),
+                    Err(e) => {
+                        return Err(e).ctx(|| format!("mkdir {} in rootfs", so_far.display()))
+                    }
                 }
                 open_in_root(root, &so_far, OFlag::O_DIRECTORY)
                     .ctx(|| format!("opening {} in rootfs", so_far.display()))?
@@ -830,7 +944,10 @@ fn split_parent(path: &Path) -> Result<(PathBuf, String)> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::Invalid(format!("bad path {}", path.display())))?;
-    Ok((path.parent().unwrap_or(Path::new("/")).to_path_buf(), name.to_string()))
+    Ok((
+        path.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        name.to_string(),
+    ))
 }
 
 /// nix returns `OwnedFd` or `RawFd` from openat2 depending on version; this bridges both.
@@ -863,8 +980,14 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_propagation_and_data() {
-        let o = parse_mount_options(&s(&["nosuid", "ro", "rbind", "rslave", "size=64k", "mode=755"])).unwrap();
-        assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC);
+        let o = parse_mount_options(&s(&[
+            "nosuid", "ro", "rbind", "rslave", "size=64k", "mode=755",
+        ]))
+        .unwrap();
+        assert_eq!(
+            o.flags,
+            MsFlags::MS_NOSUID | MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC
+        );
         assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
         assert_eq!(o.data, s(&["size=64k", "mode=755"]));
     }

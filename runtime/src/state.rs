@@ -103,7 +103,10 @@ impl StateRoot {
         self.ensure()?;
         let path = self.root.join(id);
         match fs::DirBuilder::new().mode(0o711).create(&path) {
-            Ok(()) => Ok(ContainerDir { id: id.into(), path }),
+            Ok(()) => Ok(ContainerDir {
+                id: id.into(),
+                path,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(Error::AlreadyExists(id.into()))
             }
@@ -117,7 +120,10 @@ impl StateRoot {
         if !path.join(STATE_FILE).exists() {
             return Err(Error::NotFound(id.into()));
         }
-        Ok(ContainerDir { id: id.into(), path })
+        Ok(ContainerDir {
+            id: id.into(),
+            path,
+        })
     }
 
     /// Ids of every container with a state file, sorted.
@@ -215,7 +221,11 @@ impl ContainerDir {
 /// The runtime-spec state document (what `rrun state` prints and hooks read on stdin), with
 /// runc's extra fields so tools written for runc parse it.
 pub fn oci_state(record: &ContainerRecord, status: Status) -> serde_json::Value {
-    let pid = if status == Status::Stopped { 0 } else { record.pid };
+    let pid = if status == Status::Stopped {
+        0
+    } else {
+        record.pid
+    };
     serde_json::json!({
         "ociVersion": crate::OCI_VERSION,
         "id": record.id,
@@ -277,8 +287,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = StateRoot::new(tmp.path().join("state"));
         root.create_dir("c1").unwrap();
-        assert!(matches!(root.create_dir("c1"), Err(Error::AlreadyExists(_))));
+        assert!(matches!(
+            root.create_dir("c1"),
+            Err(Error::AlreadyExists(_))
+        ));
         assert!(matches!(root.open("nope"), Err(Error::NotFound(_))));
-        assert!(root.list().unwrap().is_empty(), "no state file yet, so not listed");
+        assert!(
+            root.list().unwrap().is_empty(),
+            "no state file yet, so not listed"
+        );
     }
 }

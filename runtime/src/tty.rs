@@ -57,8 +57,13 @@ pub fn recv_fd(socket: &UnixStream) -> Result<OwnedFd> {
     let mut buf = [0u8; 4096];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .ctx(|| "receiving pty master".into())?;
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ctx(|| "receiving pty master".into())?;
     for c in msg.cmsgs().ctx(|| "reading control message".into())? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {
@@ -67,7 +72,9 @@ pub fn recv_fd(socket: &UnixStream) -> Result<OwnedFd> {
             }
         }
     }
-    Err(Error::Invalid("console socket message carried no file descriptor".into()))
+    Err(Error::Invalid(
+        "console socket message carried no file descriptor".into(),
+    ))
 }
 
 fn dup2_raw(from: RawFd, to: RawFd) -> Result<()> {
@@ -89,7 +96,12 @@ fn set_controlling_terminal(fd: RawFd) -> Result<()> {
 }
 
 pub fn set_window_size(fd: RawFd, rows: u16, cols: u16) -> Result<()> {
-    let ws = Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads a Winsize that lives on our stack for the call.
     let r = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
     if r < 0 {

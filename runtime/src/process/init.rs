@@ -11,7 +11,7 @@ use crate::rootfs::{self, RootfsContext};
 use crate::security::{self, CapabilitySets};
 use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{setresgid, setresuid, Gid, Uid};
-use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Process};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, PosixRlimitType, Process};
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::io::Write;
@@ -79,7 +79,8 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
 
     if !plan.creates(LinuxNamespaceType::Mount) && !plan.joins(LinuxNamespaceType::Mount) {
         return Err(Error::Invalid(
-            "a container needs a mount namespace (add {\"type\": \"mount\"} to linux.namespaces)".into(),
+            "a container needs a mount namespace (add {\"type\": \"mount\"} to linux.namespaces)"
+                .into(),
         ));
     }
     let in_user_ns = plan.creates(LinuxNamespaceType::User) || plan.joins(LinuxNamespaceType::User);
@@ -114,7 +115,11 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
     };
     // createContainer hooks: in the container's namespaces, before pivot_root, so their
     // paths still resolve as on the host.
-    hooks::run_all(HookKind::CreateContainer, &HookKind::CreateContainer.of(spec), create_state.as_bytes())?;
+    hooks::run_all(
+        HookKind::CreateContainer,
+        &HookKind::CreateContainer.of(spec),
+        create_state.as_bytes(),
+    )?;
 
     rootfs::enter_root(&cfg.rootfs, cfg.no_pivot)?;
 
@@ -124,7 +129,10 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
             .console
             .as_ref()
             .ok_or_else(|| Error::Invalid("terminal requested but no console socket".into()))?;
-        let size = process.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16));
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
         let slave = crate::tty::setup_terminal(socket, size)?;
         rootfs::mount_console(&slave)?;
     }
@@ -134,7 +142,8 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
     }
     rootfs::finish(spec)?;
 
-    let exe = prepare_process(process)?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let exe = prepare_process(process, seccomp)?;
     chan.send(&Message::Ready)?;
 
     // Block until `start` opens the other end of the fifo.
@@ -143,11 +152,15 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
         .write(true)
         .open(&path)
         .ctx(|| "opening exec fifo".into())?;
-    hooks::run_all(HookKind::StartContainer, &HookKind::StartContainer.of(spec), start_state.as_bytes())?;
+    hooks::run_all(
+        HookKind::StartContainer,
+        &HookKind::StartContainer.of(spec),
+        start_state.as_bytes(),
+    )?;
     start.write_all(b"0").ctx(|| "writing exec fifo".into())?;
     drop(start);
     drop(fifo);
-    exec_process(&exe, process, cfg.preserve_fds)
+    exec_process(&exe, process, cfg.preserve_fds, seccomp)
 }
 
 fn exec_setup(cfg: &ExecConfig, chan: &Channel) -> Result<Infallible> {
@@ -166,12 +179,15 @@ fn exec_setup(cfg: &ExecConfig, chan: &Channel) -> Result<Infallible> {
             .console
             .as_ref()
             .ok_or_else(|| Error::Invalid("terminal requested but no console socket".into()))?;
-        let size = process.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16));
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
         crate::tty::setup_terminal(socket, size)?;
     }
-    let exe = prepare_process(process)?;
+    let exe = prepare_process(process, cfg.seccomp)?;
     chan.send(&Message::Ready)?;
-    let err = match exec_process(&exe, process, cfg.preserve_fds) {
+    let err = match exec_process(&exe, process, cfg.preserve_fds, cfg.seccomp) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -181,7 +197,7 @@ fn exec_setup(cfg: &ExecConfig, chan: &Channel) -> Result<Infallible> {
 /// Everything about the process that is the same for an init and an exec: working
 /// directory, rlimits, oom score, then identity and privileges. Returns the resolved
 /// executable, so a missing program is reported now and not after `start`.
-fn prepare_process(process: &Process) -> Result<PathBuf> {
+fn prepare_process(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<PathBuf> {
     let cwd = process.cwd();
     nix::unistd::chdir(cwd).ctx(|| format!("chdir to cwd {}", cwd.display()))?;
     for rl in process.rlimits().iter().flatten() {
@@ -193,11 +209,16 @@ fn prepare_process(process: &Process) -> Result<PathBuf> {
             .ctx(|| format!("setting oom_score_adj to {adj}"))?;
     }
     let exe = find_executable(process)?;
+    // Without no_new_privileges, loading a filter takes CAP_SYS_ADMIN: do it while we still
+    // hold it (as runc does). With it, the filter goes on last, just before execve.
+    if let Some(filter) = seccomp.filter(|_| !nnp(process)) {
+        security::seccomp::install(filter)?;
+    }
     let caps = CapabilitySets::from_spec(process.capabilities().as_ref())?;
     caps.drop_bounding()?;
     switch_user(process)?;
     caps.apply()?;
-    if process.no_new_privileges().unwrap_or(false) {
+    if nnp(process) {
         security::set_no_new_privileges()?;
     }
     let umask = process.user().umask().unwrap_or(0o022);
@@ -295,11 +316,19 @@ pub(crate) fn resolve_in_path(prog: &str, path_var: &str) -> Result<PathBuf> {
 
 /// Closes every descriptor the runtime holds (on exec) but stdio and the preserved ones,
 /// then becomes the user's program.
-fn exec_process(exe: &Path, process: &Process, preserve_fds: u32) -> Result<Infallible> {
+fn nnp(process: &Process) -> bool {
+    process.no_new_privileges().unwrap_or(false)
+}
+
+fn exec_process(
+    exe: &Path,
+    process: &Process,
+    preserve_fds: u32,
+    seccomp: Option<&LinuxSeccomp>,
+) -> Result<Infallible> {
     close_fds_on_exec(3 + preserve_fds)?;
-    let cstr = |s: &str| {
-        CString::new(s).map_err(|_| Error::Invalid(format!("{s:?} contains a NUL byte")))
-    };
+    let cstr =
+        |s: &str| CString::new(s).map_err(|_| Error::Invalid(format!("{s:?} contains a NUL byte")));
     let path = cstr(&exe.to_string_lossy())?;
     let args: Vec<CString> = process
         .args()
@@ -313,6 +342,9 @@ fn exec_process(exe: &Path, process: &Process, preserve_fds: u32) -> Result<Infa
         .flatten()
         .map(|e| cstr(e))
         .collect::<Result<_>>()?;
+    if let Some(filter) = seccomp.filter(|_| nnp(process)) {
+        security::seccomp::install(filter)?;
+    }
     let err = nix::unistd::execve(&path, &args, &env).unwrap_err();
     Err(err).ctx(|| format!("execve {}", exe.display()))
 }
@@ -368,9 +400,17 @@ mod tests {
 
     #[test]
     fn programs_are_found_in_path_or_refused_clearly() {
-        assert_eq!(resolve_in_path("sh", "/nonexistent:/bin").unwrap(), Path::new("/bin/sh"));
-        let err = resolve_in_path("no-such-prog-xyz", "/bin").unwrap_err().to_string();
+        assert_eq!(
+            resolve_in_path("sh", "/nonexistent:/bin").unwrap(),
+            Path::new("/bin/sh")
+        );
+        let err = resolve_in_path("no-such-prog-xyz", "/bin")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no-such-prog-xyz"), "{err}");
-        assert!(resolve_in_path("/etc/passwd", "").is_err(), "not executable");
+        assert!(
+            resolve_in_path("/etc/passwd", "").is_err(),
+            "not executable"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Capabilities and no_new_privileges. (seccomp and LSM labels come with the security issue.)
+//! The five capability sets of the container's process.
 
 use crate::error::{Error, Result};
 use caps::{CapSet, Capability, CapsHashSet};
@@ -24,7 +24,11 @@ impl CapabilitySets {
             let mut out = CapsHashSet::new();
             for cap in set.iter().flatten() {
                 let name = cap.to_string();
-                let name = if name.starts_with("CAP_") { name } else { format!("CAP_{name}") };
+                let name = if name.starts_with("CAP_") {
+                    name
+                } else {
+                    format!("CAP_{name}")
+                };
                 let parsed = Capability::from_str(&name)
                     .map_err(|_| Error::Invalid(format!("unknown capability {name}")))?;
                 // A capability this kernel does not have cannot be granted: leave it out,
@@ -51,9 +55,12 @@ impl CapabilitySets {
     /// CAP_SETPCAP, i.e. before switching user.
     pub fn drop_bounding(&self) -> Result<()> {
         for cap in caps::all() {
-            if !self.bounding.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-                caps::drop(None, CapSet::Bounding, cap)
-                    .map_err(|e| Error::Invalid(format!("dropping {cap} from the bounding set: {e}")))?;
+            if !self.bounding.contains(&cap)
+                && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false)
+            {
+                caps::drop(None, CapSet::Bounding, cap).map_err(|e| {
+                    Error::Invalid(format!("dropping {cap} from the bounding set: {e}"))
+                })?;
             }
         }
         Ok(())
@@ -88,13 +95,4 @@ impl CapabilitySets {
         }
         Ok(())
     }
-}
-
-/// Keeps the permitted set across the switch away from uid 0.
-pub fn keep_capabilities(keep: bool) -> Result<()> {
-    nix::sys::prctl::set_keepcaps(keep).map_err(|e| Error::Invalid(format!("PR_SET_KEEPCAPS: {e}")))
-}
-
-pub fn set_no_new_privileges() -> Result<()> {
-    nix::sys::prctl::set_no_new_privs().map_err(|e| Error::Invalid(format!("PR_SET_NO_NEW_PRIVS: {e}")))
 }
