@@ -311,6 +311,7 @@ impl Runtime {
             namespaces: ns,
             console,
             preserve_fds: opts.preserve_fds,
+            seccomp: record.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
         })?;
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;

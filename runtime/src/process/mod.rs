@@ -37,6 +37,8 @@ pub struct ExecConfig<'a> {
     pub namespaces: Vec<(LinuxNamespaceType, std::fs::File)>,
     pub console: Option<UnixStream>,
     pub preserve_fds: u32,
+    /// The container's seccomp filter, which its exec'd processes get too.
+    pub seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
 }
 
 /// Clones the container's init into its namespaces and drives its setup up to the point
