@@ -21,11 +21,12 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 #   time             GNU time (`/usr/bin/time -v`) for peak RSS
 #   strace           debugging syscall paths
 #   build-essential, pkg-config   the C toolchain some crates' build scripts want
+#   libseccomp-dev   libseccomp.a, linked statically into rrun for seccomp filters
 #   python3, jq      the benchmark's JSON summaries
 #   util-linux       `unshare` (the benchmark's floor); essential on Debian, listed for clarity
 PACKAGES=(
     busybox-static runc hyperfine iproute2 libcap2-bin time strace
-    build-essential pkg-config python3 jq util-linux ca-certificates
+    build-essential pkg-config libseccomp-dev python3 jq util-linux ca-certificates
 )
 
 if [[ ! -r /etc/debian_version ]] || ! command -v apt-get >/dev/null; then
