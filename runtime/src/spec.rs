@@ -73,10 +73,57 @@ pub fn load_bundle(bundle: &Path) -> Result<Spec, SpecError> {
         }
         Err(source) => return Err(SpecError::Read { path, source }),
     };
-    let spec: Spec =
-        serde_json::from_slice(&text).map_err(|source| SpecError::Parse { path, source })?;
+    let spec: Spec = match serde_json::from_slice(&text) {
+        Ok(spec) => spec,
+        // The usual config parses at once; only a failing one pays for a second look.
+        Err(source) => match without_unknown_capabilities(&text) {
+            Some((spec, dropped)) => {
+                for name in dropped {
+                    eprintln!(
+                        "rrun: warning: unknown capability {name} in {} ignored",
+                        path.display()
+                    );
+                }
+                spec
+            }
+            None => return Err(SpecError::Parse { path, source }),
+        },
+    };
     validate(&spec, bundle)?;
     Ok(spec)
+}
+
+/// runtime-spec: a capability that cannot be mapped to the kernel "MUST be logged as a
+/// warning" and the runtime "SHOULD NOT fail" (runc warns too). oci-spec refuses names it
+/// does not know, so those are taken out of the JSON and the rest parsed again. Returns
+/// `None` when the config fails for another reason.
+fn without_unknown_capabilities(text: &[u8]) -> Option<(Spec, Vec<String>)> {
+    let mut value: serde_json::Value = serde_json::from_slice(text).ok()?;
+    let mut dropped = Vec::new();
+    let sets = value
+        .get_mut("process")
+        .and_then(|p| p.get_mut("capabilities"))
+        .and_then(|c| c.as_object_mut())?;
+    for list in sets.values_mut() {
+        if let Some(items) = list.as_array_mut() {
+            items.retain(|item| {
+                let known =
+                    serde_json::from_value::<oci_spec::runtime::Capability>(item.clone()).is_ok();
+                if !known {
+                    dropped.push(item.to_string());
+                }
+                known
+            });
+        }
+    }
+    if dropped.is_empty() {
+        return None;
+    }
+    dropped.sort();
+    dropped.dedup();
+    serde_json::from_value(value)
+        .ok()
+        .map(|spec| (spec, dropped))
 }
 
 /// Reads and checks a process description, as given to `exec --process FILE`.
