@@ -49,8 +49,11 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
         .as_ref()
         .ok_or_else(|| Error::Invalid("config has no process".into()))?;
     unblock_all_signals()?;
-    chan.expect(Message::Proceed)?;
     let plan = &cfg.namespaces;
+    let own_user_ns =
+        plan.creates(LinuxNamespaceType::User) || plan.joins(LinuxNamespaceType::User);
+    protect_runtime_binary(own_user_ns)?;
+    chan.expect(Message::Proceed)?;
     if plan.creates(LinuxNamespaceType::User) {
         // Become the mapped root, so what we create is owned by the container's root.
         setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
@@ -166,6 +169,11 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
 fn exec_setup(cfg: &ExecConfig, chan: &Channel) -> Result<Infallible> {
     let process = cfg.process;
     unblock_all_signals()?;
+    let own_user_ns = cfg
+        .namespaces
+        .iter()
+        .any(|(t, _)| *t == LinuxNamespaceType::User);
+    protect_runtime_binary(own_user_ns)?;
     for (typ, f) in &cfg.namespaces {
         if *typ == LinuxNamespaceType::Pid {
             continue;
@@ -200,6 +208,7 @@ fn exec_setup(cfg: &ExecConfig, chan: &Channel) -> Result<Infallible> {
 fn prepare_process(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<PathBuf> {
     let cwd = process.cwd();
     nix::unistd::chdir(cwd).ctx(|| format!("chdir to cwd {}", cwd.display()))?;
+    check_cwd_inside_root(cwd)?;
     for rl in process.rlimits().iter().flatten() {
         setrlimit(rlimit_resource(rl.typ())?, rl.soft(), rl.hard())
             .ctx(|| format!("setrlimit {:?}", rl.typ()))?;
@@ -374,6 +383,32 @@ fn close_fds_on_exec(first: u32) -> Result<()> {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     Ok(())
+}
+
+/// Until it execs, this process *is* the runtime binary. A container process that could
+/// open `/proc/PID/exe` of it now (say during `exec`) could later write to the binary the
+/// host runs (CVE-2019-5736). A non-dumpable process's /proc entries need CAP_SYS_PTRACE in
+/// the host's user namespace, which no container has; execve of the user's program makes it
+/// dumpable again. A container with its own user namespace cannot write a host-root-owned
+/// binary anyway, and needs its /proc/self files (owned by its own root) to set up.
+fn protect_runtime_binary(own_user_ns: bool) -> Result<()> {
+    if own_user_ns {
+        return Ok(());
+    }
+    nix::sys::prctl::set_dumpable(false).ctx(|| "PR_SET_DUMPABLE".into())
+}
+
+/// A working directory reached through a descriptor that leaked from the host
+/// (`/proc/self/fd/N`, CVE-2024-21626) lies outside the container's root; the kernel then
+/// reports it as unreachable. None of our descriptors should allow that, but check anyway.
+fn check_cwd_inside_root(cwd: &Path) -> Result<()> {
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => Ok(()),
+        _ => Err(Error::Invalid(format!(
+            "cwd {} is outside the container's root",
+            cwd.display()
+        ))),
+    }
 }
 
 fn unblock_all_signals() -> Result<()> {
