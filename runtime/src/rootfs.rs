@@ -361,7 +361,11 @@ fn mount_one(ctx: &RootfsContext, root: &OwnedFd, m: &Mount) -> Result<()> {
         .as_ref()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| typ.to_string());
-    let data = opts.data.join(",");
+    let mut data = opts.data.clone();
+    if matches!(typ, "tmpfs" | "devpts") {
+        data.extend(crate::security::lsm::mount_label_option(ctx.spec));
+    }
+    let data = data.join(",");
     let data = (!data.is_empty()).then_some(data);
     let flags = opts.flags & !MsFlags::MS_REMOUNT;
     let result = mount(

@@ -351,6 +351,7 @@ fn exec_process(
         .flatten()
         .map(|e| cstr(e))
         .collect::<Result<_>>()?;
+    security::lsm::apply_exec_labels(process)?;
     if let Some(filter) = seccomp.filter(|_| nnp(process)) {
         security::seccomp::install(filter)?;
     }

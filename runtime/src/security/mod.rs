@@ -1,6 +1,8 @@
-//! What limits the container's process: capabilities, seccomp, no_new_privileges.
+//! What limits the container's process: capabilities, seccomp, LSM labels,
+//! no_new_privileges.
 
 mod capabilities;
+pub mod lsm;
 pub mod seccomp;
 
 pub use capabilities::CapabilitySets;
