@@ -40,11 +40,21 @@ echo "user:       $(id)"
 echo "mounts:     $(wc -l < /proc/self/mounts) (rootfs, /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys, ...)"
 echo "namespaces:"
 for ns in /proc/self/ns/*; do printf '  %-18s %s\n' "${ns##*/}" "$(readlink "$ns")"; done
-echo "processes (ps):"
-ps
+echo "processes (ps): the container's sh is pid 1"
+ps -o pid,user,comm
+exit 0
 EOF
 
 "$fixtures" bundle "$work/bundle" -- sh -c "$inside" >/dev/null
+# A hostname of our own, so the output shows rrun setting it.
+python3 - "$work/bundle/config.json" <<'EOF'
+import json, sys
+with open(sys.argv[1]) as f:
+    config = json.load(f)
+config["hostname"] = "rrun-demo"
+with open(sys.argv[1], "w") as f:
+    json.dump(config, f, indent=2)
+EOF
 
 echo "==> the host, for comparison"
 echo "hostname:   $(hostname)"
@@ -55,6 +65,7 @@ for ns in /proc/self/ns/*; do printf '  %-18s %s\n' "${ns##*/}" "$(readlink "$ns
 echo
 echo "==> $rrun --root $work/state run --bundle $work/bundle $id"
 status=0
-"$rrun" --root "$work/state" run --bundle "$work/bundle" "$id" || status=$?
+timeout --kill-after=5 60 "$rrun" --root "$work/state" run --bundle "$work/bundle" "$id" || status=$?
+((status != 124)) || echo "demo.sh: rrun run did not finish within 60s" >&2
 echo "==> the container exited with status $status"
 exit "$status"
