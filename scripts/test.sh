@@ -84,7 +84,7 @@ summary() {
         [[ -e "$f" ]] || continue
         printf -- '--- %s\n' "$(basename "$f" .log)"
         # nextest's final lines, or cargo test's per-binary result lines.
-        grep -E '^\s*(Summary|FAIL|SIGSEGV|SIGABRT|TIMEOUT|LEAK)\b|^test result:|^error: test failed' "$f" || true
+        grep -E '^\s*(Summary|FAIL|SIGSEGV|SIGABRT|TIMEOUT|LEAK)\b|^test result:|^error: ' "$f" || true
     done
 }
 trap summary EXIT
