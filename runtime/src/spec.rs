@@ -73,42 +73,61 @@ pub fn load_bundle(bundle: &Path) -> Result<Spec, SpecError> {
         }
         Err(source) => return Err(SpecError::Read { path, source }),
     };
-    let spec: Spec = match serde_json::from_slice(&text) {
-        Ok(spec) => spec,
-        // The usual config parses at once; only a failing one pays for a second look.
-        Err(source) => match without_unknown_capabilities(&text) {
-            Some((spec, dropped)) => {
-                for name in dropped {
-                    eprintln!(
-                        "rrun: warning: unknown capability {name} in {} ignored",
-                        path.display()
-                    );
-                }
-                spec
-            }
-            None => return Err(SpecError::Parse { path, source }),
-        },
-    };
+    let spec: Spec = parse_lenient(&text, &path, &["process"])?;
     validate(&spec, bundle)?;
     Ok(spec)
 }
 
-/// runtime-spec: a capability that cannot be mapped to the kernel "MUST be logged as a
-/// warning" and the runtime "SHOULD NOT fail" (runc warns too). oci-spec refuses names it
-/// does not know, so those are taken out of the JSON and the rest parsed again. Returns
-/// `None` when the config fails for another reason.
-fn without_unknown_capabilities(text: &[u8]) -> Option<(Spec, Vec<String>)> {
+/// Parses `text` (the file at `path`) as a `T`. runtime-spec: a capability that cannot be
+/// mapped to the kernel "MUST be logged as a warning" and the runtime "SHOULD NOT fail" (runc
+/// warns too), but oci-spec refuses names it does not know. So when parsing fails, unknown
+/// names are taken out of the capability sets found at `process_at` (the JSON path of the
+/// process object: `["process"]` in a config, `[]` in an `exec --process` file), each is
+/// warned about on stderr, and the rest is parsed again. Any other error is reported as is.
+fn parse_lenient<T: serde::de::DeserializeOwned>(
+    text: &[u8],
+    path: &Path,
+    process_at: &[&str],
+) -> Result<T, SpecError> {
+    // The usual file parses at once; only a failing one pays for a second look.
+    let source = match serde_json::from_slice(text) {
+        Ok(value) => return Ok(value),
+        Err(source) => source,
+    };
+    match without_unknown_capabilities(text, process_at) {
+        Some((value, dropped)) => {
+            for name in dropped {
+                eprintln!(
+                    "rrun: warning: unknown capability {name} in {} ignored",
+                    path.display()
+                );
+            }
+            Ok(value)
+        }
+        None => Err(SpecError::Parse {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// `text` parsed as a `T` once the capability names oci-spec does not know are removed, with
+/// those names; `None` when there were none or the JSON fails for another reason too.
+fn without_unknown_capabilities<T: serde::de::DeserializeOwned>(
+    text: &[u8],
+    process_at: &[&str],
+) -> Option<(T, Vec<String>)> {
     let mut value: serde_json::Value = serde_json::from_slice(text).ok()?;
+    let mut process = &mut value;
+    for key in process_at {
+        process = process.get_mut(*key)?;
+    }
+    let sets = process.get_mut("capabilities")?.as_object_mut()?;
     let mut dropped = Vec::new();
-    let sets = value
-        .get_mut("process")
-        .and_then(|p| p.get_mut("capabilities"))
-        .and_then(|c| c.as_object_mut())?;
     for list in sets.values_mut() {
         if let Some(items) = list.as_array_mut() {
             items.retain(|item| {
-                let known =
-                    serde_json::from_value::<oci_spec::runtime::Capability>(item.clone()).is_ok();
+                let known = serde_json::from_value::<Capability>(item.clone()).is_ok();
                 if !known {
                     dropped.push(item.to_string());
                 }
@@ -123,7 +142,7 @@ fn without_unknown_capabilities(text: &[u8]) -> Option<(Spec, Vec<String>)> {
     dropped.dedup();
     serde_json::from_value(value)
         .ok()
-        .map(|spec| (spec, dropped))
+        .map(|parsed| (parsed, dropped))
 }
 
 /// Reads and checks a process description, as given to `exec --process FILE`.
@@ -132,10 +151,7 @@ pub fn load_process(path: &Path) -> Result<Process, SpecError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let process: Process = serde_json::from_slice(&text).map_err(|source| SpecError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let process: Process = parse_lenient(&text, path, &[])?;
     validate_process(&process)?;
     Ok(process)
 }
@@ -1059,6 +1075,71 @@ pub const CAPABILITIES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// The seccomp actions `security::seccomp` turns into filters. `SCMP_ACT_NOTIFY` needs a
+/// seccomp agent (`listenerPath`), which rrun does not support yet.
+pub const SECCOMP_ACTIONS: &[&str] = &[
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_TRAP",
+];
+
+/// Every argument comparison of the spec.
+pub const SECCOMP_OPERATORS: &[&str] = &[
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_MASKED_EQ",
+    "SCMP_CMP_NE",
+];
+
+/// The architectures libseccomp (and so rrun's filters) know, as `runc features` lists them.
+pub const SECCOMP_ARCHS: &[&str] = &[
+    "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_ARM",
+    "SCMP_ARCH_MIPS",
+    "SCMP_ARCH_MIPS64",
+    "SCMP_ARCH_MIPS64N32",
+    "SCMP_ARCH_MIPSEL",
+    "SCMP_ARCH_MIPSEL64",
+    "SCMP_ARCH_MIPSEL64N32",
+    "SCMP_ARCH_PPC",
+    "SCMP_ARCH_PPC64",
+    "SCMP_ARCH_PPC64LE",
+    "SCMP_ARCH_S390",
+    "SCMP_ARCH_S390X",
+    "SCMP_ARCH_X32",
+    "SCMP_ARCH_X86",
+    "SCMP_ARCH_X86_64",
+];
+
+/// The filter flags rrun recognises.
+pub const SECCOMP_FLAGS: &[&str] = &[
+    "SECCOMP_FILTER_FLAG_TSYNC",
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+];
+
+/// The flags that work with the libseccomp rrun links (Debian 12: 2.5.4).
+/// `WAIT_KILLABLE_RECV` needs libseccomp 2.6 and Linux 5.19.
+pub const SECCOMP_SUPPORTED_FLAGS: &[&str] = &[
+    "SECCOMP_FILTER_FLAG_TSYNC",
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+];
+
+/// Names parsed as one of the spec's enums (`SCMP_ACT_ALLOW`, `SCMP_ARCH_X86_64`).
+fn from_names<T: serde::de::DeserializeOwned>(names: &[&str]) -> Vec<T> {
+    serde_json::from_value(serde_json::json!(names)).expect("names the spec's enums know")
+}
+
 /// The runtime-spec features document (`rrun features`). It describes what rrun recognises,
 /// not what this host has. Every field is set, so it serializes without `null`s.
 pub fn features() -> Features {
@@ -1072,18 +1153,19 @@ pub fn features() -> Features {
         .set_systemd_user(Some(false))
         .set_rdma(Some(false));
     let mut seccomp = Seccomp::default();
-    // Not compiled in yet: no action, operator, architecture or flag is recognised.
     seccomp
-        .set_enabled(Some(false))
-        .set_actions(Some(vec![]))
-        .set_operators(Some(vec![]))
-        .set_archs(Some(vec![]))
-        .set_known_flags(Some(vec![]))
-        .set_supported_flags(Some(vec![]));
+        .set_enabled(Some(true))
+        .set_actions(Some(from_names(SECCOMP_ACTIONS)))
+        .set_operators(Some(strings(SECCOMP_OPERATORS)))
+        .set_archs(Some(from_names(SECCOMP_ARCHS)))
+        .set_known_flags(Some(strings(SECCOMP_FLAGS)))
+        .set_supported_flags(Some(strings(SECCOMP_SUPPORTED_FLAGS)));
+    // Labels are applied when the host runs the LSM (security::lsm); "enabled" here means
+    // "supported by rrun", as the features document defines it.
     let mut apparmor = Apparmor::default();
-    apparmor.set_enabled(Some(false));
+    apparmor.set_enabled(Some(true));
     let mut selinux = Selinux::default();
-    selinux.set_enabled(Some(false));
+    selinux.set_enabled(Some(true));
     let mut intel_rdt = IntelRdt::default();
     intel_rdt.set_enabled(Some(false));
     let mut idmap = IDMap::default();
@@ -1247,14 +1329,33 @@ mod tests {
     }
 
     #[test]
-    fn load_bundle_unknown_capability_is_a_parse_error() {
+    fn load_bundle_drops_unknown_capabilities() {
+        let bundle = Bundle::new();
+        let mut v = serde_json::to_value(default_spec()).unwrap();
+        v["process"]["capabilities"]["bounding"] = json!(["CAP_MAKE_COFFEE", "CAP_KILL"]);
+        bundle.write(&serde_json::to_string_pretty(&v).unwrap());
+        let spec = load_bundle(bundle.path()).unwrap();
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        let bounding: Vec<_> = caps.bounding().iter().flatten().collect();
+        assert_eq!(bounding, [&Capability::Kill]);
+    }
+
+    #[test]
+    fn load_bundle_unknown_capability_does_not_hide_other_errors() {
         let bundle = Bundle::new();
         let mut v = serde_json::to_value(default_spec()).unwrap();
         v["process"]["capabilities"]["bounding"] = json!(["CAP_MAKE_COFFEE"]);
+        v["linux"]["namespaces"][0]["type"] = json!("bogus");
         bundle.write(&serde_json::to_string_pretty(&v).unwrap());
         let err = load_bundle(bundle.path()).unwrap_err();
         assert!(matches!(err, SpecError::Parse { .. }), "{err:?}");
-        assert!(err.to_string().contains("MAKE_COFFEE"), "{err}");
+        assert!(err.to_string().contains("bogus"), "{err}");
     }
 
     #[test]
@@ -1282,6 +1383,22 @@ mod tests {
         )
         .unwrap();
         load_process(&path).unwrap();
+        fs::write(
+            &path,
+            r#"{"user":{"uid":0,"gid":0},"args":["true"],"cwd":"/",
+                "capabilities":{"effective":["CAP_KILL","CAP_TIME_TRAVEL"]}}"#,
+        )
+        .unwrap();
+        let p = load_process(&path).unwrap();
+        let effective: Vec<_> = p
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .effective()
+            .iter()
+            .flatten()
+            .collect();
+        assert_eq!(effective, [&Capability::Kill]);
     }
 
     // ---- ociVersion ----
@@ -1943,10 +2060,23 @@ mod tests {
             v["linux"]["cgroup"],
             json!({"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false})
         );
-        assert_eq!(v["linux"]["seccomp"]["enabled"], json!(false));
-        assert_eq!(v["linux"]["seccomp"]["actions"], json!([]));
-        assert_eq!(v["linux"]["apparmor"], json!({"enabled": false}));
-        assert_eq!(v["linux"]["selinux"], json!({"enabled": false}));
+        let seccomp = &v["linux"]["seccomp"];
+        assert_eq!(seccomp["enabled"], json!(true));
+        assert_eq!(
+            seccomp["actions"].as_array().unwrap().len(),
+            SECCOMP_ACTIONS.len()
+        );
+        assert!(!seccomp["actions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("SCMP_ACT_NOTIFY")));
+        assert_eq!(seccomp["operators"].as_array().unwrap().len(), 7);
+        assert!(seccomp["archs"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("SCMP_ARCH_X86_64")));
+        assert_eq!(v["linux"]["apparmor"], json!({"enabled": true}));
+        assert_eq!(v["linux"]["selinux"], json!({"enabled": true}));
         assert_eq!(v["linux"]["intelRdt"], json!({"enabled": false}));
         assert_eq!(
             v["linux"]["mountExtensions"],
