@@ -39,6 +39,8 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
     #[error("container init failed: {0}")]
     Child(String),
     #[error("hook {path} ({kind}): {reason}")]

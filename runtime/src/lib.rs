@@ -7,6 +7,7 @@
 //! operations (`create`, `start`, `kill`, `delete`, `exec`, ...) that the CLI and the CRI
 //! server call.
 
+pub mod cgroups;
 pub mod container;
 pub mod hooks;
 pub mod namespaces;

@@ -1,0 +1,695 @@
+//! Control groups: the container's cgroup is made and its limits (`linux.resources`)
+//! written before the init leaves its setup barrier, so nothing of the container ever runs
+//! outside it.
+//!
+//! One [`Manager`] trait with two implementations, picked from what is mounted:
+//! - [`v2::V2`]: cgroup v2 unified (`/sys/fs/cgroup` is cgroup2);
+//! - [`v1::V1`]: cgroup v1, and hybrid (v1 controllers plus a cgroup2 mount without
+//!   controllers, as systemd's "hybrid" mode and this project's CI host). In hybrid mode the
+//!   container also gets a cgroup in the v2 tree, as runc does, so the v2 tree tells the
+//!   truth about it too.
+//!
+//! Hand-written rather than `cgroups-rs`: that crate reads every hierarchy's
+//! `/proc/self/mountinfo` entry and the controller list of each on every
+//! `Cgroup::new`, creates the cgroup in every hierarchy it knows (hybrid mode included, but
+//! with its own idea of which v2 files exist), and its v2 support writes `subtree_control`
+//! of every ancestor from the hierarchy root down — writes to cgroups the runtime did not
+//! create. What rrun needs is narrower and must stay cheap on the `create` path (crun-like:
+//! one `statfs` on v2, one read of `/proc/self/cgroup`, then only the writes the config
+//! asks for), and it must remember exactly which directories it created so that `delete`
+//! removes those and nothing else.
+//!
+//! Paths: an absolute `linux.cgroupsPath` is taken as is (below each hierarchy's mount
+//! point); a relative one goes below the runtime's own cgroup in each hierarchy; without
+//! one the container gets `<own cgroup>/rrun/<id>`. A path that resolves to a hierarchy
+//! root, or has `..` in it, is refused.
+//!
+//! Ownership: the leaf must not exist yet (an existing cgroup belongs to someone else and
+//! is never written to); missing parents are created and remembered. The only write to a
+//! cgroup we did not create is, on v2, adding controllers to `cgroup.subtree_control` of the
+//! runtime's own cgroup and the parents we did not make between it and the leaf — the
+//! kernel's delegation rule leaves no other way (runc and crun do the same); controllers
+//! are only ever added there, never removed.
+
+pub mod v1;
+pub mod v2;
+
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where cgroup v2 (or, with v1, the tmpfs of the v1 hierarchies) is mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cgroup {path}: {op}: {source}")]
+    Io {
+        op: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cgroup {0} already exists: rrun only uses cgroups it creates")]
+    Exists(PathBuf),
+    #[error("invalid cgroupsPath {path:?}: {why}")]
+    BadPath { path: String, why: &'static str },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("invalid resource value: {0}")]
+    Invalid(String),
+    #[error("no cgroup hierarchy is mounted at {CGROUP_ROOT}")]
+    NotMounted,
+}
+
+pub type Result<T, E = CgroupError> = std::result::Result<T, E>;
+
+fn io_err(op: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    let op = op.into();
+    move |source| CgroupError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Which driver made a container's cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Version {
+    #[default]
+    V1,
+    V2,
+}
+
+/// What the state directory keeps of a container's cgroup: enough to find it again and to
+/// remove exactly what was created.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct CgroupRecord {
+    pub version: Version,
+    /// Controller name (v1; `"unified"` for the v2 tree of a hybrid host) or `""` (v2) → the
+    /// container's cgroup directory.
+    pub paths: BTreeMap<String, PathBuf>,
+    /// Every directory rrun created, parents before children.
+    pub created: Vec<PathBuf>,
+    /// Same keys as `paths` → the hierarchy's mount point.
+    #[serde(default)]
+    pub mounts: BTreeMap<String, PathBuf>,
+}
+
+/// Counters and gauges of a container's cgroup, in runc's `events --stats` JSON shape.
+pub type Stats = serde_json::Value;
+
+/// A container's cgroup, whatever the version.
+pub trait Manager {
+    fn record(&self) -> &CgroupRecord;
+    /// Writes `res`. At `create` every field given is written; on `update` likewise, so a
+    /// field left out keeps its value.
+    fn apply(&self, res: &LinuxResources) -> Result<()>;
+    /// Moves `pid` into the container's cgroup (every hierarchy).
+    fn add_pid(&self, pid: i32) -> Result<()>;
+    fn freeze(&self) -> Result<()>;
+    fn thaw(&self) -> Result<()>;
+    fn is_frozen(&self) -> Result<bool>;
+    /// Every process in the container's cgroup and its descendants.
+    fn pids(&self) -> Result<Vec<i32>>;
+    /// Signals every process; for SIGKILL without a window in which a fork escapes.
+    fn kill_all(&self, sig: nix::sys::signal::Signal) -> Result<()>;
+    /// How many times the kernel's OOM killer killed a process of the container.
+    fn oom_kills(&self) -> Result<u64>;
+    fn stats(&self) -> Result<Stats>;
+    /// Removes what rrun created (after the processes are gone).
+    fn destroy(&self) -> Result<()>;
+}
+
+/// Is `/sys/fs/cgroup` itself cgroup v2? One `statfs`, the only probe on the v2 hot path.
+pub fn is_unified() -> bool {
+    nix::sys::statfs::statfs(CGROUP_ROOT)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Creates the container's cgroup (v2 or v1/hybrid, by what is mounted) for `cgroups_path`
+/// and `id`. Limits are not written yet: call [`Manager::apply`].
+pub fn create(cgroups_path: Option<&Path>, id: &str) -> Result<Box<dyn Manager>> {
+    let rel = container_path(cgroups_path, id)?;
+    if is_unified() {
+        Ok(Box::new(v2::V2::create(&rel)?))
+    } else {
+        Ok(Box::new(v1::V1::create(&rel)?))
+    }
+}
+
+/// The manager of a cgroup made earlier.
+pub fn open(record: &CgroupRecord) -> Box<dyn Manager> {
+    match record.version {
+        Version::V2 => Box::new(v2::V2::open(record.clone())),
+        Version::V1 => Box::new(v1::V1::open(record.clone())),
+    }
+}
+
+/// `linux.resources` as the cgroup gets it: with device rules, access to the devices the
+/// config creates and to the standard ones is added after the config's rules (runc does
+/// the same); without rules nothing is added (the cgroup inherits its parent's access).
+pub fn resources_of(spec: &oci_spec::runtime::Spec) -> LinuxResources {
+    let linux = spec.linux().as_ref();
+    let mut res = linux
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
+    if let Some(rules) = res.devices().as_deref().filter(|r| !r.is_empty()) {
+        let all = device_rules(Some(rules), linux.and_then(|l| l.devices().as_deref()));
+        res.set_devices(Some(all));
+    }
+    res
+}
+
+/// `patch` over `base`, field by field (what `update` leaves out keeps its value).
+pub fn merge_resources(
+    base: Option<&LinuxResources>,
+    patch: &LinuxResources,
+) -> Result<LinuxResources> {
+    fn merge(a: &mut serde_json::Value, b: &serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    if v.is_null() {
+                        continue;
+                    }
+                    merge(a.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b.clone(),
+        }
+    }
+    let bad = |e: serde_json::Error| CgroupError::Invalid(e.to_string());
+    let mut a = serde_json::to_value(base.cloned().unwrap_or_default()).map_err(bad)?;
+    let b = serde_json::to_value(patch).map_err(bad)?;
+    merge(&mut a, &b);
+    serde_json::from_value(a).map_err(bad)
+}
+
+/// The runtime's way back to its own cgroups after [`enter`].
+pub struct Back {
+    dirs: Vec<PathBuf>,
+}
+
+impl Back {
+    pub fn leave(self) -> Result<()> {
+        let me = std::process::id().to_string();
+        for d in &self.dirs {
+            write(d, "cgroup.procs", &me)?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves the calling process into the container's cgroup (every hierarchy), for a child
+/// to be born there; [`Back::leave`] returns it to the cgroups it was in. Writing our own
+/// pid back into our own cgroups is the one write to cgroups rrun did not create besides
+/// v2 delegation: it only undoes our own move.
+pub fn enter(rec: &CgroupRecord) -> Result<Back> {
+    let own = own_cgroups()?;
+    let me = std::process::id().to_string();
+    let mut back = Back { dirs: Vec::new() };
+    let mut seen: Vec<&PathBuf> = Vec::new();
+    for (ctrl, leaf) in &rec.paths {
+        if seen.contains(&leaf) {
+            continue;
+        }
+        seen.push(leaf);
+        let Some(mount) = rec.mounts.get(ctrl) else {
+            continue;
+        };
+        let Some((_, own_path)) = own.iter().find(|(k, _)| {
+            if ctrl.is_empty() || ctrl == "unified" {
+                k.is_empty()
+            } else {
+                k.split(',').any(|c| c == ctrl)
+            }
+        }) else {
+            continue;
+        };
+        if let Err(e) = write(leaf, "cgroup.procs", &me) {
+            let _ = back.leave();
+            return Err(e);
+        }
+        back.dirs
+            .push(mount.join(own_path.strip_prefix("/").unwrap_or(own_path)));
+    }
+    Ok(back)
+}
+
+/// A container's cgroup path, as (absolute?, normalised components).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupPath {
+    pub absolute: bool,
+    pub rel: PathBuf,
+}
+
+/// Checks and normalises `linux.cgroupsPath` (or the default `rrun/<id>`, relative).
+pub fn container_path(cgroups_path: Option<&Path>, id: &str) -> Result<CgroupPath> {
+    let (absolute, raw) = match cgroups_path {
+        Some(p) if !p.as_os_str().is_empty() => (p.is_absolute(), p.to_path_buf()),
+        _ => (false, Path::new("rrun").join(id)),
+    };
+    let text = raw.to_string_lossy().into_owned();
+    if text.contains(':') && !absolute {
+        // runc's systemd driver form ("slice:prefix:name").
+        return Err(CgroupError::BadPath {
+            path: text,
+            why: "the systemd form slice:prefix:name needs --systemd-cgroup, which rrun does not support",
+        });
+    }
+    let mut rel = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(n) => rel.push(n),
+            Component::RootDir | Component::CurDir => {}
+            _ => {
+                return Err(CgroupError::BadPath {
+                    path: text,
+                    why: "'..' is not allowed",
+                });
+            }
+        }
+    }
+    if rel.as_os_str().is_empty() {
+        return Err(CgroupError::BadPath {
+            path: text,
+            why: "a container's cgroup cannot be a hierarchy root",
+        });
+    }
+    Ok(CgroupPath { absolute, rel })
+}
+
+/// The runtime's own cgroups from `/proc/self/cgroup`: hierarchy key (the controller list
+/// of a v1 line, `""` for v2) → path.
+pub fn own_cgroups() -> Result<Vec<(String, PathBuf)>> {
+    let path = Path::new("/proc/self/cgroup");
+    let text = std::fs::read_to_string(path).map_err(io_err("read", path))?;
+    Ok(parse_proc_cgroup(&text))
+}
+
+pub fn parse_proc_cgroup(text: &str) -> Vec<(String, PathBuf)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let _id = it.next()?;
+            let ctrls = it.next()?;
+            let path = it.next()?;
+            Some((ctrls.to_string(), PathBuf::from(path)))
+        })
+        .collect()
+}
+
+/// `base` joined with the cgroup's place: the runtime's own cgroup for relative paths.
+fn join_under(mount: &Path, own: &Path, p: &CgroupPath) -> PathBuf {
+    let mut out = mount.to_path_buf();
+    if !p.absolute {
+        out.push(own.strip_prefix("/").unwrap_or(own));
+    }
+    out.push(&p.rel);
+    out
+}
+
+/// `mkdir -p` from `stop` (which exists) down to `leaf`, recording what was made. The leaf
+/// must be new. `on_new` runs for each directory made, before its child is made (v1
+/// cpuset needs its cpus and mems filled in before it can have children or tasks).
+fn make_dirs(
+    stop: &Path,
+    leaf: &Path,
+    created: &mut Vec<PathBuf>,
+    mut on_new: impl FnMut(&Path) -> Result<()>,
+) -> Result<()> {
+    let rest = leaf.strip_prefix(stop).unwrap_or(leaf);
+    let mut cur = stop.to_path_buf();
+    let comps: Vec<_> = rest.components().collect();
+    for (i, c) in comps.iter().enumerate() {
+        cur.push(c);
+        let is_leaf = i + 1 == comps.len();
+        // A parent removed by another container's delete between our mkdirs shows up as
+        // ENOENT: try again a few times.
+        let mut tries = 0;
+        loop {
+            match std::fs::create_dir(&cur) {
+                Ok(()) => {
+                    created.push(cur.clone());
+                    on_new(&cur)?;
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    if is_leaf {
+                        return Err(CgroupError::Exists(cur));
+                    }
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound && tries < 5 && i > 0 => {
+                    tries += 1;
+                    cur.pop();
+                    let _ = std::fs::create_dir(&cur);
+                    cur.push(c);
+                }
+                Err(e) => return Err(io_err("mkdir", &cur)(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the directories of `created` (children first), and any cgroups the container
+/// made inside its own. Waits a little for exiting processes to leave.
+fn remove_dirs(leaves: &[&Path], created: &[PathBuf]) -> Result<()> {
+    for leaf in leaves {
+        if created.iter().any(|c| c == leaf) {
+            remove_children(leaf)?;
+        }
+    }
+    for dir in created.iter().rev() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::NotFound => break,
+                // A parent still used by another container: not ours to wait for.
+                Err(e) if !leaves.contains(&dir.as_path()) && is_busy(&e) => break,
+                Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => return Err(io_err("rmdir", dir)(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_busy(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBUSY) | Some(libc::ENOTEMPTY) | Some(libc::EEXIST)
+    )
+}
+
+/// Child cgroups made inside the container's own (by a nested runtime or systemd).
+fn remove_children(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            let p = e.path();
+            remove_children(&p)?;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match std::fs::remove_dir(&p) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == ErrorKind::NotFound => break,
+                    Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => return Err(io_err("rmdir", &p)(e)),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    let path = dir.join(file);
+    std::fs::write(&path, value).map_err(|source| CgroupError::Io {
+        op: format!("write {value:?}"),
+        path,
+        source,
+    })
+}
+
+pub(crate) fn read(dir: &Path, file: &str) -> Result<String> {
+    let path = dir.join(file);
+    std::fs::read_to_string(&path).map_err(io_err("read", &path))
+}
+
+fn read_u64(dir: &Path, file: &str) -> Option<u64> {
+    let s = read(dir, file).ok()?;
+    let s = s.trim();
+    if s == "max" {
+        return Some(u64::MAX);
+    }
+    s.parse().ok()
+}
+
+/// `key value` lines (memory.stat, cpu.stat, memory.events, ...).
+fn read_keyed(dir: &Path, file: &str) -> BTreeMap<String, u64> {
+    read(dir, file)
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    Some((k.to_string(), v.trim().parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Pids in `dir/cgroup.procs` and in every cgroup below it.
+fn procs_recursive(dir: &Path, out: &mut Vec<i32>) -> Result<()> {
+    let text = match read(dir, "cgroup.procs") {
+        Ok(t) => t,
+        Err(CgroupError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            return Ok(())
+        }
+        Err(e) => return Err(e),
+    };
+    out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                procs_recursive(&e.path(), out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// runc's conversion of cgroup v1 `cpu.shares` [2, 262144] to v2 `cpu.weight` [1, 10000]
+/// (the one Kubernetes also uses); 0 means "not set".
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    let s = shares.clamp(2, 262144);
+    1 + ((s - 2) * 9999) / 262142
+}
+
+/// runc's conversion of a blkio weight [10, 1000] to v2 `io.weight` [1, 10000].
+pub fn blkio_weight_to_io(weight: u64) -> u64 {
+    if weight == 0 {
+        return 0;
+    }
+    let w = weight.clamp(10, 1000);
+    1 + (w - 10) * 9999 / 990
+}
+
+/// One device rule in the v1 `devices.allow`/`devices.deny` syntax: `c 1:3 rwm`.
+pub fn device_rule(d: &LinuxDeviceCgroup) -> String {
+    let typ = match d.typ().unwrap_or_default() {
+        LinuxDeviceType::A => 'a',
+        LinuxDeviceType::B => 'b',
+        LinuxDeviceType::C | LinuxDeviceType::U => 'c',
+        LinuxDeviceType::P => 'p',
+    };
+    let num = |n: Option<i64>| match n {
+        Some(n) if n >= 0 => n.to_string(),
+        _ => "*".to_string(),
+    };
+    let access = d.access().clone().unwrap_or_else(|| "rwm".into());
+    let access = if access.is_empty() {
+        "rwm".to_string()
+    } else {
+        access
+    };
+    if typ == 'a' && d.major().unwrap_or(-1) < 0 && d.minor().unwrap_or(-1) < 0 {
+        return format!("a *:* {access}");
+    }
+    format!("{typ} {}:{} {access}", num(d.major()), num(d.minor()))
+}
+
+/// The rules the container gets: the config's, then access to the devices the config
+/// creates and to the standard ones every container has (`/dev/null`, `zero`, `full`,
+/// `random`, `urandom`, `tty`, `console`, `ptmx`, `pts/*`), as runc adds them.
+pub fn device_rules(
+    resources: Option<&[LinuxDeviceCgroup]>,
+    devices: Option<&[oci_spec::runtime::LinuxDevice]>,
+) -> Vec<LinuxDeviceCgroup> {
+    use oci_spec::runtime::LinuxDeviceCgroupBuilder as B;
+    let mut rules: Vec<LinuxDeviceCgroup> = resources.map(|r| r.to_vec()).unwrap_or_default();
+    let mk = |typ: LinuxDeviceType, major: i64, minor: Option<i64>| {
+        B::default()
+            .allow(true)
+            .typ(typ)
+            .major(major)
+            .minor(minor.unwrap_or(-1))
+            .access("rwm")
+            .build()
+            .ok()
+    };
+    for d in devices.unwrap_or_default() {
+        let typ = match d.typ() {
+            oci_spec::runtime::LinuxDeviceType::B => LinuxDeviceType::B,
+            oci_spec::runtime::LinuxDeviceType::P => LinuxDeviceType::P,
+            _ => LinuxDeviceType::C,
+        };
+        rules.extend(mk(typ, d.major(), Some(d.minor())));
+    }
+    for (major, minor) in [
+        (1, Some(3)),
+        (1, Some(5)),
+        (1, Some(7)),
+        (1, Some(8)),
+        (1, Some(9)),
+        (5, Some(0)),
+        (5, Some(1)),
+        (5, Some(2)),
+        (136, None),
+    ] {
+        rules.extend(mk(LinuxDeviceType::C, major, minor));
+    }
+    rules
+}
+
+/// Parses a size as runc's `update` flags take it: bytes, or with a k/m/g/t suffix
+/// (binary units); `-1` means unlimited.
+pub fn parse_size(s: &str) -> Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    if t == "-1" {
+        return Ok(-1);
+    }
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mul): (&str, i64) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| CgroupError::Invalid(format!("size {s:?}")))?;
+    if n < 0.0 {
+        return Err(CgroupError::Invalid(format!("size {s:?}")));
+    }
+    Ok((n * mul as f64) as i64)
+}
+
+/// `Ok(())` for ENOENT on an optional file, the error otherwise.
+fn optional(r: Result<()>) -> Result<()> {
+    match r {
+        Err(CgroupError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Waits for a freeze to finish (v1 `FREEZING` → `FROZEN`, v2 `frozen 1` in cgroup.events).
+fn wait_until(what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut delay = Duration::from_micros(100);
+    while !done()? {
+        if Instant::now() > deadline {
+            return Err(CgroupError::Unsupported(format!(
+                "timed out waiting for {what}"
+            )));
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_convert_like_runc() {
+        assert_eq!(shares_to_weight(0), 0);
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262144), 10000);
+        assert_eq!(blkio_weight_to_io(10), 1);
+        assert_eq!(blkio_weight_to_io(1000), 10000);
+        assert_eq!(blkio_weight_to_io(500), 4950);
+    }
+
+    #[test]
+    fn paths_are_checked_and_normalised() {
+        let p = container_path(Some(Path::new("a/./b")), "x").unwrap();
+        assert_eq!(
+            p,
+            CgroupPath {
+                absolute: false,
+                rel: "a/b".into()
+            }
+        );
+        let p = container_path(Some(Path::new("/k/c1")), "x").unwrap();
+        assert!(p.absolute);
+        let p = container_path(None, "c9").unwrap();
+        assert_eq!(p.rel, PathBuf::from("rrun/c9"));
+        assert!(container_path(Some(Path::new("/")), "x").is_err());
+        assert!(container_path(Some(Path::new("a/../../b")), "x").is_err());
+        assert!(container_path(Some(Path::new("system.slice:rrun:x")), "x").is_err());
+        assert_eq!(
+            join_under(
+                Path::new("/m"),
+                Path::new("/own"),
+                &container_path(Some(Path::new("a")), "x").unwrap()
+            ),
+            PathBuf::from("/m/own/a")
+        );
+        assert_eq!(
+            join_under(
+                Path::new("/m"),
+                Path::new("/own"),
+                &container_path(Some(Path::new("/a")), "x").unwrap()
+            ),
+            PathBuf::from("/m/a")
+        );
+    }
+
+    #[test]
+    fn device_rules_render() {
+        use oci_spec::runtime::LinuxDeviceCgroupBuilder as B;
+        let deny_all = B::default().allow(false).access("rwm").build().unwrap();
+        assert_eq!(device_rule(&deny_all), "a *:* rwm");
+        let one = B::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(10)
+            .minor(200)
+            .access("rw")
+            .build()
+            .unwrap();
+        assert_eq!(device_rule(&one), "c 10:200 rw");
+        let rules = device_rules(Some(&[deny_all]), None);
+        assert!(rules.iter().any(|r| device_rule(r) == "c 136:* rwm"));
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("32m").unwrap(), 32 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("-1").unwrap(), -1);
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn proc_cgroup_parses() {
+        let v = parse_proc_cgroup("4:memory:/a/b\n1:cpu,cpuacct:/\n0::/x\n");
+        assert_eq!(v[0], ("memory".into(), PathBuf::from("/a/b")));
+        assert_eq!(v[2], ("".into(), PathBuf::from("/x")));
+    }
+}
