@@ -1,6 +1,7 @@
 //! The runc-compatible operations on containers, built from the modules below. The CLI is
 //! a thin layer over this; so will the CRI server be.
 
+use crate::cgroups::{self, Manager};
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind};
 use crate::namespaces::{self, NamespacePlan};
@@ -41,7 +42,9 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Runtime { root: StateRoot::new(root) }
+        Runtime {
+            root: StateRoot::new(root),
+        }
     }
 
     pub fn root(&self) -> &StateRoot {
@@ -54,13 +57,16 @@ impl Runtime {
         let bundle = std::fs::canonicalize(&opts.bundle)
             .ctx(|| format!("bundle {}", opts.bundle.display()))?;
         let spec = spec::load_bundle(&bundle)?;
-        let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
         match (terminal, &opts.console_socket) {
-            (true, None) => {
-                return Err(Error::Invalid(
-                    "process.terminal is true: a --console-socket is needed to receive the terminal".into(),
-                ))
-            }
+            (true, None) => return Err(Error::Invalid(
+                "process.terminal is true: a --console-socket is needed to receive the terminal"
+                    .into(),
+            )),
             (false, Some(_)) => {
                 return Err(Error::Invalid(
                     "--console-socket given but process.terminal is false".into(),
@@ -71,12 +77,18 @@ impl Runtime {
         let dir = self.root.create_dir(&opts.id)?;
         let result = self.create_in(&dir, opts, &bundle, &spec);
         if result.is_err() {
-            let _ = dir.remove();
+            let _ = remove_half_made(&dir);
         }
         result
     }
 
-    fn create_in(&self, dir: &ContainerDir, opts: &CreateOptions, bundle: &Path, spec: &Spec) -> Result<i32> {
+    fn create_in(
+        &self,
+        dir: &ContainerDir,
+        opts: &CreateOptions,
+        bundle: &Path,
+        spec: &Spec,
+    ) -> Result<i32> {
         let fifo = dir.fifo_path();
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
             .ctx(|| format!("mkfifo {}", fifo.display()))?;
@@ -98,7 +110,12 @@ impl Runtime {
             owner: String::new(),
             annotations: spec.annotations().clone().unwrap_or_default(),
             spec: spec.clone(),
+            cgroup: None,
         };
+        // Made and limited before the init is cloned; the init is moved in before it may
+        // go past its first barrier (so before it makes its cgroup namespace).
+        let cgroup = make_cgroup(dir, spec, &opts.id)?;
+        record.cgroup = Some(cgroup.record().clone());
         let cfg = InitConfig {
             spec,
             bundle: bundle.to_path_buf(),
@@ -109,20 +126,31 @@ impl Runtime {
             no_pivot: opts.no_pivot,
             namespaces: NamespacePlan::from_spec(spec)?,
         };
-        let pid = process::spawn_init(&cfg, |pid| {
-            record.pid = pid;
-            record.pid_start_time = state::process_start_time(pid).unwrap_or(0);
-            // Saved before the hooks run, so a hook that asks `rrun state` finds it.
-            dir.save(&record)?;
-            let state_json = state::oci_state(&record, Status::Creating).to_string();
-            hooks::run_all(HookKind::Prestart, &HookKind::Prestart.of(spec), state_json.as_bytes())?;
-            hooks::run_all(
-                HookKind::CreateRuntime,
-                &HookKind::CreateRuntime.of(spec),
-                state_json.as_bytes(),
-            )?;
-            Ok((state_json, state::oci_state(&record, Status::Created).to_string()))
-        })?;
+        let pid = process::spawn_init(
+            &cfg,
+            |pid| Ok(cgroup.add_pid(pid)?),
+            |pid| {
+                record.pid = pid;
+                record.pid_start_time = state::process_start_time(pid).unwrap_or(0);
+                // Saved before the hooks run, so a hook that asks `rrun state` finds it.
+                dir.save(&record)?;
+                let state_json = state::oci_state(&record, Status::Creating).to_string();
+                hooks::run_all(
+                    HookKind::Prestart,
+                    &HookKind::Prestart.of(spec),
+                    state_json.as_bytes(),
+                )?;
+                hooks::run_all(
+                    HookKind::CreateRuntime,
+                    &HookKind::CreateRuntime.of(spec),
+                    state_json.as_bytes(),
+                )?;
+                Ok((
+                    state_json,
+                    state::oci_state(&record, Status::Created).to_string(),
+                ))
+            },
+        )?;
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;
         }
@@ -147,7 +175,11 @@ impl Runtime {
         let _ = std::fs::remove_file(dir.fifo_path());
         let state_json = state::oci_state(&record, Status::Running).to_string();
         // A failing poststart hook is reported, but the container keeps running (runtime-spec).
-        if let Err(e) = hooks::run_all(HookKind::Poststart, &HookKind::Poststart.of(&record.spec), state_json.as_bytes()) {
+        if let Err(e) = hooks::run_all(
+            HookKind::Poststart,
+            &HookKind::Poststart.of(&record.spec),
+            state_json.as_bytes(),
+        ) {
             eprintln!("warning: {e}");
         }
         Ok(())
@@ -188,6 +220,9 @@ impl Runtime {
             });
         }
         if all {
+            if let Some(c) = &record.cgroup {
+                return Ok(cgroups::open(c).kill_all(signal)?);
+            }
             for pid in container_pids(&record)? {
                 let _ = kill(Pid::from_raw(pid), signal);
             }
@@ -200,7 +235,12 @@ impl Runtime {
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
         let dir = match self.root.open(id) {
             Ok(d) => d,
-            Err(Error::NotFound(_)) if force => return Ok(()),
+            Err(Error::NotFound(_)) if force => {
+                if let Some(raw) = self.root.open_raw(id)? {
+                    remove_half_made(&raw)?;
+                }
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         let _lock = dir.lock()?;
@@ -208,7 +248,7 @@ impl Runtime {
             Ok(r) => r,
             // A state directory without readable state is a half-made container: with
             // --force it goes.
-            Err(_) if force => return dir.remove(),
+            Err(_) if force => return remove_half_made(&dir),
             Err(e) => return Err(e),
         };
         let status = dir.status(&record);
@@ -226,8 +266,18 @@ impl Runtime {
                 })
             }
         }
+        if let Some(c) = &record.cgroup {
+            let cg = cgroups::open(c);
+            // Stragglers of a container without its own PID namespace die with it.
+            let _ = cg.kill_all(Signal::SIGKILL);
+            cg.destroy()?;
+        }
         let state_json = state::oci_state(&record, Status::Stopped).to_string();
-        let hooks_result = hooks::run_all(HookKind::Poststop, &HookKind::Poststop.of(&record.spec), state_json.as_bytes());
+        let hooks_result = hooks::run_all(
+            HookKind::Poststop,
+            &HookKind::Poststop.of(&record.spec),
+            state_json.as_bytes(),
+        );
         dir.remove()?;
         if let Err(e) = hooks_result {
             eprintln!("warning: {e}");
@@ -237,6 +287,9 @@ impl Runtime {
 
     /// Kills every process of the container and waits until the init is gone.
     fn destroy(&self, record: &ContainerRecord) -> Result<()> {
+        if let Some(c) = &record.cgroup {
+            let _ = cgroups::open(c).kill_all(Signal::SIGKILL);
+        }
         for pid in container_pids(record)? {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
@@ -264,6 +317,9 @@ impl Runtime {
         let (_, record, status) = self.load(id)?;
         if status == Status::Stopped {
             return Ok(vec![]);
+        }
+        if let Some(c) = &record.cgroup {
+            return Ok(cgroups::open(c).pids()?);
         }
         container_pids(&record)
     }
@@ -309,15 +365,43 @@ impl Runtime {
         let pid = process::spawn_exec(&ExecConfig {
             process,
             namespaces: ns,
+            cgroup: record.cgroup.as_ref(),
             console,
             preserve_fds: opts.preserve_fds,
-            seccomp: record.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
+            seccomp: record
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().as_ref()),
         })?;
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;
         }
         Ok(pid)
     }
+}
+
+/// Creates the container's cgroup, remembers it in the state directory at once (so a
+/// `delete --force` after a crash finds it) and writes the config's limits.
+fn make_cgroup(dir: &ContainerDir, spec: &Spec, id: &str) -> Result<Box<dyn Manager>> {
+    let linux = spec.linux().as_ref();
+    let cg = cgroups::create(linux.and_then(|l| l.cgroups_path().as_deref()), id)?;
+    if let Err(e) = dir.save_cgroup(cg.record()) {
+        let _ = cg.destroy();
+        return Err(e);
+    }
+    cg.apply(&cgroups::resources_of(spec))?;
+    Ok(cg)
+}
+
+/// Removes a container directory whose state may be incomplete, with its cgroup.
+fn remove_half_made(dir: &ContainerDir) -> Result<()> {
+    if let Some(c) = dir.load_cgroup() {
+        let cg = cgroups::open(&c);
+        let _ = cg.kill_all(Signal::SIGKILL);
+        cg.destroy()?;
+    }
+    dir.remove()
 }
 
 /// Opens the exec fifo for reading, which lets the init go on, and waits for its byte. An
@@ -338,7 +422,9 @@ fn release_init(dir: &ContainerDir, record: &ContainerRecord) -> Result<()> {
         match poll(&mut fds, PollTimeout::from(100u8)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => {
                 if state::process_start_time(record.pid) != Some(record.pid_start_time) {
-                    return Err(Error::Child("the container's init exited before it was started".into()));
+                    return Err(Error::Child(
+                        "the container's init exited before it was started".into(),
+                    ));
                 }
                 continue;
             }
@@ -350,7 +436,8 @@ fn release_init(dir: &ContainerDir, record: &ContainerRecord) -> Result<()> {
             Ok(1) => return Ok(()),
             Ok(_) => {
                 return Err(Error::Child(
-                    "the container's init exited during start (a startContainer hook failed?)".into(),
+                    "the container's init exited during start (a startContainer hook failed?)"
+                        .into(),
                 ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -374,33 +461,43 @@ fn container_pids(record: &ContainerRecord) -> Result<Vec<i32>> {
     let ns_of = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
     let init_ns = ns_of(record.pid);
     let mut procs: Vec<(i32, i32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").ctx(|| "listing /proc".into())?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+    for entry in std::fs::read_dir("/proc")
+        .ctx(|| "listing /proc".into())?
+        .flatten()
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
-        let Some(ppid) = parent_pid(pid) else { continue };
+        let Some(ppid) = parent_pid(pid) else {
+            continue;
+        };
         procs.push((pid, ppid));
     }
-    let mut out: Vec<i32> = if own_pid_ns && init_ns.is_some() && init_ns != ns_of(std::process::id() as i32) {
-        procs
-            .iter()
-            .map(|(p, _)| *p)
-            .filter(|p| ns_of(*p) == init_ns)
-            .collect()
-    } else {
-        let mut set = vec![record.pid];
-        let mut grew = true;
-        while grew {
-            grew = false;
-            for (p, pp) in &procs {
-                if set.contains(pp) && !set.contains(p) {
-                    set.push(*p);
-                    grew = true;
+    let mut out: Vec<i32> =
+        if own_pid_ns && init_ns.is_some() && init_ns != ns_of(std::process::id() as i32) {
+            procs
+                .iter()
+                .map(|(p, _)| *p)
+                .filter(|p| ns_of(*p) == init_ns)
+                .collect()
+        } else {
+            let mut set = vec![record.pid];
+            let mut grew = true;
+            while grew {
+                grew = false;
+                for (p, pp) in &procs {
+                    if set.contains(pp) && !set.contains(p) {
+                        set.push(*p);
+                        grew = true;
+                    }
                 }
             }
-        }
-        set
-    };
+            set
+        };
     out.sort_unstable();
     Ok(out)
 }
@@ -421,12 +518,129 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 pub fn console_pair(dir: &Path) -> Result<(PathBuf, std::os::unix::net::UnixListener)> {
     let path = dir.join("console.sock");
     let _ = std::fs::remove_file(&path);
-    let l = std::os::unix::net::UnixListener::bind(&path).ctx(|| format!("binding {}", path.display()))?;
+    let l = std::os::unix::net::UnixListener::bind(&path)
+        .ctx(|| format!("binding {}", path.display()))?;
     Ok((path, l))
 }
 
 /// Accepts the one connection on a console socket and takes the pty master from it.
 pub fn receive_master(listener: &std::os::unix::net::UnixListener) -> Result<std::os::fd::OwnedFd> {
-    let (stream, _): (UnixStream, _) = listener.accept().ctx(|| "accepting console connection".into())?;
+    let (stream, _): (UnixStream, _) = listener
+        .accept()
+        .ctx(|| "accepting console connection".into())?;
     crate::tty::recv_fd(&stream)
+}
+
+/// Resource control of a live container: pause/resume, update, stats and events.
+impl Runtime {
+    fn cgroup_of(
+        &self,
+        id: &str,
+        action: &'static str,
+    ) -> Result<(ContainerDir, ContainerRecord, Status, Box<dyn Manager>)> {
+        let (dir, record, status) = self.load(id)?;
+        let Some(c) = &record.cgroup else {
+            return Err(Error::Invalid(format!(
+                "container {id:?} has no cgroup: {action} needs one"
+            )));
+        };
+        let cg = cgroups::open(c);
+        Ok((dir, record, status, cg))
+    }
+
+    /// Freezes every process of the container (`state` then says `paused`).
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let (dir, _, _, cg) = self.cgroup_of(id, "pause")?;
+        let _lock = dir.lock()?;
+        let status = dir.status(&dir.load()?);
+        if status != Status::Running && status != Status::Created {
+            return Err(Error::WrongState {
+                id: id.into(),
+                status: status.to_string(),
+                action: "pause",
+                wanted: "running or created",
+            });
+        }
+        Ok(cg.freeze()?)
+    }
+
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let (dir, _, _, cg) = self.cgroup_of(id, "resume")?;
+        let _lock = dir.lock()?;
+        let status = dir.status(&dir.load()?);
+        if status != Status::Paused {
+            return Err(Error::WrongState {
+                id: id.into(),
+                status: status.to_string(),
+                action: "resume",
+                wanted: "paused",
+            });
+        }
+        Ok(cg.thaw()?)
+    }
+
+    /// Writes `res` to the container's cgroup and keeps it in the saved config, so what
+    /// `state.json` says stays what the kernel enforces.
+    pub fn update(&self, id: &str, res: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        let (dir, _, _, cg) = self.cgroup_of(id, "update")?;
+        let _lock = dir.lock()?;
+        let mut record = dir.load()?;
+        let status = dir.status(&record);
+        if status == Status::Stopped {
+            return Err(Error::WrongState {
+                id: id.into(),
+                status: status.to_string(),
+                action: "update",
+                wanted: "created, running or paused",
+            });
+        }
+        cg.apply(res)?;
+        let mut linux = record.spec.linux().clone().unwrap_or_default();
+        let merged = cgroups::merge_resources(linux.resources().as_ref(), res)?;
+        linux.set_resources(Some(merged));
+        record.spec.set_linux(Some(linux));
+        dir.save(&record)
+    }
+
+    /// runc's `events --stats` document: `{"type":"stats","id":..,"data":{..}}`.
+    pub fn stats(&self, id: &str) -> Result<serde_json::Value> {
+        let (_, _, _, cg) = self.cgroup_of(id, "stats")?;
+        Ok(serde_json::json!({"type": "stats", "id": id, "data": cg.stats()?}))
+    }
+
+    /// How many processes of the container the kernel's OOM killer has killed; tells an
+    /// OOM kill from another SIGKILL (valid until `delete`).
+    pub fn oom_kills(&self, id: &str) -> Result<u64> {
+        let (_, _, _, cg) = self.cgroup_of(id, "oom count")?;
+        Ok(cg.oom_kills()?)
+    }
+
+    /// Streams events until the container stops: `{"type":"oom","id":..}` when the OOM
+    /// killer strikes (seen within 50 ms), and a stats event every `interval`. `emit`
+    /// returning an error ends the stream.
+    pub fn events(
+        &self,
+        id: &str,
+        interval: Duration,
+        mut emit: impl FnMut(&serde_json::Value) -> Result<()>,
+    ) -> Result<()> {
+        let (dir, record, _, cg) = self.cgroup_of(id, "events")?;
+        let mut ooms = cg.oom_kills()?;
+        let mut next_stats = Instant::now() + interval;
+        loop {
+            let n = cg.oom_kills()?;
+            if n > ooms {
+                emit(&serde_json::json!({"type": "oom", "id": id, "data": {"oom_kill": n}}))?;
+                ooms = n;
+            }
+            if dir.status(&record) == Status::Stopped {
+                return Ok(());
+            }
+            if Instant::now() >= next_stats {
+                emit(&serde_json::json!({"type": "stats", "id": id, "data": cg.stats()?}))?;
+                next_stats += interval;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

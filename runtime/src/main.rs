@@ -154,6 +154,58 @@ enum Command {
     },
     /// Print the runtime-spec features document.
     Features,
+    /// Freeze every process of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// Change a container's resource limits.
+    Update(UpdateArgs),
+    /// Print a container's events: OOM kills as they happen and stats every --interval.
+    Events {
+        /// Print the stats once and exit.
+        #[arg(long)]
+        stats: bool,
+        /// Time between stats events (e.g. 5s, 500ms).
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        id: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct UpdateArgs {
+    /// A JSON file (runtime-spec linux.resources) with the new limits; "-" for stdin.
+    #[arg(short, long)]
+    resources: Option<PathBuf>,
+    #[arg(long)]
+    memory: Option<String>,
+    #[arg(long)]
+    memory_reservation: Option<String>,
+    /// Memory plus swap; -1 for unlimited.
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Accepted for compatibility (kernel memory limits are gone from Linux).
+    #[arg(long)]
+    kernel_memory: Option<String>,
+    #[arg(long)]
+    cpu_shares: Option<u64>,
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_quota: Option<i64>,
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    #[arg(long)]
+    cpu_rt_period: Option<u64>,
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_rt_runtime: Option<i64>,
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    #[arg(long)]
+    blkio_weight: Option<u16>,
+    id: String,
 }
 
 fn main() {
@@ -302,11 +354,135 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             ps(&rt, id, *format, ps_args)?;
             Ok(0)
         }
+        Command::Pause { id } => {
+            rt.pause(id)?;
+            Ok(0)
+        }
+        Command::Resume { id } => {
+            rt.resume(id)?;
+            Ok(0)
+        }
+        Command::Update(args) => {
+            rt.update(&args.id, &update_resources(args)?)?;
+            Ok(0)
+        }
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => {
+            if *stats {
+                println!("{}", rt.stats(id)?);
+                return Ok(0);
+            }
+            let interval = humantime::parse_duration(interval)
+                .or_else(|_| interval.parse::<u64>().map(std::time::Duration::from_secs))
+                .map_err(|_| {
+                    anyhow!("--interval {interval:?}: give a duration like 5s or 500ms")
+                })?;
+            if interval.is_zero() {
+                bail!("--interval must be more than zero");
+            }
+            let mut out = std::io::stdout().lock();
+            rt.events(id, interval, |ev| {
+                writeln!(out, "{ev}")
+                    .and_then(|()| out.flush())
+                    .map_err(|e| rrun::Error::Invalid(format!("writing events: {e}")))
+            })?;
+            Ok(0)
+        }
         Command::Features => {
             println!("{}", serde_json::to_string_pretty(&spec::features())?);
             Ok(0)
         }
     }
+}
+
+/// runc's `update`: `--resources FILE` first, the flags over it.
+fn update_resources(a: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources> {
+    use oci_spec::runtime::{LinuxPids, LinuxResources};
+    use rrun::cgroups::parse_size;
+    let mut res: LinuxResources = match &a.resources {
+        Some(p) => {
+            let data = if p.as_os_str() == "-" {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)
+                    .context("reading stdin")?;
+                v
+            } else {
+                std::fs::read(p).with_context(|| format!("reading {}", p.display()))?
+            };
+            serde_json::from_slice(&data)
+                .with_context(|| format!("parsing resources {}", p.display()))?
+        }
+        None => LinuxResources::default(),
+    };
+    let size = |s: &Option<String>, flag: &str| -> Result<Option<i64>> {
+        s.as_deref()
+            .map(|v| parse_size(v).with_context(|| format!("--{flag}")))
+            .transpose()
+    };
+    let (limit, reservation, swap) = (
+        size(&a.memory, "memory")?,
+        size(&a.memory_reservation, "memory-reservation")?,
+        size(&a.memory_swap, "memory-swap")?,
+    );
+    if limit.is_some() || reservation.is_some() || swap.is_some() {
+        let mut m = res.memory().unwrap_or_default();
+        if limit.is_some() {
+            m.set_limit(limit);
+        }
+        if reservation.is_some() {
+            m.set_reservation(reservation);
+        }
+        if swap.is_some() {
+            m.set_swap(swap);
+        }
+        res.set_memory(Some(m));
+    }
+    let cpu_flags = a.cpu_shares.is_some()
+        || a.cpu_quota.is_some()
+        || a.cpu_period.is_some()
+        || a.cpu_rt_period.is_some()
+        || a.cpu_rt_runtime.is_some()
+        || a.cpuset_cpus.is_some()
+        || a.cpuset_mems.is_some();
+    if cpu_flags {
+        let mut c = res.cpu().clone().unwrap_or_default();
+        if a.cpu_shares.is_some() {
+            c.set_shares(a.cpu_shares);
+        }
+        if a.cpu_quota.is_some() {
+            c.set_quota(a.cpu_quota);
+        }
+        if a.cpu_period.is_some() {
+            c.set_period(a.cpu_period);
+        }
+        if a.cpu_rt_period.is_some() {
+            c.set_realtime_period(a.cpu_rt_period);
+        }
+        if a.cpu_rt_runtime.is_some() {
+            c.set_realtime_runtime(a.cpu_rt_runtime);
+        }
+        if a.cpuset_cpus.is_some() {
+            c.set_cpus(a.cpuset_cpus.clone());
+        }
+        if a.cpuset_mems.is_some() {
+            c.set_mems(a.cpuset_mems.clone());
+        }
+        res.set_cpu(Some(c));
+    }
+    if let Some(n) = a.pids_limit {
+        let mut p = LinuxPids::default();
+        p.set_limit(n);
+        res.set_pids(Some(p));
+    }
+    if let Some(w) = a.blkio_weight {
+        let mut b = res.block_io().clone().unwrap_or_default();
+        b.set_weight(Some(w));
+        res.set_block_io(Some(b));
+    }
+    Ok(res)
 }
 
 fn create_options(a: &CreateArgs) -> CreateOptions {

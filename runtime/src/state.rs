@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_ROOT: &str = "/run/rrun";
 const STATE_FILE: &str = "state.json";
 const FIFO_FILE: &str = "exec.fifo";
+/// The cgroup record, written as soon as the cgroup exists (before `state.json`), so that
+/// `delete --force` of a container whose `create` died half-way still removes it.
+const CGROUP_FILE: &str = "cgroup.json";
 
 /// The status of a container as the runtime-spec (and runc's `paused`) names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +64,9 @@ pub struct ContainerRecord {
     /// The config as it was at `create`: `exec` takes its defaults from it and `delete`
     /// runs its poststop hooks even if the bundle has gone.
     pub spec: Spec,
+    /// The container's cgroup (none for state written before rrun had cgroups).
+    #[serde(default)]
+    pub cgroup: Option<crate::cgroups::CgroupRecord>,
 }
 
 /// A container id as runc accepts it; it also becomes a directory name, so no `/` or `..`.
@@ -112,6 +118,16 @@ impl StateRoot {
             }
             Err(e) => Err(e).ctx(|| format!("creating {}", path.display())),
         }
+    }
+
+    /// The directory of `id` whether or not it has a state file yet (a half-made container).
+    pub fn open_raw(&self, id: &str) -> Result<Option<ContainerDir>> {
+        validate_id(id)?;
+        let path = self.root.join(id);
+        Ok(path.is_dir().then(|| ContainerDir {
+            id: id.into(),
+            path,
+        }))
     }
 
     pub fn open(&self, id: &str) -> Result<ContainerDir> {
@@ -197,6 +213,17 @@ impl ContainerDir {
             .ctx(|| format!("locking {}", self.path.display()))
     }
 
+    pub fn save_cgroup(&self, rec: &crate::cgroups::CgroupRecord) -> Result<()> {
+        let path = self.path.join(CGROUP_FILE);
+        let data = serde_json::to_vec(rec).map_err(|e| Error::Invalid(e.to_string()))?;
+        fs::write(&path, data).ctx(|| format!("writing {}", path.display()))
+    }
+
+    pub fn load_cgroup(&self) -> Option<crate::cgroups::CgroupRecord> {
+        let data = fs::read(self.path.join(CGROUP_FILE)).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+
     pub fn remove(&self) -> Result<()> {
         match fs::remove_dir_all(&self.path) {
             Ok(()) => Ok(()),
@@ -210,8 +237,16 @@ impl ContainerDir {
         if !process_is(record.pid, record.pid_start_time) {
             return Status::Stopped;
         }
+        let frozen = || {
+            record
+                .cgroup
+                .as_ref()
+                .is_some_and(|c| crate::cgroups::open(c).is_frozen().unwrap_or(false))
+        };
         if self.fifo_path().exists() {
             Status::Created
+        } else if frozen() {
+            Status::Paused
         } else {
             Status::Running
         }

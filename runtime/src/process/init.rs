@@ -16,6 +16,7 @@ use std::convert::Infallible;
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 pub(super) fn container_main(cfg: &InitConfig, chan: Channel) -> ! {
@@ -126,17 +127,7 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
 
     rootfs::enter_root(&cfg.rootfs, cfg.no_pivot)?;
 
-    nix::unistd::setsid().ctx(|| "setsid".into())?;
-    if process.terminal().unwrap_or(false) {
-        let socket = cfg
-            .console
-            .as_ref()
-            .ok_or_else(|| Error::Invalid("terminal requested but no console socket".into()))?;
-        let size = process
-            .console_size()
-            .as_ref()
-            .map(|b| (b.height() as u16, b.width() as u16));
-        let slave = crate::tty::setup_terminal(socket, size)?;
+    if let Some(slave) = start_session(process, cfg.console.as_ref())? {
         rootfs::mount_console(&slave)?;
     }
     // Before finish(): it makes /proc/sys read-only.
@@ -181,18 +172,7 @@ fn exec_setup(cfg: &ExecConfig, chan: &Channel) -> Result<Infallible> {
         nix::sched::setns(f, namespaces::clone_flag(*typ))
             .ctx(|| format!("joining {} namespace", namespaces::proc_name(*typ)))?;
     }
-    nix::unistd::setsid().ctx(|| "setsid".into())?;
-    if process.terminal().unwrap_or(false) {
-        let socket = cfg
-            .console
-            .as_ref()
-            .ok_or_else(|| Error::Invalid("terminal requested but no console socket".into()))?;
-        let size = process
-            .console_size()
-            .as_ref()
-            .map(|b| (b.height() as u16, b.width() as u16));
-        crate::tty::setup_terminal(socket, size)?;
-    }
+    start_session(process, cfg.console.as_ref())?;
     let exe = prepare_process(process, cfg.seccomp)?;
     chan.send(&Message::Ready)?;
     let err = match exec_process(&exe, process, cfg.preserve_fds, cfg.seccomp) {
@@ -200,6 +180,22 @@ fn exec_setup(cfg: &ExecConfig, chan: &Channel) -> Result<Infallible> {
         Err(e) => e,
     };
     Err(err)
+}
+
+/// A new session; with a terminal, the pty (its master sent over the console socket) as
+/// stdio and controlling terminal. Returns the pty slave's path.
+fn start_session(process: &Process, console: Option<&UnixStream>) -> Result<Option<PathBuf>> {
+    nix::unistd::setsid().ctx(|| "setsid".into())?;
+    if !process.terminal().unwrap_or(false) {
+        return Ok(None);
+    }
+    let socket =
+        console.ok_or_else(|| Error::Invalid("terminal requested but no console socket".into()))?;
+    let size = process
+        .console_size()
+        .as_ref()
+        .map(|b| (b.height() as u16, b.width() as u16));
+    crate::tty::setup_terminal(socket, size).map(Some)
 }
 
 /// Everything about the process that is the same for an init and an exec: working

@@ -35,6 +35,8 @@ pub struct ExecConfig<'a> {
     pub process: &'a Process,
     /// The container's namespaces, opened from its init's `/proc/PID/ns`.
     pub namespaces: Vec<(LinuxNamespaceType, std::fs::File)>,
+    /// The container's cgroup: the process is born in it.
+    pub cgroup: Option<&'a crate::cgroups::CgroupRecord>,
     pub console: Option<UnixStream>,
     pub preserve_fds: u32,
     /// The container's seccomp filter, which its exec'd processes get too.
@@ -45,9 +47,11 @@ pub struct ExecConfig<'a> {
 /// where it waits on the exec fifo. `at_create_runtime` runs in the runtime's namespaces
 /// when the container's namespaces exist (prestart and createRuntime hooks); it gets the
 /// init's pid and answers the state documents that the init hands to its own hooks
-/// (createContainer, startContainer).
+/// (createContainer, startContainer). `place` puts the init into the container's cgroup;
+/// it runs before the init may go on from its first barrier.
 pub fn spawn_init(
     cfg: &InitConfig,
+    place: impl FnOnce(i32) -> Result<()>,
     at_create_runtime: impl FnOnce(i32) -> Result<(String, String)>,
 ) -> Result<i32> {
     cfg.namespaces.check_supported()?;
@@ -63,10 +67,15 @@ pub fn spawn_init(
     };
     drop(child_end);
     let guard = KillOnDrop(pid);
+    place(pid.as_raw())?;
     if cfg.namespaces.creates(LinuxNamespaceType::User) {
         let linux = cfg.spec.linux().as_ref();
-        let uid = linux.and_then(|l| l.uid_mappings().clone()).unwrap_or_default();
-        let gid = linux.and_then(|l| l.gid_mappings().clone()).unwrap_or_default();
+        let uid = linux
+            .and_then(|l| l.uid_mappings().clone())
+            .unwrap_or_default();
+        let gid = linux
+            .and_then(|l| l.gid_mappings().clone())
+            .unwrap_or_default();
         crate::namespaces::write_id_maps(pid.as_raw(), &uid, &gid)?;
     }
     parent_end.send(&Message::Proceed)?;
@@ -87,16 +96,28 @@ pub fn spawn_exec(cfg: &ExecConfig) -> Result<i32> {
     let (parent_end, child_end) = sync::channel_pair()?;
     for (typ, f) in &cfg.namespaces {
         if *typ == LinuxNamespaceType::Pid {
-            nix::sched::setns(f, CloneFlags::CLONE_NEWPID).ctx(|| "joining pid namespace".into())?;
+            nix::sched::setns(f, CloneFlags::CLONE_NEWPID)
+                .ctx(|| "joining pid namespace".into())?;
         }
     }
-    let pid = match clone_process(CloneFlags::empty())? {
-        None => {
-            drop(parent_end);
-            init::exec_main(cfg, child_end)
-        }
+    // The exec'd process must be in the container's cgroup before it runs anything, and
+    // its setup has no barrier to wait at: the runtime steps into the cgroup, clones (the
+    // child is born there) and steps back into its own cgroups at once.
+    let back = cfg.cgroup.map(crate::cgroups::enter).transpose()?;
+    let cloned = clone_process(CloneFlags::empty());
+    if let Ok(None) = cloned {
+        drop(parent_end);
+        init::exec_main(cfg, child_end)
+    }
+    let left = back.map(|b| b.leave()).transpose();
+    let pid = match cloned? {
         Some(pid) => pid,
+        None => unreachable!("the child never gets here"),
     };
+    if let Err(e) = left {
+        drop(KillOnDrop(pid));
+        return Err(e.into());
+    }
     drop(child_end);
     let guard = KillOnDrop(pid);
     parent_end.expect(Message::Ready)?;
@@ -155,8 +176,12 @@ pub fn relay_signals() -> SigSet {
 pub fn block_signals() -> Result<SigSet> {
     let set = relay_signals();
     let mut old = SigSet::empty();
-    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
-        .ctx(|| "blocking signals".into())?;
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&set),
+        Some(&mut old),
+    )
+    .ctx(|| "blocking signals".into())?;
     Ok(old)
 }
 
@@ -168,8 +193,11 @@ pub fn supervise(pid: i32, master: Option<OwnedFd>) -> Result<i32> {
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     use std::os::fd::AsFd;
 
-    let sfd = SignalFd::with_flags(&relay_signals(), SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .ctx(|| "creating signalfd".into())?;
+    let sfd = SignalFd::with_flags(
+        &relay_signals(),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )
+    .ctx(|| "creating signalfd".into())?;
     let target = Pid::from_raw(pid);
     let stdin = std::io::stdin();
     let mut stdin_open = master.is_some();
@@ -241,7 +269,9 @@ fn reap(target: Pid) -> Result<Option<i32>> {
     loop {
         match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(p, code)) if p == target => return Ok(Some(code)),
-            Ok(WaitStatus::Signaled(p, sig, _)) if p == target => return Ok(Some(128 + sig as i32)),
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == target => {
+                return Ok(Some(128 + sig as i32))
+            }
             Ok(WaitStatus::StillAlive) => return Ok(None),
             // Another child (a reparented orphan when we are a subreaper): reaped, go on.
             Ok(_) => continue,
@@ -291,7 +321,12 @@ fn drain(master: &OwnedFd) {
 
 fn tty_resize_from_stdin(master: &OwnedFd) {
     use std::os::fd::AsRawFd;
-    let mut ws: libc::winsize = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    let mut ws: libc::winsize = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCGWINSZ writes into `ws`, which lives for the call; failure is ignored
     // (stdin is not a terminal).
     if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 {
