@@ -1,0 +1,385 @@
+//! `cgroups`: the container's cgroup as the kernel sees it, read from the host side —
+//! limit files, an OOM kill, a fork bomb at pids.max, a CPU quota, the freezer — plus
+//! `update`, `pause`/`resume`, `events`, `kill --all`, `ps`, and that nothing of the
+//! cgroup is left after `delete`. Runs on cgroup v1/hybrid (the host) and cgroup v2 (the
+//! VM pass of scripts/vm-test.sh); each check reads the file of the version in use.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use integration_tests::*;
+
+const T10: Duration = Duration::from_secs(10);
+
+fn is_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The directory of `pid`'s cgroup for controller `ctrl` (v1), or its v2 cgroup.
+fn cg_dir(pid: i32, ctrl: &str) -> PathBuf {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("reading /proc/PID/cgroup");
+    for line in text.lines() {
+        let mut it = line.splitn(3, ':');
+        let (_, ctrls, path) = (
+            it.next().unwrap(),
+            it.next().unwrap_or(""),
+            it.next().unwrap_or(""),
+        );
+        let path = path.trim_start_matches('/');
+        if is_v2() {
+            if ctrls.is_empty() {
+                return Path::new("/sys/fs/cgroup").join(path);
+            }
+        } else if ctrls.split(',').any(|c| c == ctrl) {
+            return Path::new("/sys/fs/cgroup").join(ctrl).join(path);
+        }
+    }
+    panic!("no {ctrl} cgroup for pid {pid} in {text}");
+}
+
+fn read_cg(pid: i32, ctrl: &str, file: &str) -> String {
+    let p = cg_dir(pid, ctrl).join(file);
+    fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// CPU time of the cgroup, in nanoseconds.
+fn cpu_usage_ns(pid: i32) -> u64 {
+    if is_v2() {
+        keyed(&read_cg(pid, "cpu", "cpu.stat"), "usage_usec").expect("usage_usec") * 1000
+    } else {
+        read_cg(pid, "cpuacct", "cpuacct.usage")
+            .parse()
+            .expect("cpuacct.usage")
+    }
+}
+
+fn assert_no_cgroup(rel: &str) {
+    let left: Vec<PathBuf> = cgroup_dirs(rel)
+        .into_iter()
+        .filter(|d| d.exists())
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
+
+fn rel_of(c: &Ctr) -> String {
+    c.config()["linux"]["cgroupsPath"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn limits_are_written_and_updated() {
+    let env = TestEnv::new("cglimits");
+    let mut c = env.container();
+    c.sh("sleep 100");
+    c.config_mut()["linux"]["resources"] = json!({
+        "memory": {"limit": 33554432, "reservation": 16777216},
+        "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
+        "pids": {"limit": 20},
+        "devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}],
+    });
+    c.create().ok();
+    let pid = c.pid();
+    if is_v2() {
+        assert_eq!(read_cg(pid, "memory", "memory.max"), "33554432");
+        assert_eq!(read_cg(pid, "memory", "memory.low"), "16777216");
+        assert_eq!(read_cg(pid, "cpu", "cpu.weight"), "20");
+        assert_eq!(read_cg(pid, "cpu", "cpu.max"), "50000 100000");
+        assert_eq!(read_cg(pid, "cpuset", "cpuset.cpus"), "0");
+    } else {
+        assert_eq!(read_cg(pid, "memory", "memory.limit_in_bytes"), "33554432");
+        assert_eq!(
+            read_cg(pid, "memory", "memory.soft_limit_in_bytes"),
+            "16777216"
+        );
+        assert_eq!(read_cg(pid, "cpu", "cpu.shares"), "512");
+        assert_eq!(read_cg(pid, "cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read_cg(pid, "cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(read_cg(pid, "cpuset", "cpuset.cpus"), "0");
+        let devices = read_cg(pid, "devices", "devices.list");
+        assert!(devices.contains("c 1:3 rwm"), "{devices}");
+        assert!(
+            !devices.contains("a *:* rwm"),
+            "deny-all was not applied: {devices}"
+        );
+    }
+    assert_eq!(read_cg(pid, "pids", "pids.max"), "20");
+
+    env.rt([
+        "update",
+        "--memory",
+        "48m",
+        "--pids-limit",
+        "30",
+        "--cpu-quota",
+        "25000",
+        &c.id,
+    ])
+    .ok();
+    if is_v2() {
+        assert_eq!(
+            read_cg(pid, "memory", "memory.max"),
+            (48u64 << 20).to_string()
+        );
+        assert_eq!(read_cg(pid, "cpu", "cpu.max"), "25000 100000");
+    } else {
+        assert_eq!(
+            read_cg(pid, "memory", "memory.limit_in_bytes"),
+            (48u64 << 20).to_string()
+        );
+        assert_eq!(read_cg(pid, "cpu", "cpu.cfs_quota_us"), "25000");
+    }
+    assert_eq!(read_cg(pid, "pids", "pids.max"), "30");
+
+    // --resources FILE (runtime-spec linux.resources), as containerd passes it.
+    let file = env.dir().join("res.json");
+    fs::write(&file, r#"{"pids": {"limit": 40}, "cpu": {"shares": 1024}}"#).unwrap();
+    env.rt(["update", "--resources", &file.display().to_string(), &c.id])
+        .ok();
+    assert_eq!(read_cg(pid, "pids", "pids.max"), "40");
+    if is_v2() {
+        assert_eq!(read_cg(pid, "cpu", "cpu.weight"), "39");
+    } else {
+        assert_eq!(read_cg(pid, "cpu", "cpu.shares"), "1024");
+    }
+    c.delete_force().ok();
+    assert_no_cgroup(&rel_of(&c));
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_reported() {
+    let env = TestEnv::new("cgoom");
+    let mut c = env.container();
+    let shared = c.share_dir("/shared");
+    // tail keeps all of a newline-free input in memory: 64 MiB against a 32 MiB limit.
+    c.sh("while [ ! -e /shared/go ]; do sleep 0.05; done; head -c 64m /dev/zero | tail > /dev/null; echo status=$? > /shared/status; sleep 100");
+    c.config_mut()["linux"]["resources"] = json!({"memory": {"limit": 33554432, "swap": 33554432}});
+    c.create_and_start().ok();
+    let pid = c.pid();
+    let events = env
+        .cmd(["events", "--interval", "1s", &c.id])
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    fs::write(shared.join("go"), "").unwrap();
+    c.wait_for_file(&shared.join("status"), Duration::from_secs(30));
+    let status = fs::read_to_string(shared.join("status")).unwrap();
+    assert_eq!(status.trim(), "status=137", "the hog was not SIGKILLed");
+    let ooms = if is_v2() {
+        keyed(&read_cg(pid, "memory", "memory.events"), "oom_kill")
+    } else {
+        keyed(&read_cg(pid, "memory", "memory.oom_control"), "oom_kill")
+    };
+    assert!(ooms.unwrap_or(0) >= 1, "the kernel counted no OOM kill");
+    // The `events` stream reported it as it happened.
+    wait_for(
+        T10,
+        || events.output_so_far().0.contains(r#""type":"oom""#),
+        "an oom event",
+    );
+    if !is_runc() {
+        // And the stats say so (runc's stats document has no OOM counter).
+        let stats = env.rt(["events", "--stats", &c.id]);
+        let v: Value = serde_json::from_str(stats.ok().stdout.trim()).unwrap();
+        assert_eq!(v["type"], "stats");
+        assert!(
+            v["data"]["memory"]["oom_kill"].as_u64().unwrap_or(0) >= 1,
+            "{v}"
+        );
+    }
+    c.delete_force().ok();
+    let _ = events.wait();
+    assert_no_cgroup(&rel_of(&c));
+}
+
+#[test]
+fn fork_bomb_stops_at_pids_max() {
+    let env = TestEnv::new("cgpids");
+    let mut c = env.container();
+    let shared = c.share_dir("/shared");
+    // The bomb runs in a subshell: a shell whose fork fails may give up, the init stays.
+    c.sh("(i=0; while [ $i -lt 60 ]; do sleep 100 & i=$((i+1)); done) 2>/shared/err; echo done > /shared/done; exec sleep 100");
+    c.config_mut()["linux"]["resources"] = json!({"pids": {"limit": 10}});
+    c.create_and_start().ok();
+    c.wait_for_file(&shared.join("done"), Duration::from_secs(30));
+    let pid = c.pid();
+    let current: u64 = read_cg(pid, "pids", "pids.current").parse().unwrap();
+    assert!((5..=10).contains(&current), "pids.current {current}");
+    let refused = keyed(&read_cg(pid, "pids", "pids.events"), "max").unwrap_or(0);
+    assert!(refused >= 1, "the kernel refused no fork at pids.max");
+    let err = fs::read_to_string(shared.join("err")).unwrap();
+    assert!(
+        err.contains("fork"),
+        "forks beyond pids.max must fail: {err}"
+    );
+    let ps = env.rt(["ps", "--format", "json", &c.id]);
+    let pids: Vec<i32> = serde_json::from_str(ps.ok().stdout.trim()).unwrap();
+    assert_eq!(pids.len() as u64, current, "{pids:?}");
+    // kill --all reaches every process of the cgroup.
+    env.rt(["kill", "--all", &c.id, "KILL"]).ok();
+    c.wait_status("stopped", T10);
+    wait_for(
+        T10,
+        || {
+            pids.iter()
+                .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+        },
+        "all processes gone",
+    );
+    c.delete().ok();
+    assert_no_cgroup(&rel_of(&c));
+}
+
+#[test]
+fn cpu_quota_gives_half_a_core() {
+    let env = TestEnv::new("cgcpu");
+    let mut c = env.container();
+    // Two spinners: without the quota they would take both cores.
+    c.sh("while :; do :; done & while :; do :; done & sleep 100");
+    c.config_mut()["linux"]["resources"] = json!({"cpu": {"quota": 50000, "period": 100000}});
+    c.create_and_start().ok();
+    let pid = c.pid();
+    std::thread::sleep(Duration::from_millis(300));
+    let (u0, t0) = (cpu_usage_ns(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let (u1, t1) = (cpu_usage_ns(pid), Instant::now());
+    let share = (u1 - u0) as f64 / (t1 - t0).as_nanos() as f64;
+    assert!(
+        (0.3..=0.7).contains(&share),
+        "cpu share {share:.2}, want about 0.5"
+    );
+    c.delete_force().ok();
+}
+
+#[test]
+fn paused_container_is_frozen() {
+    let env = TestEnv::new("cgpause");
+    let mut c = env.container();
+    c.sh("while :; do :; done");
+    c.create_and_start().ok();
+    let pid = c.pid();
+    env.rt(["pause", &c.id]).ok();
+    assert_eq!(c.status().as_deref(), Some("paused"));
+    if is_v2() {
+        assert_eq!(
+            keyed(&read_cg(pid, "freezer", "cgroup.events"), "frozen"),
+            Some(1)
+        );
+    } else {
+        assert_eq!(read_cg(pid, "freezer", "freezer.state"), "FROZEN");
+    }
+    let u0 = cpu_usage_ns(pid);
+    std::thread::sleep(Duration::from_millis(500));
+    let u1 = cpu_usage_ns(pid);
+    assert!(
+        u1 - u0 < 20_000_000,
+        "a frozen spinner used {} ms of CPU",
+        (u1 - u0) / 1_000_000
+    );
+    // exec into a paused container is refused (runc too).
+    c.exec(&[], &["true"]).failed();
+    env.rt(["resume", &c.id]).ok();
+    assert_eq!(c.status().as_deref(), Some("running"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        cpu_usage_ns(pid) - u1 > 50_000_000,
+        "the spinner did not run again after resume"
+    );
+    // A paused container can be force-deleted (its processes are thawed to die).
+    env.rt(["pause", &c.id]).ok();
+    c.delete_force().ok();
+    assert_no_cgroup(&rel_of(&c));
+}
+
+#[test]
+fn exec_joins_the_container_cgroup() {
+    let env = TestEnv::new("cgexec");
+    let mut c = env.container();
+    c.sh("sleep 100");
+    c.create_and_start().ok();
+    let init = fs::read_to_string(format!("/proc/{}/cgroup", c.pid())).unwrap();
+    let pidfile = env.dir().join("exec.pid");
+    let out = c.exec(
+        &["--pid-file", &pidfile.display().to_string(), "--detach"],
+        &["sleep", "100"],
+    );
+    out.ok();
+    let epid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let exec_cg = fs::read_to_string(format!("/proc/{epid}/cgroup")).unwrap();
+    // The freshly exec'd process is in every hierarchy's container cgroup (ignoring the
+    // name=systemd hierarchy, which runc leaves alone too).
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains("name=systemd"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&exec_cg), strip(&init));
+    let ps = env.rt(["ps", "--format", "json", &c.id]);
+    let pids: Vec<i32> = serde_json::from_str(ps.ok().stdout.trim()).unwrap();
+    assert!(pids.contains(&epid), "{pids:?} lacks {epid}");
+    // And the runtime itself did not stay there.
+    let me = fs::read_to_string("/proc/self/cgroup").unwrap();
+    assert_ne!(strip(&me), strip(&init));
+    c.delete_force().ok();
+    assert_no_cgroup(&rel_of(&c));
+}
+
+#[test]
+fn nothing_left_after_failed_create_or_half_made_container() {
+    let env = TestEnv::new("cgleft");
+    // Limits the kernel refuses: create fails and removes the cgroup it made.
+    let mut c = env.container();
+    c.config_mut()["linux"]["resources"] = json!({"cpu": {"cpus": "4096"}});
+    c.create_cmd(&[]).run().failed();
+    assert_no_cgroup(&rel_of(&c));
+    env.assert_nothing_left(&c.id, c.path());
+
+    // An existing cgroup is not ours: refused, and left as it was.
+    let c2 = env.container();
+    if !is_runc() {
+        let probe = env.container();
+        probe.create().ok();
+        let dir = cg_dir(probe.pid(), if is_v2() { "" } else { "pids" });
+        probe.delete_force().ok();
+        // The same place, for c2's path.
+        let target = dir.parent().unwrap().join(c2.id.as_str());
+        fs::create_dir_all(&target).unwrap();
+        let out = c2.create_cmd(&[]).run();
+        out.failed();
+        assert!(out.stderr.contains("already exists"), "{out}");
+        assert!(target.exists(), "a cgroup rrun did not create was removed");
+        fs::remove_dir(&target).unwrap();
+        assert_no_cgroup(&rel_of(&c2));
+    }
+
+    // A container whose create died after the cgroup was made (no state.json):
+    // delete --force still removes the cgroup.
+    if skip_if_runc("rrun's state layout") {
+        return;
+    }
+    let c3 = env.container();
+    c3.create().ok();
+    let state = env.root().join(&c3.id).join("state.json");
+    let pid = c3.pid();
+    fs::remove_file(&state).unwrap();
+    // SAFETY: plain kill(2) of the init we made.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    c3.delete_force().ok();
+    assert_no_cgroup(&rel_of(&c3));
+    assert!(!env.root().join(&c3.id).exists());
+}
