@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The cgroup v2 pass: the integration test binaries (the same ones the host pass runs) in a
+# virtme-ng VM booting Debian's linux-image-amd64, where /sys/fs/cgroup is cgroup2 only.
+#
+#   sudo bash scripts/vm-test.sh                 # every integration test binary
+#   sudo bash scripts/vm-test.sh cgroups rootfs  # only these (tests/<name>.rs)
+#
+# Installs what it needs, idempotently: qemu-system-x86 from bookworm-backports (Debian's
+# archive), linux-image-amd64, virtme-ng from PyPI. Boots with --disable-kvm (KVM hangs on
+# this project's CI machine; TCG is slow but works). One boot per test binary, so a kernel
+# panic or hang costs one binary, not the pass.
+#
+# Environment: VM_TIMEOUT (seconds per boot, default 1500), VM_MEMORY (default 2G),
+# VM_CPUS (default 2), VM_KERNEL (default: newest /boot/vmlinuz-*), RRUN_BIN (default
+# target/debug/rrun); anything after `--` goes to the test binaries (a name filter).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+die() { printf 'vm-test: error: %s\n' "$*" >&2; exit 1; }
+log() { printf '==> [%4ds] %s\n' "$SECONDS" "$*" >&2; }
+((EUID == 0)) || die "run as root (sudo bash scripts/vm-test.sh)"
+if [[ -x "$HOME/.cargo/bin/cargo" && ":$PATH:" != *":$HOME/.cargo/bin:"* ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+SECONDS=0
+
+names=()
+test_args=()
+while (($#)); do
+    if [[ "$1" == "--" ]]; then
+        shift
+        test_args=("$@")
+        break
+    fi
+    names+=("$1")
+    shift
+done
+
+# --- what the VM needs ------------------------------------------------------------------
+apt_updated=0
+apt_install() {
+    if ((apt_updated == 0)); then
+        apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+if ! command -v qemu-system-x86_64 >/dev/null; then
+    if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        log "adding bookworm-backports to the apt sources"
+        echo 'deb http://deb.debian.org/debian bookworm-backports main' \
+            >/etc/apt/sources.list.d/bookworm-backports.list
+        apt_updated=0
+    fi
+    log "installing qemu-system-x86 (bookworm-backports)"
+    apt_install -t bookworm-backports qemu-system-x86
+fi
+if ! compgen -G '/boot/vmlinuz-*' >/dev/null; then
+    log "installing linux-image-amd64"
+    apt_install linux-image-amd64
+fi
+if ! command -v vng >/dev/null; then
+    log "installing virtme-ng (PyPI)"
+    pip3 install -q virtme-ng
+fi
+kernel="${VM_KERNEL:-$(ls -1 /boot/vmlinuz-* | sort -V | tail -n1)}"
+[[ -r "$kernel" ]] || die "no kernel at $kernel"
+
+# --- what runs in it ----------------------------------------------------------------------
+log "building rrun and the integration test binaries"
+cargo build -q -p rrun
+rrun_bin="${RRUN_BIN:-$PWD/target/debug/rrun}"
+[[ -x "$rrun_bin" ]] || die "no rrun at $rrun_bin"
+mapfile -t bins < <(cargo test -q -p integration-tests --no-run --message-format=json 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["target"]["name"] + " " + m["executable"])
+')
+((${#bins[@]})) || die "no integration test binaries were built"
+
+# Under target/: the VM sees the host's filesystem (read-only), but not the host's /tmp.
+work="$PWD/target/vm-test"
+rm -rf "$work"
+mkdir -p "$work"
+failed=()
+for entry in "${bins[@]}"; do
+    name="${entry%% *}"
+    exe="${entry#* }"
+    if ((${#names[@]})) && [[ " ${names[*]} " != *" $name "* ]]; then
+        continue
+    fi
+    # Inside the VM: refuse to run unless cgroup v2 is what is mounted, so this pass can
+    # never silently test v1 again.
+    cat >"$work/$name.sh" <<EOF
+set -u
+fs=\$(stat -fc %T /sys/fs/cgroup)
+if [ "\$fs" != cgroup2fs ]; then
+    echo "vm-test: /sys/fs/cgroup is \$fs, not cgroup2: this pass must run on cgroup v2" >&2
+    echo VM-RESULT 99
+    exit 99
+fi
+echo "vm-test: cgroup2 at /sys/fs/cgroup, controllers: \$(cat /sys/fs/cgroup/cgroup.controllers); kernel \$(uname -r)"
+cd '$PWD/integration-tests'
+RRUN_BIN='$rrun_bin' RUST_BACKTRACE=1 '$exe' --test-threads=2 ${test_args[*]:-}
+echo VM-RESULT \$?
+EOF
+    log "booting $(basename "$kernel") for tests/$name.rs"
+    start=$SECONDS
+    status=0
+    timeout --kill-after=30 "${VM_TIMEOUT:-1500}" \
+        vng --disable-kvm -r "$kernel" --user root --cpus "${VM_CPUS:-2}" --memory "${VM_MEMORY:-2G}" \
+        -- "sh $work/$name.sh" 2>&1 | tee "$work/$name.log" || status=$?
+    result="$(grep -ao 'VM-RESULT [0-9]*' "$work/$name.log" | tail -n1 | cut -d' ' -f2)"
+    log "tests/$name.rs in the VM: exit ${result:-none} (vng $status) in $((SECONDS - start))s"
+    if [[ "${result:-}" != 0 ]]; then
+        failed+=("$name")
+    fi
+done
+log "cgroup v2 VM pass done in ${SECONDS}s"
+((${#failed[@]} == 0)) || die "failed in the VM: ${failed[*]}"
