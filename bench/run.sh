@@ -81,6 +81,24 @@ with open(path, "w") as f:
     json.dump(config, f, indent=2)
 EOF
 
+# The limits run: the same container with memory, cpu and pids limits, so the cost of
+# writing them (cgroup setup beyond mkdir + join) shows beside runc's.
+mkdir -p "$work/bundle-limits"
+python3 - "$work/bundle/config.json" "$work/bundle-limits/config.json" "$work/bundle" <<'EOF2'
+import json, os, sys
+src, dst, bundle = sys.argv[1:4]
+with open(src) as f:
+    config = json.load(f)
+config["root"]["path"] = os.path.join(bundle, config["root"]["path"])
+config["linux"]["resources"] = dict(config["linux"].get("resources") or {}, **{
+    "memory": {"limit": 64 << 20, "reservation": 32 << 20},
+    "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+    "pids": {"limit": 64},
+})
+with open(dst, "w") as f:
+    json.dump(config, f, indent=2)
+EOF2
+
 # One command per runtime. hyperfine runs them without a shell (-N): what is timed is the
 # runtime alone. The --prepare step (not timed) removes a container a failed run may have
 # left, so every run starts from the same state with the same id.
@@ -89,11 +107,15 @@ runc_cmd="$runc --root $work/runc-state run --bundle $work/bundle $runc_id"
 floor_cmd="unshare --pid --mount --uts --ipc --net --fork /bin/true"
 prepare() { printf "sh -c '%s --root %s delete --force %s >/dev/null 2>&1 || true'" "$1" "$2" "$3"; }
 
-names=(rrun runc floor)
-cmds=("$rrun_cmd" "$runc_cmd" "$floor_cmd")
+names=(rrun runc floor rrun-limits runc-limits)
+cmds=("$rrun_cmd" "$runc_cmd" "$floor_cmd"
+    "$rrun --root $work/rrun-state run --bundle $work/bundle-limits $rrun_id"
+    "$runc --root $work/runc-state run --bundle $work/bundle-limits $runc_id")
 preps=("$(prepare "$rrun" "$work/rrun-state" "$rrun_id")"
     "$(prepare "$runc" "$work/runc-state" "$runc_id")"
-    "true")
+    "true"
+    "$(prepare "$rrun" "$work/rrun-state" "$rrun_id")"
+    "$(prepare "$runc" "$work/runc-state" "$runc_id")")
 
 # crun: a later issue. Debian's crun refuses this machine's hybrid cgroup layout (v1
 # controllers plus a cgroup2 mount at /sys/fs/cgroup/unified); hiding the cgroup2 mount in a
@@ -165,6 +187,10 @@ print(f"median time, rrun/runc: {ratio:.2f}x"
 print(f"above the unshare floor: rrun +{ms(med['rrun'] - med['floor']):.2f}ms,"
       f" runc +{ms(med['runc'] - med['floor']):.2f}ms")
 print(f"peak RSS, rrun/runc: {rss['rrun'] / rss['runc']:.2f}x")
+if "rrun-limits" in med:
+    print(f"with memory/cpu/pids limits, rrun/runc: {med['rrun-limits'] / med['runc-limits']:.2f}x"
+          f"  (cost of the limits: rrun +{ms(med['rrun-limits'] - med['rrun']):.2f}ms,"
+          f" runc +{ms(med['runc-limits'] - med['runc']):.2f}ms)")
 if "crun" in med:
     print(f"median time, rrun/crun: {med['rrun'] / med['crun']:.2f}x")
 
@@ -175,6 +201,8 @@ with open(summary_path, "w") as f:
         "peak_rss_kib": rss,
         "ratio_rrun_runc_median": round(ratio, 3),
         "ratio_rrun_runc_rss": round(rss["rrun"] / rss["runc"], 3),
+        "ratio_rrun_runc_limits_median": round(med["rrun-limits"] / med["runc-limits"], 3)
+        if "rrun-limits" in med else None,
         "runs": len(next(iter(results.values()))["times"]),
     }, f, indent=2)
 print(f"\nresults: {json_path}\nsummary: {summary_path}")
