@@ -383,3 +383,42 @@ fn nothing_left_after_failed_create_or_half_made_container() {
     assert_no_cgroup(&rel_of(&c3));
     assert!(!env.root().join(&c3.id).exists());
 }
+
+#[test]
+fn device_rules_are_enforced() {
+    // v1: devices.allow/deny; v2: the BPF program attached to the container's cgroup. A
+    // block device node the config creates (loop0's numbers) but only one of the two
+    // containers may open; "Operation not permitted" is the device cgroup's answer (an
+    // unbound or absent loop device gives another error, or reads nothing).
+    let env = TestEnv::new("cgdev");
+    let script =
+        "head -c 1 /dev/loopx > /dev/null; cat /dev/null; echo zero=$(head -c 1 /dev/zero | wc -c)";
+    let setup = |allow: bool| {
+        move |c: &mut Value| {
+            c["linux"]["devices"] = json!([{"path": "/dev/loopx", "type": "b", "major": 7, "minor": 0, "fileMode": 0o600}]);
+            let mut rules = vec![json!({"allow": false, "access": "rwm"})];
+            if allow {
+                rules.push(
+                    json!({"allow": true, "type": "b", "major": 7, "minor": 0, "access": "r"}),
+                );
+            }
+            c["linux"]["resources"] = json!({ "devices": rules });
+        }
+    };
+    let denied = env.run_sh(script, setup(false));
+    denied.ok();
+    assert!(
+        denied.stderr.contains("Operation not permitted"),
+        "opening the device must be refused: {denied}"
+    );
+    assert!(
+        denied.stdout.contains("zero=1"),
+        "the standard devices stay usable: {denied}"
+    );
+    let allowed = env.run_sh(script, setup(true));
+    allowed.ok();
+    assert!(
+        !allowed.stderr.contains("Operation not permitted"),
+        "an allowed device was refused: {allowed}"
+    );
+}

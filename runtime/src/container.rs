@@ -130,6 +130,10 @@ impl Runtime {
             &cfg,
             |pid| Ok(cgroup.add_pid(pid)?),
             |pid| {
+                // The init has made the container's /dev: the device rules can go in now.
+                if let (_, Some(devices)) = cgroups::split_devices(cgroups::resources_of(spec)) {
+                    cgroup.apply(&devices)?;
+                }
                 record.pid = pid;
                 record.pid_start_time = state::process_start_time(pid).unwrap_or(0);
                 // Saved before the hooks run, so a hook that asks `rrun state` finds it.
@@ -390,7 +394,10 @@ fn make_cgroup(dir: &ContainerDir, spec: &Spec, id: &str) -> Result<Box<dyn Mana
         let _ = cg.destroy();
         return Err(e);
     }
-    cg.apply(&cgroups::resources_of(spec))?;
+    // Device rules wait until the init has made the container's /dev (a deny-all rule
+    // would forbid its mknods); runc too writes them once the rootfs is set up.
+    let (res, _) = cgroups::split_devices(cgroups::resources_of(spec));
+    cg.apply(&res)?;
     Ok(cg)
 }
 

@@ -31,6 +31,7 @@
 //! kernel's delegation rule leaves no other way (runc and crun do the same); controllers
 //! are only ever added there, never removed.
 
+pub mod devices_bpf;
 pub mod v1;
 pub mod v2;
 
@@ -151,19 +152,25 @@ pub fn open(record: &CgroupRecord) -> Box<dyn Manager> {
     }
 }
 
-/// `linux.resources` as the cgroup gets it: with device rules, access to the devices the
-/// config creates and to the standard ones is added after the config's rules (runc does
-/// the same); without rules nothing is added (the cgroup inherits its parent's access).
+/// `linux.resources` of a config (empty if none).
 pub fn resources_of(spec: &oci_spec::runtime::Spec) -> LinuxResources {
-    let linux = spec.linux().as_ref();
-    let mut res = linux
+    spec.linux()
+        .as_ref()
         .and_then(|l| l.resources().clone())
-        .unwrap_or_default();
-    if let Some(rules) = res.devices().as_deref().filter(|r| !r.is_empty()) {
-        let all = device_rules(Some(rules), linux.and_then(|l| l.devices().as_deref()));
-        res.set_devices(Some(all));
+        .unwrap_or_default()
+}
+
+/// `res` without its device rules, and the device rules alone (if any).
+pub fn split_devices(mut res: LinuxResources) -> (LinuxResources, Option<LinuxResources>) {
+    match res.devices().clone().filter(|d| !d.is_empty()) {
+        Some(rules) => {
+            res.set_devices(None);
+            let mut only = LinuxResources::default();
+            only.set_devices(Some(rules));
+            (res, Some(only))
+        }
+        None => (res, None),
     }
-    res
 }
 
 /// `patch` over `base`, field by field (what `update` leaves out keeps its value).
@@ -517,45 +524,33 @@ pub fn device_rule(d: &LinuxDeviceCgroup) -> String {
     format!("{typ} {}:{} {access}", num(d.major()), num(d.minor()))
 }
 
-/// The rules the container gets: the config's, then access to the devices the config
-/// creates and to the standard ones every container has (`/dev/null`, `zero`, `full`,
-/// `random`, `urandom`, `tty`, `console`, `ptmx`, `pts/*`), as runc adds them.
-pub fn device_rules(
-    resources: Option<&[LinuxDeviceCgroup]>,
-    devices: Option<&[oci_spec::runtime::LinuxDevice]>,
-) -> Vec<LinuxDeviceCgroup> {
+/// The rules the container gets: the config's, then access to the standard devices every
+/// container has (`/dev/null`, `zero`, `full`, `random`, `urandom`, `tty`, `console`,
+/// `ptmx`, `pts/*`), as runc appends them. Devices the config creates (`linux.devices`)
+/// are not allowed implicitly: the config's rules must name them (runc does the same).
+pub fn device_rules(resources: Option<&[LinuxDeviceCgroup]>) -> Vec<LinuxDeviceCgroup> {
     use oci_spec::runtime::LinuxDeviceCgroupBuilder as B;
     let mut rules: Vec<LinuxDeviceCgroup> = resources.map(|r| r.to_vec()).unwrap_or_default();
-    let mk = |typ: LinuxDeviceType, major: i64, minor: Option<i64>| {
-        B::default()
+    let standard = [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (136, -1),
+    ];
+    for (major, minor) in standard {
+        let rule = B::default()
             .allow(true)
-            .typ(typ)
+            .typ(LinuxDeviceType::C)
             .major(major)
-            .minor(minor.unwrap_or(-1))
+            .minor(minor)
             .access("rwm")
-            .build()
-            .ok()
-    };
-    for d in devices.unwrap_or_default() {
-        let typ = match d.typ() {
-            oci_spec::runtime::LinuxDeviceType::B => LinuxDeviceType::B,
-            oci_spec::runtime::LinuxDeviceType::P => LinuxDeviceType::P,
-            _ => LinuxDeviceType::C,
-        };
-        rules.extend(mk(typ, d.major(), Some(d.minor())));
-    }
-    for (major, minor) in [
-        (1, Some(3)),
-        (1, Some(5)),
-        (1, Some(7)),
-        (1, Some(8)),
-        (1, Some(9)),
-        (5, Some(0)),
-        (5, Some(1)),
-        (5, Some(2)),
-        (136, None),
-    ] {
-        rules.extend(mk(LinuxDeviceType::C, major, minor));
+            .build();
+        rules.extend(rule.ok());
     }
     rules
 }
@@ -673,7 +668,7 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(device_rule(&one), "c 10:200 rw");
-        let rules = device_rules(Some(&[deny_all]), None);
+        let rules = device_rules(Some(&[deny_all]));
         assert!(rules.iter().any(|r| device_rule(r) == "c 136:* rwm"));
     }
 

@@ -351,7 +351,7 @@ impl Manager for V1 {
         }
         if let Some(rules) = res.devices().as_deref().filter(|r| !r.is_empty()) {
             let d = self.need("devices", "linux.resources.devices")?;
-            for r in rules {
+            for r in &device_rules(Some(rules)) {
                 let file = if r.allow() {
                     "devices.allow"
                 } else {

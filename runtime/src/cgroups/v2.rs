@@ -279,8 +279,9 @@ impl Manager for V2 {
                 ));
             }
         }
-        // Device rules: enforced on v2 by a BPF program attached to the cgroup — not done
-        // yet (see docs/architecture.md); the rules are accepted and not enforced.
+        if let Some(rules) = res.devices().as_deref().filter(|r| !r.is_empty()) {
+            super::devices_bpf::apply(self.dir(), &device_rules(Some(rules)))?;
+        }
         if let Some(u) = res.unified().as_ref() {
             for (k, v) in u {
                 if k.contains('/')
