@@ -11,6 +11,8 @@
 #   5. unit tests: every crate but integration-tests (+ doc tests)
 #   6. integration tests: the integration-tests crate, real containers, as root,
 #      against the freshly built target/debug/rrun
+#   7. the same integration binaries in a cgroup v2 VM (scripts/vm-test.sh;
+#      RRUN_SKIP_VM=1 skips it)
 #
 # Environment: RRUN_TEST_TIMEOUT (seconds, default 2400) bounds each test step;
 # anything after `--` is passed to the test runner (e.g. a test name filter).
@@ -106,6 +108,11 @@ if [[ "$runner" == nextest ]]; then
         "${runner_args[@]}"
 else
     run_tests integration cargo test -p integration-tests --no-fail-fast "${runner_args[@]}"
+fi
+
+if [[ "${RRUN_SKIP_VM:-0}" != 1 ]]; then
+    step "integration tests in a cgroup v2 VM (scripts/vm-test.sh)"
+    run_tests vm bash scripts/vm-test.sh
 fi
 
 step "all checks passed"
