@@ -372,7 +372,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             id,
         } => {
             if *stats {
-                println!("{}", rt.stats(id)?);
+                // A closed stdout (`| head`) is the reader's choice, not an error.
+                let _ = writeln!(std::io::stdout(), "{}", rt.stats(id)?);
                 return Ok(0);
             }
             let interval = humantime::parse_duration(interval)

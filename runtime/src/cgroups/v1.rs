@@ -156,7 +156,16 @@ impl V1 {
                     write(d, "memory.memsw.limit_in_bytes", &val(swap))?;
                 }
             }
-            (Some(limit), None) => write(d, "memory.limit_in_bytes", &val(limit))?,
+            (Some(limit), None) => {
+                write(d, "memory.limit_in_bytes", &val(limit)).map_err(|e| match e {
+                    CgroupError::Io { ref source, .. } if source.raw_os_error() == Some(libc::EINVAL) => {
+                        CgroupError::Invalid(format!(
+                            "memory limit {limit} is above the container's memory+swap limit: give the swap limit too (--memory-swap)"
+                        ))
+                    }
+                    e => e,
+                })?
+            }
             (None, Some(swap)) => write(d, "memory.memsw.limit_in_bytes", &val(swap))?,
             (None, None) => {}
         }
