@@ -896,32 +896,37 @@ fn relative(path: &Path) -> PathBuf {
     }
 }
 
-/// `mkdir -p` inside the root, one component at a time, each resolved in the root.
+/// `mkdir -p` inside the root: finds the deepest ancestor that exists, then makes the rest
+/// one component at a time, each looked up again in the root (so a symlink raced in
+/// between cannot lead out of it).
 pub(crate) fn mkdir_all_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
     let rel = relative(path);
-    let mut current =
-        open_in_root(root, Path::new("."), OFlag::O_DIRECTORY).ctx(|| "opening rootfs".into())?;
-    let mut so_far = PathBuf::new();
-    for comp in rel.components() {
-        so_far.push(comp);
-        current = match open_in_root(root, &so_far, OFlag::empty()) {
-            Ok(fd) => fd,
-            Err(nix::errno::Errno::ENOENT) => {
-                match nix::sys::stat::mkdirat(
-                    current.as_fd(),
-                    comp.as_os_str(),
-                    Mode::from_bits_truncate(0o755),
-                ) {
-                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-                    Err(e) => {
-                        return Err(e).ctx(|| format!("mkdir {} in rootfs", so_far.display()))
-                    }
-                }
-                open_in_root(root, &so_far, OFlag::O_DIRECTORY)
-                    .ctx(|| format!("opening {} in rootfs", so_far.display()))?
+    let comps: Vec<Component> = rel.components().collect();
+    let prefix = |n: usize| -> PathBuf {
+        if n == 0 {
+            PathBuf::from(".")
+        } else {
+            comps[..n].iter().collect()
+        }
+    };
+    let mut existing = comps.len();
+    let mut current = loop {
+        match open_in_root(root, &prefix(existing), OFlag::empty()) {
+            Ok(fd) => break fd,
+            Err(nix::errno::Errno::ENOENT) if existing > 0 => existing -= 1,
+            Err(e) => {
+                return Err(e).ctx(|| format!("opening {} in rootfs", prefix(existing).display()))
             }
-            Err(e) => return Err(e).ctx(|| format!("opening {} in rootfs", so_far.display())),
-        };
+        }
+    };
+    for n in existing..comps.len() {
+        let name = comps[n].as_os_str();
+        match nix::sys::stat::mkdirat(current.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(e).ctx(|| format!("mkdir {} in rootfs", prefix(n + 1).display())),
+        }
+        current = open_in_root(root, &prefix(n + 1), OFlag::O_DIRECTORY)
+            .ctx(|| format!("opening {} in rootfs", prefix(n + 1).display()))?;
     }
     Ok(current)
 }

@@ -20,6 +20,8 @@ impl CapabilitySets {
         let Some(c) = c else {
             return Ok(Self::default());
         };
+        // What this kernel knows, read once (it is a /proc file).
+        let supported = caps::runtime::procfs_all_supported(None).ok();
         let conv = |set: &Option<oci_spec::runtime::Capabilities>| -> Result<CapsHashSet> {
             let mut out = CapsHashSet::new();
             for cap in set.iter().flatten() {
@@ -33,10 +35,7 @@ impl CapabilitySets {
                     .map_err(|_| Error::Invalid(format!("unknown capability {name}")))?;
                 // A capability this kernel does not have cannot be granted: leave it out,
                 // as runc does, rather than fail on a newer config.
-                if caps::runtime::procfs_all_supported(None)
-                    .map(|all| all.contains(&parsed))
-                    .unwrap_or(true)
-                {
+                if supported.as_ref().is_none_or(|all| all.contains(&parsed)) {
                     out.insert(parsed);
                 }
             }
