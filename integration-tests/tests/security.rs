@@ -389,6 +389,10 @@ fn cve_2019_5736_exec_of_proc_self_exe_cannot_overwrite_runtime() {
          while :; do
            for p in /proc/[0-9]*; do
              [ \"$p\" = /proc/$$ ] && continue
+             # The runtime's own child has the same command line until it has exec'd
+             # (and is out of reach): wait for the exec'd program.
+             t=$(readlink $p/exe 2>/dev/null) || continue
+             [ \"$t\" = /bin/busybox ] && continue
              if tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q -- ' /fif[o] '; then
                pid=${p#/proc/}; break 2
              fi
