@@ -133,6 +133,9 @@ fn seccomp_errno_ret_blocks_mkdir() {
 
 #[test]
 fn seccomp_default_errno_with_allow_list() {
+    if skip_if_runc("runc 1.1 makes calls of its own (fstatfs of /proc/self/fd) under the filter") {
+        return;
+    }
     let env = TestEnv::new("sc-allow");
     let allowed = [
         "read",
