@@ -673,6 +673,22 @@ mod tests {
     }
 
     #[test]
+    fn update_merges_over_the_saved_resources() {
+        let base: LinuxResources = serde_json::from_str(
+            r#"{"memory": {"limit": 100, "swap": 200}, "pids": {"limit": 5}, "devices": [{"allow": false, "access": "rwm"}]}"#,
+        )
+        .unwrap();
+        let patch: LinuxResources = serde_json::from_str(r#"{"memory": {"limit": 150}}"#).unwrap();
+        let m = merge_resources(Some(&base), &patch).unwrap();
+        assert_eq!(m.memory().unwrap().limit(), Some(150));
+        assert_eq!(m.memory().unwrap().swap(), Some(200));
+        assert_eq!(m.pids().as_ref().unwrap().limit(), 5);
+        let (rest, devices) = split_devices(m);
+        assert!(rest.devices().is_none());
+        assert_eq!(devices.unwrap().devices().as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
     fn sizes_parse() {
         assert_eq!(parse_size("32m").unwrap(), 32 << 20);
         assert_eq!(parse_size("1G").unwrap(), 1 << 30);
