@@ -1,0 +1,11 @@
+//! The small string parsers of the CLI: signals (`kill`), container ids, sizes (`update`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let _ = rrun::spec::parse_signal(&text);
+    let _ = rrun::state::validate_id(&text);
+    let _ = rrun::cgroups::parse_size(&text);
+});
