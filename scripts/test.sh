@@ -9,9 +9,11 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo build --workspace --all-targets
 #   5. unit tests: every crate but integration-tests (+ doc tests)
-#   6. integration tests: the integration-tests crate, real containers, as root,
+#   6. fuzz: each cargo-fuzz target in fuzz/ for RRUN_FUZZ_RUNS inputs (default 2000),
+#      scripts/fuzz.sh
+#   7. integration tests: the integration-tests crate, real containers, as root,
 #      against the freshly built target/debug/rrun
-#   7. the same integration binaries in a cgroup v2 VM (scripts/vm-test.sh;
+#   8. the same integration binaries in a cgroup v2 VM (scripts/vm-test.sh;
 #      RRUN_SKIP_VM=1 skips it)
 #
 # Environment: RRUN_TEST_TIMEOUT (seconds, default 2400) bounds each test step;
@@ -101,6 +103,9 @@ else
 fi
 # nextest does not run doc tests.
 run_tests doc cargo test --workspace --exclude integration-tests --doc
+
+step "fuzz (${RRUN_FUZZ_RUNS:-2000} runs per target)"
+run_tests fuzz bash scripts/fuzz.sh "${RRUN_FUZZ_RUNS:-2000}"
 
 step "integration tests (RRUN_BIN=$RRUN_BIN)"
 if [[ "$runner" == nextest ]]; then
