@@ -33,7 +33,8 @@ cargo fuzz build -O
 status=0
 for t in $targets; do
     mkdir -p "corpus/$t"
-    args=(-runs="$runs" -max_len=65536 -timeout=10 -print_final_stats=1)
+    # libFuzzer: -runs=-1 is "no limit".
+    args=(-runs="$( ((runs > 0)) && echo "$runs" || echo -1)" -max_len=65536 -timeout=10 -print_final_stats=1)
     if ((seconds > 0)); then
         args+=(-max_total_time="$seconds")
     fi
