@@ -97,6 +97,7 @@ pub fn program(rules: &[LinuxDeviceCgroup]) -> Vec<Insn> {
         if let Some(m) = r.minor().filter(|m| *m >= 0) {
             conds.push(insn(JMP_JNE_K, 5, 0, 0, m as i32));
         }
+        let unconditional = conds.is_empty();
         let len = conds.len() + 2;
         for (i, c) in conds.iter_mut().enumerate() {
             if c.code == JMP_JNE_K {
@@ -106,6 +107,11 @@ pub fn program(rules: &[LinuxDeviceCgroup]) -> Vec<Insn> {
         p.extend(conds);
         p.push(insn(ALU64_MOV_K, 0, 0, 0, r.allow() as i32));
         p.push(insn(JMP_EXIT, 0, 0, 0, 0));
+        if unconditional {
+            // Matches everything: what follows could never run, and the verifier refuses
+            // unreachable instructions.
+            return p;
+        }
     }
     p.push(insn(ALU64_MOV_K, 0, 0, 0, 1));
     p.push(insn(JMP_EXIT, 0, 0, 0, 0));
@@ -252,6 +258,24 @@ mod tests {
         }
     }
 
+    /// Every instruction can be reached (the verifier refuses a program otherwise).
+    fn assert_all_reachable(p: &[Insn]) {
+        let mut seen = vec![false; p.len()];
+        let mut todo = vec![0usize];
+        while let Some(pc) = todo.pop() {
+            if pc >= p.len() || seen[pc] {
+                continue;
+            }
+            seen[pc] = true;
+            match p[pc].code {
+                JMP_EXIT => {}
+                JMP_JNE_K => todo.extend([pc + 1, (pc as i64 + 1 + p[pc].off as i64) as usize]),
+                _ => todo.push(pc + 1),
+            }
+        }
+        assert!(seen.iter().all(|s| *s), "unreachable instructions in {p:?}");
+    }
+
     #[test]
     fn last_matching_rule_decides() {
         let rules = vec![
@@ -281,6 +305,8 @@ mod tests {
                 .unwrap(),
         ];
         let p = program(&rules);
+        assert_all_reachable(&p);
+        assert_all_reachable(&program(&super::super::device_rules(Some(&rules[..1]))));
         let rw = ACC_READ | ACC_WRITE;
         assert!(eval(&p, DEV_CHAR, rw, 1, 3), "/dev/null");
         assert!(!eval(&p, DEV_CHAR, rw, 1, 5), "/dev/zero is not allowed");
