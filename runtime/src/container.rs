@@ -57,6 +57,7 @@ impl Runtime {
         let bundle = std::fs::canonicalize(&opts.bundle)
             .ctx(|| format!("bundle {}", opts.bundle.display()))?;
         let spec = spec::load_bundle(&bundle)?;
+        crate::security::lsm::check(&spec)?;
         let terminal = spec
             .process()
             .as_ref()
@@ -340,6 +341,7 @@ impl Runtime {
             });
         }
         spec::validate_process(process)?;
+        crate::security::lsm::check_process(process)?;
         let terminal = process.terminal().unwrap_or(false);
         if terminal && opts.console_socket.is_none() {
             return Err(Error::Invalid("--tty needs a --console-socket".into()));
