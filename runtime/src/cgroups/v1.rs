@@ -15,6 +15,8 @@ pub struct V1 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hierarchy {
     pub mount: PathBuf,
+    /// The cgroup mounted there (not `/` when a container got a bind of its own cgroup).
+    pub root: PathBuf,
     pub controllers: Vec<String>,
 }
 
@@ -26,6 +28,7 @@ pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
         let Some((left, right)) = line.split_once(" - ") else {
             continue;
         };
+        let root = left.split(' ').nth(3).unwrap_or("/");
         let mount = left.split(' ').nth(4).unwrap_or_default();
         let mut r = right.split(' ');
         let fstype = r.next().unwrap_or_default();
@@ -56,6 +59,7 @@ pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
         }
         out.push(Hierarchy {
             mount: PathBuf::from(mount.replace("\\040", " ")),
+            root: PathBuf::from(root),
             controllers,
         });
     }
@@ -89,7 +93,14 @@ impl V1 {
         };
         let made = (|| {
             for h in &hs {
-                let leaf = join_under(&h.mount, &own_of(h), p);
+                // /proc/self/cgroup names cgroups from the hierarchy's root; the mount may
+                // show a subtree of it.
+                let own = own_of(h);
+                let own = own
+                    .strip_prefix(&h.root)
+                    .map(|o| Path::new("/").join(o))
+                    .unwrap_or(own);
+                let leaf = join_under(&h.mount, &own, p);
                 let is_cpuset = h.controllers.iter().any(|c| c == "cpuset");
                 make_dirs(&h.mount, &leaf, &mut rec.created, |dir| {
                     if is_cpuset {
@@ -573,5 +584,6 @@ mod tests {
         assert_eq!(hs[0].controllers, ["unified"]);
         assert_eq!(hs[1].controllers, ["cpu", "cpuacct"]);
         assert_eq!(hs[2].mount, PathBuf::from("/sys/fs/cgroup/memory"));
+        assert_eq!(hs[2].root, PathBuf::from("/"));
     }
 }
