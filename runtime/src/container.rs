@@ -54,10 +54,13 @@ impl Runtime {
     /// Creates the container: namespaces, mounts, devices, process attributes, all set up,
     /// its init waiting on the exec fifo. On failure nothing of it remains.
     pub fn create(&self, opts: &CreateOptions) -> Result<i32> {
-        let bundle = std::fs::canonicalize(&opts.bundle)
-            .ctx(|| format!("bundle {}", opts.bundle.display()))?;
-        let spec = spec::load_bundle(&bundle)?;
-        crate::security::lsm::check(&spec)?;
+        let (bundle, spec) = load_bundle(&opts.bundle)?;
+        self.create_from(opts, &bundle, &spec)
+    }
+
+    /// [`Runtime::create`] for a bundle the caller has loaded with [`load_bundle`] already.
+    pub fn create_from(&self, opts: &CreateOptions, bundle: &Path, spec: &Spec) -> Result<i32> {
+        crate::security::lsm::check(spec)?;
         let terminal = spec
             .process()
             .as_ref()
@@ -76,7 +79,7 @@ impl Runtime {
             _ => {}
         }
         let dir = self.root.create_dir(&opts.id)?;
-        let result = self.create_in(&dir, opts, &bundle, &spec);
+        let result = self.create_in(&dir, opts, bundle, spec);
         if result.is_err() {
             let _ = remove_half_made(&dir);
         }
@@ -411,6 +414,13 @@ fn remove_half_made(dir: &ContainerDir) -> Result<()> {
         cg.destroy()?;
     }
     dir.remove()
+}
+
+/// The bundle's absolute path and its checked config.
+pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Spec)> {
+    let bundle = std::fs::canonicalize(bundle).ctx(|| format!("bundle {}", bundle.display()))?;
+    let spec = spec::load_bundle(&bundle)?;
+    Ok((bundle, spec))
 }
 
 /// Opens the exec fifo for reading, which lets the init go on, and waits for its byte. An

@@ -217,12 +217,26 @@ fn main() {
     match dispatch(&cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = error_text(&e);
             logger.error(&msg);
             eprintln!("rrun: {msg}");
             std::process::exit(1);
         }
     }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the line already
+/// has (library errors name their source in their own message).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 /// Errors go to `--log` as runc writes them (`level`, `msg`, `time`), so containerd's shim,
@@ -499,8 +513,7 @@ fn create_options(a: &CreateArgs) -> CreateOptions {
 
 fn run(rt: &Runtime, args: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
     let mut opts = create_options(args);
-    let bundle_spec =
-        spec::load_bundle(&std::fs::canonicalize(&args.bundle).unwrap_or(args.bundle.clone()))?;
+    let (bundle, bundle_spec) = rrun::container::load_bundle(&args.bundle)?;
     let terminal = bundle_spec
         .process()
         .as_ref()
@@ -511,24 +524,17 @@ fn run(rt: &Runtime, args: &CreateArgs, detach: bool, keep: bool) -> Result<i32>
         if detach {
             bail!("a detached terminal container needs --console-socket");
         }
-        let dir = tempdir()?;
-        let (path, listener) = rrun::container::console_pair(&dir)?;
-        opts.console_socket = Some(path);
-        Some((dir, listener))
+        let proxy = ConsoleProxy::new()?;
+        opts.console_socket = Some(proxy.path.clone());
+        Some(proxy)
     } else {
         None
     };
     if !detach {
         process::block_signals()?;
     }
-    let pid = rt.create(&opts)?;
-    let master = match &proxy {
-        Some((_, l)) => Some(rrun::container::receive_master(l)?),
-        None => None,
-    };
-    if let Some((dir, _)) = &proxy {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    let pid = rt.create_from(&opts, &bundle, &bundle_spec)?;
+    let master = proxy.map(|p| p.receive()).transpose()?;
     if let Err(e) = rt.start(&opts.id) {
         let _ = rt.delete(&opts.id, true);
         return Err(e.into());
@@ -644,15 +650,13 @@ fn exec(
         if detach {
             bail!("a detached exec with --tty needs --console-socket");
         }
-        let dir = tempdir()?;
-        let (path, listener) = rrun::container::console_pair(&dir)?;
-        Some((dir, path, listener))
+        Some(ConsoleProxy::new()?)
     } else {
         None
     };
     let opts = ExecOptions {
         pid_file,
-        console_socket: console_socket.or_else(|| proxy.as_ref().map(|p| p.1.clone())),
+        console_socket: console_socket.or_else(|| proxy.as_ref().map(|p| p.path.clone())),
         preserve_fds,
     };
     if !terminal {
@@ -662,14 +666,7 @@ fn exec(
         process::block_signals()?;
     }
     let pid = rt.exec(id, &proc, &opts)?;
-    let master = match &proxy {
-        Some((dir, _, l)) => {
-            let m = rrun::container::receive_master(l)?;
-            let _ = std::fs::remove_dir_all(dir);
-            Some(m)
-        }
-        None => None,
-    };
+    let master = proxy.map(|p| p.receive()).transpose()?;
     if detach {
         return Ok(0);
     }
@@ -746,12 +743,48 @@ fn ps(rt: &Runtime, id: &str, format: ListFormat, ps_args: &[String]) -> Result<
     Ok(())
 }
 
-fn tempdir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "rrun-{}-{}",
-        std::process::id(),
-        rrun::state::now_rfc3339().len()
-    ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+/// The console socket of a foreground terminal that we relay ourselves, in a private
+/// directory that goes when this is dropped, whether the container started or not.
+struct ConsoleProxy {
+    dir: PathBuf,
+    path: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl ConsoleProxy {
+    fn new() -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("rrun-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let proxy = |listener| ConsoleProxy {
+            path: dir.join("console.sock"),
+            dir: dir.clone(),
+            listener,
+        };
+        match rrun::container::console_pair(&dir) {
+            Ok((_, listener)) => Ok(proxy(listener)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The pty master, once the container's process has sent it.
+    fn receive(self) -> Result<std::os::fd::OwnedFd> {
+        Ok(rrun::container::receive_master(&self.listener)?)
+    }
+}
+
+impl Drop for ConsoleProxy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
