@@ -12,7 +12,9 @@
 #
 # Environment: VM_TIMEOUT (seconds per boot, default 1500), VM_MEMORY (default 2G),
 # VM_CPUS (default 2), VM_KERNEL (default: newest /boot/vmlinuz-*), RRUN_BIN (default
-# target/debug/rrun); anything after `--` goes to the test binaries (a name filter).
+# target/debug/rrun), VM_TIME_SCALE (default 5: the harness's timeouts are multiplied by
+# it, software emulation being that much slower); anything after `--` goes to the test
+# binaries (a name filter).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -107,7 +109,7 @@ if [ "\$fs" != cgroup2fs ]; then
 fi
 echo "vm-test: cgroup2 at /sys/fs/cgroup, controllers: \$(cat /sys/fs/cgroup/cgroup.controllers); kernel \$(uname -r)"
 cd '$PWD/integration-tests'
-RRUN_BIN='$rrun_bin' RUST_BACKTRACE=1 '$exe' --test-threads=2 ${test_args[*]:-}
+RRUN_BIN='$rrun_bin' RRUN_TEST_TIME_SCALE='${VM_TIME_SCALE:-5}' RUST_BACKTRACE=1 '$exe' --test-threads=2 ${test_args[*]:-}
 echo VM-RESULT \$?
 EOF
     log "booting $(basename "$kernel") for tests/$name.rs"

@@ -45,6 +45,18 @@ pub use serde_json::{json, Value};
 /// Default timeout of one runtime invocation.
 pub const INVOCATION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Every timeout of the harness is multiplied by `RRUN_TEST_TIME_SCALE` (default 1): the
+/// cgroup v2 pass runs in a VM without KVM (scripts/vm-test.sh), where everything is
+/// several times slower.
+pub fn scaled(t: Duration) -> Duration {
+    let k = std::env::var("RRUN_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    t * k
+}
+
 /// The parent of every test container's `linux.cgroupsPath`.
 pub const CGROUP_PARENT: &str = "rrun-test";
 
@@ -236,7 +248,7 @@ impl Invocation {
     }
 
     pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
+        self.timeout = scaled(t);
         self
     }
 
@@ -548,7 +560,7 @@ impl TestEnv {
             program: self.bin.clone(),
             args: vec!["--root".into(), self.root.display().to_string()],
             cwd: None,
-            timeout: INVOCATION_TIMEOUT,
+            timeout: scaled(INVOCATION_TIMEOUT),
             stdin: None,
             fds: Vec::new(),
             leaked: Vec::new(),
@@ -857,6 +869,7 @@ impl<'a> Ctr<'a> {
     /// Polls `state` until `status` is `want`; panics after `timeout`.
     #[track_caller]
     pub fn wait_status(&self, want: &str, timeout: Duration) {
+        let timeout = scaled(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             let st = self.status();
@@ -919,6 +932,7 @@ impl<'a> Ctr<'a> {
 /// Polls `cond` every 10 ms; panics with `what` after `timeout`.
 #[track_caller]
 pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool, what: &str) {
+    let timeout = scaled(timeout);
     let deadline = Instant::now() + timeout;
     while !cond() {
         if Instant::now() > deadline {
@@ -1217,7 +1231,7 @@ impl ConsoleSocket {
             .unwrap_or_else(|e| panic!("binding console socket {}: {e}", path.display()));
         let handle = thread::spawn(move || -> std::io::Result<OwnedFd> {
             let lfd = listener.as_raw_fd();
-            if !poll_readable(lfd, INVOCATION_TIMEOUT)? {
+            if !poll_readable(lfd, scaled(INVOCATION_TIMEOUT))? {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "nobody connected to the console socket",
