@@ -129,6 +129,7 @@ impl Runtime {
             preserve_fds: opts.preserve_fds,
             no_pivot: opts.no_pivot,
             namespaces: NamespacePlan::from_spec(spec)?,
+            seccomp: build_seccomp(spec)?,
         };
         let pid = process::spawn_init(
             &cfg,
@@ -377,11 +378,7 @@ impl Runtime {
             cgroup: record.cgroup.as_ref(),
             console,
             preserve_fds: opts.preserve_fds,
-            seccomp: record
-                .spec
-                .linux()
-                .as_ref()
-                .and_then(|l| l.seccomp().as_ref()),
+            seccomp: build_seccomp(&record.spec)?,
         })?;
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;
@@ -414,6 +411,16 @@ fn remove_half_made(dir: &ContainerDir) -> Result<()> {
         cg.destroy()?;
     }
     dir.remove()
+}
+
+/// The container's seccomp filter, compiled now, in the runtime, so that a profile the
+/// kernel or libseccomp cannot take fails here with nothing made.
+fn build_seccomp(spec: &Spec) -> Result<Option<crate::security::seccomp::Filter>> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(crate::security::seccomp::build)
+        .transpose()
 }
 
 /// The bundle's absolute path and its checked config.

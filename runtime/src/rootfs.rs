@@ -879,9 +879,21 @@ fn in_root_how(flags: OFlag) -> OpenHow {
 fn open_in_root(root: &OwnedFd, path: &Path, extra: OFlag) -> nix::Result<OwnedFd> {
     let rel = relative(path);
     let how = in_root_how(OFlag::O_PATH | extra);
-    let fd = openat2(root.as_fd(), rel.as_path(), how)?;
+    let fd = openat2_retrying(root, &rel, how)?;
     // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd.into_raw_fd_compat()) })
+}
+
+/// The kernel answers EAGAIN when a rename anywhere on the system raced a lookup that went
+/// through "..": it asks to be asked again.
+fn openat2_retrying(root: &OwnedFd, rel: &Path, how: OpenHow) -> nix::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match openat2(root.as_fd(), rel, how) {
+            Err(nix::errno::Errno::EAGAIN) if tries < 64 => tries += 1,
+            other => return other,
+        }
+    }
 }
 
 fn relative(path: &Path) -> PathBuf {
@@ -942,7 +954,7 @@ pub(crate) fn create_file_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd
     mkdir_all_in_root(root, &parent)?;
     let how = in_root_how(OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW)
         .mode(Mode::from_bits_truncate(0o644));
-    let fd = openat2(root.as_fd(), relative(path).as_path(), how)
+    let fd = openat2_retrying(root, &relative(path), how)
         .ctx(|| format!("creating {} in rootfs", path.display()))?;
     drop(fd);
     open_in_root(root, path, OFlag::empty()).ctx(|| format!("opening {} in rootfs", path.display()))

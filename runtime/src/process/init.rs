@@ -8,10 +8,11 @@ use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind};
 use crate::namespaces;
 use crate::rootfs::{self, RootfsContext};
+use crate::security::seccomp::Filter;
 use crate::security::{self, CapabilitySets};
 use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{setresgid, setresuid, Gid, Uid};
-use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, PosixRlimitType, Process};
+use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Process};
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::io::Write;
@@ -136,7 +137,7 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
     }
     rootfs::finish(spec)?;
 
-    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let seccomp = cfg.seccomp.as_ref();
     let exe = prepare_process(process, seccomp)?;
     chan.send(&Message::Ready)?;
 
@@ -173,9 +174,9 @@ fn exec_setup(cfg: &ExecConfig, chan: &Channel) -> Result<Infallible> {
             .ctx(|| format!("joining {} namespace", namespaces::proc_name(*typ)))?;
     }
     start_session(process, cfg.console.as_ref())?;
-    let exe = prepare_process(process, cfg.seccomp)?;
+    let exe = prepare_process(process, cfg.seccomp.as_ref())?;
     chan.send(&Message::Ready)?;
-    let err = match exec_process(&exe, process, cfg.preserve_fds, cfg.seccomp) {
+    let err = match exec_process(&exe, process, cfg.preserve_fds, cfg.seccomp.as_ref()) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -201,7 +202,7 @@ fn start_session(process: &Process, console: Option<&UnixStream>) -> Result<Opti
 /// Everything about the process that is the same for an init and an exec: working
 /// directory, rlimits, oom score, then identity and privileges. Returns the resolved
 /// executable, so a missing program is reported now and not after `start`.
-fn prepare_process(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<PathBuf> {
+fn prepare_process(process: &Process, seccomp: Option<&Filter>) -> Result<PathBuf> {
     let cwd = process.cwd();
     nix::unistd::chdir(cwd).ctx(|| format!("chdir to cwd {}", cwd.display()))?;
     check_cwd_inside_root(cwd)?;
@@ -217,7 +218,7 @@ fn prepare_process(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<
     // Without no_new_privileges, loading a filter takes CAP_SYS_ADMIN: do it while we still
     // hold it (as runc does). With it, the filter goes on last, just before execve.
     if let Some(filter) = seccomp.filter(|_| !nnp(process)) {
-        security::seccomp::install(filter)?;
+        security::seccomp::load(filter)?;
     }
     let caps = CapabilitySets::from_spec(process.capabilities().as_ref())?;
     caps.drop_bounding()?;
@@ -329,7 +330,7 @@ fn exec_process(
     exe: &Path,
     process: &Process,
     preserve_fds: u32,
-    seccomp: Option<&LinuxSeccomp>,
+    seccomp: Option<&Filter>,
 ) -> Result<Infallible> {
     close_fds_on_exec(3 + preserve_fds)?;
     let cstr =
@@ -349,7 +350,7 @@ fn exec_process(
         .collect::<Result<_>>()?;
     security::lsm::apply_exec_labels(process)?;
     if let Some(filter) = seccomp.filter(|_| nnp(process)) {
-        security::seccomp::install(filter)?;
+        security::seccomp::load(filter)?;
     }
     let err = nix::unistd::execve(&path, &args, &env).unwrap_err();
     Err(err).ctx(|| format!("execve {}", exe.display()))

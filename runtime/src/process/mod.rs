@@ -28,6 +28,8 @@ pub struct InitConfig<'a> {
     pub preserve_fds: u32,
     pub no_pivot: bool,
     pub namespaces: NamespacePlan,
+    /// `linux.seccomp`, built (so a bad profile fails before anything is made).
+    pub seccomp: Option<crate::security::seccomp::Filter>,
 }
 
 /// What an `exec`'d process needs.
@@ -39,8 +41,8 @@ pub struct ExecConfig<'a> {
     pub cgroup: Option<&'a crate::cgroups::CgroupRecord>,
     pub console: Option<UnixStream>,
     pub preserve_fds: u32,
-    /// The container's seccomp filter, which its exec'd processes get too.
-    pub seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    /// The container's seccomp filter (its exec'd processes get it too), built.
+    pub seccomp: Option<crate::security::seccomp::Filter>,
 }
 
 /// Clones the container's init into its namespaces and drives its setup up to the point

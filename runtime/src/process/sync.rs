@@ -102,7 +102,8 @@ mod tests {
     #[test]
     fn messages_round_trip_and_hangup_is_none() {
         let (a, b) = channel_pair().unwrap();
-        a.send(&Message::Failed("mount /proc: EPERM".into())).unwrap();
+        a.send(&Message::Failed("mount /proc: EPERM".into()))
+            .unwrap();
         assert_eq!(
             b.recv().unwrap(),
             Some(Message::Failed("mount /proc: EPERM".into()))

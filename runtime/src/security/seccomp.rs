@@ -151,12 +151,16 @@ fn add_rule(ctx: &mut ScmpFilterContext, rule: &LinuxSyscall, default: ScmpActio
     Ok(())
 }
 
-/// Loads the filter into the calling process (and, with TSYNC, its threads).
-pub fn install(seccomp: &LinuxSeccomp) -> Result<()> {
-    build(seccomp)?
+/// Loads a filter made by [`build`] into the calling process (and, with TSYNC, its
+/// threads). The runtime builds it before cloning the container's process, so a bad profile
+/// fails `create` and the child only has this one call to make.
+pub fn load(filter: &ScmpFilterContext) -> Result<()> {
+    filter
         .load()
         .map_err(|e| err(format!("loading filter: {e}")))
 }
+
+pub use libseccomp::ScmpFilterContext as Filter;
 
 /// Syscalls the `RuntimeDefault` profile keeps from every container, and those it allows
 /// only to a container that holds a capability. Everything else this libseccomp knows for
