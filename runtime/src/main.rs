@@ -270,6 +270,14 @@ fn dispatch(cli: &Cli) -> Result<i32> {
     if cli.systemd_cgroup {
         bail!("--systemd-cgroup: the systemd cgroup driver is not supported; rrun uses cgroupfs");
     }
+    // The commands that start processes in a container run from a sealed copy of this
+    // binary, so a container can never reach the host's file (CVE-2019-5736).
+    if matches!(
+        cli.command,
+        Command::Create(_) | Command::Run { .. } | Command::Exec { .. }
+    ) {
+        rrun::security::sealed_exe::reexec_from_sealed_copy()?;
+    }
     let rt = Runtime::new(&cli.root);
     match &cli.command {
         Command::Spec { bundle } => {

@@ -3,6 +3,7 @@
 
 mod capabilities;
 pub mod lsm;
+pub mod sealed_exe;
 pub mod seccomp;
 
 pub use capabilities::CapabilitySets;
