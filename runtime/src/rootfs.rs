@@ -655,7 +655,7 @@ fn unescape_octal(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\'
-            && i + 3 < b.len() + 0
+            && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
@@ -931,8 +931,8 @@ pub(crate) fn mkdir_all_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> 
             }
         }
     };
-    for n in existing..comps.len() {
-        let name = comps[n].as_os_str();
+    for (n, comp) in comps.iter().enumerate().skip(existing) {
+        let name = comp.as_os_str();
         match nix::sys::stat::mkdirat(current.as_fd(), name, Mode::from_bits_truncate(0o755)) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(e).ctx(|| format!("mkdir {} in rootfs", prefix(n + 1).display())),
