@@ -506,7 +506,7 @@ fn exec_detach_pid_file() {
         &["sleep", "1000"],
     )
     .ok();
-    assert!(t0.elapsed() < T10);
+    assert!(t0.elapsed() < scaled(T10));
     let pid: i32 = fs::read_to_string(&pidfile)
         .unwrap()
         .trim()
