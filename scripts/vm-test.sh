@@ -78,10 +78,10 @@ rrun_bin="${RRUN_BIN:-$PWD/target/debug/rrun}"
 # create/run/exec re-execute rrun from a sealed in-memory copy of itself (CVE-2019-5736):
 # under software emulation, copying a 50 MiB debug build on every call is most of the
 # pass. The VM gets the same code without its debug info.
-mkdir -p "$PWD/target/vm-test"
-objcopy --strip-debug "$rrun_bin" "$PWD/target/vm-test/rrun" ||
+mkdir -p "$PWD/target/vm-bin"
+objcopy --strip-debug "$rrun_bin" "$PWD/target/vm-bin/rrun" ||
     die "objcopy --strip-debug $rrun_bin failed"
-rrun_bin="$PWD/target/vm-test/rrun"
+rrun_bin="$PWD/target/vm-bin/rrun"
 mapfile -t bins < <(cargo test -q -p integration-tests --no-run --message-format=json 2>/dev/null |
     python3 -c '
 import json, sys
