@@ -690,6 +690,11 @@ impl TestEnv {
         for id in &idset {
             remove_cgroups(&format!("{CGROUP_PARENT}/{id}"));
         }
+        // The shared parent goes too once no test uses it (runc never removes the parents
+        // it made); rmdir of a cgroup that still has children simply fails.
+        for d in cgroup_dirs(CGROUP_PARENT) {
+            let _ = fs::remove_dir(&d);
+        }
     }
 }
 
