@@ -463,12 +463,19 @@ fn mount_cgroup(
     let ro = opts.flags
         & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
     let hierarchies = cgroup_hierarchies()?;
+    // Without a cgroup namespace each hierarchy is bound from our own cgroup in it: one
+    // read of /proc/self/cgroup serves them all.
+    let own_cgroups = if ctx.new_cgroup_ns {
+        String::new()
+    } else {
+        std::fs::read_to_string("/proc/self/cgroup").ctx(|| "reading /proc/self/cgroup".into())?
+    };
     let target = mkdir_all_in_root(root, dest)?;
     let unified_only = hierarchies.len() == 1
         && hierarchies[0].fstype == "cgroup2"
         && hierarchies[0].mount_point == Path::new("/sys/fs/cgroup");
     if unified_only {
-        return mount_hierarchy(ctx, &hierarchies[0], root, dest, &target, ro);
+        return mount_hierarchy(ctx, &hierarchies[0], &own_cgroups, root, dest, &target, ro);
     }
     mount(
         Some("tmpfs"),
@@ -485,7 +492,7 @@ fn mount_cgroup(
         };
         let sub = dest.join(name);
         let dir = mkdir_all_in_root(root, &sub)?;
-        mount_hierarchy(ctx, h, root, &sub, &dir, ro)?;
+        mount_hierarchy(ctx, h, &own_cgroups, root, &sub, &dir, ro)?;
     }
     // Co-mounted controllers ("cpu,cpuacct") are reached through symlinks like "cpu".
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
@@ -510,9 +517,11 @@ fn mount_cgroup(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn mount_hierarchy(
     ctx: &RootfsContext,
     h: &CgroupHierarchy,
+    own_cgroups: &str,
     root: &OwnedFd,
     path: &Path,
     dir: &OwnedFd,
@@ -530,7 +539,7 @@ fn mount_hierarchy(
         )
         .ctx(|| format!("mounting {} {}", h.fstype, h.mount_point.display()));
     }
-    let own = own_cgroup_path(h)?;
+    let own = own_cgroup_path(h, own_cgroups)?;
     let source = h.mount_point.join(own.trim_start_matches('/'));
     mount(
         Some(&source),
@@ -587,10 +596,8 @@ fn cgroup_hierarchies() -> Result<Vec<CgroupHierarchy>> {
     Ok(out)
 }
 
-/// The path of our own cgroup in hierarchy `h`, from `/proc/self/cgroup`.
-fn own_cgroup_path(h: &CgroupHierarchy) -> Result<String> {
-    let text =
-        std::fs::read_to_string("/proc/self/cgroup").ctx(|| "reading /proc/self/cgroup".into())?;
+/// The path of our own cgroup in hierarchy `h`, from the text of `/proc/self/cgroup`.
+fn own_cgroup_path(h: &CgroupHierarchy, text: &str) -> Result<String> {
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
