@@ -24,9 +24,15 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 #   libseccomp-dev   libseccomp.a, linked statically into rrun for seccomp filters
 #   python3, jq      the benchmark's JSON summaries
 #   util-linux       `unshare` (the benchmark's floor); essential on Debian, listed for clarity
+#   protobuf-compiler  `protoc`, which k8s-cri's build script runs to generate the CRI types
+#   crun             the second reference runtime of the benchmark
+#   containerd, podman  the engines rrun is tested under as a drop-in for runc
+#                    (compat_containerd, compat_podman); containerd brings ctr and the runc shim
+#   zstd             zstd-compressed image layers in the CRI tests
 PACKAGES=(
     busybox-static runc hyperfine iproute2 libcap2-bin time strace
     build-essential pkg-config libseccomp-dev python3 jq util-linux ca-certificates
+    protobuf-compiler crun containerd podman zstd
 )
 
 if [[ ! -r /etc/debian_version ]] || ! command -v apt-get >/dev/null; then
