@@ -1,7 +1,14 @@
-//! The CRI server's library: everything `rrun-cri` is made of, by concern.
+//! The CRI server's library: everything `rrun-cri` is made of, by concern, in the order of
+//! a pod's life.
 //!
+//! - [`store`]: the records of pods and containers on disk (nothing lives only in memory).
+//! - [`sandbox`]: a pod without a pause process: pinned namespaces, hostname/hosts/DNS files.
 //! - [`image`]: the content-addressed image store (import, unpack, overlay rootfs).
+//! - [`ocispec`]: a CRI container request → the OCI runtime config rrun runs.
 //! - [`monitor`]: the per-container monitor process and the CRI log format.
 
 pub mod image;
 pub mod monitor;
+pub mod ocispec;
+pub mod sandbox;
+pub mod store;
