@@ -13,6 +13,8 @@
 //! Nothing here depends on the runtime: the config is plain [`serde_json::Value`], so
 //! tests can also write configs the runtime must reject.
 
+pub mod image;
+
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{symlink, PermissionsExt};
