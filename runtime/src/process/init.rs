@@ -305,8 +305,17 @@ pub(crate) fn resolve_in_path(prog: &str, path_var: &str) -> Result<PathBuf> {
         if executable(&p) {
             return Ok(p);
         }
+        // Worded as runc words them: engines map the runtime's message to an exit code
+        // by its text (podman: "no such file or directory" is 127, the rest 126).
+        let why = match std::fs::metadata(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                format!("stat {prog}: no such file or directory")
+            }
+            Err(e) => format!("stat {prog}: {e}"),
+            Ok(_) => "permission denied".to_string(),
+        };
         return Err(Error::Invalid(format!(
-            "exec: {prog:?}: no such executable file in the container"
+            "exec: {prog:?}: {why} (in the container)"
         )));
     }
     for dir in path_var.split(':').filter(|d| !d.is_empty()) {
@@ -441,9 +450,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no-such-prog-xyz"), "{err}");
-        assert!(
-            resolve_in_path("/etc/passwd", "").is_err(),
-            "not executable"
-        );
+        let err = resolve_in_path("/etc/passwd", "").unwrap_err().to_string();
+        assert!(err.contains("permission denied"), "{err}");
+        let err = resolve_in_path("/no/such/prog", "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no such file or directory"), "{err}");
     }
 }
