@@ -23,6 +23,8 @@
 //! Every runtime invocation has a timeout ([`INVOCATION_TIMEOUT`] unless set): a hung
 //! runtime fails the test instead of hanging the run.
 
+pub mod cri;
+
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};

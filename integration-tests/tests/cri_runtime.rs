@@ -1,0 +1,1923 @@
+//! `cri_runtime`: the CRI server's RuntimeService end to end, over its real socket, as a
+//! kubelet drives it: version and status, pod sandboxes, containers from imported busybox
+//! images, logs, stop/remove, namespaces, security context, resources, exec, stats,
+//! events and OOM. What a container does is checked from the kernel side where it can be:
+//! `/proc/<pid>/ns`, `/proc/<pid>/status`, its cgroup files, its mount table, the log
+//! files. The reference for every answer is what containerd's CRI plugin does.
+
+use std::collections::HashMap;
+use std::fs;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use integration_tests::cri::*;
+use integration_tests::{cap_mask, host_ns, scaled, status_field};
+
+const T30: Duration = Duration::from_secs(30);
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as i64
+}
+
+/// A timestamp in nanoseconds that is plausibly "during this test" (units check only:
+/// a minute of slack each way).
+#[track_caller]
+fn assert_ns_during(what: &str, t: i64, since: i64) {
+    let slack = 60_000_000_000;
+    assert!(
+        t >= since - slack && t <= now_ns() + slack,
+        "{what} = {t}: not a nanosecond timestamp within this test (started at {since})"
+    );
+}
+
+/// A server with busybox imported and one running pod.
+async fn setup(name: &str) -> (CriServer, api::PodSandboxConfig, String) {
+    let s = CriServer::start(name).await;
+    s.import_busybox();
+    let pod = s.pod_config("p");
+    let id = s.run_pod(&pod).await;
+    (s, pod, id)
+}
+
+fn state_name(s: i32) -> String {
+    format!("{:?}", api::ContainerState::try_from(s))
+}
+
+fn security(c: &mut api::ContainerConfig) -> &mut api::LinuxContainerSecurityContext {
+    c.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+fn resources(c: &mut api::ContainerConfig) -> &mut api::LinuxContainerResources {
+    c.linux
+        .get_or_insert_with(Default::default)
+        .resources
+        .get_or_insert_with(Default::default)
+}
+
+// ---------------------------------------------------------------------------------------
+// Version, Status, RuntimeConfig
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn version_answers_what_the_kubelet_checks() {
+    let s = CriServer::start("version").await;
+    let v = s
+        .runtime()
+        .version(api::VersionRequest {
+            version: "0.1.0".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Version: {}", show(&e)))
+        .into_inner();
+    assert_eq!(v.version, "0.1.0", "{v:?}");
+    assert_eq!(v.runtime_api_version, "v1", "{v:?}");
+    assert!(!v.runtime_name.is_empty(), "empty runtime_name: {v:?}");
+    assert!(
+        !v.runtime_version.is_empty(),
+        "empty runtime_version: {v:?}"
+    );
+}
+
+#[tokio::test]
+async fn status_has_runtime_and_network_conditions() {
+    let s = CriServer::start("status").await;
+    let st = s
+        .runtime()
+        .status(api::StatusRequest { verbose: false })
+        .await
+        .unwrap_or_else(|e| panic!("Status: {}", show(&e)))
+        .into_inner();
+    let conds = st.status.expect("Status: no status").conditions;
+    let find = |t: &str| conds.iter().find(|c| c.r#type == t);
+    let rt = find("RuntimeReady").unwrap_or_else(|| panic!("no RuntimeReady in {conds:?}"));
+    assert!(rt.status, "RuntimeReady is false: {rt:?}");
+    let net = find("NetworkReady").unwrap_or_else(|| panic!("no NetworkReady in {conds:?}"));
+    if !net.status {
+        // containerd says false until a CNI config exists; then a reason is owed.
+        assert!(
+            !net.reason.is_empty(),
+            "NetworkReady false without a reason: {net:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn runtime_config_says_cgroupfs() {
+    let s = CriServer::start("rtconfig").await;
+    let c = s
+        .runtime()
+        .runtime_config(api::RuntimeConfigRequest {})
+        .await
+        .unwrap_or_else(|e| panic!("RuntimeConfig: {}", show(&e)))
+        .into_inner();
+    let linux = c.linux.expect("RuntimeConfig: no linux part");
+    assert_eq!(
+        linux.cgroup_driver,
+        api::CgroupDriver::Cgroupfs as i32,
+        "cgroup driver {:?}",
+        api::CgroupDriver::try_from(linux.cgroup_driver)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Pod sandboxes
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn pod_sandbox_status_list_filters_stop_and_remove() {
+    let t0 = now_ns();
+    let s = CriServer::start("podlife").await;
+    let mut a = s.pod_config("a");
+    a.labels.insert("tier".into(), "front".into());
+    let mut b = s.pod_config("b");
+    b.labels.insert("tier".into(), "back".into());
+    let a_id = s.run_pod(&a).await;
+    let b_id = s.run_pod(&b).await;
+    assert_ne!(a_id, b_id);
+
+    let st = s.pod_status(&a_id).await;
+    assert_eq!(st.id, a_id);
+    assert_eq!(st.metadata, a.metadata, "metadata round-trip");
+    assert_eq!(
+        st.state,
+        api::PodSandboxState::SandboxReady as i32,
+        "state of a new pod"
+    );
+    assert_ns_during("created_at", st.created_at, t0);
+    assert_eq!(st.labels, a.labels, "labels round-trip");
+    assert_eq!(st.annotations, a.annotations, "annotations round-trip");
+    let ns = st
+        .linux
+        .and_then(|l| l.namespaces)
+        .and_then(|n| n.options)
+        .expect("PodSandboxStatus: no linux.namespaces.options");
+    assert_eq!(ns.network, api::NamespaceMode::Pod as i32, "{ns:?}");
+    assert_eq!(ns.pid, api::NamespaceMode::Container as i32, "{ns:?}");
+    assert_eq!(ns.ipc, api::NamespaceMode::Pod as i32, "{ns:?}");
+
+    let ids = |v: Vec<api::PodSandbox>| {
+        let mut v: Vec<String> = v.into_iter().map(|p| p.id).collect();
+        v.sort();
+        v
+    };
+    let mut both = vec![a_id.clone(), b_id.clone()];
+    both.sort();
+    let all = s.list_pods(None).await;
+    let pa = all
+        .iter()
+        .find(|p| p.id == a_id)
+        .unwrap_or_else(|| panic!("pod a not listed: {all:?}"));
+    assert_eq!(pa.metadata, a.metadata);
+    assert_eq!(pa.labels, a.labels);
+    assert_eq!(pa.annotations, a.annotations);
+    assert_eq!(pa.state, api::PodSandboxState::SandboxReady as i32);
+    assert_ns_during("ListPodSandbox created_at", pa.created_at, t0);
+    assert_eq!(ids(all), both, "ListPodSandbox without a filter");
+    let by_id = api::PodSandboxFilter {
+        id: b_id.clone(),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(s.list_pods(Some(by_id)).await),
+        vec![b_id.clone()],
+        "id filter"
+    );
+    let ready = api::PodSandboxFilter {
+        state: Some(api::PodSandboxStateValue {
+            state: api::PodSandboxState::SandboxReady as i32,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(s.list_pods(Some(ready.clone())).await),
+        both,
+        "state filter READY"
+    );
+    let front = api::PodSandboxFilter {
+        label_selector: HashMap::from([("tier".into(), "front".into())]),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(s.list_pods(Some(front)).await),
+        vec![a_id.clone()],
+        "label selector"
+    );
+    let two_labels = api::PodSandboxFilter {
+        label_selector: HashMap::from([
+            ("tier".into(), "back".into()),
+            ("io.kubernetes.pod.name".into(), "a".into()),
+        ]),
+        ..Default::default()
+    };
+    assert!(
+        s.list_pods(Some(two_labels)).await.is_empty(),
+        "a selector with two labels matches only pods with both"
+    );
+
+    s.runtime()
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: a_id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {}", show(&e)));
+    assert_eq!(
+        s.pod_status(&a_id).await.state,
+        api::PodSandboxState::SandboxNotready as i32,
+        "state of a stopped pod"
+    );
+    let not_ready = api::PodSandboxFilter {
+        state: Some(api::PodSandboxStateValue {
+            state: api::PodSandboxState::SandboxNotready as i32,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(ids(s.list_pods(Some(not_ready)).await), vec![a_id.clone()]);
+    assert_eq!(ids(s.list_pods(Some(ready)).await), vec![b_id.clone()]);
+    // The kubelet stops pods more than once.
+    s.runtime()
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: a_id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("second StopPodSandbox: {}", show(&e)));
+
+    s.stop_and_remove_pod(&a_id).await;
+    s.stop_and_remove_pod(&b_id).await;
+    assert!(
+        s.list_pods(None).await.is_empty(),
+        "pods listed after removal"
+    );
+    let r = s
+        .runtime()
+        .pod_sandbox_status(api::PodSandboxStatusRequest {
+            pod_sandbox_id: a_id.clone(),
+            verbose: false,
+        })
+        .await;
+    expect_code(r, Code::NotFound, "PodSandboxStatus of a removed pod");
+    // RemovePodSandbox is idempotent.
+    s.runtime()
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: a_id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("second RemovePodSandbox: {}", show(&e)));
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn pod_namespaces_are_pinned_and_shared_by_its_containers() {
+    let (s, pod, pod_id) = setup("podns").await;
+    let c1 = s
+        .run_container(&pod_id, &pod, &s.sh_config("one", "exec sleep 1000"))
+        .await;
+    let c2 = s
+        .run_container(&pod_id, &pod, &s.sh_config("two", "exec sleep 1000"))
+        .await;
+    s.wait_state(&c1, api::ContainerState::ContainerRunning, T30)
+        .await;
+    s.wait_state(&c2, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let p1 = s.container_pid(&c1).await;
+    let p2 = s.container_pid(&c2).await;
+    assert_ne!(p1, p2);
+    for kind in ["net", "ipc", "uts"] {
+        assert_eq!(
+            ns_of(p1, kind),
+            ns_of(p2, kind),
+            "{kind} namespace shared in the pod"
+        );
+        assert_ne!(
+            ns_of(p1, kind),
+            host_ns(kind),
+            "{kind} namespace of the pod is the host's"
+        );
+    }
+    assert_ne!(
+        ns_of(p1, "mnt"),
+        ns_of(p2, "mnt"),
+        "each container has its own mounts"
+    );
+    assert_ne!(
+        ns_of(p1, "pid"),
+        ns_of(p2, "pid"),
+        "pid namespace per container"
+    );
+    assert_ne!(ns_of(p1, "pid"), host_ns("pid"));
+
+    // No pause process: the pod's namespaces are pinned to files (nsfs mounts).
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let pinned: Vec<_> = integration_tests::parse_mountinfo(&info)
+        .into_iter()
+        .filter(|m| m.fstype == "nsfs" && m.mount_point.starts_with(&s.dir().display().to_string()))
+        .collect();
+    assert!(
+        pinned.len() >= 3,
+        "expected the pod's net, ipc and uts namespaces pinned under {}: {pinned:?}",
+        s.dir().display()
+    );
+    for kind in ["net", "ipc", "uts"] {
+        let link = ns_of(p1, kind);
+        let inode = link
+            .trim_end_matches(']')
+            .rsplit('[')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            pinned.iter().any(|m| m.root.contains(&inode)),
+            "the pod's {kind} namespace ({link}) is not among the pinned ones: {pinned:?}"
+        );
+    }
+
+    // Hostname of the pod in both containers.
+    assert_eq!(s.exec_ok(&c1, &["hostname"]).await.trim(), "p");
+    assert_eq!(
+        s.exec_ok(&c2, &["cat", "/proc/sys/kernel/hostname"])
+            .await
+            .trim(),
+        "p"
+    );
+
+    // With both containers gone the pod keeps its namespaces: a new container joins them.
+    let net = ns_of(p1, "net");
+    s.stop_container(&c1, 0).await;
+    s.stop_container(&c2, 0).await;
+    s.remove_container(&c1).await;
+    s.remove_container(&c2).await;
+    let c3 = s
+        .run_container(&pod_id, &pod, &s.sh_config("three", "exec sleep 1000"))
+        .await;
+    s.wait_state(&c3, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let p3 = s.container_pid(&c3).await;
+    assert_eq!(
+        ns_of(p3, "net"),
+        net,
+        "a later container of the pod joins its netns"
+    );
+
+    // Another pod: other namespaces.
+    let other = s.pod_config("q");
+    let q_id = s.run_pod(&other).await;
+    let cq = s
+        .run_container(&q_id, &other, &s.sh_config("q1", "exec sleep 1000"))
+        .await;
+    s.wait_state(&cq, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pq = s.container_pid(&cq).await;
+    for kind in ["net", "ipc", "uts"] {
+        assert_ne!(
+            ns_of(pq, kind),
+            ns_of(p3, kind),
+            "{kind} namespace of another pod"
+        );
+    }
+    assert_eq!(s.exec_ok(&cq, &["hostname"]).await.trim(), "q");
+
+    s.stop_and_remove_pod(&pod_id).await;
+    s.stop_and_remove_pod(&q_id).await;
+    assert!(
+        !pid_alive(p3) && !pid_alive(pq),
+        "containers still alive after the pods' removal"
+    );
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn dns_config_is_the_containers_resolv_conf() {
+    let s = CriServer::start("dns").await;
+    s.import_busybox();
+    let mut pod = s.pod_config("dns");
+    pod.dns_config = Some(api::DnsConfig {
+        servers: vec!["10.96.0.10".into(), "192.0.2.53".into()],
+        searches: vec!["rrun-test.svc.cluster.local".into(), "cluster.local".into()],
+        options: vec!["ndots:5".into(), "timeout:2".into()],
+    });
+    let pod_id = s.run_pod(&pod).await;
+    let cfg = s.sh_config("c", "cat /etc/resolv.conf; exec sleep 1000");
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    wait_log_line(
+        &CriServer::log_path(&pod, &cfg),
+        "nameserver 10.96.0.10",
+        T30,
+    )
+    .await;
+    let pid = s.container_pid(&c).await;
+    let text = fs::read_to_string(format!("/proc/{pid}/root/etc/resolv.conf"))
+        .expect("reading the container's /etc/resolv.conf from the host");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    for want in [
+        "nameserver 10.96.0.10",
+        "nameserver 192.0.2.53",
+        "search rrun-test.svc.cluster.local cluster.local",
+    ] {
+        assert!(lines.contains(&want), "no {want:?} in resolv.conf:\n{text}");
+    }
+    let opts: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("options "))
+        .flat_map(|l| l.split_whitespace())
+        .collect();
+    assert!(
+        opts.contains(&"ndots:5") && opts.contains(&"timeout:2"),
+        "options missing in resolv.conf:\n{text}"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn host_network_pod_uses_the_hosts_netns() {
+    let s = CriServer::start("hostnet").await;
+    s.import_busybox();
+    let mut pod = s.pod_config("hn");
+    let node = api::NamespaceOption {
+        network: api::NamespaceMode::Node as i32,
+        ..pod_namespaces()
+    };
+    pod.linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .expect("pod security context")
+        .namespace_options = Some(node.clone());
+    let pod_id = s.run_pod(&pod).await;
+    let mut cfg = s.sh_config("c", "exec sleep 1000");
+    security(&mut cfg).namespace_options = Some(node);
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid = s.container_pid(&c).await;
+    assert_eq!(
+        ns_of(pid, "net"),
+        host_ns("net"),
+        "hostNetwork pod: host netns"
+    );
+    assert_ne!(
+        ns_of(pid, "ipc"),
+        host_ns("ipc"),
+        "hostNetwork alone keeps a pod ipc ns"
+    );
+    // containerd (and the kubelet's expectation): a host-network pod has the node's
+    // hostname, i.e. the host's UTS namespace.
+    assert_eq!(
+        ns_of(pid, "uts"),
+        host_ns("uts"),
+        "hostNetwork pod: host UTS namespace"
+    );
+    let st = s.pod_status(&pod_id).await;
+    let ns = st.linux.and_then(|l| l.namespaces).and_then(|n| n.options);
+    assert_eq!(
+        ns.map(|n| n.network),
+        Some(api::NamespaceMode::Node as i32),
+        "PodSandboxStatus namespace options"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+// ---------------------------------------------------------------------------------------
+// Containers: status, lists, logs, stop
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn container_status_through_its_life() {
+    let t0 = now_ns();
+    let (s, pod, pod_id) = setup("ctrlife").await;
+    let shared = s.mkdir("shared");
+    let mut ok = s.sh_config("ok", "echo to-stdout; echo to-stderr >&2; exit 0");
+    ok.mounts.push(api::Mount {
+        container_path: "/shared".into(),
+        host_path: shared.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    });
+    ok.labels.insert("role".into(), "ok".into());
+    let ok_id = s.create_container(&pod_id, &pod, &ok).await;
+
+    let st = s.container_status(&ok_id).await;
+    assert_eq!(st.id, ok_id);
+    assert_eq!(
+        st.state,
+        api::ContainerState::ContainerCreated as i32,
+        "state after CreateContainer: {}",
+        state_name(st.state)
+    );
+    assert_ns_during("created_at", st.created_at, t0);
+    assert_eq!(st.started_at, 0, "started_at before StartContainer");
+    assert_eq!(st.metadata, ok.metadata, "metadata round-trip");
+    assert_eq!(st.labels, ok.labels, "labels round-trip");
+    assert_eq!(st.annotations, ok.annotations, "annotations round-trip");
+    let image = st.image.as_ref().map(|i| i.image.as_str()).unwrap_or("");
+    assert!(
+        image == BUSYBOX || image.starts_with("sha256:"),
+        "status image {image:?}, wanted {BUSYBOX} (or its id)"
+    );
+    assert!(!st.image_ref.is_empty(), "empty image_ref");
+    assert_eq!(
+        st.log_path,
+        CriServer::log_path(&pod, &ok).display().to_string(),
+        "log_path is the full path (log_directory + log_path)"
+    );
+    let m = st
+        .mounts
+        .iter()
+        .find(|m| m.container_path == "/shared")
+        .unwrap_or_else(|| panic!("mount /shared not in the status: {:?}", st.mounts));
+    assert_eq!(m.host_path, shared.display().to_string());
+    assert!(m.readonly, "readonly lost in the status: {m:?}");
+
+    s.start_container(&ok_id).await;
+    let st = s.wait_exited(&ok_id).await;
+    assert_eq!(st.exit_code, 0, "{st:?}");
+    assert_eq!(st.reason, "Completed", "reason of exit 0");
+    assert!(
+        st.started_at >= st.created_at,
+        "started_at {} < created_at {}",
+        st.started_at,
+        st.created_at
+    );
+    assert!(
+        st.finished_at >= st.started_at,
+        "finished_at {} < started_at {}",
+        st.finished_at,
+        st.started_at
+    );
+    assert_ns_during("finished_at", st.finished_at, t0);
+    let log = wait_log_line(&CriServer::log_path(&pod, &ok), "to-stderr", T30).await;
+    assert!(
+        log.iter()
+            .any(|l| l.stream == "stdout" && l.tag == "F" && l.text == "to-stdout"),
+        "stdout line: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.stream == "stderr" && l.tag == "F" && l.text == "to-stderr"),
+        "stderr line: {log:?}"
+    );
+
+    let bad = s.sh_config("bad", "echo failing >&2; exit 3");
+    let bad_id = s.run_container(&pod_id, &pod, &bad).await;
+    let st = s.wait_exited(&bad_id).await;
+    assert_eq!(st.exit_code, 3, "{st:?}");
+    assert_eq!(st.reason, "Error", "reason of a non-zero exit");
+
+    s.remove_container(&ok_id).await;
+    expect_code(
+        s.runtime()
+            .container_status(api::ContainerStatusRequest {
+                container_id: ok_id.clone(),
+                verbose: false,
+            })
+            .await,
+        Code::NotFound,
+        "ContainerStatus of a removed container",
+    );
+    // RemoveContainer is idempotent.
+    s.remove_container(&ok_id).await;
+    assert!(
+        CriServer::log_path(&pod, &ok).exists(),
+        "RemoveContainer must leave the log to the kubelet"
+    );
+    s.remove_container(&bad_id).await;
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn list_containers_filters() {
+    let t0 = now_ns();
+    let s = CriServer::start("ctrlist").await;
+    s.import_busybox();
+    let pa = s.pod_config("pa");
+    let pb = s.pod_config("pb");
+    let a_id = s.run_pod(&pa).await;
+    let b_id = s.run_pod(&pb).await;
+    let mut a1 = s.sh_config("a1", "exec sleep 1000");
+    a1.labels.insert("app".into(), "x".into());
+    let mut a2 = s.sh_config("a2", "true");
+    a2.labels.insert("app".into(), "y".into());
+    let mut b1 = s.sh_config("b1", "exec sleep 1000");
+    b1.labels.insert("app".into(), "x".into());
+    let a1_id = s.run_container(&a_id, &pa, &a1).await;
+    let a2_id = s.run_container(&a_id, &pa, &a2).await;
+    let b1_id = s.run_container(&b_id, &pb, &b1).await;
+    let created = s
+        .create_container(&b_id, &pb, &s.sh_config("b2", "true"))
+        .await;
+    s.wait_state(&a1_id, api::ContainerState::ContainerRunning, T30)
+        .await;
+    s.wait_state(&b1_id, api::ContainerState::ContainerRunning, T30)
+        .await;
+    s.wait_exited(&a2_id).await;
+
+    let ids = |v: Vec<api::Container>| {
+        let mut v: Vec<String> = v.into_iter().map(|c| c.id).collect();
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let all = s.list_containers(api::ContainerFilter::default()).await;
+    let c = all
+        .iter()
+        .find(|c| c.id == a1_id)
+        .unwrap_or_else(|| panic!("a1 not listed: {all:?}"));
+    assert_eq!(c.pod_sandbox_id, a_id);
+    assert_eq!(c.metadata, a1.metadata);
+    assert_eq!(c.labels, a1.labels);
+    assert_eq!(c.annotations, a1.annotations);
+    assert_eq!(c.state, api::ContainerState::ContainerRunning as i32);
+    assert!(c.image.is_some(), "no image in the list entry: {c:?}");
+    assert!(
+        !c.image_ref.is_empty(),
+        "no image_ref in the list entry: {c:?}"
+    );
+    assert_ns_during("created_at", c.created_at, t0);
+    assert_eq!(
+        ids(all),
+        sorted(vec![
+            a1_id.clone(),
+            a2_id.clone(),
+            b1_id.clone(),
+            created.clone()
+        ])
+    );
+
+    let f = |id: &str, state: Option<api::ContainerState>, pod: &str, labels: &[(&str, &str)]| {
+        api::ContainerFilter {
+            id: id.into(),
+            state: state.map(|s| api::ContainerStateValue { state: s as i32 }),
+            pod_sandbox_id: pod.into(),
+            label_selector: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    };
+    use api::ContainerState::*;
+    assert_eq!(
+        ids(s.list_containers(f(&a2_id, None, "", &[])).await),
+        vec![a2_id.clone()],
+        "id"
+    );
+    assert_eq!(
+        ids(s
+            .list_containers(f("", Some(ContainerRunning), "", &[]))
+            .await),
+        sorted(vec![a1_id.clone(), b1_id.clone()]),
+        "state RUNNING"
+    );
+    assert_eq!(
+        ids(s
+            .list_containers(f("", Some(ContainerExited), "", &[]))
+            .await),
+        vec![a2_id.clone()],
+        "state EXITED"
+    );
+    assert_eq!(
+        ids(s
+            .list_containers(f("", Some(ContainerCreated), "", &[]))
+            .await),
+        vec![created.clone()],
+        "state CREATED"
+    );
+    assert_eq!(
+        ids(s.list_containers(f("", None, &a_id, &[])).await),
+        sorted(vec![a1_id.clone(), a2_id.clone()]),
+        "pod id"
+    );
+    assert_eq!(
+        ids(s.list_containers(f("", None, "", &[("app", "x")])).await),
+        sorted(vec![a1_id.clone(), b1_id.clone()]),
+        "label selector"
+    );
+    assert_eq!(
+        ids(s.list_containers(f("", None, &b_id, &[("app", "x")])).await),
+        vec![b1_id.clone()],
+        "pod id + label selector"
+    );
+    assert!(
+        s.list_containers(f(&a1_id, None, &b_id, &[]))
+            .await
+            .is_empty(),
+        "id of another pod"
+    );
+    assert!(
+        s.list_containers(f("", Some(ContainerExited), "", &[("app", "x")]))
+            .await
+            .is_empty(),
+        "state + label selector"
+    );
+    s.stop_and_remove_pod(&a_id).await;
+    s.stop_and_remove_pod(&b_id).await;
+    assert!(
+        s.list_containers(api::ContainerFilter::default())
+            .await
+            .is_empty(),
+        "RemovePodSandbox removes its containers"
+    );
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn logs_are_in_cri_format_in_order() {
+    let (s, pod, pod_id) = setup("logs").await;
+    let script = "i=0; while [ $i -lt 50 ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); done; \
+                  printf 'no-newline'";
+    let cfg = s.sh_config("logger", script);
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_exited(&c).await;
+    let path = CriServer::log_path(&pod, &cfg);
+    let log = wait_log_line(&path, "no-newline", T30).await;
+    let out: Vec<&str> = log
+        .iter()
+        .filter(|l| l.stream == "stdout" && l.text.starts_with("out-"))
+        .map(|l| l.text.as_str())
+        .collect();
+    let want: Vec<String> = (0..50).map(|i| format!("out-{i}")).collect();
+    assert_eq!(out, want, "stdout lines in order");
+    let err: Vec<&str> = log
+        .iter()
+        .filter(|l| l.stream == "stderr")
+        .map(|l| l.text.as_str())
+        .collect();
+    let want: Vec<String> = (0..50).map(|i| format!("err-{i}")).collect();
+    assert_eq!(err, want, "stderr lines in order");
+    assert!(
+        log.iter().all(|l| l.tag == "F"),
+        "short lines (and the last one without a newline) are full lines: {log:?}"
+    );
+    let mut times: Vec<&str> = log.iter().map(|l| l.time.as_str()).collect();
+    let n = times.len();
+    times.dedup();
+    assert!(
+        times.len() > 1 || n == 1,
+        "every line has the same timestamp"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert!(
+        path.exists(),
+        "the log outlives the pod (the kubelet removes it)"
+    );
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn long_lines_are_split_into_partial_records() {
+    let (s, pod, pod_id) = setup("longline").await;
+    // 100000 'x' then a newline, then a short line.
+    let cfg = s.sh_config(
+        "long",
+        "head -c 100000 /dev/zero | tr '\\0' x; echo; echo after-long",
+    );
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_exited(&c).await;
+    let log = wait_log_line(&CriServer::log_path(&pod, &cfg), "after-long", T30).await;
+    let end = log
+        .iter()
+        .position(|l| l.text == "after-long")
+        .expect("after-long");
+    let records = &log[..end];
+    assert!(
+        records.len() >= 2,
+        "a 100000-byte line should be split into partial records, got {} record(s)",
+        records.len()
+    );
+    let (last, partial) = records.split_last().expect("records");
+    assert!(
+        partial.iter().all(|l| l.tag == "P"),
+        "all but the last record of a long line are P"
+    );
+    assert_eq!(last.tag, "F", "the last record of a long line is F");
+    let joined: String = records.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(joined.len(), 100000, "the records add up to the line");
+    assert!(joined.bytes().all(|b| b == b'x'));
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn stop_container_sends_term_then_kill() {
+    let (s, pod, pod_id) = setup("stop").await;
+    // A container handling TERM exits by its handler.
+    let polite = s.sh_config(
+        "polite",
+        "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done",
+    );
+    let p_id = s.run_container(&pod_id, &pod, &polite).await;
+    wait_log_line(&CriServer::log_path(&pod, &polite), "ready", T30).await;
+    let p_pid = s.container_pid(&p_id).await;
+    s.stop_container(&p_id, 30).await;
+    let st = s.container_status(&p_id).await;
+    assert_eq!(
+        st.state,
+        api::ContainerState::ContainerExited as i32,
+        "StopContainer returns once the container has exited"
+    );
+    assert_eq!(st.exit_code, 7, "exit code of the TERM handler: {st:?}");
+    assert_eq!(st.reason, "Error");
+    wait_log_line(&CriServer::log_path(&pod, &polite), "got-term", T30).await;
+    assert!(
+        !pid_alive(p_pid),
+        "container init {p_pid} alive after StopContainer"
+    );
+
+    // One ignoring TERM (pid 1 without a handler does) is killed after the grace period.
+    let stubborn = s.sh_config(
+        "stubborn",
+        "trap '' TERM; echo ready; while :; do sleep 0.1; done",
+    );
+    let k_id = s.run_container(&pod_id, &pod, &stubborn).await;
+    wait_log_line(&CriServer::log_path(&pod, &stubborn), "ready", T30).await;
+    let k_pid = s.container_pid(&k_id).await;
+    let t = Instant::now();
+    s.stop_container(&k_id, 2).await;
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "StopContainer with timeout 2 s killed the container after {took:?}: no grace period"
+    );
+    let st = s.container_status(&k_id).await;
+    assert_eq!(st.state, api::ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 137, "killed by SIGKILL: {st:?}");
+    assert!(
+        !pid_alive(k_pid),
+        "container init {k_pid} alive after StopContainer"
+    );
+    // StopContainer is idempotent.
+    s.stop_container(&k_id, 2).await;
+
+    s.remove_container(&p_id).await;
+    s.remove_container(&k_id).await;
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn stop_pod_sandbox_kills_its_containers() {
+    let (s, pod, pod_id) = setup("stoppod").await;
+    let c = s
+        .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
+        .await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid = s.container_pid(&c).await;
+    s.runtime()
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {}", show(&e)));
+    let st = s.container_status(&c).await;
+    assert_eq!(st.state, api::ContainerState::ContainerExited as i32);
+    assert!(!pid_alive(pid), "container alive after StopPodSandbox");
+    s.runtime()
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {}", show(&e)));
+    expect_code(
+        s.runtime()
+            .container_status(api::ContainerStatusRequest {
+                container_id: c.clone(),
+                verbose: false,
+            })
+            .await,
+        Code::NotFound,
+        "ContainerStatus of a container of a removed pod",
+    );
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn remove_pod_sandbox_force_removes_running_containers() {
+    let (s, pod, pod_id) = setup("rmpod").await;
+    let c = s
+        .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
+        .await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid = s.container_pid(&c).await;
+    s.runtime()
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox of a running pod: {}", show(&e)));
+    assert!(!pid_alive(pid), "container alive after RemovePodSandbox");
+    assert!(s.list_pods(None).await.is_empty());
+    assert_no_leftovers(&s);
+}
+
+// ---------------------------------------------------------------------------------------
+// The container's process: image config, mounts, security context
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn image_config_is_merged_with_the_request() {
+    let s = CriServer::start("imgcfg").await;
+    let script = "echo \"args:$0 $*\"; echo \"wd:$(pwd)\"; echo \"uid:$(id -u)\"; \
+                  echo \"foo:$FOO\"; echo \"bar:$BAR\"; echo \"req:$REQ\"; echo end";
+    s.import(&FixtureImage {
+        reference: "localhost/rrun-imgcfg:1".into(),
+        entrypoint: vec!["sh".into(), "-c".into(), script.into(), "ep0".into()],
+        cmd: vec!["img-cmd1".into(), "img-cmd2".into()],
+        env: vec![
+            DEFAULT_PATH.into(),
+            "FOO=from-image".into(),
+            "BAR=from-image".into(),
+        ],
+        workdir: "/tmp".into(),
+        user: "1000".into(),
+        ..FixtureImage::default()
+    });
+    let pod = s.pod_config("p");
+    let pod_id = s.run_pod(&pod).await;
+    let image = "localhost/rrun-imgcfg:1";
+    let run = |cfg: api::ContainerConfig| {
+        let s = &s;
+        let pod = &pod;
+        let pod_id = &pod_id;
+        async move {
+            let id = s.run_container(pod_id, pod, &cfg).await;
+            let st = s.wait_exited(&id).await;
+            assert_eq!(st.exit_code, 0, "{:?}: {st:?}", cfg.metadata);
+            let log = wait_log_line(&CriServer::log_path(pod, &cfg), "end", T30).await;
+            log.into_iter()
+                .filter(|l| l.stream == "stdout")
+                .map(|l| l.text)
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // Nothing in the request: entrypoint + cmd, the image's env, workdir and user.
+    let out = run(s.container_config("plain", image, &[])).await;
+    assert!(
+        out.contains(&"args:ep0 img-cmd1 img-cmd2".to_string()),
+        "{out:?}"
+    );
+    assert!(out.contains(&"wd:/tmp".to_string()), "{out:?}");
+    assert!(out.contains(&"uid:1000".to_string()), "{out:?}");
+    assert!(out.contains(&"foo:from-image".to_string()), "{out:?}");
+
+    // args replace the image's cmd; envs override the image's by name; working_dir and
+    // run_as_user override the image's.
+    let mut cfg = s.container_config("args", image, &[]);
+    cfg.args = vec!["req-arg".into()];
+    cfg.envs.push(kv("BAR", "from-request"));
+    cfg.envs.push(kv("REQ", "only-request"));
+    cfg.working_dir = "/etc".into();
+    security(&mut cfg).run_as_user = Some(api::Int64Value { value: 0 });
+    let out = run(cfg).await;
+    assert!(out.contains(&"args:ep0 req-arg".to_string()), "{out:?}");
+    assert!(out.contains(&"foo:from-image".to_string()), "{out:?}");
+    assert!(out.contains(&"bar:from-request".to_string()), "{out:?}");
+    assert!(out.contains(&"req:only-request".to_string()), "{out:?}");
+    assert!(out.contains(&"wd:/etc".to_string()), "{out:?}");
+    assert!(out.contains(&"uid:0".to_string()), "{out:?}");
+
+    // command replaces the entrypoint, and the image's cmd is not appended to it.
+    let out = run(s.container_config(
+        "cmd",
+        image,
+        &["sh", "-c", "echo \"args:$0 $*\"; echo end", "cmd0"],
+    ))
+    .await;
+    assert!(out.contains(&"args:cmd0 ".to_string()), "{out:?}");
+
+    // command + args.
+    let mut cfg = s.container_config(
+        "cmdargs",
+        image,
+        &["sh", "-c", "echo \"args:$0 $*\"; echo end"],
+    );
+    cfg.args = vec!["a0".into(), "a1".into()];
+    let out = run(cfg).await;
+    assert!(out.contains(&"args:a0 a1".to_string()), "{out:?}");
+
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn host_dirs_are_bind_mounted_readonly_honoured() {
+    let (s, pod, pod_id) = setup("mounts").await;
+    let rw = s.mkdir("rw");
+    fs::set_permissions(&rw, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let ro = s.mkdir("ro");
+    fs::write(ro.join("from-host"), "host data\n").expect("write");
+    let mut cfg = s.sh_config(
+        "c",
+        "cat /ro/from-host; echo written > /rw/from-container && echo rw-ok; \
+         if touch /ro/nope 2>/dev/null; then echo ro-writable; else echo ro-refused; fi; \
+         exec sleep 1000",
+    );
+    cfg.mounts = vec![
+        api::Mount {
+            container_path: "/rw".into(),
+            host_path: rw.display().to_string(),
+            readonly: false,
+            ..Default::default()
+        },
+        api::Mount {
+            container_path: "/ro".into(),
+            host_path: ro.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+    ];
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    let log = wait_log_line(&CriServer::log_path(&pod, &cfg), "ro-refused", T30).await;
+    let texts: Vec<&str> = log.iter().map(|l| l.text.as_str()).collect();
+    assert!(texts.contains(&"host data"), "{texts:?}");
+    assert!(texts.contains(&"rw-ok"), "{texts:?}");
+    assert_eq!(
+        fs::read_to_string(rw.join("from-container")).expect("the container's file on the host"),
+        "written\n"
+    );
+    assert!(!ro.join("nope").exists());
+    let pid = s.container_pid(&c).await;
+    let mi = integration_tests::parse_mountinfo(
+        &fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("container mountinfo"),
+    );
+    let ro_m = mi
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == "/ro")
+        .expect("/ro in the container's mountinfo");
+    assert!(
+        ro_m.options.split(',').any(|o| o == "ro"),
+        "/ro is mounted {}",
+        ro_m.options
+    );
+    let rw_m = mi
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == "/rw")
+        .expect("/rw in the container's mountinfo");
+    assert!(
+        rw_m.options.split(',').any(|o| o == "rw"),
+        "/rw is {}",
+        rw_m.options
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn run_as_user_group_and_supplemental_groups() {
+    let (s, pod, pod_id) = setup("runas").await;
+    let mut cfg = s.sh_config("c", "exec sleep 1000");
+    let sc = security(&mut cfg);
+    sc.run_as_user = Some(api::Int64Value { value: 1000 });
+    sc.run_as_group = Some(api::Int64Value { value: 2000 });
+    sc.supplemental_groups = vec![3000];
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid = s.container_pid(&c).await;
+    let st = proc_status(pid);
+    let uids = status_field(&st, "Uid").unwrap_or_default();
+    let gids = status_field(&st, "Gid").unwrap_or_default();
+    assert!(uids.split_whitespace().all(|u| u == "1000"), "Uid: {uids}");
+    assert!(gids.split_whitespace().all(|g| g == "2000"), "Gid: {gids}");
+    let groups: Vec<&str> = status_field(&st, "Groups")
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert!(groups.contains(&"3000"), "Groups: {groups:?}");
+    // A non-root user has no effective capabilities.
+    assert_eq!(status_field(&st, "CapEff"), Some("0000000000000000"));
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+/// containerd's default capability set for containers.
+const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+fn cap_eff(pid: i32) -> u64 {
+    let st = proc_status(pid);
+    let v = status_field(&st, "CapEff").expect("CapEff");
+    u64::from_str_radix(v, 16).expect("CapEff hex")
+}
+
+#[tokio::test]
+async fn capabilities_default_add_and_drop() {
+    let (s, pod, pod_id) = setup("caps").await;
+    let plain = s
+        .run_container(&pod_id, &pod, &s.sh_config("plain", "exec sleep 1000"))
+        .await;
+    let mut cfg = s.sh_config("adddrop", "exec sleep 1000");
+    security(&mut cfg).capabilities = Some(api::Capability {
+        add_capabilities: vec!["NET_ADMIN".into(), "CAP_SYS_TIME".into()],
+        drop_capabilities: vec!["CHOWN".into(), "CAP_KILL".into()],
+        ..Default::default()
+    });
+    let adddrop = s.run_container(&pod_id, &pod, &cfg).await;
+    let mut cfg = s.sh_config("only", "exec sleep 1000");
+    security(&mut cfg).capabilities = Some(api::Capability {
+        add_capabilities: vec!["NET_BIND_SERVICE".into()],
+        drop_capabilities: vec!["ALL".into()],
+        ..Default::default()
+    });
+    let only = s.run_container(&pod_id, &pod, &cfg).await;
+    for c in [&plain, &adddrop, &only] {
+        s.wait_state(c, api::ContainerState::ContainerRunning, T30)
+            .await;
+    }
+    let e = cap_eff(s.container_pid(&plain).await);
+    assert_eq!(e, cap_mask(DEFAULT_CAPS), "default CapEff {e:016x}");
+    let e = cap_eff(s.container_pid(&adddrop).await);
+    let mut want: Vec<&str> = DEFAULT_CAPS
+        .iter()
+        .copied()
+        .filter(|c| *c != "CAP_CHOWN" && *c != "CAP_KILL")
+        .collect();
+    want.extend(["CAP_NET_ADMIN", "CAP_SYS_TIME"]);
+    assert_eq!(e, cap_mask(&want), "CapEff with add/drop {e:016x}");
+    let e = cap_eff(s.container_pid(&only).await);
+    assert_eq!(
+        e,
+        cap_mask(&["CAP_NET_BIND_SERVICE"]),
+        "drop ALL + add one: {e:016x}"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn privileged_container_has_every_capability_and_no_seccomp() {
+    let (s, pod, pod_id) = setup("priv").await;
+    let mut cfg = s.sh_config("c", "exec sleep 1000");
+    let sc = security(&mut cfg);
+    sc.privileged = true;
+    sc.seccomp = Some(api::SecurityProfile {
+        profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid = s.container_pid(&c).await;
+    let mine = status_field(&proc_status(std::process::id() as i32), "CapBnd")
+        .map(|v| u64::from_str_radix(v, 16).expect("hex"))
+        .expect("own CapBnd");
+    assert_eq!(
+        cap_eff(pid),
+        mine,
+        "privileged: every capability the server has"
+    );
+    let st = proc_status(pid);
+    assert_eq!(
+        status_field(&st, "Seccomp"),
+        Some("0"),
+        "privileged: no seccomp filter (containerd ignores the profile)"
+    );
+    // No masked paths, and /sys is writable.
+    let mi = fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    let mounts = integration_tests::parse_mountinfo(&mi);
+    assert!(
+        !mounts.iter().any(|m| m.mount_point == "/proc/kcore"),
+        "privileged container has /proc/kcore masked"
+    );
+    let sys = mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == "/sys")
+        .expect("/sys mounted");
+    assert!(
+        sys.options.split(',').any(|o| o == "rw"),
+        "/sys of a privileged container: {}",
+        sys.options
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn no_new_privs_and_readonly_rootfs() {
+    let (s, pod, pod_id) = setup("nnp").await;
+    let plain = s
+        .run_container(&pod_id, &pod, &s.sh_config("plain", "exec sleep 1000"))
+        .await;
+    let mut cfg = s.sh_config(
+        "ro",
+        "if touch /written 2>/dev/null; then echo root-writable; else echo root-refused; fi; \
+         exec sleep 1000",
+    );
+    let sc = security(&mut cfg);
+    sc.no_new_privs = true;
+    sc.readonly_rootfs = true;
+    let ro = s.run_container(&pod_id, &pod, &cfg).await;
+    wait_log_line(&CriServer::log_path(&pod, &cfg), "root-refused", T30).await;
+    s.wait_state(&plain, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let p_plain = s.container_pid(&plain).await;
+    let p_ro = s.container_pid(&ro).await;
+    assert_eq!(status_field(&proc_status(p_ro), "NoNewPrivs"), Some("1"));
+    assert_eq!(status_field(&proc_status(p_plain), "NoNewPrivs"), Some("0"));
+    let mi = fs::read_to_string(format!("/proc/{p_ro}/mountinfo")).expect("mountinfo");
+    let root = integration_tests::parse_mountinfo(&mi)
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == "/")
+        .expect("/ in mountinfo");
+    assert!(
+        root.options.split(',').any(|o| o == "ro"),
+        "rootfs mounted {}",
+        root.options
+    );
+    // The writable container's rootfs takes writes.
+    s.exec_ok(&plain, &["touch", "/written"]).await;
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn seccomp_runtime_default_blocks_unshare() {
+    let (s, pod, pod_id) = setup("seccomp").await;
+    let try_unshare =
+        "if unshare -U true 2>/dev/null; then echo unshare-ok; else echo unshare-denied; fi; \
+         exec sleep 1000";
+    let mut def = s.sh_config("default", try_unshare);
+    security(&mut def).seccomp = Some(api::SecurityProfile {
+        profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    let mut unconf = s.sh_config("unconfined", try_unshare);
+    security(&mut unconf).seccomp = Some(api::SecurityProfile {
+        profile_type: api::security_profile::ProfileType::Unconfined as i32,
+        localhost_ref: String::new(),
+    });
+    let d = s.run_container(&pod_id, &pod, &def).await;
+    let u = s.run_container(&pod_id, &pod, &unconf).await;
+    wait_log_line(&CriServer::log_path(&pod, &def), "unshare-denied", T30).await;
+    wait_log_line(&CriServer::log_path(&pod, &unconf), "unshare-ok", T30).await;
+    assert_eq!(
+        status_field(&proc_status(s.container_pid(&d).await), "Seccomp"),
+        Some("2"),
+        "RuntimeDefault: a seccomp filter"
+    );
+    assert_eq!(
+        status_field(&proc_status(s.container_pid(&u).await), "Seccomp"),
+        Some("0"),
+        "Unconfined: no filter"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn seccomp_localhost_profile_is_loaded() {
+    let (s, pod, pod_id) = setup("seclocal").await;
+    let dir = s.mkdir("seccomp");
+    let profile = dir.join("deny-mkdir.json");
+    fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .expect("write profile");
+    let mut cfg = s.sh_config(
+        "c",
+        "if mkdir /tmp/newdir 2>/dev/null; then echo mkdir-ok; else echo mkdir-denied; fi",
+    );
+    security(&mut cfg).seccomp = Some(api::SecurityProfile {
+        profile_type: api::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: profile.display().to_string(),
+    });
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_exited(&c).await;
+    wait_log_line(&CriServer::log_path(&pod, &cfg), "mkdir-denied", T30).await;
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn masked_and_readonly_paths() {
+    let (s, pod, pod_id) = setup("masked").await;
+    let mut cfg = s.sh_config(
+        "c",
+        "echo kcore-bytes:$(head -c 16 /proc/kcore | wc -c); ls /proc/acpi | wc -l; exec sleep 1000",
+    );
+    let sc = security(&mut cfg);
+    sc.masked_paths = vec![
+        "/proc/kcore".into(),
+        "/proc/acpi".into(),
+        "/proc/timer_list".into(),
+    ];
+    sc.readonly_paths = vec!["/proc/sys".into(), "/proc/sysrq-trigger".into()];
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    wait_log_line(&CriServer::log_path(&pod, &cfg), "kcore-bytes:0", T30).await;
+    let pid = s.container_pid(&c).await;
+    let mounts = integration_tests::parse_mountinfo(
+        &fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo"),
+    );
+    let at = |p: &str| mounts.iter().rev().find(|m| m.mount_point == p).cloned();
+    assert!(
+        at("/proc/kcore").is_some(),
+        "/proc/kcore not masked: {mounts:?}"
+    );
+    if fs::metadata("/proc/acpi").is_ok() {
+        assert!(at("/proc/acpi").is_some(), "/proc/acpi not masked");
+    }
+    let sys = at("/proc/sys").expect("/proc/sys is not a read-only mount");
+    assert!(
+        sys.options.split(',').any(|o| o == "ro"),
+        "/proc/sys is {}",
+        sys.options
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+// ---------------------------------------------------------------------------------------
+// Resources, OOM
+// ---------------------------------------------------------------------------------------
+
+const MIB: i64 = 1024 * 1024;
+
+#[tokio::test]
+async fn resources_are_written_to_the_cgroup_and_updated() {
+    let (s, pod, pod_id) = setup("resources").await;
+    let mut cfg = s.sh_config("c", "exec sleep 1000");
+    let r = resources(&mut cfg);
+    r.memory_limit_in_bytes = 64 * MIB;
+    r.cpu_period = 100_000;
+    r.cpu_quota = 50_000;
+    r.cpu_shares = 512;
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid = s.container_pid(&c).await;
+
+    // The container's cgroup is <pod cgroup parent>/<container id>.
+    let mem_dir = cgroup_dir(pid, "memory");
+    let parent = pod
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .unwrap_or_default();
+    assert!(
+        mem_dir.ends_with(format!("{parent}/{c}")),
+        "container cgroup {} is not <{parent}>/<{c}>",
+        mem_dir.display()
+    );
+
+    assert_eq!(memory_limit(pid), Some(64 * MIB as u64), "memory limit");
+    assert_eq!(cpu_quota(pid), (Some(50_000), 100_000), "cpu quota/period");
+    if is_cgroup2() {
+        // runc's conversion of shares to weight.
+        let w: u64 = cgroup_file(pid, "cpu", "cpu.weight")
+            .parse()
+            .expect("cpu.weight");
+        assert_eq!(
+            w,
+            1 + ((512 - 2) * 9999) / 262142,
+            "cpu.weight from shares 512"
+        );
+    } else {
+        assert_eq!(cgroup_file(pid, "cpu", "cpu.shares"), "512");
+    }
+
+    s.runtime()
+        .update_container_resources(api::UpdateContainerResourcesRequest {
+            container_id: c.clone(),
+            linux: Some(api::LinuxContainerResources {
+                memory_limit_in_bytes: 128 * MIB,
+                cpu_period: 100_000,
+                cpu_quota: 20_000,
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("UpdateContainerResources: {}", show(&e)));
+    assert_eq!(
+        memory_limit(pid),
+        Some(128 * MIB as u64),
+        "memory limit after update"
+    );
+    assert_eq!(
+        cpu_quota(pid),
+        (Some(20_000), 100_000),
+        "cpu quota after update"
+    );
+    let st = s.container_status(&c).await;
+    let lr = st.resources.and_then(|r| r.linux);
+    assert_eq!(
+        lr.as_ref().map(|l| l.memory_limit_in_bytes),
+        Some(128 * MIB),
+        "ContainerStatus.resources after the update: {lr:?}"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn oom_kill_is_reported_as_oomkilled() {
+    let (s, pod, pod_id) = setup("oom").await;
+    let mut cfg = s.sh_config("hog", "head -c 64m /dev/zero | tail");
+    let r = resources(&mut cfg);
+    r.memory_limit_in_bytes = 32 * MIB;
+    // The kubelet sets swap = memory (no swap) unless swap is configured.
+    r.memory_swap_limit_in_bytes = 32 * MIB;
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    let st = s
+        .wait_state(
+            &c,
+            api::ContainerState::ContainerExited,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+    assert_eq!(st.exit_code, 137, "{st:?}");
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn negative_oom_score_adj_is_clamped_not_refused() {
+    let (s, pod, pod_id) = setup("oomscore").await;
+    let own: i32 = fs::read_to_string("/proc/self/oom_score_adj")
+        .expect("own oom_score_adj")
+        .trim()
+        .parse()
+        .expect("number");
+    let mut cfg = s.sh_config("guaranteed", "exec sleep 1000");
+    resources(&mut cfg).oom_score_adj = -997;
+    let g = s.run_container(&pod_id, &pod, &cfg).await;
+    let mut cfg = s.sh_config("besteffort", "exec sleep 1000");
+    resources(&mut cfg).oom_score_adj = 1000;
+    let b = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_state(&g, api::ContainerState::ContainerRunning, T30)
+        .await;
+    s.wait_state(&b, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let read = |pid: i32| -> i32 {
+        fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .expect("oom_score_adj")
+            .trim()
+            .parse()
+            .expect("number")
+    };
+    let gv = read(s.container_pid(&g).await);
+    assert_eq!(
+        gv,
+        own.max(-997),
+        "-997 clamped to the server's own score ({own})"
+    );
+    assert_eq!(read(s.container_pid(&b).await), 1000);
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+// ---------------------------------------------------------------------------------------
+// ExecSync
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn exec_sync_output_exit_code_and_timeout() {
+    let (s, pod, pod_id) = setup("exec").await;
+    let c = s
+        .run_container(
+            &pod_id,
+            &pod,
+            &s.sh_config("c", "echo in-container > /tmp/marker; exec sleep 1000"),
+        )
+        .await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid = s.container_pid(&c).await;
+    wait_until(T30, "/tmp/marker in the container", || {
+        fs::metadata(format!("/proc/{pid}/root/tmp/marker")).is_ok()
+    })
+    .await;
+    let r = s
+        .exec_sync(
+            &c,
+            &["sh", "-c", "cat /tmp/marker; echo to-err >&2; exit 5"],
+            0,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("ExecSync: {}", show(&e)));
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "in-container\n");
+    assert_eq!(String::from_utf8_lossy(&r.stderr), "to-err\n");
+    assert_eq!(r.exit_code, 5);
+    // The exec'd process is in the container's namespaces.
+    let r = s
+        .exec_sync(
+            &c,
+            &["readlink", "/proc/self/ns/net", "/proc/self/ns/mnt"],
+            0,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("ExecSync: {}", show(&e)));
+    let out = String::from_utf8_lossy(&r.stdout).to_string();
+    assert_eq!(
+        out,
+        format!("{}\n{}\n", ns_of(pid, "net"), ns_of(pid, "mnt"))
+    );
+
+    // A timeout ends the command.
+    let t = Instant::now();
+    let r = s.exec_sync(&c, &["sleep", "100"], 2).await;
+    let took = t.elapsed();
+    assert!(
+        took < scaled(Duration::from_secs(30)),
+        "ExecSync with timeout 2 s returned after {took:?}"
+    );
+    match r {
+        Err(e) => assert_eq!(
+            e.code(),
+            Code::DeadlineExceeded,
+            "ExecSync timeout: the kubelet expects DeadlineExceeded, got {}",
+            show(&e)
+        ),
+        Ok(resp) => assert_ne!(resp.exit_code, 0, "a timed-out exec reported success"),
+    }
+    let ctr_procs = || {
+        let procs = cgroup_dir(pid, "pids").join("cgroup.procs");
+        let procs = if is_cgroup2() {
+            cgroup_dir(pid, "").join("cgroup.procs")
+        } else {
+            procs
+        };
+        fs::read_to_string(procs).unwrap_or_default()
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the timed-out `sleep 100` to be gone",
+        || {
+            ctr_procs()
+                .lines()
+                .filter_map(|p| p.trim().parse::<i32>().ok())
+                .all(|p| {
+                    p == pid
+                        || !fs::read(format!("/proc/{p}/cmdline"))
+                            .map(|c| String::from_utf8_lossy(&c).contains("100"))
+                            .unwrap_or(false)
+                })
+        },
+    )
+    .await;
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+// ---------------------------------------------------------------------------------------
+// Stats
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn container_stats_of_a_busy_container() {
+    let (s, pod, pod_id) = setup("ctrstats").await;
+    let mut cfg = s.sh_config(
+        "busy",
+        "dd if=/dev/zero of=/fill bs=1024 count=2048 2>/dev/null; echo filled; while :; do :; done",
+    );
+    cfg.labels.insert("stats".into(), "yes".into());
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    wait_log_line(&CriServer::log_path(&pod, &cfg), "filled", T30).await;
+    let stats = || async {
+        s.runtime()
+            .container_stats(api::ContainerStatsRequest {
+                container_id: c.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ContainerStats: {}", show(&e)))
+            .into_inner()
+            .stats
+            .expect("ContainerStats: no stats")
+    };
+    let deadline = Instant::now() + scaled(T30);
+    let st = loop {
+        let st = stats().await;
+        let cpu = st
+            .cpu
+            .as_ref()
+            .and_then(|c| c.usage_core_nano_seconds.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0);
+        if cpu > 0 || Instant::now() > deadline {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let attrs = st.attributes.as_ref().expect("attributes");
+    assert_eq!(attrs.id, c);
+    assert_eq!(attrs.metadata, cfg.metadata);
+    assert_eq!(attrs.labels, cfg.labels);
+    let cpu = st.cpu.as_ref().expect("cpu stats");
+    assert!(cpu.timestamp > 0, "cpu timestamp");
+    assert!(
+        cpu.usage_core_nano_seconds
+            .as_ref()
+            .map(|v| v.value)
+            .unwrap_or(0)
+            > 0,
+        "cpu usage of a busy container: {cpu:?}"
+    );
+    let mem = st.memory.as_ref().expect("memory stats");
+    assert!(
+        mem.working_set_bytes.as_ref().map(|v| v.value).unwrap_or(0) > 0,
+        "memory working set: {mem:?}"
+    );
+    let wl = st.writable_layer.as_ref().expect("writable_layer stats");
+    assert!(
+        wl.used_bytes.as_ref().map(|v| v.value).unwrap_or(0) >= 2 * 1024 * 1024,
+        "writable layer after writing 2 MiB: {wl:?}"
+    );
+
+    let list = |filter: api::ContainerStatsFilter| async {
+        let mut v: Vec<String> = s
+            .runtime()
+            .list_container_stats(api::ListContainerStatsRequest {
+                filter: Some(filter),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ListContainerStats: {}", show(&e)))
+            .into_inner()
+            .stats
+            .into_iter()
+            .filter_map(|s| s.attributes.map(|a| a.id))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(list(Default::default()).await, vec![c.clone()], "no filter");
+    assert_eq!(
+        list(api::ContainerStatsFilter {
+            id: c.clone(),
+            ..Default::default()
+        })
+        .await,
+        vec![c.clone()]
+    );
+    assert_eq!(
+        list(api::ContainerStatsFilter {
+            pod_sandbox_id: pod_id.clone(),
+            ..Default::default()
+        })
+        .await,
+        vec![c.clone()]
+    );
+    assert_eq!(
+        list(api::ContainerStatsFilter {
+            label_selector: HashMap::from([("stats".into(), "yes".into())]),
+            ..Default::default()
+        })
+        .await,
+        vec![c.clone()]
+    );
+    assert!(list(api::ContainerStatsFilter {
+        label_selector: HashMap::from([("stats".into(), "no".into())]),
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn pod_sandbox_stats() {
+    let (s, pod, pod_id) = setup("podstats").await;
+    let c = s
+        .run_container(
+            &pod_id,
+            &pod,
+            &s.sh_config(
+                "busy",
+                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 1000",
+            ),
+        )
+        .await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let get = || async {
+        s.runtime()
+            .pod_sandbox_stats(api::PodSandboxStatsRequest {
+                pod_sandbox_id: pod_id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("PodSandboxStats: {}", show(&e)))
+            .into_inner()
+            .stats
+            .expect("PodSandboxStats: no stats")
+    };
+    let deadline = Instant::now() + scaled(T30);
+    let st = loop {
+        let st = get().await;
+        let cpu = st
+            .linux
+            .as_ref()
+            .and_then(|l| l.cpu.as_ref())
+            .and_then(|c| c.usage_core_nano_seconds.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0);
+        if cpu > 0 || Instant::now() > deadline {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let attrs = st.attributes.as_ref().expect("attributes");
+    assert_eq!(attrs.id, pod_id);
+    assert_eq!(attrs.metadata, pod.metadata);
+    assert_eq!(attrs.labels, pod.labels);
+    let linux = st.linux.as_ref().expect("linux stats");
+    assert!(
+        linux
+            .cpu
+            .as_ref()
+            .and_then(|c| c.usage_core_nano_seconds.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0)
+            > 0,
+        "pod cpu: {:?}",
+        linux.cpu
+    );
+    assert!(
+        linux
+            .memory
+            .as_ref()
+            .and_then(|m| m.working_set_bytes.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0)
+            > 0,
+        "pod memory: {:?}",
+        linux.memory
+    );
+    assert!(
+        linux
+            .containers
+            .iter()
+            .any(|cs| cs.attributes.as_ref().map(|a| a.id.as_str()) == Some(c.as_str())),
+        "the pod's stats list its container: {:?}",
+        linux.containers
+    );
+    let listed = s
+        .runtime()
+        .list_pod_sandbox_stats(api::ListPodSandboxStatsRequest {
+            filter: Some(api::PodSandboxStatsFilter {
+                id: pod_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ListPodSandboxStats: {}", show(&e)))
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed[0].attributes.as_ref().map(|a| a.id.clone()),
+        Some(pod_id.clone())
+    );
+    let other = s
+        .runtime()
+        .list_pod_sandbox_stats(api::ListPodSandboxStatsRequest {
+            filter: Some(api::PodSandboxStatsFilter {
+                label_selector: HashMap::from([("io.kubernetes.pod.name".into(), "nope".into())]),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ListPodSandboxStats: {}", show(&e)))
+        .into_inner()
+        .stats;
+    assert!(
+        other.is_empty(),
+        "label selector matching nothing: {other:?}"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+// ---------------------------------------------------------------------------------------
+// Log rotation, events
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn reopen_container_log_after_rotation() {
+    let (s, pod, pod_id) = setup("reopen").await;
+    let cfg = s.sh_config(
+        "ticker",
+        "i=0; while :; do echo tick-$i; i=$((i+1)); sleep 0.1; done",
+    );
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    let path = CriServer::log_path(&pod, &cfg);
+    wait_log_line(&path, "tick-3", T30).await;
+    let rotated = path.with_extension("log.1");
+    fs::rename(&path, &rotated).expect("rotating the log");
+    s.runtime()
+        .reopen_container_log(api::ReopenContainerLogRequest {
+            container_id: c.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ReopenContainerLog: {}", show(&e)));
+    wait_until(T30, "lines in the reopened log", || {
+        parse_cri_log(&read_log(&path)).len() >= 3
+    })
+    .await;
+    let num = |l: &LogLine| -> i64 {
+        l.text
+            .strip_prefix("tick-")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected line {l:?}"))
+    };
+    let old: Vec<i64> = parse_cri_log(&read_log(&rotated)).iter().map(num).collect();
+    let new: Vec<i64> = parse_cri_log(&read_log(&path)).iter().map(num).collect();
+    let last_old = *old.last().expect("old lines");
+    assert!(
+        new.first().copied().unwrap_or(-1) > last_old,
+        "the new file continues where the old stopped: old ends {last_old}, new {new:?}"
+    );
+    let mut all = old.clone();
+    all.extend(&new);
+    let want: Vec<i64> = (0..all.len() as i64).collect();
+    assert_eq!(all, want, "no line lost or repeated across the reopen");
+    // The old file is not written any more.
+    let before = read_log(&rotated);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(read_log(&rotated), before, "the rotated file still grows");
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn container_events_stream() {
+    let (s, pod, pod_id) = setup("events").await;
+    let mut stream = s
+        .runtime()
+        .get_container_events(api::GetEventsRequest {})
+        .await
+        .unwrap_or_else(|e| panic!("GetContainerEvents: {}", show(&e)))
+        .into_inner();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(ev)) = stream.message().await {
+            if tx.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    let cfg = s.sh_config("c", "echo hi; exit 0");
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_exited(&c).await;
+    s.remove_container(&c).await;
+
+    use api::ContainerEventType::*;
+    let want = [
+        ContainerCreatedEvent,
+        ContainerStartedEvent,
+        ContainerStoppedEvent,
+        ContainerDeletedEvent,
+    ];
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + scaled(T30);
+    while !seen.contains(&(ContainerDeletedEvent as i32)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(ev)) if ev.container_id == c => {
+                assert!(ev.created_at > 0, "event without created_at: {ev:?}");
+                seen.push(ev.container_event_type);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the event stream ended; events so far: {seen:?}"),
+            Err(_) => panic!(
+                "no DELETED event within {:?}; events: {seen:?}",
+                scaled(T30)
+            ),
+        }
+    }
+    let want: Vec<i32> = want.iter().map(|e| *e as i32).collect();
+    assert_eq!(seen, want, "events of one container's life, in order");
+    reader.abort();
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
