@@ -24,6 +24,7 @@
 //! runtime fails the test instead of hanging the run.
 
 pub mod cri;
+pub mod engines;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;

@@ -8,7 +8,10 @@ use rrun::{process, spec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const VERSION_TEXT: &str = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.0");
+/// `--version` prints `rrun version X` and `spec: Y` lines, runc's layout, which callers
+/// parse (go-runc's `Version` takes the first line only if it contains "version"). clap
+/// puts the command name before this text.
+const VERSION_TEXT: &str = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.0");
 
 #[derive(Parser)]
 #[command(name = "rrun", version = VERSION_TEXT, about = "A low-level OCI runtime, runc-compatible")]

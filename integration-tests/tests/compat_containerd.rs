@@ -1,0 +1,351 @@
+//! rrun under containerd 1.6: `ctr` through the runc shim (`io.containerd.runc.v2`) with
+//! `--runc-binary` pointing at the runtime. Each test runs against rrun and against runc
+//! (`<test>::rrun`, `<test>::runc`) with a containerd of its own (see
+//! `integration_tests::engines`): run and exit codes, exec, ps, pause/resume, metrics,
+//! kill, kill --all, a tty, errors from the runtime reaching the `ctr` user, and nothing
+//! left behind after delete.
+
+use std::process::Command;
+use std::time::Duration;
+
+use integration_tests::engine_test;
+use integration_tests::engines::*;
+use integration_tests::*;
+
+/// A containerd for `rt`, with the busybox image imported; `None` (said loudly) when
+/// something it needs is not installed.
+fn containerd(rt: Runtime) -> Option<Containerd> {
+    if !have("containerd") || !have("ctr") || !have("containerd-shim-runc-v2") {
+        return None;
+    }
+    let bin = rt.path()?;
+    let cd = Containerd::start(&bin);
+    cd.import_busybox();
+    Some(cd)
+}
+
+fn run_args(cd: &Containerd, extra: &[&str], id: &str, cmd: &[&str]) -> Vec<String> {
+    let mut v = vec!["run".to_string()];
+    v.extend(cd.run_opts(id));
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v.push(CTR_IMAGE.into());
+    v.push(id.into());
+    v.extend(cmd.iter().map(|s| s.to_string()));
+    v
+}
+
+/// `ctr run --rm`: output, the exit code, the cgroup, and nothing left after.
+fn run_exit_code(rt: Runtime) {
+    let Some(cd) = containerd(rt) else { return };
+    let id = "exit";
+    let out = cd.ctr(run_args(
+        &cd,
+        &["--rm"],
+        id,
+        &["sh", "-c", "echo hello from the container; exit 3"],
+    ));
+    assert_eq!(out.code(), 3, "{out}");
+    assert!(out.stdout.contains("hello from the container"), "{out}");
+    cd.assert_nothing_left(id);
+
+    // A zero exit is zero.
+    let out = cd.ctr(run_args(&cd, &["--rm"], "zero", &["true"]));
+    assert_eq!(out.code(), 0, "{out}");
+    cd.assert_nothing_left("zero");
+}
+engine_test!(run_exit_code);
+
+/// A detached task: the runtime's own state, exec, ps, pause/resume (the kernel's
+/// freezer), metrics, SIGTERM, delete.
+fn task_lifecycle(rt: Runtime) {
+    let Some(cd) = containerd(rt) else { return };
+    let id = "life";
+    let out = cd.ctr(run_args(
+        &cd,
+        &["--detach"],
+        id,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; sleep 1000 & while true; do sleep 0.1; done",
+        ],
+    ));
+    out.ok();
+    cd.wait_task_status(id, "RUNNING");
+    let cg = cd.cgroup_of(id);
+
+    // The runtime under test made it: it knows the container, with the task's pid.
+    let pid = cd.task_pid(id);
+    let state = cd
+        .runtime_state(id)
+        .unwrap_or_else(|| panic!("{} does not know {id}", rt.name()));
+    assert_eq!(state["status"], "running", "{state}");
+    assert_eq!(state["pid"], pid, "{state}");
+
+    // exec: output, exit code, and the same cgroup as the task.
+    let out = cd.ctr([
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "--fifo-dir",
+        &cd.fifo_dir.display().to_string(),
+        id,
+        "sh",
+        "-c",
+        "echo in-exec; cat /proc/self/cgroup; exit 4",
+    ]);
+    assert_eq!(out.code(), 4, "{out}");
+    let exec_cgroups = out
+        .stdout
+        .strip_prefix("in-exec\n")
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    // The exec'd process is in the init's cgroups (as seen from inside, whatever
+    // cgroup namespace the engine chose).
+    let init = cd.ctr([
+        "task",
+        "exec",
+        "--exec-id",
+        "e2",
+        "--fifo-dir",
+        &cd.fifo_dir.display().to_string(),
+        id,
+        "cat",
+        "/proc/1/cgroup",
+    ]);
+    init.ok();
+    assert_eq!(
+        exec_cgroups, init.stdout,
+        "exec is not in the init's cgroups"
+    );
+
+    // ps: the init and its children, as the kernel lists them in the cgroup.
+    let ps = cd.ctr(["task", "ps", id]);
+    ps.ok();
+    let listed: Vec<i32> = ps
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(listed.contains(&pid), "init {pid} not in ps:\n{ps}");
+    assert!(listed.len() >= 2, "the sleeps are missing:\n{ps}");
+    let in_cgroup = pids_in_cgroup(&cg);
+    for p in &listed {
+        // (A `sleep 0.1` of the loop may be gone by now.)
+        let alive = std::path::Path::new(&format!("/proc/{p}")).exists();
+        assert!(
+            in_cgroup.contains(p) || !alive,
+            "{p} is not in {cg}: {in_cgroup:?}"
+        );
+    }
+    assert!(
+        in_cgroup.contains(&pid),
+        "init {pid} not in {cg}: {in_cgroup:?}"
+    );
+
+    // pause / resume.
+    cd.ctr(["task", "pause", id]).ok();
+    assert_eq!(cd.task_status(id).as_deref(), Some("PAUSED"));
+    assert!(cgroup_frozen(&cg), "{cg} is not frozen after pause");
+    assert_eq!(
+        cd.runtime_state(id).map(|s| s["status"].clone()),
+        Some(json!("paused"))
+    );
+    cd.ctr(["task", "resume", id]).ok();
+    assert_eq!(cd.task_status(id).as_deref(), Some("RUNNING"));
+    assert!(!cgroup_frozen(&cg), "{cg} is still frozen after resume");
+
+    // metrics, from the container's cgroup.
+    let m = cd.ctr(["task", "metrics", "--format", "json", id]);
+    m.ok();
+    let v: Value =
+        serde_json::from_str(&m.stdout).unwrap_or_else(|e| panic!("metrics JSON ({e}):\n{m}"));
+    let current = v["pids"]["current"].as_u64().unwrap_or(0);
+    assert!(current >= 2, "pids.current {current}:\n{m}");
+    assert!(v.get("memory").is_some(), "no memory metrics:\n{m}");
+
+    // SIGTERM: the trap's exit code reaches containerd.
+    cd.ctr(["task", "kill", "--signal", "SIGTERM", id]).ok();
+    cd.wait_task_status(id, "STOPPED");
+    let del = cd.ctr(["task", "delete", id]);
+    del.ok();
+    assert!(del.stderr.contains("exit code 7"), "{del}");
+    cd.ctr(["containers", "delete", id]).ok();
+    cd.assert_nothing_left(id);
+}
+engine_test!(task_lifecycle);
+
+/// `kill --all` reaches every process of the task, not only its init.
+fn kill_all(rt: Runtime) {
+    let Some(cd) = containerd(rt) else { return };
+    let id = "killall";
+    cd.ctr(run_args(
+        &cd,
+        &["--detach"],
+        id,
+        &["sh", "-c", "trap '' TERM; sleep 1000 & sleep 1000 & wait"],
+    ))
+    .ok();
+    cd.wait_task_status(id, "RUNNING");
+    let cg = cd.cgroup_of(id);
+    wait_for(
+        Duration::from_secs(10),
+        || pids_in_cgroup(&cg).len() >= 3,
+        "three processes in the container's cgroup",
+    );
+    cd.ctr(["task", "kill", "--all", "--signal", "SIGKILL", id])
+        .ok();
+    cd.wait_task_status(id, "STOPPED");
+    wait_for(
+        Duration::from_secs(10),
+        || pids_in_cgroup(&cg).is_empty(),
+        "the container's cgroup to be empty",
+    );
+    cd.ctr(["task", "delete", id]).ok();
+    cd.ctr(["containers", "delete", id]).ok();
+    cd.assert_nothing_left(id);
+}
+engine_test!(kill_all);
+
+/// `ctr run -t` and `ctr task exec -t`, driven through `script`'s pty.
+fn tty(rt: Runtime) {
+    let Some(cd) = containerd(rt) else { return };
+    if !have("script") {
+        return;
+    }
+    let out_dir = cd.dir.join("out");
+    let line = cd.ctr_shell_line(&run_args(&cd, &["--rm", "--tty"], "tty", &["sh"]));
+    let out = run_on_pty(&line, "tty; echo $((6*7)); exit 5\n", &out_dir);
+    assert_eq!(out.code(), 5, "{out}");
+    assert!(
+        out.stdout.contains("/dev/pts/"),
+        "no pty in the container:\n{out}"
+    );
+    assert!(out.stdout.contains("42"), "{out}");
+    cd.assert_nothing_left("tty");
+
+    let id = "ttyexec";
+    cd.ctr(run_args(&cd, &["--detach"], id, &["sleep", "1000"]))
+        .ok();
+    cd.wait_task_status(id, "RUNNING");
+    let fifo = cd.fifo_dir.display().to_string();
+    let line = cd.ctr_shell_line(
+        &[
+            "task",
+            "exec",
+            "--tty",
+            "--exec-id",
+            "t1",
+            "--fifo-dir",
+            &fifo,
+            id,
+            "sh",
+        ]
+        .map(String::from),
+    );
+    let out = run_on_pty(&line, "tty; echo $((6*8)); exit 6\n", &out_dir);
+    assert_eq!(out.code(), 6, "{out}");
+    assert!(out.stdout.contains("/dev/pts/"), "{out}");
+    assert!(out.stdout.contains("48"), "{out}");
+    cd.ctr(["task", "kill", "--signal", "SIGKILL", id]).ok();
+    cd.wait_task_status(id, "STOPPED");
+    cd.ctr(["task", "delete", id]).ok();
+    cd.ctr(["containers", "delete", id]).ok();
+    cd.assert_nothing_left(id);
+}
+engine_test!(tty);
+
+/// The shim reads the runtime's `--log` (`--log-format json`) when create fails: the
+/// runtime's own message must reach the `ctr` user, and the failed create must leave
+/// nothing behind.
+fn errors_reach_the_user(rt: Runtime) {
+    let Some(cd) = containerd(rt) else { return };
+    let out = cd.ctr(run_args(&cd, &["--rm"], "nobin", &["/nonexistent-bin"]));
+    out.failed();
+    let text = out.stderr.to_lowercase();
+    assert!(text.contains("oci runtime create failed"), "{out}");
+    assert!(text.contains("/nonexistent-bin"), "{out}");
+    assert!(text.contains("no such"), "{out}");
+    cd.assert_nothing_left("nobin");
+
+    // A cwd that is a file.
+    let out = cd.ctr(run_args(
+        &cd,
+        &["--rm", "--cwd", "/etc/passwd"],
+        "badcwd",
+        &["true"],
+    ));
+    out.failed();
+    let text = out.stderr.to_lowercase();
+    assert!(text.contains("oci runtime create failed"), "{out}");
+    assert!(text.contains("/etc/passwd"), "{out}");
+    assert!(text.contains("not a directory"), "{out}");
+    cd.assert_nothing_left("badcwd");
+}
+engine_test!(errors_reach_the_user);
+
+/// What engines parse from the runtime: `--version` (go-runc takes the first line only
+/// if it says "version", then `spec:`) and `features` (a JSON document with runc's
+/// keys).
+fn version_and_features(rt: Runtime) {
+    let Some(bin) = rt.path() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Command::new(&bin);
+    c.arg("--version");
+    let v = run_bounded(c, dir.path(), None, Duration::from_secs(10));
+    v.ok();
+    let first = v.stdout.lines().next().unwrap_or_default();
+    let mut words = first.split_whitespace();
+    assert_eq!(words.next(), Some(rt.name()), "{v}");
+    assert_eq!(words.next(), Some("version"), "{v}");
+    assert!(
+        words
+            .next()
+            .is_some_and(|w| w.starts_with(|c: char| c.is_ascii_digit())),
+        "{v}"
+    );
+    let spec = v
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("spec: "))
+        .unwrap_or_else(|| panic!("no spec: line:\n{v}"));
+    assert!(spec.starts_with("1."), "{v}");
+
+    let mut c = Command::new(&bin);
+    c.arg("features");
+    let f = run_bounded(c, dir.path(), None, Duration::from_secs(10));
+    f.ok();
+    let doc = f.json();
+    for key in [
+        "ociVersionMin",
+        "ociVersionMax",
+        "hooks",
+        "mountOptions",
+        "linux",
+    ] {
+        assert!(doc.get(key).is_some(), "features lacks {key}:\n{f}");
+    }
+    for key in [
+        "namespaces",
+        "capabilities",
+        "cgroup",
+        "seccomp",
+        "apparmor",
+        "selinux",
+    ] {
+        assert!(
+            doc["linux"].get(key).is_some(),
+            "features lacks linux.{key}:\n{f}"
+        );
+    }
+    let ns: Vec<&str> = doc["linux"]["namespaces"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for want in ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"] {
+        assert!(ns.contains(&want), "namespace {want} not in features:\n{f}");
+    }
+}
+engine_test!(version_and_features);
