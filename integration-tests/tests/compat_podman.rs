@@ -1062,6 +1062,17 @@ compat_test! {
         assert!(out.success(), "{out}");
         assert_eq!(out.stdout.trim(), "bar /tmp 1000:1000", "{out}");
 
+        // exec --detach: the runtime's `exec --detach --pid-file` path under conmon.
+        let out = p
+            .podman(["exec", "--detach", &name, "sh", "-c", "echo detached > /tmp/mark"])
+            .run();
+        assert!(out.success(), "{out}");
+        wait_for(
+            Duration::from_secs(20),
+            || p.podman(["exec", &name, "cat", "/tmp/mark"]).run().stdout.trim() == "detached",
+            "the detached exec's file",
+        );
+
         let top = p.podman(["top", &name, "pid", "args"]).run();
         assert!(top.success(), "{top}");
         assert!(top.stdout.contains("got-term"), "podman top does not show the init:\n{top}");
@@ -1201,6 +1212,18 @@ compat_test! {
         assert!(out.stdout.contains("typed-42"), "{out}");
         let ps = p.podman(["ps", "-aq"]).run();
         assert!(ps.stdout.trim().is_empty(), "after run --rm -t:\n{ps}");
+
+        // exec -t into a running container: the runtime's `exec --tty --console-socket`.
+        let svc = p.new_name("svc");
+        start_service(&p, &svc, &[]);
+        let id = p.id_of(&svc);
+        let out = p
+            .podman_on_pty(["exec", "-t", &svc, "sh", "-c", "tty; exit 6"])
+            .run();
+        assert_eq!(out.code(), 6, "{out}");
+        assert!(out.stdout.contains("/dev/pts/"), "{out}");
+        rm(&p, &svc);
+        p.assert_nothing_left(&svc, &id);
     }
 }
 
@@ -1314,5 +1337,43 @@ compat_test! {
         p.assert_nothing_left(&name, &id);
         let ps = p.podman(["ps", "-aq"]).run();
         assert!(ps.stdout.trim().is_empty(), "{ps}");
+    }
+}
+
+compat_test! {
+    /// The harness itself: a test that panics with a container running leaves nothing
+    /// behind once its podman guard has dropped (no process, conmon, runtime state,
+    /// cgroup or temp dir).
+    fn guard_cleans_up_after_a_panic(rt) {
+        if missing(PODMAN_BINS) {
+            return;
+        }
+        let seen: Mutex<Option<(PathBuf, String, String, String)>> = Mutex::new(None);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let p = Podman::new("panic", rt).expect("podman is installed");
+            let name = p.new_name("svc");
+            start_service(&p, &name, &[]);
+            *seen.lock().unwrap() = Some((
+                p.dir().to_path_buf(),
+                name.clone(),
+                p.id_of(&name),
+                p.cgroup_parent.clone(),
+            ));
+            panic!("deliberate panic with {name} running");
+        }));
+        assert!(r.is_err());
+        let (dir, name, id, parent) = seen.into_inner().unwrap().expect("the body ran");
+        assert!(pids_with_env(&name).is_empty(), "container processes left");
+        assert!(
+            pids_with_cmdline(&["conmon", &dir.display().to_string()]).is_empty(),
+            "conmon left"
+        );
+        assert!(!rt.default_root().join(&id).exists(), "runtime state left");
+        assert!(
+            existing_cgroups(parent.trim_start_matches('/')).is_empty(),
+            "cgroups left: {:?}",
+            existing_cgroups(parent.trim_start_matches('/'))
+        );
+        assert!(!dir.exists(), "{} left", dir.display());
     }
 }
