@@ -1134,11 +1134,13 @@ pub fn is_rfc3339(t: &str) -> bool {
             && rest.as_bytes()[3] == b':')
 }
 
-/// The log file's text ("" while it does not exist).
+/// The log file's complete lines ("" while it does not exist): a record being written
+/// (no newline yet) is left out.
 pub fn read_log(path: &Path) -> String {
-    fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    let mut b = fs::read(path).unwrap_or_default();
+    let end = b.iter().rposition(|c| *c == b'\n').map_or(0, |i| i + 1);
+    b.truncate(end);
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// Polls the CRI log at `path` until one of its lines' text is `needle`; panics after

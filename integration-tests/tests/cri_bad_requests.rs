@@ -407,15 +407,10 @@ async fn duplicate_pod_name_and_attempt_already_exists() {
     let pod = s.pod_config("p");
     let id = s.run_pod(&pod).await;
     let before = snapshot(&s);
-    let e = expect_code(
+    expect_code(
         s.try_run_pod(&pod).await,
         Code::AlreadyExists,
         "a second pod p, attempt 0",
-    );
-    assert!(
-        e.message().contains(&id) || e.message().contains('p'),
-        "the message should name the pod: {}",
-        show(&e)
     );
     assert_unchanged(&s, &before, "duplicate RunPodSandbox");
     assert_eq!(s.list_pods(None).await.len(), 1);

@@ -755,13 +755,6 @@ async fn logs_are_in_cri_format_in_order() {
         log.iter().all(|l| l.tag == "F"),
         "short lines (and the last one without a newline) are full lines: {log:?}"
     );
-    let mut times: Vec<&str> = log.iter().map(|l| l.time.as_str()).collect();
-    let n = times.len();
-    times.dedup();
-    assert!(
-        times.len() > 1 || n == 1,
-        "every line has the same timestamp"
-    );
     s.stop_and_remove_pod(&pod_id).await;
     assert!(
         path.exists(),
@@ -1533,7 +1526,11 @@ async fn exec_sync_output_exit_code_and_timeout() {
     let r = s
         .exec_sync(
             &c,
-            &["readlink", "/proc/self/ns/net", "/proc/self/ns/mnt"],
+            &[
+                "sh",
+                "-c",
+                "readlink /proc/self/ns/net; readlink /proc/self/ns/mnt",
+            ],
             0,
         )
         .await
