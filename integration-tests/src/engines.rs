@@ -413,6 +413,12 @@ fn remove_instance_cgroups(rel: &str) {
 /// The image every containerd test imports.
 pub const CTR_IMAGE: &str = "localhost/rrun-busybox:latest";
 
+/// The name of the runtime in the CRI plugin's config ([`Containerd::start_with_cri`]).
+pub const CRI_RUNTIME: &str = "compat";
+
+/// The CRI plugin's sandbox image: busybox whose command is a long `sleep`.
+pub const CRI_SANDBOX_IMAGE: &str = "localhost/rrun-pause:latest";
+
 /// A containerd of the test's own, whose runc shim runs `runtime`.
 pub struct Containerd {
     scratch: Scratch,
@@ -434,6 +440,19 @@ impl Containerd {
     /// `native` snapshotter, which works on any filesystem the VM's /tmp may be) and
     /// waits until it answers.
     pub fn start(runtime: &Path) -> Containerd {
+        Self::start_with(runtime, false)
+    }
+
+    /// Like [`Containerd::start`], with the CRI plugin on (served on the same socket)
+    /// and its default runtime [`CRI_RUNTIME`]: the runc shim with `BinaryName` =
+    /// `runtime` and `Root` = [`Containerd::runtime_root`] in config.toml, the options
+    /// only the CRI plugin passes to the shim. Pods run with the host's network (no
+    /// CNI), from the sandbox image [`CRI_SANDBOX_IMAGE`] (the caller imports it).
+    pub fn start_with_cri(runtime: &Path) -> Containerd {
+        Self::start_with(runtime, true)
+    }
+
+    fn start_with(runtime: &Path, cri: bool) -> Containerd {
         let scratch = Scratch::new("containerd");
         let dir = scratch.path.clone();
         let socket = dir.join("c.sock");
@@ -443,12 +462,43 @@ impl Containerd {
             fs::create_dir_all(d).expect("mkdir");
         }
         let cgroup_parent = format!("{CGROUP_PARENT}/{}", unique("cd"));
+        let cri_section = if cri {
+            format!(
+                r#"
+# restrict_oom_score_adj: the sandbox's -998 would need CAP_SYS_RESOURCE.
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{CRI_SANDBOX_IMAGE}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+    default_runtime_name = "{CRI_RUNTIME}"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{CRI_RUNTIME}]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{CRI_RUNTIME}.options]
+        BinaryName = "{bin}"
+        Root = "{rroot}"
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{d}/cni/bin"
+    conf_dir = "{d}/cni/conf"
+"#,
+                bin = runtime.display(),
+                rroot = runtime_root.display(),
+                d = dir.display(),
+            )
+        } else {
+            String::new()
+        };
         let config = format!(
             r#"version = 2
 root = "{root}"
 state = "{state}"
 disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
+  {cri_off}
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs",
   "io.containerd.snapshotter.v1.devmapper",
@@ -469,7 +519,12 @@ disabled_plugins = [
 
 [plugins."io.containerd.monitor.v1.cgroups"]
   no_prometheus = true
-"#,
+{cri_section}"#,
+            cri_off = if cri {
+                ""
+            } else {
+                "\"io.containerd.grpc.v1.cri\","
+            },
             root = dir.join("root").display(),
             state = dir.join("state").display(),
             socket = socket.display(),
@@ -537,11 +592,26 @@ disabled_plugins = [
     }
 
     fn ctr_command(&self) -> Command {
+        self.ctr_command_in("default")
+    }
+
+    fn ctr_command_in(&self, ns: &str) -> Command {
         let mut c = Command::new("ctr");
         c.arg("--address")
             .arg(&self.socket)
-            .args(["--namespace", "default"]);
+            .args(["--namespace", ns]);
         c
+    }
+
+    /// `ctr --address <socket> --namespace <ns> <args>`, bounded.
+    pub fn ctr_in<I, S>(&self, ns: &str, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut c = self.ctr_command_in(ns);
+        c.args(args);
+        run_bounded(c, &self.out_dir(), None, ENGINE_TIMEOUT)
     }
 
     /// `ctr --address <socket> <args>` with `stdin`, bounded.
@@ -603,20 +673,27 @@ disabled_plugins = [
     /// Writes the busybox image (an oci-archive from `rootfs_fixtures::image`) and `ctr
     /// images import`s it as [`CTR_IMAGE`].
     pub fn import_busybox(&self) {
+        self.import_image("default", CTR_IMAGE, &["sh"]);
+    }
+
+    /// Writes a busybox image named `reference` whose command is `cmd` and imports it
+    /// into the namespace `ns` (`k8s.io` for the CRI plugin).
+    pub fn import_image(&self, ns: &str, reference: &str, cmd: &[&str]) {
         let archive = self.dir.join("busybox-oci.tar");
         let spec = rootfs_fixtures::image::ImageSpec {
-            reference: CTR_IMAGE.into(),
+            reference: reference.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
         rootfs_fixtures::image::write_image(&archive, &spec).expect("writing the busybox image");
         let a = archive.display().to_string();
-        self.ctr(["images", "import", "--snapshotter", "native", &a])
+        self.ctr_in(ns, ["images", "import", "--snapshotter", "native", &a])
             .ok();
         let _ = fs::remove_file(&archive);
-        let ls = self.ctr(["images", "ls", "-q"]);
+        let ls = self.ctr_in(ns, ["images", "ls", "-q"]);
         ls.ok();
         assert!(
-            ls.stdout.lines().any(|l| l.trim() == CTR_IMAGE),
+            ls.stdout.lines().any(|l| l.trim() == reference),
             "imported image not listed:\n{ls}"
         );
     }
@@ -718,28 +795,32 @@ disabled_plugins = [
         }
     }
 
-    fn quiet_ctr(&self, args: &[&str]) -> Option<Output> {
-        let mut c = self.ctr_command();
+    fn quiet_ctr(&self, ns: &str, args: &[&str]) -> Option<Output> {
+        let mut c = self.ctr_command_in(ns);
         c.args(args);
         try_run_bounded(c, &self.out_dir(), None, Duration::from_secs(20)).ok()
     }
 
     fn cleanup(&mut self) {
-        if self.daemon.is_some() {
+        // (k8s.io: what the CRI plugin made.)
+        for ns in ["default", "k8s.io"] {
+            if self.daemon.is_none() {
+                break;
+            }
             let tasks = self
-                .quiet_ctr(&["task", "ls", "-q"])
+                .quiet_ctr(ns, &["task", "ls", "-q"])
                 .map(|o| o.stdout)
                 .unwrap_or_default();
             for t in tasks.lines().map(str::trim).filter(|t| !t.is_empty()) {
-                let _ = self.quiet_ctr(&["task", "kill", "--all", "--signal", "SIGKILL", t]);
-                let _ = self.quiet_ctr(&["task", "delete", "--force", t]);
+                let _ = self.quiet_ctr(ns, &["task", "kill", "--all", "--signal", "SIGKILL", t]);
+                let _ = self.quiet_ctr(ns, &["task", "delete", "--force", t]);
             }
             let ctrs = self
-                .quiet_ctr(&["containers", "ls", "-q"])
+                .quiet_ctr(ns, &["containers", "ls", "-q"])
                 .map(|o| o.stdout)
                 .unwrap_or_default();
             for c in ctrs.lines().map(str::trim).filter(|c| !c.is_empty()) {
-                let _ = self.quiet_ctr(&["containers", "delete", c]);
+                let _ = self.quiet_ctr(ns, &["containers", "delete", c]);
             }
         }
         if let Some(mut d) = self.daemon.take() {

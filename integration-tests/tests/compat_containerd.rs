@@ -349,3 +349,233 @@ fn version_and_features(rt: Runtime) {
     }
 }
 engine_test!(version_and_features);
+
+/// The last lines of containerd's log, for failure messages.
+fn log_tail(cd: &Containerd) -> String {
+    let log = cd.log();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Awaits `f`, failing the test after `secs` (scaled) seconds.
+async fn bounded<F: std::future::Future>(what: &str, secs: u64, f: F) -> F::Output {
+    tokio::time::timeout(scaled(Duration::from_secs(secs)), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer from containerd's CRI plugin in time"))
+}
+
+/// The other way to point containerd at a runtime: `BinaryName` (and `Root`) in the
+/// options of a runtime in config.toml. Only the CRI plugin hands those options to the
+/// shim (`ctr` never reads them), so this drives containerd's CRI plugin: a pod (host
+/// network, no CNI) from a busybox sandbox image, a container in it, its log, ExecSync,
+/// stop and removal, and nothing left of either in the runtime's root.
+fn cri_binary_name(rt: Runtime) {
+    use integration_tests::cri::api;
+    if !have("containerd") || !have("ctr") || !have("containerd-shim-runc-v2") {
+        return;
+    }
+    let Some(bin) = rt.path() else { return };
+    let cd = Containerd::start_with_cri(&bin);
+    cd.import_image("k8s.io", CRI_SANDBOX_IMAGE, &["sleep", "1000000"]);
+    cd.import_image("k8s.io", CTR_IMAGE, &["sh"]);
+    let logs = cd.dir.join("pod-logs");
+    std::fs::create_dir_all(&logs).expect("mkdir pod-logs");
+    let ns_root = cd.runtime_root.join("k8s.io");
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    tokio.block_on(async {
+        // The CRI plugin finishes starting after the socket answers: wait until it
+        // serves requests.
+        let mut client = None;
+        let deadline = std::time::Instant::now() + scaled(Duration::from_secs(30));
+        while client.is_none() {
+            if let Ok(mut c) = integration_tests::cri::Client::connect(&cd.socket).await {
+                let v = c.runtime.version(api::VersionRequest::default()).await;
+                if v.is_ok() {
+                    client = Some(c);
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the CRI plugin did not come up:\n{}",
+                log_tail(&cd)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut client = client.expect("a CRI client");
+
+        let pod_cfg = api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata {
+                name: "compat".into(),
+                uid: "compat-uid".into(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            // (No hostname: with the host network the pod has the host's UTS namespace.)
+            log_directory: logs.display().to_string(),
+            linux: Some(api::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/{}", cd.cgroup_of("pod")),
+                security_context: Some(api::LinuxSandboxSecurityContext {
+                    namespace_options: Some(api::NamespaceOption {
+                        network: api::NamespaceMode::Node as i32,
+                        pid: api::NamespaceMode::Pod as i32,
+                        ipc: api::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pod = bounded(
+            "RunPodSandbox",
+            120,
+            client.runtime.run_pod_sandbox(api::RunPodSandboxRequest {
+                config: Some(pod_cfg.clone()),
+                runtime_handler: CRI_RUNTIME.into(),
+            }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", log_tail(&cd)))
+        .into_inner()
+        .pod_sandbox_id;
+
+        let c_cfg = api::ContainerConfig {
+            metadata: Some(api::ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            image: Some(api::ImageSpec {
+                image: CTR_IMAGE.into(),
+                ..Default::default()
+            }),
+            command: ["sh", "-c", "echo hello-cri; exec sleep 1000"]
+                .map(String::from)
+                .to_vec(),
+            log_path: "app.log".into(),
+            linux: Some(api::LinuxContainerConfig::default()),
+            ..Default::default()
+        };
+        let cid = bounded(
+            "CreateContainer",
+            60,
+            client
+                .runtime
+                .create_container(api::CreateContainerRequest {
+                    pod_sandbox_id: pod.clone(),
+                    config: Some(c_cfg),
+                    sandbox_config: Some(pod_cfg),
+                }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", log_tail(&cd)))
+        .into_inner()
+        .container_id;
+        bounded(
+            "StartContainer",
+            60,
+            client.runtime.start_container(api::StartContainerRequest {
+                container_id: cid.clone(),
+            }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", log_tail(&cd)));
+
+        // The runtime named by BinaryName runs both the sandbox and the container, with
+        // its state under Root.
+        for id in [&pod, &cid] {
+            let mut c = Command::new(&bin);
+            c.arg("--root").arg(&ns_root).args(["state", id]);
+            let st = run_bounded(c, &cd.out_dir(), None, Duration::from_secs(30));
+            st.ok();
+            assert_eq!(st.json()["status"], "running", "{st}");
+        }
+        let log = logs.join("app.log");
+        wait_for(
+            Duration::from_secs(30),
+            || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("hello-cri")),
+            "the container's output in its CRI log",
+        );
+
+        let ex = bounded(
+            "ExecSync",
+            60,
+            client.runtime.exec_sync(api::ExecSyncRequest {
+                container_id: cid.clone(),
+                cmd: ["sh", "-c", "echo in-exec; exit 3"]
+                    .map(String::from)
+                    .to_vec(),
+                timeout: 30,
+            }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("ExecSync: {e}\n{}", log_tail(&cd)))
+        .into_inner();
+        assert_eq!(ex.exit_code, 3, "{ex:?}");
+        assert_eq!(String::from_utf8_lossy(&ex.stdout), "in-exec\n");
+
+        bounded(
+            "StopContainer",
+            60,
+            client.runtime.stop_container(api::StopContainerRequest {
+                container_id: cid.clone(),
+                timeout: 5,
+            }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("StopContainer: {e}\n{}", log_tail(&cd)));
+        bounded(
+            "RemoveContainer",
+            60,
+            client
+                .runtime
+                .remove_container(api::RemoveContainerRequest {
+                    container_id: cid.clone(),
+                }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("RemoveContainer: {e}\n{}", log_tail(&cd)));
+        bounded(
+            "StopPodSandbox",
+            60,
+            client.runtime.stop_pod_sandbox(api::StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", log_tail(&cd)));
+        bounded(
+            "RemovePodSandbox",
+            60,
+            client
+                .runtime
+                .remove_pod_sandbox(api::RemovePodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", log_tail(&cd)));
+    });
+
+    // Nothing left: no runtime state, no shim, no mount in containerd's namespace, no
+    // container cgroup below the pod's.
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            std::fs::read_dir(&ns_root).map_or(true, |mut d| d.next().is_none())
+                && cd.shim_pids(None).is_empty()
+                && mounts_under_in(cd.pid(), &cd.dir).is_empty()
+                && existing_cgroups(&cd.cgroup_of("pod")).iter().all(|d| {
+                    std::fs::read_dir(d)
+                        .map(|rd| rd.flatten().all(|e| !e.path().is_dir()))
+                        .unwrap_or(true)
+                })
+        },
+        "nothing left of the pod",
+    );
+}
+engine_test!(cri_binary_name);

@@ -220,7 +220,10 @@ impl Runtime {
 
     pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<()> {
         let (_, record, status) = self.load(id)?;
-        if status == Status::Stopped {
+        // `--all` is also for a stopped container, as in runc: the init of a container
+        // without its own pid namespace can exit before its children, and containerd's
+        // shim then runs `kill --all` to end what is left in the cgroup.
+        if status == Status::Stopped && !all {
             return Err(Error::WrongState {
                 id: id.into(),
                 status: status.to_string(),
