@@ -203,6 +203,9 @@ pub struct MountOptions {
     pub clear: MsFlags,
     pub propagation: Vec<MsFlags>,
     pub data: Vec<String>,
+    /// runc's `tmpcopyup` extension (tmpfs only): the new tmpfs starts with a copy of what
+    /// the rootfs has at the destination.
+    pub copy_up: bool,
 }
 
 pub fn parse_mount_options(options: &[String]) -> Result<MountOptions> {
@@ -211,6 +214,7 @@ pub fn parse_mount_options(options: &[String]) -> Result<MountOptions> {
         clear: MsFlags::empty(),
         propagation: vec![],
         data: vec![],
+        copy_up: false,
     };
     for opt in options {
         if let Some(p) = propagation_flag(opt) {
@@ -247,7 +251,11 @@ pub fn parse_mount_options(options: &[String]) -> Result<MountOptions> {
             "nolazytime" => (false, MsFlags::MS_LAZYTIME),
             "silent" => (true, MsFlags::MS_SILENT),
             "loud" => (false, MsFlags::MS_SILENT),
-            "idmap" | "ridmap" | "tmpcopyup" => {
+            "tmpcopyup" => {
+                out.copy_up = true;
+                continue;
+            }
+            "idmap" | "ridmap" => {
                 return Err(Error::Invalid(format!(
                     "mount option {opt:?} is not supported"
                 )))
@@ -356,6 +364,18 @@ fn mount_one(ctx: &RootfsContext, root: &OwnedFd, m: &Mount) -> Result<()> {
 
     let target = mkdir_all_in_root(root, dest)?;
     let target_path = fd_path(&target);
+    if opts.copy_up && typ != "tmpfs" {
+        return Err(Error::Invalid(format!(
+            "mount {}: tmpcopyup is only for tmpfs mounts",
+            dest.display()
+        )));
+    }
+    // Opened before the mount covers it: the descriptor keeps naming the image's directory.
+    let copy_from = if opts.copy_up {
+        Some(open_readable_dir(&target).ctx(|| format!("opening {} to copy up", dest.display()))?)
+    } else {
+        None
+    };
     let source = m
         .source()
         .as_ref()
@@ -391,7 +411,123 @@ fn mount_one(ctx: &RootfsContext, root: &OwnedFd, m: &Mount) -> Result<()> {
         }
         Err(e) => return Err(e).ctx(|| fail(&source)),
     }
+    if let Some(from) = copy_from {
+        let copy = || -> Result<()> {
+            let top = || "the tmpfs".to_string();
+            let to = open_readable_dir(&reopen(root, dest)?).ctx(top)?;
+            copy_tree(&from, &to, 0)?;
+            let st = fstat(from.as_fd()).ctx(top)?;
+            nix::unistd::fchown(
+                to.as_fd(),
+                Some(Uid::from_raw(st.st_uid)),
+                Some(Gid::from_raw(st.st_gid)),
+            )
+            .ctx(top)?;
+            nix::sys::stat::fchmod(to.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777))
+                .ctx(top)?;
+            Ok(())
+        };
+        copy().map_err(|e| Error::Invalid(format!("tmpcopyup of {}: {e}", dest.display())))?;
+    }
     apply_propagation(root, dest, &opts)
+}
+
+/// A directory descriptor that can be read (`fd` may be an `O_PATH` one).
+fn open_readable_dir(fd: &OwnedFd) -> nix::Result<OwnedFd> {
+    nix::fcntl::openat(
+        fd.as_fd(),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Past this depth a copy-up gives up: an image's tree is never that deep, a hostile one
+/// must not exhaust the stack.
+const COPY_UP_MAX_DEPTH: usize = 128;
+
+/// Copies the tree under `from` into `to` (runc's `tmpcopyup`) with owners and modes: files,
+/// directories, symlinks (as links, never followed) and device/fifo/socket nodes. Every
+/// step is relative to a descriptor and refuses to follow a symlink, so a hostile image
+/// cannot make it read or write outside the two trees.
+fn copy_tree(from: &OwnedFd, to: &OwnedFd, depth: usize) -> Result<()> {
+    use nix::fcntl::{openat, readlinkat, AtFlags};
+    use nix::sys::stat::{fchmod, fstatat, mkdirat};
+    if depth > COPY_UP_MAX_DEPTH {
+        return Err(Error::Invalid(format!(
+            "deeper than {COPY_UP_MAX_DEPTH} directories"
+        )));
+    }
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut dir = nix::dir::Dir::openat(from.as_fd(), ".", dir_flags, Mode::empty())
+        .ctx(|| "opening a directory".into())?;
+    for entry in dir.iter() {
+        let entry = entry.ctx(|| "reading a directory".into())?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        let named = || name.to_string_lossy().into_owned();
+        let st = fstatat(from.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).ctx(named)?;
+        let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+        let perm = Mode::from_bits_truncate(st.st_mode & 0o7777);
+        let (uid, gid) = (
+            Some(Uid::from_raw(st.st_uid)),
+            Some(Gid::from_raw(st.st_gid)),
+        );
+        match kind {
+            SFlag::S_IFDIR => {
+                mkdirat(to.as_fd(), name, Mode::from_bits_truncate(0o700)).ctx(named)?;
+                let src = openat(from.as_fd(), name, dir_flags, Mode::empty()).ctx(named)?;
+                let dst = openat(to.as_fd(), name, dir_flags, Mode::empty()).ctx(named)?;
+                copy_tree(&src, &dst, depth + 1)?;
+                nix::unistd::fchown(dst.as_fd(), uid, gid).ctx(named)?;
+                fchmod(dst.as_fd(), perm).ctx(named)?;
+            }
+            SFlag::S_IFREG => {
+                let src = openat(
+                    from.as_fd(),
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .ctx(named)?;
+                let dst = openat(
+                    to.as_fd(),
+                    name,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .ctx(named)?;
+                nix::unistd::fchown(dst.as_fd(), uid, gid).ctx(named)?;
+                fchmod(dst.as_fd(), perm).ctx(named)?;
+                std::io::copy(&mut File::from(src), &mut File::from(dst))
+                    .ctx(|| format!("copying {}", name.to_string_lossy()))?;
+            }
+            SFlag::S_IFLNK => {
+                let link = readlinkat(from.as_fd(), name).ctx(named)?;
+                nix::unistd::symlinkat(link.as_os_str(), to.as_fd(), name).ctx(named)?;
+                fchownat(to.as_fd(), name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW).ctx(named)?;
+            }
+            _ => {
+                mknodat(to.as_fd(), name, kind, perm, st.st_rdev).ctx(named)?;
+                fchownat(to.as_fd(), name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW).ctx(named)?;
+                // A node this copy just made in a fresh tmpfs (mknod's mode is umasked).
+                nix::sys::stat::fchmodat(
+                    to.as_fd(),
+                    name,
+                    perm,
+                    nix::sys::stat::FchmodatFlags::FollowSymlink,
+                )
+                .ctx(named)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn apply_propagation(root: &OwnedFd, dest: &Path, opts: &MountOptions) -> Result<()> {
@@ -1031,6 +1167,14 @@ mod tests {
     fn unsupported_options_are_errors_not_silently_dropped() {
         assert!(parse_mount_options(&s(&["idmap"])).is_err());
         assert!(parse_mount_options(&s(&["rro"])).is_err());
+    }
+
+    #[test]
+    fn tmpcopyup_is_a_flag_of_ours_not_filesystem_data() {
+        let o = parse_mount_options(&s(&["nosuid", "tmpcopyup", "mode=1777"])).unwrap();
+        assert!(o.copy_up);
+        assert_eq!(o.data, s(&["mode=1777"]));
+        assert!(!parse_mount_options(&s(&["nosuid"])).unwrap().copy_up);
     }
 
     #[test]

@@ -964,8 +964,8 @@ pub const HOOKS: &[&str] = &[
 ];
 
 /// The generic mount options (flags and propagation) rrun recognises in `mounts[].options`;
-/// anything else is passed to the filesystem as data. runc 1.1's list, without its
-/// `tmpcopyup` extension.
+/// anything else is passed to the filesystem as data. runc 1.1's list, with its
+/// `tmpcopyup` extension (tmpfs only: the tmpfs starts as a copy of what was there).
 pub const MOUNT_OPTIONS: &[&str] = &[
     "acl",
     "async",
@@ -1027,6 +1027,7 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "suid",
     "symfollow",
     "sync",
+    "tmpcopyup",
     "unbindable",
 ];
 
