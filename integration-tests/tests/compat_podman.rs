@@ -535,6 +535,10 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     )
     .expect("writing /pause");
     fs::set_permissions(&pause, fs::Permissions::from_mode(0o755)).expect("chmod /pause");
+    // What a tmpfs with runc's `tmpcopyup` (podman's --read-only) must start with.
+    fs::create_dir_all(rootfs.join("var/tmp/sub")).expect("mkdir /var/tmp/sub");
+    fs::write(rootfs.join("var/tmp/sub/from-image"), "image file\n")
+        .expect("writing /var/tmp/sub/from-image");
     rootfs
 }
 
@@ -1375,5 +1379,44 @@ compat_test! {
             existing_cgroups(parent.trim_start_matches('/'))
         );
         assert!(!dir.exists(), "{} left", dir.display());
+    }
+}
+
+compat_test! {
+    /// `--read-only`: the root is read-only, a read-only volume stays so, `--tmpfs` is
+    /// writable, and the tmpfs podman puts on /var/tmp (runc's `tmpcopyup` extension)
+    /// starts with what the image has there.
+    fn read_only_root(rt) {
+        let Some(p) = Podman::new("ro", rt) else { return };
+        let vol = p.dir().join("volume");
+        fs::create_dir(&vol).expect("mkdir volume");
+        fs::write(vol.join("f"), "host file\n").expect("writing the volume's file");
+        let name = p.new_name("ro");
+        let out = p
+            .run_cmd(
+                &name,
+                &[
+                    "--rm",
+                    "--read-only",
+                    "-v",
+                    &format!("{}:/data:ro", vol.display()),
+                    "--tmpfs",
+                    "/scratch",
+                ],
+                &[
+                    "sh",
+                    "-c",
+                    "cat /data/f; touch /etc/x || echo root-ro; touch /data/x || echo data-ro; \
+                     touch /scratch/y && echo scratch-rw; cat /var/tmp/sub/from-image; \
+                     touch /var/tmp/new && echo var-tmp-rw",
+                ],
+            )
+            .run();
+        assert!(out.success(), "{out}");
+        assert_eq!(
+            out.stdout.lines().collect::<Vec<_>>(),
+            ["host file", "root-ro", "data-ro", "scratch-rw", "image file", "var-tmp-rw"],
+            "{out}"
+        );
     }
 }
