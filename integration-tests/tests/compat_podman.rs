@@ -1162,7 +1162,8 @@ compat_test! {
 }
 
 compat_test! {
-    /// `--memory 64m --cpus 0.5 --pids-limit 77` as the kernel's cgroup files have them.
+    /// `--memory 64m --cpus 0.5 --pids-limit 77` as the kernel's cgroup files have them,
+    /// then `podman update --cpus 1 --memory 128m`.
     fn resource_limits(rt) {
         let Some(p) = Podman::new("limits", rt) else { return };
         let name = p.new_name("lim");
@@ -1184,6 +1185,16 @@ compat_test! {
             assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_quota_us"), "50000");
             assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_period_us"), "100000");
             assert_eq!(cgroup_file(pid, "pids", "pids.max"), "77");
+        }
+        // `podman update` hands the runtime new resources (`update --resources`).
+        let out = p.podman(["update", "--cpus", "1", "--memory", "128m", &name]).run();
+        assert!(out.success(), "{out}");
+        if unified_cgroups() {
+            assert_eq!(cgroup_file(pid, "", "memory.max"), "134217728");
+            assert_eq!(cgroup_file(pid, "", "cpu.max"), "100000 100000");
+        } else {
+            assert_eq!(cgroup_file(pid, "memory", "memory.limit_in_bytes"), "134217728");
+            assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_quota_us"), "100000");
         }
         rm(&p, &name);
         p.assert_nothing_left(&name, &id);
