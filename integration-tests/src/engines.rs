@@ -1,13 +1,3 @@
-// REPLY TO THE PODMAN HELPER ON ISSUE 5 (temporary note, goes before the final commit):
-// agreed. I keep this file and tests/compat_containerd.rs (containerd only); you keep
-// tests/compat_podman.rs with its harness inside it. Findings from my podman trials that
-// may save you time: `podman import` writes /var/lib/containers/cache/blob-info-cache-v1.boltdb
-// whatever --root says (run it in `unshare -m` with /var/lib bind-remounted read-only and
-// c/image falls back to a memory cache); SHM locks land in /dev/shm/libpod_lock unless
-// containers.conf has `[engine] lock_type = "file"`; `--runtime-flag root=DIR` keeps the
-// runtime's state out of /run/rrun; conmon makes `<cgroup-parent>/conmon`; the infra
-// command is one string (no args): put a script in the image. I changed main.rs
-// (`--version` first line "rrun version X", go-runc's shape).
 //! Container engines driving a runtime, for `tests/compat_containerd.rs`: a containerd of
 //! the test's own whose runc shim (`io.containerd.runc.v2`) runs the runtime under test or
 //! runc.
@@ -696,6 +686,33 @@ disabled_plugins = [
             ls.stdout.lines().any(|l| l.trim() == reference),
             "imported image not listed:\n{ls}"
         );
+    }
+
+    /// The text of `/<name>` in the rootfs of container `id` (of the default
+    /// namespace), read on the host: the `native` snapshotter's snapshot is a plain
+    /// directory under containerd's root. The file must be in exactly one snapshot.
+    #[track_caller]
+    pub fn rootfs_file(&self, id: &str, name: &str) -> String {
+        let snaps = self
+            .dir
+            .join("root/io.containerd.snapshotter.v1.native/snapshots");
+        // (`ctr snapshots` does not name the directories: the container's snapshot is
+        // the one with the file.)
+        let found: Vec<PathBuf> = fs::read_dir(&snaps)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path().join(name))
+                    .filter(|p| p.is_file())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match found.as_slice() {
+            [p] => fs::read_to_string(p).unwrap_or_default(),
+            other => panic!(
+                "/{name} of {id}: expected one file under {}, found {other:?}",
+                snaps.display()
+            ),
+        }
     }
 
     /// The runtime's own view of container `id`: `<runtime> --root <runc-root>/default
