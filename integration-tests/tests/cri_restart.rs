@@ -222,3 +222,37 @@ async fn pod_removed_after_restart_leaves_nothing() {
         .is_empty());
     assert_no_leftovers(&s);
 }
+
+/// The harness's guard cleans up after a server killed with its pod still running (what
+/// a failing test leaves): no process, mount, cgroup or dir survives the drop.
+#[tokio::test]
+async fn guard_cleans_up_after_a_killed_server() {
+    let s = CriServer::start("guard").await;
+    s.import_busybox();
+    let pod = s.pod_config("p");
+    let pod_id = s.run_pod(&pod).await;
+    let c = s
+        .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
+        .await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid = s.container_pid(&c).await;
+    let dir = s.dir().to_path_buf();
+    let cgroups = integration_tests::cgroup_dirs(s.cgroup_parent());
+    assert!(
+        cgroups.iter().any(|d| d.is_dir()),
+        "no cgroup of the pod under {}",
+        s.cgroup_parent()
+    );
+    s.kill9();
+    drop(s);
+    assert!(!pid_alive(pid), "container {pid} survived the guard");
+    assert!(
+        integration_tests::mounts_under(&dir).is_empty(),
+        "mounts left under {}",
+        dir.display()
+    );
+    assert!(!dir.exists(), "{} left", dir.display());
+    let left: Vec<_> = cgroups.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+}
