@@ -354,7 +354,7 @@ async fn bounded<F: std::future::Future>(what: &str, secs: u64, f: F) -> F::Outp
 /// options of a runtime in config.toml. Only the CRI plugin hands those options to the
 /// shim (`ctr` never reads them), so this drives containerd's CRI plugin: a pod (host
 /// network, no CNI) from a busybox sandbox image, a container in it, its log, ExecSync,
-/// stop and removal, and nothing left of either in the runtime's root.
+/// UpdateContainerResources (read back from the kernel), stop and removal, and nothing left of either in the runtime's root.
 fn cri_binary_name(rt: Runtime) {
     use integration_tests::cri::api;
     if !have("containerd") || !have("ctr") || !have("containerd-shim-runc-v2") {
@@ -503,6 +503,36 @@ fn cri_binary_name(rt: Runtime) {
         .into_inner();
         assert_eq!(ex.exit_code, 3, "{ex:?}");
         assert_eq!(String::from_utf8_lossy(&ex.stdout), "in-exec\n");
+
+        // UpdateContainerResources: the shim runs `update --resources -` (the limits on
+        // stdin); the kernel has the new limit.
+        bounded(
+            "UpdateContainerResources",
+            60,
+            client
+                .runtime
+                .update_container_resources(api::UpdateContainerResourcesRequest {
+                    container_id: cid.clone(),
+                    linux: Some(api::LinuxContainerResources {
+                        memory_limit_in_bytes: 48 << 20,
+                        cpu_period: 100_000,
+                        cpu_quota: 30_000,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("UpdateContainerResources: {e}\n{}", log_tail(&cd)));
+        let cg = format!("{}/{cid}", cd.cgroup_of("pod"));
+        let mem = cgroup_file(&cg, "memory.limit_in_bytes")
+            .or_else(|| cgroup_file(&cg, "memory.max"))
+            .unwrap_or_else(|| panic!("no memory limit file for {cg}"));
+        assert_eq!(mem.1, (48u64 << 20).to_string(), "{}", mem.0.display());
+        let cpu = cgroup_file(&cg, "cpu.cfs_quota_us")
+            .or_else(|| cgroup_file(&cg, "cpu.max"))
+            .unwrap_or_else(|| panic!("no cpu quota file for {cg}"));
+        assert!(cpu.1.starts_with("30000"), "{}: {}", cpu.0.display(), cpu.1);
 
         bounded(
             "StopContainer",
