@@ -9,8 +9,6 @@
 //!
 //! The podman harness is in this file (the containerd one is `integration_tests::engines`).
 
-#![allow(dead_code)]
-
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
