@@ -710,6 +710,8 @@ struct CgroupHierarchy {
 fn cgroup_hierarchies() -> Result<Vec<CgroupHierarchy>> {
     let mut out: Vec<CgroupHierarchy> = Vec::new();
     for m in mountinfo()? {
+        // A later mount on or above a hierarchy hides it (see cgroups::v1::hierarchies).
+        out.retain(|h| !h.mount_point.starts_with(&m.mount_point));
         if m.fstype != "cgroup" && m.fstype != "cgroup2" {
             continue;
         }

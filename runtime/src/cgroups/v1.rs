@@ -30,6 +30,11 @@ pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
         };
         let root = left.split(' ').nth(3).unwrap_or("/");
         let mount = left.split(' ').nth(4).unwrap_or_default();
+        let mount_path = PathBuf::from(mount.replace("\\040", " "));
+        // A later mount on or above a hierarchy's mount point hides it (a tmpfs over
+        // /sys/fs/cgroup/unified, as the benchmark does to run crun on a hybrid host):
+        // only what the paths reach counts.
+        out.retain(|h| !h.mount.starts_with(&mount_path));
         let mut r = right.split(' ');
         let fstype = r.next().unwrap_or_default();
         let _source = r.next();
@@ -50,15 +55,12 @@ pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
                 .collect(),
             _ => continue,
         };
-        if controllers.is_empty() || out.iter().any(|h| h.mount == Path::new(mount)) {
-            continue;
-        }
         // The same hierarchy mounted twice: keep the first.
-        if out.iter().any(|h| h.controllers == controllers) {
+        if controllers.is_empty() || out.iter().any(|h| h.controllers == controllers) {
             continue;
         }
         out.push(Hierarchy {
-            mount: PathBuf::from(mount.replace("\\040", " ")),
+            mount: mount_path,
             root: PathBuf::from(root),
             controllers,
         });
@@ -589,5 +591,20 @@ mod tests {
         assert_eq!(hs[1].controllers, ["cpu", "cpuacct"]);
         assert_eq!(hs[2].mount, PathBuf::from("/sys/fs/cgroup/memory"));
         assert_eq!(hs[2].root, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn hidden_hierarchies_are_left_out() {
+        let mi = "\
+30 29 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate
+34 30 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+40 31 0:40 / /sys/fs/cgroup/unified rw - tmpfs none rw
+";
+        let hs = hierarchies(mi);
+        assert_eq!(hs.len(), 1);
+        assert_eq!(hs[0].controllers, ["memory"]);
+        let over_all = format!("{mi}41 30 0:41 / /sys/fs/cgroup rw - tmpfs none rw\n");
+        assert!(hierarchies(&over_all).is_empty());
     }
 }
