@@ -133,7 +133,7 @@ impl Runtime {
         };
         let pid = process::spawn_init(
             &cfg,
-            |pid| Ok(cgroup.add_pid(pid)?),
+            cgroup.as_ref(),
             |pid| {
                 // The init has made the container's /dev: the device rules can go in now.
                 if let (_, Some(devices)) = cgroups::split_devices(cgroups::resources_of(spec)) {

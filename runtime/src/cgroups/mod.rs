@@ -112,6 +112,8 @@ pub trait Manager {
     fn apply(&self, res: &LinuxResources) -> Result<()>;
     /// Moves `pid` into the container's cgroup (every hierarchy).
     fn add_pid(&self, pid: i32) -> Result<()>;
+    /// What a new process needs to join the container's cgroup cheaply (see [`Placement`]).
+    fn placement(&self) -> Result<Placement>;
     fn freeze(&self) -> Result<()>;
     fn thaw(&self) -> Result<()>;
     fn is_frozen(&self) -> Result<bool>;
@@ -124,6 +126,66 @@ pub trait Manager {
     fn stats(&self) -> Result<Stats>;
     /// Removes what rrun created (after the processes are gone).
     fn destroy(&self) -> Result<()>;
+}
+
+/// How a process about to be made joins a container's cgroup without being moved by
+/// another process. Writing a pid to `cgroup.procs` takes the kernel's global threadgroup
+/// lock for writing, which waits for an RCU grace period: 5 to 30 ms on a 250 Hz kernel,
+/// measured as the largest single cost of `create` on the hybrid CI host. Two ways need no
+/// such lock: on cgroup v2 the child is born in its cgroup (`clone3` with
+/// `CLONE_INTO_CGROUP`); on v1 the child moves its own (only) thread by writing `0` to each
+/// hierarchy's `tasks` file, which the kernel does under `cgroup_mutex` alone.
+#[derive(Debug, Default)]
+pub struct Placement {
+    /// The cgroup v2 directory (a unified host, or the v2 tree of a hybrid one), opened for
+    /// `CLONE_INTO_CGROUP`, and its path for the fallback.
+    pub cgroup2: Option<(PathBuf, std::os::fd::OwnedFd)>,
+    /// v1: each hierarchy's `tasks` file of the container's cgroup, open for writing.
+    pub v1_tasks: Vec<(PathBuf, std::fs::File)>,
+}
+
+impl Placement {
+    fn open_v1_tasks(&mut self, dir: &Path) -> Result<()> {
+        let path = dir.join("tasks");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        self.v1_tasks.push((path, f));
+        Ok(())
+    }
+
+    fn open_cgroup2(&mut self, dir: &Path) -> Result<()> {
+        let fd = nix::fcntl::open(
+            dir,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| io_err("open", dir)(e.into()))?;
+        self.cgroup2 = Some((dir.to_path_buf(), fd));
+        Ok(())
+    }
+
+    /// In the new process, before it does anything else: moves the calling thread (the
+    /// process's only one) into the container's v1 cgroups.
+    pub fn join_v1_self(&self) -> Result<()> {
+        use std::io::Write;
+        for (path, f) in &self.v1_tasks {
+            (&*f).write_all(b"0").map_err(io_err("write \"0\"", path))?;
+        }
+        Ok(())
+    }
+
+    /// The slow way, when the kernel refused `CLONE_INTO_CGROUP`: moves `pid` into the v2
+    /// cgroup from outside.
+    pub fn add_to_cgroup2(&self, pid: i32) -> Result<()> {
+        match &self.cgroup2 {
+            Some((dir, _)) => write(dir, "cgroup.procs", &pid.to_string()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Is `/sys/fs/cgroup` itself cgroup v2? One `statfs`, the only probe on the v2 hot path.

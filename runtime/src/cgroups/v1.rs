@@ -403,6 +403,19 @@ impl Manager for V1 {
         Ok(())
     }
 
+    fn placement(&self) -> Result<Placement> {
+        let mut p = Placement::default();
+        let v2 = self.dir("unified");
+        for d in self.dirs() {
+            if Some(d) == v2 {
+                p.open_cgroup2(d)?;
+            } else {
+                p.open_v1_tasks(d)?;
+            }
+        }
+        Ok(p)
+    }
+
     fn freeze(&self) -> Result<()> {
         let d = self.need("freezer", "pause")?;
         write(d, "freezer.state", "FROZEN")?;

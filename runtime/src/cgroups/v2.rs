@@ -301,6 +301,12 @@ impl Manager for V2 {
         write(self.dir(), "cgroup.procs", &pid.to_string())
     }
 
+    fn placement(&self) -> Result<Placement> {
+        let mut p = Placement::default();
+        p.open_cgroup2(self.dir())?;
+        Ok(p)
+    }
+
     fn freeze(&self) -> Result<()> {
         write(self.dir(), "cgroup.freeze", "1")?;
         wait_until("cgroup.freeze", || self.is_frozen())

@@ -20,8 +20,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-pub(super) fn container_main(cfg: &InitConfig, chan: Channel) -> ! {
-    let err = match container_setup(cfg, &chan) {
+pub(super) fn container_main(
+    cfg: &InitConfig,
+    chan: Channel,
+    placement: crate::cgroups::Placement,
+) -> ! {
+    let err = match container_setup(cfg, &chan, placement) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -29,8 +33,12 @@ pub(super) fn container_main(cfg: &InitConfig, chan: Channel) -> ! {
     exit_now(1)
 }
 
-pub(super) fn exec_main(cfg: &ExecConfig, chan: Channel) -> ! {
-    let err = match exec_setup(cfg, &chan) {
+pub(super) fn exec_main(
+    cfg: &ExecConfig,
+    chan: Channel,
+    placement: crate::cgroups::Placement,
+) -> ! {
+    let err = match exec_setup(cfg, &chan, placement) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -44,7 +52,11 @@ fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
+fn container_setup(
+    cfg: &InitConfig,
+    chan: &Channel,
+    placement: crate::cgroups::Placement,
+) -> Result<Infallible> {
     let spec = cfg.spec;
     let process = spec
         .process()
@@ -56,6 +68,9 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
         plan.creates(LinuxNamespaceType::User) || plan.joins(LinuxNamespaceType::User);
     protect_runtime_binary(own_user_ns)?;
     chan.expect(Message::Proceed)?;
+    // Into the container's v1 cgroups before anything else (the v2 one we were born in).
+    placement.join_v1_self()?;
+    drop(placement);
     if plan.creates(LinuxNamespaceType::User) {
         // Become the mapped root, so what we create is owned by the container's root.
         setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
@@ -158,8 +173,14 @@ fn container_setup(cfg: &InitConfig, chan: &Channel) -> Result<Infallible> {
     exec_process(&exe, process, cfg.preserve_fds, seccomp)
 }
 
-fn exec_setup(cfg: &ExecConfig, chan: &Channel) -> Result<Infallible> {
+fn exec_setup(
+    cfg: &ExecConfig,
+    chan: &Channel,
+    placement: crate::cgroups::Placement,
+) -> Result<Infallible> {
     let process = cfg.process;
+    placement.join_v1_self()?;
+    drop(placement);
     unblock_all_signals()?;
     let own_user_ns = cfg
         .namespaces

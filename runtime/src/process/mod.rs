@@ -49,27 +49,36 @@ pub struct ExecConfig<'a> {
 /// where it waits on the exec fifo. `at_create_runtime` runs in the runtime's namespaces
 /// when the container's namespaces exist (prestart and createRuntime hooks); it gets the
 /// init's pid and answers the state documents that the init hands to its own hooks
-/// (createContainer, startContainer). `place` puts the init into the container's cgroup;
-/// it runs before the init may go on from its first barrier.
+/// (createContainer, startContainer). The init is in `cgroup` before it goes on from its
+/// first barrier: born in the v2 cgroup, and moving itself into the v1 ones (see
+/// [`crate::cgroups::Placement`]).
 pub fn spawn_init(
     cfg: &InitConfig,
-    place: impl FnOnce(i32) -> Result<()>,
+    cgroup: &dyn crate::cgroups::Manager,
     at_create_runtime: impl FnOnce(i32) -> Result<(String, String)>,
 ) -> Result<i32> {
     cfg.namespaces.check_supported()?;
+    let placement = cgroup.placement()?;
     let (parent_end, child_end) = sync::channel_pair()?;
     cfg.namespaces.join_pid_for_children()?;
     let flags = cfg.namespaces.clone_flags();
-    let pid = match clone_process(flags)? {
+    let (cloned, born_in_cgroup2) = match clone_into_cgroup2(flags, &placement) {
+        Some(cloned) => (cloned, true),
+        None => (clone_process(flags)?, false),
+    };
+    let pid = match cloned {
         None => {
             drop(parent_end);
-            init::container_main(cfg, child_end)
+            init::container_main(cfg, child_end, placement)
         }
         Some(pid) => pid,
     };
     drop(child_end);
     let guard = KillOnDrop(pid);
-    place(pid.as_raw())?;
+    if !born_in_cgroup2 {
+        placement.add_to_cgroup2(pid.as_raw())?;
+    }
+    drop(placement);
     if cfg.namespaces.creates(LinuxNamespaceType::User) {
         let linux = cfg.spec.linux().as_ref();
         let uid = linux
@@ -103,14 +112,30 @@ pub fn spawn_exec(cfg: &ExecConfig) -> Result<i32> {
         }
     }
     // The exec'd process must be in the container's cgroup before it runs anything, and
-    // its setup has no barrier to wait at: the runtime steps into the cgroup, clones (the
-    // child is born there) and steps back into its own cgroups at once.
-    let back = cfg.cgroup.map(crate::cgroups::enter).transpose()?;
-    let cloned = clone_process(CloneFlags::empty());
+    // its setup has no barrier to wait at. It is born in the v2 cgroup and moves itself into
+    // the v1 ones first thing (see cgroups::Placement). When the kernel refuses
+    // CLONE_INTO_CGROUP, the runtime steps into the cgroup, clones (the child is born
+    // there) and steps back into its own cgroups at once.
+    let placement = cfg
+        .cgroup
+        .map(|r| crate::cgroups::open(r).placement())
+        .transpose()?
+        .unwrap_or_default();
+    let mut back = None;
+    let cloned = match clone_into_cgroup2(CloneFlags::empty(), &placement) {
+        Some(cloned) => Ok(cloned),
+        None => {
+            if placement.cgroup2.is_some() {
+                back = cfg.cgroup.map(crate::cgroups::enter).transpose()?;
+            }
+            clone_process(CloneFlags::empty())
+        }
+    };
     if let Ok(None) = cloned {
         drop(parent_end);
-        init::exec_main(cfg, child_end)
+        init::exec_main(cfg, child_end, placement)
     }
+    drop(placement);
     let left = back.map(|b| b.leave()).transpose();
     let pid = match cloned? {
         Some(pid) => pid,
@@ -159,6 +184,62 @@ fn clone_process(flags: CloneFlags) -> Result<Option<Pid>> {
         -1 => Err(std::io::Error::last_os_error()).ctx(|| "clone".into()),
         0 => Ok(None),
         pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7): `clone_args.cgroup` is a cgroup v2 directory fd.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The kernel's `struct clone_args` (its first 11 fields, the size Linux 5.7 takes).
+/// Defined here because the libc crate has it for some targets only.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Clones a process (as [`clone_process`]: `Some(None)` in the child) born in the v2 cgroup
+/// of `placement`. `None`, with no process made, when there is no v2 cgroup or the kernel
+/// refuses `clone3`/`CLONE_INTO_CGROUP` (before 5.7, or a seccomp filter): the caller then
+/// makes a plain clone and moves the child itself.
+fn clone_into_cgroup2(
+    flags: CloneFlags,
+    placement: &crate::cgroups::Placement,
+) -> Option<Option<Pid>> {
+    use std::os::fd::AsRawFd;
+    let (_, dir) = placement.cgroup2.as_ref()?;
+    let args = CloneArgs {
+        flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: dir.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: as in clone_process: no CLONE_VM, so the child gets a copy of our
+    // address space, and a zero stack means "the same stack pointer" in the copy; the
+    // runtime is single-threaded here. `args` lives for the call and its size is given.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        0 => Some(None),
+        pid if pid > 0 => Some(Some(Pid::from_raw(pid as i32))),
+        // Any refusal: the caller's plain clone fails the same way if it is not about
+        // clone3 itself, and its cgroup.procs write reports a bad cgroup.
+        _ => None,
     }
 }
 
