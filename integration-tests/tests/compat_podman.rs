@@ -1350,6 +1350,22 @@ compat_test! {
         p.assert_nothing_left(&name, &id);
         let ps = p.podman(["ps", "-aq"]).run();
         assert!(ps.stdout.trim().is_empty(), "{ps}");
+
+        // The same through `exec` into a running container.
+        let svc = p.new_name("svc");
+        start_service(&p, &svc, &[]);
+        let id = p.id_of(&svc);
+        let out = p.podman(["exec", &svc, "/no/such/program"]).run();
+        assert_eq!(out.code(), 127, "{out}");
+        assert!(out.stderr.contains("no such file or directory"), "{out}");
+        let out = p.podman(["exec", &svc, "no-such-command"]).run();
+        assert_eq!(out.code(), 127, "{out}");
+        assert!(out.stderr.contains("executable file not found"), "{out}");
+        let out = p.podman(["exec", &svc, "/etc/passwd"]).run();
+        assert_eq!(out.code(), 126, "{out}");
+        assert_eq!(p.inspect(&svc, "{{.State.Status}}"), "running");
+        rm(&p, &svc);
+        p.assert_nothing_left(&svc, &id);
     }
 }
 
