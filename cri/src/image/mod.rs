@@ -80,6 +80,8 @@ pub enum ImageError {
         layer: String,
         reason: String,
     },
+    #[error("{}: a root filesystem is already mounted there", .0.display())]
+    AlreadyMounted(PathBuf),
     #[error("image {0:?} not found")]
     NotFound(String),
     #[error("image reference {reference:?} is ambiguous: it matches {ids:?}")]

@@ -24,10 +24,11 @@ use super::{Image, ImageError};
 /// How many stacked mounts `unmount_rootfs` takes off before giving up.
 const MAX_STACKED: usize = 16;
 
-fn mkdir(path: &Path, mode: u32) -> Result<(), ImageError> {
+/// Makes a directory unless there is one; says whether it made it.
+fn mkdir(path: &Path, mode: u32) -> Result<bool, ImageError> {
     match fs::DirBuilder::new().mode(mode).create(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(false),
         Err(e) => Err(ImageError::io("creating", path)(e)),
     }
 }
@@ -93,11 +94,11 @@ impl ImageStore {
         let container_dir = container_dir
             .canonicalize()
             .map_err(ImageError::io("resolving", container_dir))?;
-        let upper = container_dir.join("upper");
-        let work = container_dir.join("work");
         let rootfs = container_dir.join("rootfs");
         option_safe(&container_dir)?;
-
+        if is_mounted(&rootfs)? {
+            return Err(ImageError::AlreadyMounted(rootfs));
+        }
         let mut lowers = Vec::new();
         for layer in image.layers.iter().rev() {
             let dir = self.layer_path(&layer.dir);
@@ -112,27 +113,48 @@ impl ImageStore {
             }
             lowers.push(dir);
         }
+        let mut created = Vec::new();
+        let result = self.mount_overlay(image, &container_dir, lowers, &mut created);
+        if result.is_err() {
+            // Only what this call made: an upper dir from before holds a container's writes.
+            for dir in created.iter().rev() {
+                let _ = remove_any(dir);
+            }
+        }
+        result
+    }
+
+    fn mount_overlay(
+        &self,
+        image: &Image,
+        container_dir: &Path,
+        mut lowers: Vec<PathBuf>,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<PathBuf, ImageError> {
+        let upper = container_dir.join("upper");
+        let work = container_dir.join("work");
+        let rootfs = container_dir.join("rootfs");
+        let mut make = |path: &Path, mode: u32| -> Result<(), ImageError> {
+            if mkdir(path, mode)? {
+                created.push(path.to_path_buf());
+            }
+            Ok(())
+        };
         if lowers.is_empty() {
             // overlayfs needs a lowerdir; an image without layers gets an empty one.
             let empty = container_dir.join("empty");
-            mkdir(&empty, 0o755)?;
+            make(&empty, 0o755)?;
             lowers.push(empty);
         }
-        mkdir(&upper, 0o755)?;
-        mkdir(&work, 0o700)?;
-        mkdir(&rootfs, 0o755)?;
+        make(&upper, 0o755)?;
+        make(&work, 0o700)?;
+        make(&rootfs, 0o755)?;
         // The merged root takes the upper dir's owner and mode: give it the top layer's.
         let top = fs::metadata(&lowers[0]).map_err(ImageError::io("stat", &lowers[0]))?;
         std::os::unix::fs::chown(&upper, Some(top.uid()), Some(top.gid()))
             .map_err(ImageError::io("chown", &upper))?;
         fs::set_permissions(&upper, fs::Permissions::from_mode(top.mode() & 0o7777))
             .map_err(ImageError::io("chmod", &upper))?;
-        if is_mounted(&rootfs)? {
-            return Err(ImageError::Store {
-                root: rootfs,
-                reason: "a root filesystem is already mounted there".into(),
-            });
-        }
 
         let lowerdir: Vec<&str> = lowers
             .iter()

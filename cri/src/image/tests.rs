@@ -234,7 +234,10 @@ fn imports_mounts_and_unmounts_each_format() {
             .is_char_device());
         assert!(image.layer_dirs[1].join("etc/layer2.txt").is_file());
         // A second mount over a mounted rootfs is refused, and leaves the first alone.
-        assert!(store.mount_rootfs(image, &container).is_err());
+        assert!(matches!(
+            store.mount_rootfs(image, &container),
+            Err(ImageError::AlreadyMounted(_))
+        ));
         assert!(is_mounted(&rootfs).unwrap());
 
         ImageStore::unmount_rootfs(&container).unwrap();
@@ -284,6 +287,20 @@ fn single_layer_image_gets_an_upper_dir_per_container() {
     ImageStore::unmount_rootfs(&a).unwrap();
     ImageStore::unmount_rootfs(&b).unwrap();
     assert!(!is_mounted(&ra).unwrap() && !is_mounted(&rb).unwrap());
+
+    // A mount that fails (here: more layers than one page of options holds) leaves nothing.
+    let mut huge = image.clone();
+    huge.layers = vec![image.layers[0].clone(); 300];
+    let c = tmp.path().join("huge");
+    let _gc = MountGuard(c.clone());
+    let err = store.mount_rootfs(&huge, &c).unwrap_err();
+    assert!(err.to_string().contains("too many layers"), "{err}");
+    assert!(dir_names(&c).is_empty(), "{:?}", dir_names(&c));
+    // A removed image's layers are missing: a clear error, nothing mounted.
+    store.remove(&image.id).unwrap();
+    let err = store.mount_rootfs(&image, &c).unwrap_err();
+    assert!(err.to_string().contains("not in the store"), "{err}");
+    assert!(dir_names(&c).is_empty());
 }
 
 #[test]
@@ -751,4 +768,53 @@ fn store_root_must_suit_overlay_options() {
     let tmp = tempfile::tempdir().unwrap();
     let err = ImageStore::open(&tmp.path().join("a:b")).unwrap_err();
     assert!(err.to_string().contains("overlay"), "{err}");
+}
+
+#[test]
+fn another_process_holding_the_lock_holds_up_commits_but_not_reads() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("s");
+    let store = ImageStore::open(&root).unwrap();
+    let archive = tmp.path().join("bb.tar");
+    write_image(&archive, &ImageSpec::default()).unwrap();
+    // Another process (flock(1)) takes the store's lock, as `rrun-cri image import` would.
+    let ready = tmp.path().join("ready");
+    let mut holder = Command::new("flock")
+        .arg(root.join("lock"))
+        .args(["sh", "-c"])
+        .arg(format!("touch {}; sleep 2", ready.display()))
+        .spawn()
+        .unwrap();
+    struct Reap<'a>(&'a mut std::process::Child);
+    impl Drop for Reap<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = Reap(&mut holder);
+    while !ready.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let start = std::time::Instant::now();
+    let imported = std::thread::scope(|s| {
+        let t = s.spawn(|| store.import(&archive).unwrap());
+        // Reads go on meanwhile.
+        assert!(store.list().unwrap().is_empty());
+        t.join().unwrap()
+    });
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(1500),
+        "the import waited for the lock"
+    );
+    drop(holder);
+    // A second handle on the same root (as a second process has) sees what the first did.
+    let other = ImageStore::open(&root).unwrap();
+    assert_eq!(
+        other.resolve("busybox").unwrap().unwrap().id,
+        imported[0].id
+    );
+    other.remove("busybox").unwrap();
+    assert!(store.list().unwrap().is_empty());
 }

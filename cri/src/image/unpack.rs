@@ -149,13 +149,7 @@ pub fn unpack(blob: &Path, dest: &Path, lowers: &[PathBuf]) -> Result<String, St
     let reader = HashingReader::new(
         decompressed(file).map_err(|e| format!("reading {}: {e}", blob.display()))?,
     );
-    let root = open_dir(
-        std::fs::File::open(dest)
-            .map_err(|e| format!("opening {}: {e}", dest.display()))?
-            .as_fd(),
-        OsStr::new("."),
-    )
-    .map_err(|e| format!("opening {}: {e}", dest.display()))?;
+    let root = File::open(dest).map_err(|e| format!("opening {}: {e}", dest.display()))?;
     let mut unpacker = Unpacker {
         root,
         lowers,
