@@ -764,6 +764,13 @@ fn resolve_rules() {
 }
 
 #[test]
+fn the_store_is_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<ImageStore>();
+    send_sync::<super::Image>();
+}
+
+#[test]
 fn store_root_must_suit_overlay_options() {
     let tmp = tempfile::tempdir().unwrap();
     let err = ImageStore::open(&tmp.path().join("a:b")).unwrap_err();

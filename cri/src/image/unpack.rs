@@ -368,7 +368,14 @@ struct Unpacker<'a> {
 impl Unpacker<'_> {
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
         let comps = components(&entry.path_bytes())?;
-        let kind = entry.header().entry_type();
+        let mut kind = entry.header().entry_type();
+        // Old tars mark directories as regular entries whose name ends in '/' (Go's
+        // archive/tar reads them so too).
+        if matches!(kind, EntryType::Regular | EntryType::Continuous)
+            && entry.path_bytes().ends_with(b"/")
+        {
+            kind = EntryType::Directory;
+        }
         if matches!(
             kind,
             EntryType::XGlobalHeader
@@ -734,6 +741,7 @@ mod tests {
             ("b/c/", EntryType::Directory, b""),
             ("d/e", EntryType::Regular, b"kept"),
             ("d/.wh.e", EntryType::Regular, b""),
+            ("old-style-dir/", EntryType::Regular, b""),
         ]);
         let (dir, r) = unpack_tar(&tar, &[]);
         let digest = r.unwrap();
@@ -762,6 +770,7 @@ mod tests {
         // A whiteout does not delete what its own layer made.
         assert_eq!(std::fs::read(l.join("d/e")).unwrap(), b"kept");
         assert_eq!(xattr::get(l.join("etc"), OPAQUE_XATTR).unwrap(), None);
+        assert!(l.join("old-style-dir").is_dir());
     }
 
     #[test]
