@@ -81,6 +81,10 @@ fn task_lifecycle(rt: Runtime) {
         .unwrap_or_else(|| panic!("{} does not know {id}", rt.name()));
     assert_eq!(state["status"], "running", "{state}");
     assert_eq!(state["pid"], pid, "{state}");
+    assert_eq!(state["id"], id, "{state}");
+    for key in ["ociVersion", "bundle", "created"] {
+        assert!(state[key].is_string(), "state lacks {key}: {state}");
+    }
 
     // exec: its exit code, and the init's cgroups. (What the exec'd process prints goes
     // to files in the rootfs, read from the host: `ctr task exec` can return before it
@@ -595,3 +599,59 @@ fn cri_binary_name(rt: Runtime) {
     );
 }
 engine_test!(cri_binary_name);
+
+/// The guard of a containerd removes everything even when the test panics with a task
+/// still running: the daemon, its shim, the container's processes and cgroups, the temp
+/// dir.
+fn guard_cleans_up_after_a_panic(rt: Runtime) {
+    if !have("containerd") || !have("ctr") || !have("containerd-shim-runc-v2") {
+        return;
+    }
+    let Some(bin) = rt.path() else { return };
+    let seen = std::sync::Mutex::new(None);
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let cd = Containerd::start(&bin);
+        cd.import_busybox();
+        let id = "left";
+        cd.ctr(run_args(&cd, &["--detach"], id, &["sleep", "1000"]))
+            .ok();
+        cd.wait_task_status(id, "RUNNING");
+        *seen.lock().unwrap() = Some((
+            cd.dir.clone(),
+            cd.socket.display().to_string(),
+            cd.cgroup_of(id),
+            cd.pid(),
+            cd.task_pid(id),
+        ));
+        panic!("deliberate panic with a running task");
+    }));
+    assert!(res.is_err(), "the body should have panicked");
+    let (dir, socket, cg, daemon, task) = seen
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the body got as far as a running task");
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    wait_for(
+        Duration::from_secs(10),
+        || !alive(daemon) && !alive(task),
+        "containerd and the task to be gone",
+    );
+    let shims = pids_by_cmdline(|c| c.contains("containerd-shim") && c.contains(&socket));
+    assert!(shims.is_empty(), "shims left: {shims:?}");
+    assert!(
+        existing_cgroups(&cg).is_empty(),
+        "cgroups left: {:?}",
+        existing_cgroups(&cg)
+    );
+    assert!(!dir.exists(), "{} left", dir.display());
+}
+engine_test!(guard_cleans_up_after_a_panic);
