@@ -107,6 +107,10 @@ async fn setup(name: &str) -> (CriServer, api::PodSandboxConfig, String) {
 #[tokio::test]
 async fn run_pod_sandbox_without_metadata_is_invalid() {
     let s = CriServer::start("badpod").await;
+    // A first pod makes the server's own directories: they are not half-made pods.
+    let warm = s.pod_config("warm");
+    let warm_id = s.run_pod(&warm).await;
+    s.stop_and_remove_pod(&warm_id).await;
     let before = snapshot(&s);
     let run = |cfg: Option<api::PodSandboxConfig>| {
         let mut rt = s.runtime();
@@ -132,6 +136,20 @@ async fn run_pod_sandbox_without_metadata_is_invalid() {
         "RunPodSandbox without metadata",
     );
     assert_unchanged(&s, &before, "RunPodSandbox without metadata");
+    let mut cfg = s.pod_config("escape");
+    if let Some(l) = cfg.linux.as_mut() {
+        l.cgroup_parent = format!("{}/../../..", s.cgroup_parent());
+    }
+    expect_code(
+        run(Some(cfg)).await,
+        Code::InvalidArgument,
+        "RunPodSandbox with a cgroup parent escaping with ..",
+    );
+    assert_unchanged(
+        &s,
+        &before,
+        "RunPodSandbox with a cgroup parent escaping with ..",
+    );
     let mut cfg = s.pod_config("noname");
     if let Some(m) = cfg.metadata.as_mut() {
         m.name.clear();

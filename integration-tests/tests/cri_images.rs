@@ -136,6 +136,7 @@ async fn list_images_and_image_status() {
         "short names are normalised"
     );
     assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(ia.uid.as_ref().map(|u| u.value), Some(0), "no user: uid 0");
 
     let only = list_images(&s, Some("localhost/rrun-list-a:1")).await;
     assert_eq!(only.len(), 1, "ListImages with a filter: {only:?}");
@@ -171,6 +172,34 @@ async fn list_images_and_image_status() {
         text.contains("IMAGE_ENV=a"),
         "image env not in the verbose info: {info}"
     );
+
+    // The image's user, which the kubelet checks for runAsNonRoot.
+    s.import(&FixtureImage {
+        reference: "localhost/rrun-list-uid:1".into(),
+        user: "1000:1000".into(),
+        ..FixtureImage::default()
+    });
+    s.import(&FixtureImage {
+        reference: "localhost/rrun-list-user:1".into(),
+        user: "app".into(),
+        ..FixtureImage::default()
+    });
+    let img = image_status(&s, "localhost/rrun-list-uid:1", false)
+        .await
+        .image
+        .expect("uid image");
+    assert_eq!(
+        img.uid.map(|u| u.value),
+        Some(1000),
+        "Image.uid of user 1000:1000"
+    );
+    assert_eq!(img.username, "", "{img:?}");
+    let img = image_status(&s, "localhost/rrun-list-user:1", false)
+        .await
+        .image
+        .expect("user image");
+    assert_eq!(img.username, "app", "Image.username of user app");
+    assert_eq!(img.uid, None, "{img:?}");
 
     // A missing image is not an error: the answer has no image (the kubelet relies on it).
     let st = image_status(&s, "localhost/rrun-not-here:1", false).await;

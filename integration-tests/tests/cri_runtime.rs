@@ -359,6 +359,11 @@ async fn pod_namespaces_are_pinned_and_shared_by_its_containers() {
     // Hostname of the pod in both containers.
     assert_eq!(s.exec_ok(&c1, &["hostname"]).await.trim(), "p");
     assert_eq!(
+        s.exec_ok(&c2, &["cat", "/etc/hostname"]).await.trim(),
+        "p",
+        "/etc/hostname of the pod"
+    );
+    assert_eq!(
         s.exec_ok(&c2, &["cat", "/proc/sys/kernel/hostname"])
             .await
             .trim(),
@@ -449,6 +454,30 @@ async fn dns_config_is_the_containers_resolv_conf() {
         opts.contains(&"ndots:5") && opts.contains(&"timeout:2"),
         "options missing in resolv.conf:\n{text}"
     );
+    // Without a DNS config the pod gets the host's resolv.conf, as with containerd.
+    let plain = s.pod_config("nodns");
+    let plain_id = s.run_pod(&plain).await;
+    let c2 = s
+        .run_container(&plain_id, &plain, &s.sh_config("c", "exec sleep 1000"))
+        .await;
+    s.wait_state(&c2, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid2 = s.container_pid(&c2).await;
+    let theirs = fs::read_to_string(format!("/proc/{pid2}/root/etc/resolv.conf"))
+        .expect("the container's resolv.conf");
+    let host = fs::read_to_string("/etc/resolv.conf").expect("the host's resolv.conf");
+    let servers = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.trim_start().starts_with("nameserver"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(
+        servers(&theirs),
+        servers(&host),
+        "no dns_config: the host's nameservers\ncontainer:\n{theirs}\nhost:\n{host}"
+    );
+    s.stop_and_remove_pod(&plain_id).await;
     s.stop_and_remove_pod(&pod_id).await;
     assert_no_leftovers(&s);
 }
@@ -497,6 +526,54 @@ async fn host_network_pod_uses_the_hosts_netns() {
         ns.map(|n| n.network),
         Some(api::NamespaceMode::Node as i32),
         "PodSandboxStatus namespace options"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn host_pid_and_ipc_options() {
+    let s = CriServer::start("hostpid").await;
+    s.import_busybox();
+    let mut pod = s.pod_config("hp");
+    let node = api::NamespaceOption {
+        pid: api::NamespaceMode::Node as i32,
+        ipc: api::NamespaceMode::Node as i32,
+        ..pod_namespaces()
+    };
+    pod.linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .expect("pod security context")
+        .namespace_options = Some(node.clone());
+    let pod_id = s.run_pod(&pod).await;
+    let mut cfg = s.sh_config("c", "exec sleep 1000");
+    security(&mut cfg).namespace_options = Some(node);
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid = s.container_pid(&c).await;
+    assert_eq!(
+        ns_of(pid, "pid"),
+        host_ns("pid"),
+        "hostPID: host pid namespace"
+    );
+    assert_eq!(
+        ns_of(pid, "ipc"),
+        host_ns("ipc"),
+        "hostIPC: host ipc namespace"
+    );
+    assert_ne!(
+        ns_of(pid, "net"),
+        host_ns("net"),
+        "the pod keeps its own netns"
+    );
+    // The host's processes are visible: the test process among them.
+    let me = std::process::id().to_string();
+    let out = s.exec_ok(&c, &["ls", "/proc"]).await;
+    assert!(
+        out.split_whitespace().any(|p| p == me),
+        "hostPID container does not see the test process {me}"
     );
     s.stop_and_remove_pod(&pod_id).await;
     assert_no_leftovers(&s);
@@ -892,6 +969,11 @@ async fn stop_pod_sandbox_kills_its_containers() {
     s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
         .await;
     let pid = s.container_pid(&c).await;
+    let log = std::path::Path::new(&pod.log_directory).join("c.log");
+    assert!(
+        log.is_file(),
+        "no log file for a container that printed nothing yet"
+    );
     s.runtime()
         .stop_pod_sandbox(api::StopPodSandboxRequest {
             pod_sandbox_id: pod_id.clone(),
@@ -1119,6 +1201,67 @@ async fn run_as_user_group_and_supplemental_groups() {
     assert!(groups.contains(&"3000"), "Groups: {groups:?}");
     // A non-root user has no effective capabilities.
     assert_eq!(status_field(&st, "CapEff"), Some("0000000000000000"));
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn run_as_username_from_the_images_passwd() {
+    let (s, pod, pod_id) = setup("runasname").await;
+    let mut cfg = s.sh_config("c", "exec sleep 1000");
+    security(&mut cfg).run_as_username = "app".into();
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let st = proc_status(s.container_pid(&c).await);
+    let uid = status_field(&st, "Uid").unwrap_or_default().to_string();
+    let gid = status_field(&st, "Gid").unwrap_or_default().to_string();
+    assert!(uid.split_whitespace().all(|u| u == "1000"), "Uid: {uid}");
+    assert!(
+        gid.split_whitespace().all(|g| g == "1000"),
+        "Gid (app's primary group): {gid}"
+    );
+    let groups: Vec<&str> = status_field(&st, "Groups")
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert!(
+        groups.contains(&"2000"),
+        "app's supplementary group from the image's /etc/group: {groups:?}"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn devices_are_created_and_allowed() {
+    let (s, pod, pod_id) = setup("devices").await;
+    let mut cfg = s.sh_config(
+        "c",
+        "echo data > /dev/rrun-null && echo write-ok; stat -c 'type:%F %t:%T' /dev/rrun-null; \
+         exec sleep 1000",
+    );
+    cfg.devices = vec![api::Device {
+        container_path: "/dev/rrun-null".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rwm".into(),
+    }];
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    let log = wait_log_line(&CriServer::log_path(&pod, &cfg), "write-ok", T30).await;
+    assert!(
+        log.iter()
+            .any(|l| l.text == "type:character special file 1:3"),
+        "/dev/rrun-null is not the null device: {log:?}"
+    );
+    let pid = s.container_pid(&c).await;
+    if !is_cgroup2() {
+        let list = cgroup_file(pid, "devices", "devices.list");
+        assert!(
+            list.lines()
+                .any(|l| l.starts_with("c 1:3 ") && l.contains('w')),
+            "c 1:3 not allowed in devices.list:\n{list}"
+        );
+    }
     s.stop_and_remove_pod(&pod_id).await;
     assert_no_leftovers(&s);
 }
@@ -1937,6 +2080,27 @@ async fn container_events_stream() {
         match tokio::time::timeout(left, rx.recv()).await {
             Ok(Some(ev)) if ev.container_id == c => {
                 assert!(ev.created_at > 0, "event without created_at: {ev:?}");
+                if ev.container_event_type == ContainerStoppedEvent as i32 {
+                    // The kubelet's evented PLEG takes the new state from the event.
+                    let st = ev
+                        .containers_statuses
+                        .iter()
+                        .find(|st| st.id == c)
+                        .unwrap_or_else(|| {
+                            panic!("STOPPED event without the container's status: {ev:?}")
+                        });
+                    assert_eq!(
+                        st.state,
+                        api::ContainerState::ContainerExited as i32,
+                        "{st:?}"
+                    );
+                    assert_eq!(st.exit_code, 0, "{st:?}");
+                    assert_eq!(
+                        ev.pod_sandbox_status.as_ref().map(|p| p.id.as_str()),
+                        Some(pod_id.as_str()),
+                        "STOPPED event without the pod's status"
+                    );
+                }
                 seen.push(ev.container_event_type);
             }
             Ok(Some(_)) => {}
