@@ -161,8 +161,10 @@ fn memory_hog_is_oom_killed_and_reported() {
     let env = TestEnv::new("cgoom");
     let mut c = env.container();
     let shared = c.share_dir("/shared");
-    // tail keeps all of a newline-free input in memory: 64 MiB against a 32 MiB limit.
-    c.sh("while [ ! -e /shared/go ]; do sleep 0.05; done; head -c 64m /dev/zero | tail > /dev/null; echo status=$? > /shared/status; sleep 100");
+    // tail keeps all of a newline-free input in memory: 64 MiB against a 32 MiB limit. The
+    // status is renamed into place: the test must never read a file the shell has created
+    // but not yet written (seen in the slow VM pass).
+    c.sh("while [ ! -e /shared/go ]; do sleep 0.05; done; head -c 64m /dev/zero | tail > /dev/null; echo status=$? > /shared/st; mv /shared/st /shared/status; sleep 100");
     c.config_mut()["linux"]["resources"] = json!({"memory": {"limit": 33554432, "swap": 33554432}});
     c.create_and_start().ok();
     let pid = c.pid();
