@@ -1,17 +1,38 @@
 #!/usr/bin/env bash
-# rrun against runc: the time to `run` /bin/true in a busybox bundle (create, start, wait,
-# delete), side by side in one hyperfine run, with the floor the kernel sets: `unshare` of
-# the same namespaces running /bin/true. Then the peak RSS of each (GNU time).
+# rrun against runc and crun, side by side on the same busybox bundle whose process is
+# /bin/true, with hyperfine (no shell between hyperfine and the command):
+#
+#   run     `run` of the bundle, with the default namespaces (pid, net, ipc, uts, mount),
+#           and again with memory, cpu and pids limits (`*-limits`), in ONE hyperfine run
+#           with the floor (`unshare --pid --mount --uts --ipc --net --fork /bin/true`)
+#           and the wrapper alone (see below);
+#   create, start, delete   each phase on its own (one hyperfine run per phase, the three
+#           runtimes in each; --prepare brings the container to the phase's start state);
+#   ctr     `ctr run --rm` of a busybox image through a containerd the bench starts in a
+#           temp dir of its own (root, state, socket, config), once per runtime
+#           (`--runc-binary`);
+#   RSS     the peak RSS of each runtime's `run` (GNU time's maximum resident set size,
+#           the largest of BENCH_RSS_SAMPLES runs).
+#
+# The wrapper: Debian's crun 1.8 refuses this CI host's hybrid cgroup layout (a cgroup2
+# mount beside the v1 controllers); hiding the cgroup2 mount under a tmpfs in a private
+# mount namespace makes it take the v1 path and changes nothing on the host. For a fair
+# comparison EVERY runtime command (the three runtimes, all phases, containerd) runs the
+# same way:
+#   unshare -m --propagation private sh -c 'mount -t tmpfs none /sys/fs/cgroup/unified && exec RUNTIME ...'
+# ("wrapper" in the table is that wrapper exec'ing /bin/true: what it adds to each.) On a
+# host without /sys/fs/cgroup/unified (pure v1 or v2) there is nothing to hide and no
+# wrapper is used.
 #
 #   sudo bash bench/run.sh
 #
 # Environment:
-#   BENCH_RUNS (default 100, at least 50), BENCH_WARMUP (10), BENCH_RSS_SAMPLES (10)
-#   BENCH_OUT      directory for results (default target/bench); each run writes
-#                  hyperfine-<stamp>.json and summary-<stamp>.json there
-#   RRUN_BIN       the runtime to measure instead of target/release/rrun (skips the build)
-#   RUNC_BIN       the reference runtime (default: runc on PATH)
-#   BENCH_CRUN=1   also measure crun (a later issue; see crun_command below)
+#   BENCH_RUNS (default 100, at least 30), BENCH_WARMUP (10), BENCH_RSS_SAMPLES (10)
+#   BENCH_OUT      directory for results (default target/bench): hyperfine-<group>-<stamp>.json
+#                  per group and summary-<stamp>.json (medians, ratios, RSS, host, load)
+#   RRUN_BIN       the runtime to measure instead of target/release/rrun (skips its build)
+#   RUNC_BIN, CRUN_BIN   the reference runtimes (default: runc and crun on PATH)
+#   BENCH_GROUPS   which groups to run (default "run create start delete ctr rss")
 #   BENCH_SKIP_SETUP=1  do not run scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,9 +48,11 @@ fi
 runs="${BENCH_RUNS:-100}"
 warmup="${BENCH_WARMUP:-10}"
 rss_samples="${BENCH_RSS_SAMPLES:-10}"
-((runs >= 50)) || die "BENCH_RUNS=$runs: use at least 50 runs"
+groups=" ${BENCH_GROUPS:-run create start delete ctr rss} "
+((runs >= 30)) || die "BENCH_RUNS=$runs: use at least 30 runs"
 out="${BENCH_OUT:-$PWD/target/bench}"
-stamp="$(date +%Y%m%d-%H%M%S)"
+stamp="$(date -u +%Y%m%d-%H%M%S)"
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 [[ "${BENCH_SKIP_SETUP:-0}" == 1 ]] || bash scripts/setup.sh
 
@@ -43,46 +66,107 @@ else
 fi
 fixtures="$PWD/target/release/rrun-fixtures"
 runc="${RUNC_BIN:-$(command -v runc || true)}"
+crun="${CRUN_BIN:-$(command -v crun || true)}"
 [[ -x "$rrun" ]] || die "no rrun binary at $rrun"
 [[ -x "$runc" ]] || die "runc not found (scripts/setup.sh installs it)"
+[[ -x "$crun" ]] || die "crun not found (scripts/setup.sh installs it)"
+command -v hyperfine >/dev/null || die "hyperfine not found (scripts/setup.sh installs it)"
+if [[ "$groups" == *" ctr "* ]]; then
+    command -v containerd >/dev/null && command -v ctr >/dev/null ||
+        die "containerd/ctr not found (scripts/setup.sh installs them), or leave ctr out of BENCH_GROUPS"
+fi
+runtimes=(rrun runc crun)
+declare -A bin=([rrun]="$rrun" [runc]="$runc" [crun]="$crun")
 
 work="$(mktemp -d /tmp/rrun-bench.XXXXXX)"
 tag="$$"
-# A relative cgroupsPath puts each container under the caller's own cgroup, in a
+# A relative cgroupsPath puts each container below the caller's own cgroup, in a
 # rrun-bench/ parent, instead of a cgroup named after the container at the hierarchy root.
 cgroups_path="rrun-bench/bench-$tag"
-rrun_id="bench-rrun-$tag"
-runc_id="bench-runc-$tag"
-crun_id="bench-crun-$tag"
+id="bench-$tag"
+containerd_pid=""
+
+# The wrapper (see the top), as a prefix for `sh -c` strings and as a command.
+if [[ -d /sys/fs/cgroup/unified ]] && mountpoint -q /sys/fs/cgroup/unified; then
+    wrap_sh="unshare -m --propagation private sh -c 'mount -t tmpfs none /sys/fs/cgroup/unified && exec"
+    wrap_end="'"
+else
+    wrap_sh="sh -c 'exec"
+    wrap_end="'"
+fi
+wrapped() { printf "%s %s%s" "$wrap_sh" "$*" "$wrap_end"; }
+
+# `ctl RUNTIME ACTION`: brings the bench container of RUNTIME to a state, for --prepare
+# (not timed). reset: gone; created: created; stopped: started and exited.
+cat >"$work/ctl" <<EOF
+#!/bin/sh
+rt="\$1"; action="\$2"
+case "\$rt" in
+rrun) bin="$rrun";; runc) bin="$runc";; crun) bin="$crun";;
+*) echo "ctl: unknown runtime \$rt" >&2; exit 2;;
+esac
+r() { $wrap_sh "\$0" "\$@"$wrap_end "\$bin" --root "$work/\$rt-state" "\$@"; }
+bundle="$work/bundle"
+[ "\${3:-}" = limits ] && bundle="$work/bundle-limits"
+r delete --force "$id" >/dev/null 2>&1
+[ "\$action" = reset ] && exit 0
+r create --bundle "\$bundle" "$id" || exit 1
+[ "\$action" = created ] && exit 0
+r start "$id" || exit 1
+i=0
+until r state "$id" 2>/dev/null | grep -q '"stopped"'; do
+    i=\$((i + 1)); [ \$i -gt 2000 ] && { echo "ctl: $id did not stop" >&2; exit 1; }
+done
+exit 0
+EOF
+chmod +x "$work/ctl"
 
 cleanup() {
-    "$rrun" --root "$work/rrun-state" delete --force "$rrun_id" >/dev/null 2>&1 || true
-    "$runc" --root "$work/runc-state" delete --force "$runc_id" >/dev/null 2>&1 || true
-    # The runtimes remove their container's cgroup; remove what is left of ours, and the
-    # rrun-bench parent when nothing else uses it.
+    set +e
+    for rt in "${runtimes[@]}"; do "$work/ctl" "$rt" reset 2>/dev/null; done
+    if [[ -n "$containerd_pid" ]]; then
+        kill -TERM "$containerd_pid" 2>/dev/null
+        for _ in $(seq 100); do kill -0 "$containerd_pid" 2>/dev/null || break; sleep 0.05; done
+        kill -KILL "$containerd_pid" 2>/dev/null
+        wait "$containerd_pid" 2>/dev/null
+    fi
+    # containerd's shims exit with their last task (every ctr run was --rm); one left by
+    # a failed run is found by its containerd address.
+    pkill_shims
+    # The runtimes remove their containers' cgroups; remove what is left below our
+    # rrun-bench parents, and the parents when nothing else uses them.
     local d
     while IFS= read -r d; do
-        [[ -d "$d/bench-$tag" ]] && rmdir "$d/bench-$tag" 2>/dev/null
-        rmdir "$d" 2>/dev/null || true
+        find "$d" -depth -mindepth 1 -type d \( -name "bench-$tag*" -o -path "*/bench-$tag*/*" \) \
+            -exec rmdir {} \; 2>/dev/null
+        rmdir "$d" 2>/dev/null
     done < <(find /sys/fs/cgroup -mindepth 1 -maxdepth 6 -type d -name rrun-bench 2>/dev/null)
     rm -rf --one-file-system "$work"
+}
+pkill_shims() {
+    local p
+    for p in $(pgrep -f "containerd-shim-runc-v2 .*-address $work/containerd/c.sock" 2>/dev/null); do
+        kill -KILL "$p" 2>/dev/null
+    done
 }
 trap cleanup EXIT
 
 log "bundle in $work/bundle (busybox, process /bin/true, cgroupsPath $cgroups_path)"
 "$fixtures" bundle "$work/bundle" -- /bin/true >/dev/null
+# ociVersion 1.1.0: Debian's crun 1.8 refuses 1.2.0 ("unknown version specified"); the
+# config uses nothing newer, and the same file goes to all three.
 python3 - "$work/bundle/config.json" "$cgroups_path" <<'EOF'
 import json, sys
 path, cgroups_path = sys.argv[1], sys.argv[2]
 with open(path) as f:
     config = json.load(f)
+config["ociVersion"] = "1.1.0"
 config.setdefault("linux", {})["cgroupsPath"] = cgroups_path
 with open(path, "w") as f:
     json.dump(config, f, indent=2)
 EOF
-
 # The limits run: the same container with memory, cpu and pids limits, so the cost of
-# writing them (cgroup setup beyond mkdir + join) shows beside runc's.
+# writing them (cgroup setup beyond mkdir + join) shows beside the others'.
 mkdir -p "$work/bundle-limits"
 python3 - "$work/bundle/config.json" "$work/bundle-limits/config.json" "$work/bundle" <<'EOF2'
 import json, os, sys
@@ -98,112 +182,198 @@ config["linux"]["resources"] = dict(config["linux"].get("resources") or {}, **{
 with open(dst, "w") as f:
     json.dump(config, f, indent=2)
 EOF2
+for rt in "${runtimes[@]}"; do
+    "$work/ctl" "$rt" stopped || die "$rt cannot run the bundle (see above)"
+    "$work/ctl" "$rt" reset
+done
 
-# One command per runtime. hyperfine runs them without a shell (-N): what is timed is the
-# runtime alone. The --prepare step (not timed) removes a container a failed run may have
-# left, so every run starts from the same state with the same id.
-rrun_cmd="$rrun --root $work/rrun-state run --bundle $work/bundle $rrun_id"
-runc_cmd="$runc --root $work/runc-state run --bundle $work/bundle $runc_id"
-floor_cmd="unshare --pid --mount --uts --ipc --net --fork /bin/true"
-prepare() { printf "sh -c '%s --root %s delete --force %s >/dev/null 2>&1 || true'" "$1" "$2" "$3"; }
-
-names=(rrun runc floor rrun-limits runc-limits)
-cmds=("$rrun_cmd" "$runc_cmd" "$floor_cmd"
-    "$rrun --root $work/rrun-state run --bundle $work/bundle-limits $rrun_id"
-    "$runc --root $work/runc-state run --bundle $work/bundle-limits $runc_id")
-preps=("$(prepare "$rrun" "$work/rrun-state" "$rrun_id")"
-    "$(prepare "$runc" "$work/runc-state" "$runc_id")"
-    "true"
-    "$(prepare "$rrun" "$work/rrun-state" "$rrun_id")"
-    "$(prepare "$runc" "$work/runc-state" "$runc_id")")
-
-# crun: a later issue. Debian's crun refuses this machine's hybrid cgroup layout (v1
-# controllers plus a cgroup2 mount at /sys/fs/cgroup/unified); hiding the cgroup2 mount in a
-# private mount namespace makes it take the v1 path. Not yet measured or verified here.
-crun_command() {
-    local crun="$1"
-    printf "unshare -m --propagation private sh -c 'mount -t tmpfs none /sys/fs/cgroup/unified && exec %s --root %s run --bundle %s %s'" \
-        "$crun" "$work/crun-state" "$work/bundle" "$crun_id"
+mkdir -p "$out"
+hf() {
+    local group="$1"
+    shift
+    log "hyperfine: $group ($warmup warmup, $runs runs each)"
+    hyperfine -N --warmup "$warmup" --runs "$runs" --style basic \
+        --export-json "$out/hyperfine-$group-$stamp.json" "$@"
 }
-if [[ "${BENCH_CRUN:-0}" == 1 ]]; then
-    crun="$(command -v crun || true)"
-    [[ -n "$crun" ]] || die "BENCH_CRUN=1 but crun is not installed (apt-get install crun)"
-    names+=(crun)
-    cmds+=("$(crun_command "$crun")")
-    preps+=("$(prepare "$crun" "$work/crun-state" "$crun_id")")
+# One runtime command per runtime, the same string for all three: `<rt> --root S ARGS`.
+rtcmd() {
+    local rt="$1"
+    shift
+    wrapped "${bin[$rt]} --root $work/$rt-state $*"
+}
+
+if [[ "$groups" == *" run "* ]]; then
+    args=()
+    for rt in "${runtimes[@]}"; do
+        args+=(--prepare "$work/ctl $rt reset" -n "$rt" "$(rtcmd "$rt" run --bundle "$work/bundle" "$id")")
+    done
+    for rt in "${runtimes[@]}"; do
+        args+=(--prepare "$work/ctl $rt reset" -n "$rt-limits"
+            "$(rtcmd "$rt" run --bundle "$work/bundle-limits" "$id")")
+    done
+    args+=(--prepare true -n floor "unshare --pid --mount --uts --ipc --net --fork /bin/true")
+    args+=(--prepare true -n wrapper "$(wrapped /bin/true)")
+    hf run "${args[@]}"
+fi
+if [[ "$groups" == *" create "* ]]; then
+    args=()
+    for rt in "${runtimes[@]}"; do
+        args+=(--prepare "$work/ctl $rt reset" -n "$rt" "$(rtcmd "$rt" create --bundle "$work/bundle" "$id")")
+    done
+    hf create "${args[@]}"
+fi
+if [[ "$groups" == *" start "* ]]; then
+    args=()
+    for rt in "${runtimes[@]}"; do
+        args+=(--prepare "$work/ctl $rt created" -n "$rt" "$(rtcmd "$rt" start "$id")")
+    done
+    hf start "${args[@]}"
+fi
+if [[ "$groups" == *" delete "* ]]; then
+    args=()
+    for rt in "${runtimes[@]}"; do
+        args+=(--prepare "$work/ctl $rt stopped" -n "$rt" "$(rtcmd "$rt" delete "$id")")
+    done
+    hf delete "${args[@]}"
+fi
+for rt in "${runtimes[@]}"; do "$work/ctl" "$rt" reset; done
+
+if [[ "$groups" == *" ctr "* ]]; then
+    # containerd 1.6's shims put their sockets in /run/containerd/s: containerd runs in a
+    # private mount namespace with a tmpfs of its own on /run (and the wrapper's tmpfs on
+    # the cgroup2 mount, for crun), so nothing of it reaches the host's /run.
+    cd_dir="$work/containerd"
+    mkdir -p "$cd_dir/fifo"
+    cat >"$cd_dir/config.toml" <<EOF
+version = 2
+root = "$cd_dir/root"
+state = "$cd_dir/state"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.internal.v1.opt",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+[grpc]
+  address = "$cd_dir/c.sock"
+[ttrpc]
+  address = "$cd_dir/c.sock.ttrpc"
+[plugins."io.containerd.monitor.v1.cgroups"]
+  no_prometheus = true
+EOF
+    hide_unified=""
+    [[ "$wrap_sh" == unshare* ]] && hide_unified="mount -t tmpfs none /sys/fs/cgroup/unified && "
+    log "containerd in $cd_dir"
+    unshare -m --propagation private sh -c \
+        "mount -t tmpfs -o mode=0755 rrun-bench-run /run && ${hide_unified}exec containerd --config $cd_dir/config.toml" \
+        </dev/null >"$cd_dir/containerd.log" 2>&1 &
+    containerd_pid=$!
+    ctr_base="ctr --address $cd_dir/c.sock --namespace default"
+    for _ in $(seq 200); do
+        $ctr_base version >/dev/null 2>&1 && break
+        kill -0 "$containerd_pid" 2>/dev/null || die "containerd exited: $(tail -5 "$cd_dir/containerd.log")"
+        sleep 0.05
+    done
+    $ctr_base version >/dev/null 2>&1 || die "containerd did not answer: $(tail -5 "$cd_dir/containerd.log")"
+    image=localhost/rrun-bench-busybox:latest
+    "$fixtures" image "$work/busybox-oci.tar" --ref "$image" >/dev/null
+    $ctr_base images import --snapshotter native "$work/busybox-oci.tar" >/dev/null
+    args=()
+    for rt in "${runtimes[@]}"; do
+        mkdir -p "$cd_dir/$rt-root"
+        ctr_cmd="$ctr_base run --rm --runc-binary ${bin[$rt]} --runc-root $cd_dir/$rt-root"
+        ctr_cmd+=" --cgroup rrun-bench/bench-$tag-ctr-$rt --fifo-dir $cd_dir/fifo --snapshotter native"
+        ctr_cmd+=" $image bench-$tag-$rt /bin/true"
+        $ctr_cmd >/dev/null || die "ctr run --rm with $rt failed"
+        args+=(--prepare true -n "$rt" "$ctr_cmd")
+    done
+    hf ctr "${args[@]}"
 fi
 
-args=(-N --warmup "$warmup" --runs "$runs" --style basic)
-for i in "${!cmds[@]}"; do
-    args+=(--prepare "${preps[$i]}" --command-name "${names[$i]}")
-done
-mkdir -p "$out"
-json="$out/hyperfine-$stamp.json"
-log "hyperfine: ${names[*]} ($warmup warmup, $runs runs each)"
-hyperfine "${args[@]}" --export-json "$json" "${cmds[@]}"
-
-# Peak RSS: GNU time's "Maximum resident set size" of a whole run (the runtime and the
-# children it waits for), the largest of BENCH_RSS_SAMPLES runs. The commands are the same
-# strings hyperfine got; eval splits them the same way (no paths with spaces).
-peak_rss_kib() {
-    local prep="$1" cmd="$2" max=0 kib i
-    for ((i = 0; i < rss_samples; i++)); do
-        eval "$prep"
-        eval "/usr/bin/time -v -o $work/time.txt $cmd" >/dev/null 2>&1 ||
-            die "failed under /usr/bin/time: $cmd"
-        kib="$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$work/time.txt")"
-        [[ -n "$kib" ]] || die "no RSS from /usr/bin/time -v $cmd"
-        ((kib > max)) && max="$kib"
+rss_json="{}"
+if [[ "$groups" == *" rss "* ]]; then
+    # GNU time's "Maximum resident set size" of a whole run (the wrapper, the runtime and
+    # the children it waits for: the largest of them), the largest of BENCH_RSS_SAMPLES.
+    peak_rss_kib() {
+        local rt="$1" max=0 kib i
+        for ((i = 0; i < rss_samples; i++)); do
+            "$work/ctl" "$rt" reset
+            eval "/usr/bin/time -v -o $work/time.txt $(rtcmd "$rt" run --bundle "$work/bundle" "$id")" \
+                >/dev/null 2>&1 || die "$rt failed under /usr/bin/time"
+            kib="$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$work/time.txt")"
+            [[ -n "$kib" ]] || die "no RSS from /usr/bin/time -v ($rt)"
+            ((kib > max)) && max="$kib"
+        done
+        echo "$max"
+    }
+    log "peak RSS ($rss_samples runs each)"
+    rss_json="{"
+    for rt in "${runtimes[@]}"; do
+        rss_json+="\"$rt\": $(peak_rss_kib "$rt"),"
     done
-    echo "$max"
-}
-log "peak RSS ($rss_samples runs each)"
-rss_json="{"
-for i in "${!cmds[@]}"; do
-    rss_json+="\"${names[$i]}\": $(peak_rss_kib "${preps[$i]}" "${cmds[$i]}"),"
-done
-rss_json="${rss_json%,}}"
+    rss_json="${rss_json%,}}"
+fi
 
-summary="$out/summary-$stamp.json"
-python3 - "$json" "$summary" "$rss_json" <<'EOF'
-import json, platform, sys
-json_path, summary_path = sys.argv[1], sys.argv[2]
-rss = json.loads(sys.argv[3])
-with open(json_path) as f:
-    results = {r["command"]: r for r in json.load(f)["results"]}
-ms = lambda s: s * 1000.0
+load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$out" "$stamp" "$rss_json" "$load_before" "$load_after" "$rrun" "$runc" "$crun" <<'EOF'
+import json, os, platform, subprocess, sys
+out, stamp, rss_text, load_before, load_after, rrun, runc, crun = sys.argv[1:9]
+rss = json.loads(rss_text)
+groups = {}
+for g in ["run", "create", "start", "delete", "ctr"]:
+    p = os.path.join(out, f"hyperfine-{g}-{stamp}.json")
+    if os.path.exists(p):
+        with open(p) as f:
+            groups[g] = {r["command"]: r for r in json.load(f)["results"]}
 
+def med(g, name):
+    r = groups.get(g, {}).get(name)
+    return r["median"] * 1000.0 if r else None
+
+def version(b):
+    try:
+        return subprocess.run([b, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    except OSError:
+        return "?"
+
+rows = [("run /bin/true", "run", ""), ("run, with limits", "run", "-limits"),
+        ("create", "create", ""), ("start", "start", ""), ("delete", "delete", ""),
+        ("ctr run --rm", "ctr", "")]
+fmt = lambda v: f"{v:.2f} ms" if v is not None else "-"
+ratio = lambda a, b: f"{a / b:.2f}x" if a is not None and b else "-"
 print()
-print(f"{'':8} {'median':>10} {'mean':>10} {'stddev':>9} {'min':>9} {'max':>9} {'peak RSS':>10}")
-for name, r in results.items():
-    kib = f"{rss[name]} KiB" if name in rss else "-"
-    print(f"{name:8} {ms(r['median']):8.2f}ms {ms(r['mean']):8.2f}ms {ms(r['stddev']):7.2f}ms "
-          f"{ms(r['min']):7.2f}ms {ms(r['max']):7.2f}ms {kib:>10}")
-med = {n: r["median"] for n, r in results.items()}
-ratio = med["rrun"] / med["runc"]
-print()
-print(f"median time, rrun/runc: {ratio:.2f}x"
-      f"  ({'faster' if ratio < 1 else 'slower'} than runc by {abs(1 - ratio) * 100:.0f}%)")
-print(f"above the unshare floor: rrun +{ms(med['rrun'] - med['floor']):.2f}ms,"
-      f" runc +{ms(med['runc'] - med['floor']):.2f}ms")
-print(f"peak RSS, rrun/runc: {rss['rrun'] / rss['runc']:.2f}x")
-if "rrun-limits" in med:
-    print(f"with memory/cpu/pids limits, rrun/runc: {med['rrun-limits'] / med['runc-limits']:.2f}x"
-          f"  (cost of the limits: rrun +{ms(med['rrun-limits'] - med['rrun']):.2f}ms,"
-          f" runc +{ms(med['runc-limits'] - med['runc']):.2f}ms)")
-if "crun" in med:
-    print(f"median time, rrun/crun: {med['rrun'] / med['crun']:.2f}x")
-
-with open(summary_path, "w") as f:
+print(f"{'median':22} {'rrun':>10} {'runc':>10} {'crun':>10} {'rrun/runc':>10} {'rrun/crun':>10}")
+table = {}
+for label, g, suffix in rows:
+    if g not in groups:
+        continue
+    v = {rt: med(g, rt + suffix) for rt in ("rrun", "runc", "crun")}
+    table[label] = v
+    print(f"{label:22} {fmt(v['rrun']):>10} {fmt(v['runc']):>10} {fmt(v['crun']):>10} "
+          f"{ratio(v['rrun'], v['runc']):>10} {ratio(v['rrun'], v['crun']):>10}")
+if rss:
+    print(f"{'peak RSS':22} {str(rss['rrun']) + ' KiB':>10} {str(rss['runc']) + ' KiB':>10} "
+          f"{str(rss['crun']) + ' KiB':>10} {rss['rrun'] / rss['runc']:>9.2f}x {rss['rrun'] / rss['crun']:>9.2f}x")
+if "run" in groups:
+    print(f"\nfloor (unshare --pid --mount --uts --ipc --net --fork /bin/true): {fmt(med('run', 'floor'))}")
+    print(f"wrapper alone (private mount ns + tmpfs, exec /bin/true): {fmt(med('run', 'wrapper'))}")
+print(f"load average before {load_before}, after {load_after}; {os.cpu_count()} CPUs; "
+      f"Linux {platform.release()}")
+print(f"{version(rrun)} / {version(runc)} / {version(crun)}")
+summary = os.path.join(out, f"summary-{stamp}.json")
+with open(summary, "w") as f:
     json.dump({
-        "host": {"kernel": platform.release(), "machine": platform.machine()},
-        "median_ms": {n: round(ms(v), 3) for n, v in med.items()},
+        "host": {"kernel": platform.release(), "machine": platform.machine(),
+                 "cpus": os.cpu_count(), "load_before": load_before, "load_after": load_after},
+        "versions": {"rrun": version(rrun), "runc": version(runc), "crun": version(crun)},
+        "median_ms": {label: {k: (round(x, 3) if x is not None else None) for k, x in v.items()}
+                      for label, v in table.items()},
+        "floor_ms": med("run", "floor"), "wrapper_ms": med("run", "wrapper"),
         "peak_rss_kib": rss,
-        "ratio_rrun_runc_median": round(ratio, 3),
-        "ratio_rrun_runc_rss": round(rss["rrun"] / rss["runc"], 3),
-        "ratio_rrun_runc_limits_median": round(med["rrun-limits"] / med["runc-limits"], 3)
-        if "rrun-limits" in med else None,
-        "runs": len(next(iter(results.values()))["times"]),
     }, f, indent=2)
-print(f"\nresults: {json_path}\nsummary: {summary_path}")
+print(f"\nresults: {out}/hyperfine-*-{stamp}.json\nsummary: {summary}")
 EOF
