@@ -142,6 +142,12 @@ fn imports_mounts_and_unmounts_each_format() {
         assert_eq!(image.repo_tags.last(), Some(&tag), "{name}");
         assert_eq!(image.layers.len(), 3);
         assert!(image.size > 1_000_000, "{name}: size {}", image.size);
+        if ids.is_empty() {
+            assert_eq!(
+                image.size, written.size,
+                "{name}: compressed layers + config"
+            );
+        }
         let config = image.config.config().as_ref().unwrap();
         assert_eq!(
             config.cmd().as_ref().unwrap(),
@@ -563,6 +569,115 @@ fn handmade_layout_with_containerd_name() {
         "io.containerd.image.name wins"
     );
     assert!(image.config.config().is_none());
+}
+
+#[test]
+fn multi_platform_index_picks_this_machine() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&tmp.path().join("s")).unwrap();
+    let h = Handmade::new(
+        tmp.path().join("layout"),
+        &[raw_tar(&[("hello", b"hi")])],
+        None,
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(h.dir.join("index.json")).unwrap()).unwrap();
+    let mut ours = index["manifests"][0].clone();
+    ours.as_object_mut().unwrap().remove("annotations");
+    ours["platform"] = json!({"os": "linux", "architecture": rootfs_fixtures::image::go_arch()});
+    let other_arch = if rootfs_fixtures::image::go_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let nested = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            // Neither blob of these is in the layout: they must not be read.
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 10,
+             "digest": format!("sha256:{}", "a".repeat(64)),
+             "platform": {"os": "linux", "architecture": other_arch}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 10,
+             "digest": format!("sha256:{}", "b".repeat(64)),
+             "platform": {"os": "unknown", "architecture": "unknown"},
+             "annotations": {"vnd.docker.reference.type": "attestation-manifest"}},
+            ours,
+        ],
+    }))
+    .unwrap();
+    let nested_digest = h.blob(&nested);
+    let top = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": nested_digest, "size": nested.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "multi:arch"},
+    }]});
+    fs::write(h.dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    let image = store.import(&h.dir).unwrap().remove(0);
+    assert_eq!(image.repo_tags, ["docker.io/library/multi:arch"]);
+    assert_eq!(image.layers.len(), 1);
+}
+
+#[test]
+fn docker_archive_with_symlinked_layers() {
+    require_root();
+    // docker 25+ writes blobs/sha256/<hex> and links <id>/layer.tar to them.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&tmp.path().join("s")).unwrap();
+    let layer = raw_tar(&[("etc/linked", b"yes")]);
+    let layer_hex = hex::encode(Sha256::digest(&layer));
+    let config = serde_json::to_vec(&json!({
+        "architecture": rootfs_fixtures::image::go_arch(), "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_hex}")]},
+    }))
+    .unwrap();
+    let config_hex = hex::encode(Sha256::digest(&config));
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": format!("blobs/sha256/{config_hex}"),
+        "RepoTags": ["linked:1"],
+        "Layers": ["0123/layer.tar"],
+    }]))
+    .unwrap();
+    let path = tmp.path().join("docker25.tar");
+    let mut b = tar::Builder::new(fs::File::create(&path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add(&format!("blobs/sha256/{layer_hex}"), &layer);
+    add(&format!("blobs/sha256/{config_hex}"), &config);
+    add("manifest.json", &manifest);
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(
+        &mut h,
+        "0123/layer.tar",
+        format!("../blobs/sha256/{layer_hex}"),
+    )
+    .unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let image = store.import(&path).unwrap().remove(0);
+    assert_eq!(image.id, format!("sha256:{config_hex}"));
+    assert_eq!(image.repo_tags, ["docker.io/library/linked:1"]);
+    assert_eq!(image.size, (layer.len() + config.len()) as u64);
+    assert_eq!(
+        fs::read(image.layer_dirs[0].join("etc/linked")).unwrap(),
+        b"yes"
+    );
+    // The made manifest is stored, and its digest is the repo digest.
+    assert!(store.blob_path(&image.manifest_digest).unwrap().is_file());
+    assert_eq!(
+        image.repo_digests,
+        [format!(
+            "docker.io/library/linked@{}",
+            image.manifest_digest
+        )]
+    );
 }
 
 #[test]
