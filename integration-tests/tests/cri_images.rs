@@ -471,3 +471,104 @@ async fn image_fs_info_is_non_zero() {
         "inodes used: {fs0:?}"
     );
 }
+
+#[tokio::test]
+async fn a_corrupted_blob_is_refused_on_import() {
+    let s = CriServer::start("corrupt").await;
+    let (dir, _) = s.write_archive(&FixtureImage {
+        reference: "localhost/rrun-corrupt:1".into(),
+        format: ArchiveFormat::OciLayoutDir,
+        compression: Compression::None,
+        ..FixtureImage::default()
+    });
+    // Flip one byte in the middle of the biggest blob (the busybox layer).
+    let mut blobs = Vec::new();
+    walk_files(&dir.join("blobs"), &mut blobs);
+    let (path, size) = blobs
+        .iter()
+        .max_by_key(|(_, size)| *size)
+        .cloned()
+        .expect("blobs in the layout");
+    let mut data = fs::read(&path).expect("read blob");
+    let at = (size / 2) as usize;
+    data[at] ^= 0xff;
+    fs::write(&path, &data).expect("write blob");
+    let before = s.state_paths();
+    let out = s.import_file(&dir);
+    assert!(
+        !out.status.success(),
+        "importing a layout with a corrupted blob succeeded:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("sha256") || err.contains("digest"),
+        "the error should say the digest does not match: {err}"
+    );
+    assert!(
+        list_images(&s, None).await.is_empty(),
+        "a corrupted image was stored"
+    );
+    let leftovers: Vec<_> = s
+        .state_paths()
+        .difference(&before)
+        .filter(|p| p.is_file())
+        .cloned()
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "a refused import left files: {leftovers:?}"
+    );
+}
+
+/// The lowest `lowerdir` of the overlay mounted at `/` in `pid`'s mount namespace.
+fn lowest_layer(pid: i32) -> String {
+    let mi = fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    let root = integration_tests::parse_mountinfo(&mi)
+        .into_iter()
+        .find(|m| m.mount_point == "/")
+        .expect("a root mount");
+    assert_eq!(
+        root.fstype, "overlay",
+        "the rootfs is not an overlay: {root:?}"
+    );
+    let lower = root
+        .super_options
+        .split(',')
+        .find_map(|o| o.strip_prefix("lowerdir="))
+        .unwrap_or_else(|| panic!("no lowerdir in {}", root.super_options));
+    lower.rsplit(':').next().unwrap_or(lower).to_string()
+}
+
+#[tokio::test]
+async fn layers_are_shared_between_images() {
+    let s = CriServer::start("shared").await;
+    let mk = |n: u32| FixtureImage {
+        reference: format!("localhost/rrun-shared:{n}"),
+        extra_layers: vec![LayerSpec {
+            files: vec![(format!("etc/image-{n}"), b"x\n".to_vec(), 0o644)],
+            ..Default::default()
+        }],
+        ..FixtureImage::default()
+    };
+    s.import(&mk(1));
+    s.import(&mk(2));
+    let pod = s.pod_config("p");
+    let pod_id = s.run_pod(&pod).await;
+    let mut pids = Vec::new();
+    for n in [1, 2] {
+        let cfg = s.container_config(
+            &format!("c{n}"),
+            &format!("localhost/rrun-shared:{n}"),
+            &["sh", "-c", "exec sleep 1000"],
+        );
+        let c = s.run_container(&pod_id, &pod, &cfg).await;
+        s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+            .await;
+        pids.push(s.container_pid(&c).await);
+    }
+    let (a, b) = (lowest_layer(pids[0]), lowest_layer(pids[1]));
+    assert_eq!(a, b, "the busybox layer is unpacked once and shared");
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}

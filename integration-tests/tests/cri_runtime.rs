@@ -84,6 +84,23 @@ async fn version_answers_what_the_kubelet_checks() {
 }
 
 #[tokio::test]
+async fn socket_is_owner_only() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let s = CriServer::start("socket").await;
+    let meta = fs::symlink_metadata(s.socket()).expect("stat the socket");
+    assert!(
+        meta.file_type().is_socket(),
+        "{} is not a socket",
+        s.socket().display()
+    );
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "whoever can talk CRI can run anything as root"
+    );
+}
+
+#[tokio::test]
 async fn status_has_runtime_and_network_conditions() {
     let s = CriServer::start("status").await;
     let st = s
@@ -1990,6 +2007,81 @@ async fn pod_sandbox_stats() {
         "label selector matching nothing: {other:?}"
     );
     s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+// ---------------------------------------------------------------------------------------
+// The monitor
+// ---------------------------------------------------------------------------------------
+
+/// `key:   N kB` of smaps_rollup, in KiB.
+fn smaps_kib(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in smaps_rollup:\n{text}"))
+}
+
+#[tokio::test]
+async fn one_small_monitor_per_container() {
+    let (s, pod, pod_id) = setup("monitor").await;
+    let cfg = s.sh_config(
+        "ticker",
+        "i=0; while :; do echo tick-$i; echo err-$i >&2; i=$((i+1)); sleep 0.05; done",
+    );
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    wait_log_line(&CriServer::log_path(&pod, &cfg), "tick-20", T30).await;
+    let ctr_pid = s.container_pid(&c).await;
+    let monitors: Vec<i32> = s
+        .test_processes(s.server_pid())
+        .into_iter()
+        .filter(|p| {
+            let cl = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cl.split(|b| *b == 0).collect();
+            // `rrun-cri monitor ...` or a monitor binary of its own.
+            let is_monitor = args.iter().any(|a| *a == b"monitor")
+                || args
+                    .first()
+                    .is_some_and(|a0| String::from_utf8_lossy(a0).ends_with("monitor"));
+            is_monitor && args.contains(&c.as_bytes())
+        })
+        .collect();
+    let all: Vec<String> = s
+        .test_processes(s.server_pid())
+        .into_iter()
+        .map(|p| {
+            let cl = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            format!("{p}: {}", String::from_utf8_lossy(&cl).replace('\0', " "))
+        })
+        .collect();
+    assert_eq!(
+        monitors.len(),
+        1,
+        "monitors of {c}: {monitors:?}; processes of the test:\n{}",
+        all.join("\n")
+    );
+    let m = monitors[0];
+    // The monitor is the container init's parent (it reaps it).
+    let ppid = status_field(&proc_status(ctr_pid), "PPid")
+        .and_then(|v| v.parse::<i32>().ok())
+        .expect("PPid");
+    assert_eq!(ppid, m, "the container's init is not the monitor's child");
+    let rollup = fs::read_to_string(format!("/proc/{m}/smaps_rollup")).expect("smaps_rollup");
+    let private = smaps_kib(&rollup, "Private_Clean") + smaps_kib(&rollup, "Private_Dirty");
+    let rss = smaps_kib(&rollup, "Rss");
+    eprintln!("monitor {m}: private {private} KiB, RSS {rss} KiB");
+    // The bound (512 KiB private) is for the release build; a debug build carries
+    // more (unoptimised code, debug allocations): it only has to stay near it.
+    let exe = fs::read_link(format!("/proc/{m}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let bound = if exe.contains("/release/") { 512 } else { 2048 };
+    assert!(
+        private < bound,
+        "the monitor ({exe}) holds {private} KiB private (Rss {rss} KiB); bound {bound} KiB"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert!(!pid_alive(m), "the monitor outlived its container");
     assert_no_leftovers(&s);
 }
 
