@@ -940,3 +940,50 @@ fn another_process_holding_the_lock_holds_up_commits_but_not_reads() {
     other.remove("busybox").unwrap();
     assert!(store.list().unwrap().is_empty());
 }
+
+#[test]
+fn mutated_archives_never_panic_and_leave_nothing() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&tmp.path().join("s")).unwrap();
+    let h = Handmade::new(
+        tmp.path().join("layout"),
+        &[
+            raw_tar(&[("a", b"1")]),
+            raw_tar(&[(".wh.a", b""), ("b/c", b"2")]),
+        ],
+        None,
+    );
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_dir_all(".", &h.dir).unwrap();
+    let original = b.into_inner().unwrap();
+    let path = tmp.path().join("m.tar");
+    // A fixed linear congruential sequence: the same mutations on every run.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as usize
+    };
+    let mut imported = 0;
+    for _ in 0..300 {
+        let mut data = original.clone();
+        for _ in 0..1 + next() % 3 {
+            let at = next() % data.len();
+            data[at] = (next() % 256) as u8;
+        }
+        if next() % 8 == 0 {
+            data.truncate(next() % data.len());
+        }
+        fs::write(&path, &data).unwrap();
+        if let Ok(images) = store.import(&path) {
+            imported += 1;
+            for i in images {
+                store.remove(&i.id).unwrap();
+            }
+        }
+    }
+    assert!(imported > 0, "some mutations hit padding and still import");
+    assert_store_empty(store.root());
+}
