@@ -998,7 +998,9 @@ compat_test! {
         let out = p
             .run_cmd(
                 &name,
-                &[],
+                // On cgroup v2 podman's default is a private cgroup namespace, where
+                // /proc/self/cgroup says only "0::/".
+                &["--cgroupns", "host"],
                 &["sh", "-c", "echo out; echo err >&2; cat /proc/self/cgroup; exit 3"],
             )
             .run();
