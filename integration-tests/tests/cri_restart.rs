@@ -256,3 +256,36 @@ async fn guard_cleans_up_after_a_killed_server() {
     let left: Vec<_> = cgroups.iter().filter(|d| d.exists()).collect();
     assert!(left.is_empty(), "cgroups left: {left:?}");
 }
+
+/// A server killed in the middle of CreateContainer (wherever the kill lands) leaves
+/// nothing that survives the pod's removal by the restarted server.
+#[tokio::test]
+async fn kill9_during_create_container_leaves_nothing_after_the_pod_is_removed() {
+    let s = CriServer::start("killcreate").await;
+    s.import_busybox();
+    for (round, delay_ms) in [0u64, 5, 20, 60, 150].into_iter().enumerate() {
+        let pod = s.pod_config(&format!("p{round}"));
+        let pod_id = s.run_pod(&pod).await;
+        let cfg = s.sh_config("c", "exec sleep 1000");
+        let mut rt = s.runtime();
+        let req = api::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(cfg),
+            sandbox_config: Some(pod.clone()),
+        };
+        let create = tokio::spawn(async move { rt.create_container(req).await });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        s.kill9();
+        let _ = create.await;
+        s.restart().await;
+        // Whatever the restarted server knows of the container goes with the pod.
+        s.stop_and_remove_pod(&pod_id).await;
+        assert!(
+            s.list_containers(api::ContainerFilter::default())
+                .await
+                .is_empty(),
+            "round {round}: containers listed after the pod's removal"
+        );
+        assert_no_leftovers(&s);
+    }
+}

@@ -978,6 +978,232 @@ async fn stop_container_sends_term_then_kill() {
 }
 
 #[tokio::test]
+async fn remove_container_force_removes_a_running_one() {
+    let (s, pod, pod_id) = setup("rmrunning").await;
+    let c = s
+        .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
+        .await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid = s.container_pid(&c).await;
+    s.remove_container(&c).await;
+    assert!(!pid_alive(pid), "a removed container's init is alive");
+    expect_code(
+        s.runtime()
+            .container_status(api::ContainerStatusRequest {
+                container_id: c.clone(),
+                verbose: false,
+            })
+            .await,
+        Code::NotFound,
+        "ContainerStatus after RemoveContainer of a running container",
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn create_container_by_image_id_as_the_kubelet_does() {
+    let s = CriServer::start("byid").await;
+    let id = s.import_busybox();
+    let pod = s.pod_config("p");
+    let pod_id = s.run_pod(&pod).await;
+    // The kubelet passes the image_ref PullImage answered, and the name the user wrote.
+    let mut cfg = s.sh_config("c", "echo by-id");
+    cfg.image = Some(api::ImageSpec {
+        image: id.clone(),
+        user_specified_image: BUSYBOX.into(),
+        ..Default::default()
+    });
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    let st = s.wait_exited(&c).await;
+    assert_eq!(st.exit_code, 0, "{st:?}");
+    assert_eq!(
+        st.image_ref.trim_start_matches("sha256:"),
+        id.trim_start_matches("sha256:"),
+        "image_ref"
+    );
+    let image = st.image.clone().unwrap_or_default();
+    assert!(
+        image.image == BUSYBOX || image.image == id,
+        "status image {:?}: neither the name nor the id",
+        image.image
+    );
+    wait_log_line(&CriServer::log_path(&pod, &cfg), "by-id", T30).await;
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn many_containers_created_concurrently() {
+    let (s, pod, pod_id) = setup("concurrent").await;
+    let cfgs: Vec<api::ContainerConfig> = (0..8)
+        .map(|i| {
+            s.sh_config(
+                &format!("c{i}"),
+                &format!("echo hello-{i}; exec sleep 1000"),
+            )
+        })
+        .collect();
+    let ids: Vec<String> =
+        futures_join(cfgs.iter().map(|cfg| s.run_container(&pod_id, &pod, cfg))).await;
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "duplicate container ids: {ids:?}");
+    for (cfg, id) in cfgs.iter().zip(&ids) {
+        s.wait_state(id, api::ContainerState::ContainerRunning, T30)
+            .await;
+        let name = &cfg.metadata.as_ref().expect("metadata").name;
+        wait_log_line(
+            &CriServer::log_path(&pod, cfg),
+            &format!("hello-{}", name.trim_start_matches('c')),
+            T30,
+        )
+        .await;
+    }
+    // And removed concurrently too.
+    futures_join(ids.iter().map(|id| s.remove_container(id))).await;
+    assert!(s
+        .list_containers(api::ContainerFilter::default())
+        .await
+        .is_empty());
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+/// Runs the futures concurrently on this task (no spawn: they borrow the server).
+async fn futures_join<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+#[tokio::test]
+async fn pod_sysctls_are_applied() {
+    let s = CriServer::start("sysctls").await;
+    s.import_busybox();
+    let mut pod = s.pod_config("p");
+    if let Some(l) = pod.linux.as_mut() {
+        l.sysctls
+            .insert("kernel.shm_rmid_forced".into(), "1".into());
+        l.sysctls
+            .insert("net.ipv4.ip_unprivileged_port_start".into(), "80".into());
+    }
+    let pod_id = s.run_pod(&pod).await;
+    let c = s
+        .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
+        .await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    assert_eq!(
+        s.exec_ok(&c, &["cat", "/proc/sys/kernel/shm_rmid_forced"])
+            .await
+            .trim(),
+        "1"
+    );
+    assert_eq!(
+        s.exec_ok(
+            &c,
+            &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]
+        )
+        .await
+        .trim(),
+        "80"
+    );
+    // Namespaced: the host keeps its own values.
+    assert_ne!(
+        fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .unwrap_or_default()
+            .trim(),
+        "80",
+        "the pod's sysctl changed the host's"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn shared_pid_namespace_works_or_is_refused_cleanly() {
+    let s = CriServer::start("sharepid").await;
+    s.import_busybox();
+    let mut pod = s.pod_config("p");
+    let shared = api::NamespaceOption {
+        pid: api::NamespaceMode::Pod as i32,
+        ..pod_namespaces()
+    };
+    pod.linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .expect("pod security context")
+        .namespace_options = Some(shared.clone());
+    let pod_id = match s.try_run_pod(&pod).await {
+        Ok(id) => id,
+        Err(e) => {
+            assert!(
+                matches!(e.code(), Code::Unimplemented | Code::InvalidArgument),
+                "refusing shareProcessNamespace: {}",
+                show(&e)
+            );
+            assert_no_leftovers(&s);
+            return;
+        }
+    };
+    let mut a = s.sh_config("a", "exec sleep 1000");
+    security(&mut a).namespace_options = Some(shared.clone());
+    match s.try_create_container(&pod_id, &pod, &a).await {
+        Ok(a_id) => {
+            s.start_container(&a_id).await;
+            let mut b = s.sh_config("b", "exec sleep 1001");
+            security(&mut b).namespace_options = Some(shared);
+            let b_id = s.run_container(&pod_id, &pod, &b).await;
+            s.wait_state(&b_id, api::ContainerState::ContainerRunning, T30)
+                .await;
+            let (pa, pb) = (s.container_pid(&a_id).await, s.container_pid(&b_id).await);
+            assert_eq!(ns_of(pa, "pid"), ns_of(pb, "pid"), "shareProcessNamespace");
+            let ps = s.exec_ok(&b_id, &["ps"]).await;
+            assert!(
+                ps.contains("sleep 1000"),
+                "b does not see a's process:\n{ps}"
+            );
+        }
+        Err(e) => {
+            assert!(
+                matches!(e.code(), Code::Unimplemented | Code::InvalidArgument),
+                "refusing a pod-wide pid namespace: {}",
+                show(&e)
+            );
+            assert!(
+                e.message().to_lowercase().contains("pid"),
+                "the refusal should say what is unsupported: {}",
+                show(&e)
+            );
+        }
+    }
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
 async fn stop_pod_sandbox_kills_its_containers() {
     let (s, pod, pod_id) = setup("stoppod").await;
     let c = s
@@ -1778,6 +2004,59 @@ async fn exec_sync_output_exit_code_and_timeout() {
         },
     )
     .await;
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn exec_sync_returns_large_stdout_and_stderr_together() {
+    let (s, pod, pod_id) = setup("execbig").await;
+    let c = s
+        .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
+        .await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    // Both streams at once, each far beyond a pipe buffer: a server reading one stream to
+    // its end before the other deadlocks here.
+    let script = "head -c 1048576 /dev/zero | tr '\\0' e >&2 & \
+                  head -c 1048576 /dev/zero | tr '\\0' o; wait";
+    let r = s
+        .exec_sync(&c, &["sh", "-c", script], 60)
+        .await
+        .unwrap_or_else(|e| panic!("ExecSync: {}", show(&e)));
+    assert_eq!(r.exit_code, 0);
+    assert_eq!(r.stdout.len(), 1048576, "stdout bytes");
+    assert!(r.stdout.iter().all(|b| *b == b'o'));
+    assert_eq!(r.stderr.len(), 1048576, "stderr bytes");
+    assert!(r.stderr.iter().all(|b| *b == b'e'));
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn exec_sync_runs_as_the_containers_user_with_its_env() {
+    let (s, pod, pod_id) = setup("execuser").await;
+    let mut cfg = s.sh_config("c", "exec sleep 1000");
+    cfg.envs.push(kv("FROM_REQUEST", "yes"));
+    let sc = security(&mut cfg);
+    sc.run_as_user = Some(api::Int64Value { value: 1000 });
+    sc.no_new_privs = true;
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    assert_eq!(s.exec_ok(&c, &["id", "-u"]).await.trim(), "1000");
+    let env = s.exec_ok(&c, &["env"]).await;
+    assert!(
+        env.lines().any(|l| l == "FROM_REQUEST=yes"),
+        "the exec'd process lacks the container's env:\n{env}"
+    );
+    let status = s.exec_ok(&c, &["cat", "/proc/self/status"]).await;
+    assert_eq!(
+        status_field(&status, "NoNewPrivs"),
+        Some("1"),
+        "exec without no_new_privs"
+    );
+    assert_eq!(status_field(&status, "CapEff"), Some("0000000000000000"));
     s.stop_and_remove_pod(&pod_id).await;
     assert_no_leftovers(&s);
 }
