@@ -73,6 +73,57 @@ fn rrun_cli() -> PathBuf {
     crate::runtime_binary()
 }
 
+/// Where the tests' temp dirs go: the server mounts overlays whose upper dirs live there,
+/// and overlayfs refuses an upper dir on overlayfs or 9p (the VM's `/tmp` is an overlay on
+/// the host's 9p root). `$RRUN_CRI_TEST_TMPDIR`, else the first of the temp dir,
+/// `/var/tmp`, `/run` and `/dev/shm` on another filesystem.
+fn scratch_parent() -> PathBuf {
+    if let Some(d) = std::env::var_os("RRUN_CRI_TEST_TMPDIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    const OVERLAYFS_MAGIC: i64 = 0x794c_7630;
+    const V9FS_MAGIC: i64 = 0x0102_1997;
+    let candidates = [
+        std::env::temp_dir(),
+        PathBuf::from("/var/tmp"),
+        PathBuf::from("/run"),
+        PathBuf::from("/dev/shm"),
+    ];
+    for dir in &candidates {
+        let Some(fs_type) = fs_type(dir) else {
+            continue;
+        };
+        if fs_type != OVERLAYFS_MAGIC && fs_type != V9FS_MAGIC {
+            return dir.clone();
+        }
+    }
+    eprintln!(
+        "cri harness: every candidate temp dir is on overlayfs or 9p; using {}",
+        candidates[0].display()
+    );
+    candidates[0].clone()
+}
+
+/// `statfs(dir).f_type` of a writable directory, or `None`.
+fn fs_type(dir: &Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs fills the zeroed struct; the path is a valid C string.
+    let (r, t) = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        (libc::statfs(c.as_ptr(), &mut st), st.f_type)
+    };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: access(2) with a valid C string.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Some(t as i64)
+}
+
 /// One test's CRI server and everything it made. See the module docs.
 pub struct CriServer {
     name: String,
@@ -101,10 +152,11 @@ impl CriServer {
             .collect();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let unique = format!("{clean}-{}-{n}", std::process::id());
+        let parent = scratch_parent();
         let tmp = tempfile::Builder::new()
             .prefix(&format!("rrun-cri-{clean}-"))
-            .tempdir()
-            .expect("making the test's temp dir");
+            .tempdir_in(&parent)
+            .unwrap_or_else(|e| panic!("making the test's temp dir in {}: {e}", parent.display()));
         let base = tmp.path().to_path_buf();
         // Containers running as another user must reach bind-mounted dirs below here.
         fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
