@@ -71,17 +71,23 @@ kernel="${VM_KERNEL:-$(ls -1 /boot/vmlinuz-* | sort -V | tail -n1)}"
 [[ -r "$kernel" ]] || die "no kernel at $kernel"
 
 # --- what runs in it ----------------------------------------------------------------------
-log "building rrun and the integration test binaries"
-cargo build -q -p rrun
+log "building rrun, rrun-cri and the integration test binaries"
+cargo build -q -p rrun -p rrun-cri
 rrun_bin="${RRUN_BIN:-$PWD/target/debug/rrun}"
 [[ -x "$rrun_bin" ]] || die "no rrun at $rrun_bin"
-# create/run/exec re-execute rrun from a sealed in-memory copy of itself (CVE-2019-5736):
-# under software emulation, copying a 50 MiB debug build on every call is most of the
-# pass. The VM gets the same code without its debug info.
-mkdir -p "$PWD/target/vm-bin"
-objcopy --strip-debug "$rrun_bin" "$PWD/target/vm-bin/rrun" ||
-    die "objcopy --strip-debug $rrun_bin failed"
-rrun_bin="$PWD/target/vm-bin/rrun"
+# The VM runs private copies of every binary, without debug info: the VM sees the host's
+# files live, so a rebuild on the host while the VM runs must not change a program under
+# its feet; and under software emulation, loading 150 MiB debug builds dominates the pass.
+vm_bin="$PWD/target/vm-bin"
+rm -rf "$vm_bin"
+mkdir -p "$vm_bin/tests"
+strip_to() { objcopy --strip-debug "$1" "$2" || die "objcopy --strip-debug $1 failed"; }
+strip_to "$rrun_bin" "$vm_bin/rrun"
+rrun_bin="$vm_bin/rrun"
+for b in rrun-cri rrun-cri-monitor; do
+    # rrun-cri starts its monitor binary from its own directory.
+    [[ -x "target/debug/$b" ]] && strip_to "target/debug/$b" "$vm_bin/$b"
+done
 mapfile -t bins < <(cargo test -q -p integration-tests --no-run --message-format=json 2>/dev/null |
     python3 -c '
 import json, sys
@@ -106,6 +112,8 @@ for entry in "${bins[@]}"; do
     if ((${#names[@]})) && [[ " ${names[*]} " != *" $name "* ]]; then
         continue
     fi
+    strip_to "$exe" "$vm_bin/tests/$name"
+    exe="$vm_bin/tests/$name"
     # Inside the VM: refuse to run unless cgroup v2 is what is mounted, so this pass can
     # never silently test v1 again.
     cat >"$work/$name.sh" <<EOF
@@ -118,7 +126,7 @@ if [ "\$fs" != cgroup2fs ]; then
 fi
 echo "vm-test: cgroup2 at /sys/fs/cgroup, controllers: \$(cat /sys/fs/cgroup/cgroup.controllers); kernel \$(uname -r)"
 cd '$PWD/integration-tests'
-RRUN_BIN='$rrun_bin' RRUN_TEST_TIME_SCALE='${VM_TIME_SCALE:-5}' RUST_BACKTRACE=1 '$exe' --test-threads=2 ${test_args[*]:-}
+RRUN_BIN='$rrun_bin' RRUN_CRI_BIN='$vm_bin/rrun-cri' RRUN_TEST_TIME_SCALE='${VM_TIME_SCALE:-5}' RUST_BACKTRACE=1 '$exe' --test-threads=2 ${test_args[*]:-}
 echo VM-RESULT \$?
 EOF
     log "booting $(basename "$kernel") for tests/$name.rs"
