@@ -6,9 +6,11 @@
 //! - [`image`]: the content-addressed image store (import, unpack, overlay rootfs).
 //! - [`ocispec`]: a CRI container request → the OCI runtime config rrun runs.
 //! - [`monitor`]: the per-container monitor process and the CRI log format.
+//! - [`server`]: the CRI services over all of the above.
 
 pub mod image;
 pub mod monitor;
 pub mod ocispec;
 pub mod sandbox;
+pub mod server;
 pub mod store;

@@ -101,6 +101,12 @@ pub fn container_spec(inp: &SpecInputs) -> Result<Spec, SpecError> {
     process.set_no_new_privileges(Some(sec.no_new_privs));
     process.set_rlimits(None);
     let resources = linux_cfg.resources.clone().unwrap_or_default();
+    if !(-1000..=1000).contains(&resources.oom_score_adj) {
+        return Err(invalid(format!(
+            "oom_score_adj {} is outside [-1000, 1000]",
+            resources.oom_score_adj
+        )));
+    }
     process.set_oom_score_adj(Some(allowed_oom_score_adj(resources.oom_score_adj)));
     spec.set_process(Some(process));
 
@@ -406,12 +412,17 @@ fn cap_from_cri(name: &str) -> Result<Capability, SpecError> {
         .map_err(|_| invalid(format!("unknown capability {name:?}")))
 }
 
-/// Every capability this kernel knows.
+/// "All" capabilities: every one in this process's bounding set. A capability the server
+/// cannot hold it cannot give (here CAP_SYS_RESOURCE is outside the machine's bounding
+/// set), and asking for it would fail the container's start.
 fn all_capabilities() -> Vec<Capability> {
-    caps::all()
+    let held = caps::read(None, caps::CapSet::Bounding).unwrap_or_else(|_| caps::all());
+    let mut out: Vec<Capability> = held
         .into_iter()
         .filter_map(|c| cap_from_cri(&c.to_string()).ok())
-        .collect()
+        .collect();
+    out.sort_by_key(|c| c.to_string());
+    out
 }
 
 fn capabilities(sec: &api::LinuxContainerSecurityContext) -> Result<LinuxCapabilities, SpecError> {
@@ -484,7 +495,7 @@ fn spec_caps(spec: &Spec) -> Vec<String> {
 /// may not lower scores (no CAP_SYS_RESOURCE, as on this project's machine): then this
 /// process's own score, as containerd's `restrict_oom_score_adj` does.
 pub fn allowed_oom_score_adj(requested: i64) -> i32 {
-    let requested = requested.clamp(-1000, 1000) as i32;
+    let requested = requested.clamp(-1000, 1000) as i32; // checked by the caller
     let own = fs::read_to_string("/proc/self/oom_score_adj")
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
@@ -1000,12 +1011,14 @@ mod tests {
 
     #[test]
     fn capabilities_add_and_drop() {
-        let mut sec = api::LinuxContainerSecurityContext::default();
-        sec.capabilities = Some(api::Capability {
-            add_capabilities: vec!["NET_ADMIN".into()],
-            drop_capabilities: vec!["CAP_KILL".into()],
+        let mut sec = api::LinuxContainerSecurityContext {
+            capabilities: Some(api::Capability {
+                add_capabilities: vec!["NET_ADMIN".into()],
+                drop_capabilities: vec!["CAP_KILL".into()],
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         let caps = capabilities(&sec).unwrap();
         let eff = caps.effective().clone().unwrap();
         assert!(eff.contains(&Capability::NetAdmin));

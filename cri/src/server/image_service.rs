@@ -1,0 +1,168 @@
+//! The CRI ImageService over the local image store.
+
+use cri_proto::api;
+use tonic::{Request, Response, Status};
+
+use super::{blocking, internal, Cri};
+use crate::image::Image;
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// The image as the CRI lists it; the user is split the way the kubelet reads it (a uid, or
+/// a name it cannot check against runAsNonRoot).
+fn cri_image(img: &Image) -> api::Image {
+    let user = img
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default();
+    let user = user.split(':').next().unwrap_or("").to_string();
+    let (uid, username) = match user.parse::<i64>() {
+        Ok(uid) => (Some(api::Int64Value { value: uid }), String::new()),
+        Err(_) if user.is_empty() => (Some(api::Int64Value { value: 0 }), String::new()),
+        Err(_) => (None, user),
+    };
+    api::Image {
+        id: img.id.clone(),
+        repo_tags: img.repo_tags.clone(),
+        repo_digests: img.repo_digests.clone(),
+        size: img.size,
+        uid,
+        username,
+        spec: Some(api::ImageSpec {
+            image: img.id.clone(),
+            ..Default::default()
+        }),
+        pinned: false,
+    }
+}
+
+fn image_ref(spec: Option<api::ImageSpec>) -> Result<String, Status> {
+    let name = spec.map(|s| s.image).unwrap_or_default();
+    if name.is_empty() {
+        return Err(Status::invalid_argument("ImageSpec.image is required"));
+    }
+    Ok(name)
+}
+
+#[tonic::async_trait]
+impl cri_proto::ImageService for Cri {
+    async fn list_images(
+        &self,
+        req: Request<api::ListImagesRequest>,
+    ) -> Reply<api::ListImagesResponse> {
+        let filter = req
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|i| i.image)
+            .filter(|i| !i.is_empty());
+        let me = self.clone();
+        let images = blocking(move || {
+            let all = me.images().list().map_err(internal)?;
+            let wanted = match &filter {
+                Some(r) => me.images().resolve(r).map_err(internal)?.map(|i| i.id),
+                None => None,
+            };
+            Ok(all
+                .iter()
+                .filter(|i| filter.is_none() || wanted.as_deref() == Some(i.id.as_str()))
+                .map(cri_image)
+                .collect())
+        })
+        .await?;
+        Ok(Response::new(api::ListImagesResponse { images }))
+    }
+
+    async fn image_status(
+        &self,
+        req: Request<api::ImageStatusRequest>,
+    ) -> Reply<api::ImageStatusResponse> {
+        let req = req.into_inner();
+        let name = image_ref(req.image)?;
+        let me = self.clone();
+        let found = blocking(move || me.images().resolve(&name).map_err(internal)).await?;
+        let mut info = std::collections::HashMap::new();
+        if req.verbose {
+            if let Some(img) = &found {
+                let doc = serde_json::json!({
+                    "imageSpec": img.config,
+                    "manifestDigest": img.manifest_digest,
+                });
+                info.insert("info".to_string(), doc.to_string());
+            }
+        }
+        // A missing image is an empty answer, not an error (the kubelet then pulls).
+        Ok(Response::new(api::ImageStatusResponse {
+            image: found.as_ref().map(cri_image),
+            info,
+        }))
+    }
+
+    async fn pull_image(
+        &self,
+        req: Request<api::PullImageRequest>,
+    ) -> Reply<api::PullImageResponse> {
+        let name = image_ref(req.into_inner().image)?;
+        let me = self.clone();
+        let lookup = name.clone();
+        let found = blocking(move || me.images().resolve(&lookup).map_err(internal)).await?;
+        match found {
+            Some(img) => Ok(Response::new(api::PullImageResponse { image_ref: img.id })),
+            None => Err(Status::not_found(format!(
+                "image {name:?} is not in the local store, and pulling from registries is not \
+                 supported yet: import it with `rrun-cri image import FILE`"
+            ))),
+        }
+    }
+
+    async fn remove_image(
+        &self,
+        req: Request<api::RemoveImageRequest>,
+    ) -> Reply<api::RemoveImageResponse> {
+        let name = image_ref(req.into_inner().image)?;
+        let me = self.clone();
+        blocking(move || {
+            // Removing an image that is not there is not an error (CRI: idempotent).
+            let Some(img) = me.images().resolve(&name).map_err(internal)? else {
+                return Ok(());
+            };
+            let users = me.image_users(&img.id);
+            if !users.is_empty() {
+                return Err(Status::failed_precondition(format!(
+                    "image {name:?} ({}) is in use by container(s) {}: remove them first",
+                    img.id,
+                    users.join(", ")
+                )));
+            }
+            me.images().remove(&img.id).map_err(internal)
+        })
+        .await?;
+        Ok(Response::new(api::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _: Request<api::ImageFsInfoRequest>,
+    ) -> Reply<api::ImageFsInfoResponse> {
+        let me = self.clone();
+        let usage = blocking(move || me.images().usage().map_err(internal)).await?;
+        let fs = api::FilesystemUsage {
+            timestamp: crate::store::now_ns(),
+            fs_id: Some(api::FilesystemIdentifier {
+                mountpoint: usage.root.to_string_lossy().into_owned(),
+            }),
+            used_bytes: Some(api::UInt64Value {
+                value: usage.used_bytes,
+            }),
+            inodes_used: Some(api::UInt64Value {
+                value: usage.inodes_used,
+            }),
+        };
+        Ok(Response::new(api::ImageFsInfoResponse {
+            image_filesystems: vec![fs.clone()],
+            container_filesystems: vec![fs],
+        }))
+    }
+}

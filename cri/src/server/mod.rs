@@ -1,0 +1,1480 @@
+//! The CRI server's state and the operations behind its RPCs.
+//!
+//! Records live on disk ([`crate::store`]) and in memory (a map guarded by a mutex that is
+//! never held across an await or a blocking call). Every operation that blocks on the
+//! kernel or the runtime library runs on tokio's blocking pool. Operations that clone into
+//! a container (create, exec) never run in this multi-threaded process: they run in a
+//! fresh single-threaded process of our own binary, the monitor or the exec helper.
+
+mod image_service;
+mod runtime_service;
+pub mod stats;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cri_proto::api;
+use tokio::sync::broadcast;
+use tonic::Status;
+
+use crate::image::ImageStore;
+use crate::monitor;
+use crate::store::{ContainerRecord, ExitRecord, SandboxRecord, SandboxState, Store};
+
+/// Where the server keeps what, and how it is reached.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Persistent state: records, images, bundles (`--root`).
+    pub root: PathBuf,
+    /// The runtime's state root (`--runtime-root`); the server's volatile dirs are in its
+    /// `cri/` subdirectory.
+    pub runtime_root: PathBuf,
+    /// The `rrun-cri` binary, started as the monitor and the exec helper.
+    pub exe: PathBuf,
+}
+
+/// The server: shared by both services.
+#[derive(Clone)]
+pub struct Cri {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: Store,
+    images: ImageStore,
+    runtime: rrun::container::Runtime,
+    state: Mutex<State>,
+    events: broadcast::Sender<api::ContainerEventResponse>,
+}
+
+#[derive(Default)]
+struct State {
+    sandboxes: HashMap<String, SandboxRecord>,
+    containers: HashMap<String, ContainerRecord>,
+    /// Names being created, so two concurrent requests for one name cannot both win.
+    reserved: HashSet<String>,
+}
+
+/// The CRI state of a container, derived from its record and the monitor's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerPhase {
+    Created,
+    Running,
+    Exited,
+}
+
+impl ContainerPhase {
+    fn to_cri(self) -> api::ContainerState {
+        match self {
+            ContainerPhase::Created => api::ContainerState::ContainerCreated,
+            ContainerPhase::Running => api::ContainerState::ContainerRunning,
+            ContainerPhase::Exited => api::ContainerState::ContainerExited,
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// The gRPC status for an error of the runtime library.
+fn runtime_status(e: rrun::Error) -> Status {
+    match &e {
+        rrun::Error::NotFound(_) => Status::not_found(e.to_string()),
+        rrun::Error::AlreadyExists(_) => Status::already_exists(e.to_string()),
+        rrun::Error::WrongState { .. } => Status::failed_precondition(e.to_string()),
+        rrun::Error::Spec(_) | rrun::Error::Invalid(_) | rrun::Error::InvalidId(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn spec_status(e: crate::ocispec::SpecError) -> Status {
+    match e {
+        crate::ocispec::SpecError::Invalid(m) => Status::invalid_argument(m),
+        crate::ocispec::SpecError::Unsupported(m) => Status::unimplemented(m),
+        crate::ocispec::SpecError::Runtime(e) => runtime_status(e),
+    }
+}
+
+/// Runs blocking work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("worker thread failed: {e}")))?
+}
+
+/// A new random id: 64 hex digits, as containerd's.
+fn new_id() -> Result<String, Status> {
+    let mut bytes = [0u8; 32];
+    getrandom(&mut bytes).map_err(|e| internal(format!("getrandom: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
+fn sandbox_key(m: &api::PodSandboxMetadata) -> String {
+    format!("pod\0{}\0{}\0{}\0{}", m.name, m.namespace, m.uid, m.attempt)
+}
+
+fn container_key(sandbox: &str, m: &api::ContainerMetadata) -> String {
+    format!("ctr\0{sandbox}\0{}\0{}", m.name, m.attempt)
+}
+
+/// Does every `selector` label appear in `labels` with the same value?
+fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A unique record whose id is `id` or starts with it (crictl and kubelet users pass
+/// truncated ids).
+fn find_by_prefix<'a, T>(map: &'a HashMap<String, T>, id: &str) -> Option<(&'a String, &'a T)> {
+    if id.is_empty() {
+        return None;
+    }
+    if let Some(kv) = map.get_key_value(id) {
+        return Some(kv);
+    }
+    let mut it = map.iter().filter(|(k, _)| k.starts_with(id));
+    let first = it.next()?;
+    it.next().is_none().then_some(first)
+}
+
+impl Cri {
+    /// Opens the stores and brings the records up to date with what happened while no
+    /// server ran: containers that exited, half-made creates, reboots.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        std::fs::create_dir_all(&config.root)
+            .with_context(|| format!("creating {}", config.root.display()))?;
+        let store = Store::open(&config.root).context("opening the record store")?;
+        let images =
+            ImageStore::open(&config.root.join("images")).context("opening the image store")?;
+        let runtime = rrun::container::Runtime::new(&config.runtime_root);
+        let (events, _) = broadcast::channel(1024);
+        let cri = Cri {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                images,
+                runtime,
+                state: Mutex::new(State::default()),
+                events,
+            }),
+        };
+        let me = cri.clone();
+        tokio::task::spawn_blocking(move || me.recover())
+            .await
+            .context("recovery thread")??;
+        Ok(cri)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the maps consistent (each update is one
+        // insert or remove), so a poisoned lock is still usable.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cri_dir(&self) -> PathBuf {
+        self.inner.config.runtime_root.join("cri")
+    }
+
+    fn pod_run_dir(&self, id: &str) -> PathBuf {
+        self.cri_dir().join("pods").join(id)
+    }
+
+    /// Short on purpose: the monitor's control socket lives here, and a unix socket path
+    /// has at most 107 bytes.
+    fn monitor_dir(&self, id: &str) -> PathBuf {
+        self.cri_dir().join("m").join(&id[..id.len().min(32)])
+    }
+
+    pub fn images(&self) -> &ImageStore {
+        &self.inner.images
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Recovery
+    // -----------------------------------------------------------------------------------
+
+    fn recover(&self) -> anyhow::Result<()> {
+        let sandboxes = self.inner.store.load_sandboxes()?;
+        for orphan in &sandboxes.orphans {
+            tracing::warn!("removing half-made pod {}", orphan.display());
+            let _ = std::fs::remove_dir_all(orphan);
+        }
+        let containers = self.inner.store.load_containers()?;
+        for orphan in &containers.orphans {
+            tracing::warn!("removing half-made container {}", orphan.display());
+            let _ = ImageStore::unmount_rootfs(orphan);
+            let _ = std::fs::remove_dir_all(orphan);
+        }
+        let mut known = HashSet::new();
+        let mut state = State::default();
+        for mut rec in sandboxes.records {
+            if rec.state == SandboxState::Ready {
+                let ns = &rec.namespaces;
+                let alive = [&ns.net, &ns.ipc, &ns.uts]
+                    .into_iter()
+                    .flatten()
+                    .all(|p| crate::sandbox::is_pinned(p));
+                if !alive {
+                    tracing::warn!(
+                        "pod {}: its namespaces are gone (reboot?): not ready",
+                        rec.id
+                    );
+                    rec.state = SandboxState::NotReady;
+                    let _ = self.inner.store.save_sandbox(&rec);
+                }
+            }
+            state.sandboxes.insert(rec.id.clone(), rec);
+        }
+        for rec in containers.records {
+            if rec.pid == 0 {
+                // Its create never answered: the kubelet never learnt of it.
+                tracing::warn!("removing container {} whose create did not finish", rec.id);
+                self.destroy_container_files(&rec);
+                continue;
+            }
+            known.insert(rec.id.clone());
+            state.containers.insert(rec.id.clone(), rec);
+        }
+        // Runtime containers no record names were made by a create that died before it
+        // saved anything.
+        if let Ok(ids) = self.inner.runtime.root().list() {
+            for id in ids.into_iter().filter(|id| !known.contains(id)) {
+                tracing::warn!("deleting runtime container {id} that no record names");
+                let _ = self.inner.runtime.delete(&id, true);
+            }
+        }
+        let ids: Vec<String> = state.containers.keys().cloned().collect();
+        *self.state() = state;
+        for id in ids {
+            let _ = self.refresh_exit(&id);
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Pod sandboxes
+    // -----------------------------------------------------------------------------------
+
+    pub async fn run_pod_sandbox(
+        &self,
+        config: api::PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<String, Status> {
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("PodSandboxConfig.metadata is required"))?;
+        if meta.name.is_empty() {
+            return Err(Status::invalid_argument(
+                "PodSandboxConfig.metadata.name is required",
+            ));
+        }
+        if !matches!(runtime_handler.as_str(), "" | "rrun" | "runc") {
+            return Err(Status::invalid_argument(format!(
+                "runtime handler {runtime_handler:?} is not configured (this server has \"rrun\")"
+            )));
+        }
+        let key = sandbox_key(&meta);
+        let id = new_id()?;
+        {
+            let mut st = self.state();
+            if st.reserved.contains(&key)
+                || st.sandboxes.values().any(|s| {
+                    s.config.metadata.as_ref().map(sandbox_key).as_deref() == Some(key.as_str())
+                })
+            {
+                return Err(Status::already_exists(format!(
+                    "pod sandbox {:?} (namespace {:?}, uid {:?}, attempt {}) already exists",
+                    meta.name, meta.namespace, meta.uid, meta.attempt
+                )));
+            }
+            st.reserved.insert(key.clone());
+        }
+        let me = self.clone();
+        let id2 = id.clone();
+        let made = blocking(move || me.make_sandbox(&id2, config, runtime_handler)).await;
+        self.state().reserved.remove(&key);
+        let rec = made?;
+        tracing::info!("pod {} ({}/{}) ready", id, meta.namespace, meta.name);
+        self.state().sandboxes.insert(id.clone(), rec);
+        Ok(id)
+    }
+
+    fn make_sandbox(
+        &self,
+        id: &str,
+        config: api::PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<SandboxRecord, Status> {
+        use crate::sandbox::*;
+        let own = OwnNamespaces::of(&config);
+        let hostname = hostname_of(&config, own.uts);
+        let run_dir = self.pod_run_dir(id);
+        let dir = self.inner.store.sandbox_dir(id);
+        let requested_parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        let cgroup_parent = if requested_parent.is_empty() {
+            format!("rrun-cri/pod-{}", &id[..12])
+        } else {
+            requested_parent
+        };
+        let mut rec = SandboxRecord {
+            id: id.to_string(),
+            config,
+            runtime_handler,
+            created_at: crate::store::now_ns(),
+            state: SandboxState::Ready,
+            namespaces: Default::default(),
+            cgroup_parent,
+            cgroup: None,
+            run_dir: run_dir.clone(),
+            dir: dir.clone(),
+            shm: None,
+        };
+        let result = (|| {
+            write_pod_files(&dir, &rec.config, &hostname).map_err(internal)?;
+            rec.namespaces = pin_namespaces(&run_dir, own, &hostname).map_err(internal)?;
+            if own.ipc {
+                rec.shm = Some(mount_shm(&run_dir).map_err(internal)?);
+            }
+            rec.cgroup = make_pod_cgroup(&rec.cgroup_parent)?;
+            self.inner.store.save_sandbox(&rec).map_err(internal)
+        })();
+        if let Err(e) = result {
+            self.destroy_sandbox_files(&rec);
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// Removes what the pod holds on the machine: namespaces, shm, cgroup, directories.
+    fn destroy_sandbox_files(&self, rec: &SandboxRecord) {
+        crate::sandbox::unpin_namespaces(&rec.namespaces);
+        if let Some(shm) = &rec.shm {
+            crate::sandbox::unmount_shm(shm);
+        }
+        if let Some(cg) = &rec.cgroup {
+            if let Err(e) = rrun::cgroups::open(cg).destroy() {
+                tracing::warn!("pod {}: removing its cgroup: {e}", rec.id);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&rec.run_dir);
+        let _ = self.inner.store.remove_sandbox(&rec.id);
+    }
+
+    fn sandbox(&self, id: &str) -> Result<SandboxRecord, Status> {
+        let st = self.state();
+        find_by_prefix(&st.sandboxes, id)
+            .map(|(_, s)| s.clone())
+            .ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))
+    }
+
+    fn sandbox_containers(&self, sandbox_id: &str) -> Vec<String> {
+        self.state()
+            .containers
+            .values()
+            .filter(|c| c.sandbox_id == sandbox_id)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), Status> {
+        let Ok(rec) = self.sandbox(id) else {
+            // Stopping a pod that is gone is not an error (CRI: idempotent).
+            return Ok(());
+        };
+        for cid in self.sandbox_containers(&rec.id) {
+            self.stop_container(&cid, 0).await?;
+        }
+        let me = self.clone();
+        let mut rec2 = rec.clone();
+        let rec2 = blocking(move || {
+            // The network namespace goes with the pod's network (as containerd's stop);
+            // IPC and UTS stay until removal, when no container can use them any more.
+            if let Some(net) = rec2.namespaces.net.take() {
+                crate::sandbox::unpin_namespaces(&crate::store::PinnedNamespaces {
+                    net: Some(net),
+                    ..Default::default()
+                });
+            }
+            rec2.state = SandboxState::NotReady;
+            me.inner.store.save_sandbox(&rec2).map_err(internal)?;
+            Ok(rec2)
+        })
+        .await?;
+        self.state().sandboxes.insert(rec2.id.clone(), rec2);
+        Ok(())
+    }
+
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), Status> {
+        let Ok(rec) = self.sandbox(id) else {
+            return Ok(());
+        };
+        for cid in self.sandbox_containers(&rec.id) {
+            self.remove_container(&cid).await?;
+        }
+        let me = self.clone();
+        let rec2 = rec.clone();
+        blocking(move || {
+            me.destroy_sandbox_files(&rec2);
+            Ok(())
+        })
+        .await?;
+        self.state().sandboxes.remove(&rec.id);
+        tracing::info!("pod {} removed", rec.id);
+        Ok(())
+    }
+
+    pub fn pod_sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus, Status> {
+        let rec = self.sandbox(id)?;
+        Ok(sandbox_status(&rec))
+    }
+
+    pub fn list_pod_sandbox(&self, filter: Option<api::PodSandboxFilter>) -> Vec<api::PodSandbox> {
+        let st = self.state();
+        let f = filter.unwrap_or_default();
+        let by_id = (!f.id.is_empty())
+            .then(|| find_by_prefix(&st.sandboxes, &f.id).map(|(k, _)| k.clone()))
+            .map(|k| k.unwrap_or_default());
+        let mut out: Vec<api::PodSandbox> = st
+            .sandboxes
+            .values()
+            .filter(|s| by_id.as_ref().is_none_or(|id| &s.id == id))
+            .filter(|s| {
+                f.state
+                    .as_ref()
+                    .is_none_or(|v| v.state == sandbox_state(s) as i32)
+            })
+            .filter(|s| labels_match(&s.config.labels, &f.label_selector))
+            .map(|s| api::PodSandbox {
+                id: s.id.clone(),
+                metadata: s.config.metadata.clone(),
+                state: sandbox_state(s) as i32,
+                created_at: s.created_at,
+                labels: s.config.labels.clone(),
+                annotations: s.config.annotations.clone(),
+                runtime_handler: s.runtime_handler.clone(),
+            })
+            .collect();
+        out.sort_by_key(|p| p.created_at);
+        out
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Containers
+    // -----------------------------------------------------------------------------------
+
+    pub async fn create_container(
+        &self,
+        pod_id: &str,
+        config: api::ContainerConfig,
+    ) -> Result<String, Status> {
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("ContainerConfig.metadata is required"))?;
+        if meta.name.is_empty() {
+            return Err(Status::invalid_argument(
+                "ContainerConfig.metadata.name is required",
+            ));
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(Status::invalid_argument(
+                "ContainerConfig.image.image is required",
+            ));
+        }
+        let sandbox = self.sandbox(pod_id)?;
+        if sandbox.state != SandboxState::Ready {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready: it was stopped",
+                sandbox.id
+            )));
+        }
+        let image = self
+            .inner
+            .images
+            .resolve(&image_name)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("image {image_name:?} not found")))?;
+        let key = container_key(&sandbox.id, &meta);
+        let id = new_id()?;
+        let target_pid = self.target_pid(&config)?;
+        {
+            let mut st = self.state();
+            let taken = st.reserved.contains(&key)
+                || st.containers.values().any(|c| {
+                    c.config
+                        .metadata
+                        .as_ref()
+                        .map(|m| container_key(&c.sandbox_id, m))
+                        .as_deref()
+                        == Some(key.as_str())
+                });
+            if taken {
+                return Err(Status::already_exists(format!(
+                    "container {:?} (attempt {}) already exists in pod sandbox {}",
+                    meta.name, meta.attempt, sandbox.id
+                )));
+            }
+            st.reserved.insert(key.clone());
+        }
+        let image_ref = crate::image::normalize_reference(&image_name).unwrap_or(image_name);
+        let dir = self.inner.store.container_dir(&id);
+        let log_path = match (
+            sandbox.config.log_directory.as_str(),
+            config.log_path.as_str(),
+        ) {
+            (_, "") | ("", _) => PathBuf::new(),
+            (d, p) => Path::new(d).join(p),
+        };
+        let rec = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sandbox.id.clone(),
+            config,
+            image_id: image.id.clone(),
+            image_ref,
+            created_at: crate::store::now_ns(),
+            started_at: 0,
+            pid: 0,
+            log_path,
+            dir,
+            monitor_dir: self.monitor_dir(&id),
+            exit: None,
+        };
+        let result = self.make_container(rec, sandbox, image, target_pid).await;
+        self.state().reserved.remove(&key);
+        let rec = result?;
+        self.state().containers.insert(id.clone(), rec.clone());
+        self.emit(&rec, api::ContainerEventType::ContainerCreatedEvent);
+        tracing::info!("container {id} created (pid {})", rec.pid);
+        Ok(id)
+    }
+
+    fn target_pid(&self, config: &api::ContainerConfig) -> Result<Option<i32>, Status> {
+        let target = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .filter(|o| o.pid == api::NamespaceMode::Target as i32)
+            .map(|o| o.target_id.clone());
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        let st = self.state();
+        let (_, c) = find_by_prefix(&st.containers, &target).ok_or_else(|| {
+            Status::not_found(format!(
+                "pid namespace target container {target:?} not found"
+            ))
+        })?;
+        Ok(Some(c.pid))
+    }
+
+    async fn make_container(
+        &self,
+        mut rec: ContainerRecord,
+        sandbox: SandboxRecord,
+        image: crate::image::Image,
+        target_pid: Option<i32>,
+    ) -> Result<ContainerRecord, Status> {
+        // Saved first with pid 0: a server killed from here on finds the half-made
+        // container on restart and removes it.
+        let me = self.clone();
+        let rec0 = rec.clone();
+        let prepared = blocking(move || {
+            me.inner.store.save_container(&rec0).map_err(internal)?;
+            let result = me.write_bundle(&rec0, &sandbox, &image, target_pid);
+            if result.is_err() {
+                me.destroy_container_files(&rec0);
+            }
+            result
+        })
+        .await;
+        prepared?;
+        match self.spawn_monitor(&rec).await {
+            Ok(pid) => rec.pid = pid,
+            Err(e) => {
+                let me = self.clone();
+                let rec0 = rec.clone();
+                let _ = blocking(move || {
+                    me.destroy_container_files(&rec0);
+                    Ok(())
+                })
+                .await;
+                return Err(e);
+            }
+        }
+        let me = self.clone();
+        let rec1 = rec.clone();
+        blocking(move || me.inner.store.save_container(&rec1).map_err(internal)).await?;
+        Ok(rec)
+    }
+
+    /// The bundle: the image's rootfs mounted, config.json written, the log's directory made.
+    fn write_bundle(
+        &self,
+        rec: &ContainerRecord,
+        sandbox: &SandboxRecord,
+        image: &crate::image::Image,
+        target_pid: Option<i32>,
+    ) -> Result<(), Status> {
+        let rootfs = self
+            .inner
+            .images
+            .mount_rootfs(image, &rec.dir)
+            .map_err(internal)?;
+        let image_name = rec.image_ref.clone();
+        let spec = crate::ocispec::container_spec(&crate::ocispec::SpecInputs {
+            id: &rec.id,
+            sandbox,
+            config: &rec.config,
+            image: image.config.config().as_ref(),
+            image_name: &image_name,
+            rootfs: &rootfs,
+            target_pid,
+        })
+        .map_err(spec_status)?;
+        let path = rec.dir.join("config.json");
+        crate::store::write_json_atomic(&path, &spec).map_err(internal)?;
+        // Checked the way `rrun create` will check it, so a bad request is an
+        // InvalidArgument here and not an error from the monitor.
+        rrun::spec::validate(&spec, &rec.dir)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(parent) = rec.log_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| internal(format!("creating {}: {e}", parent.display())))?;
+        }
+        std::fs::create_dir_all(&rec.monitor_dir)
+            .map_err(|e| internal(format!("creating {}: {e}", rec.monitor_dir.display())))?;
+        Ok(())
+    }
+
+    /// Starts the container's monitor, which creates the container; answers the init's pid.
+    async fn spawn_monitor(&self, rec: &ContainerRecord) -> Result<i32, Status> {
+        use tokio::io::AsyncReadExt;
+        let tty = rec.config.tty;
+        let stderr_path = rec.monitor_dir.join("monitor.log");
+        let stderr = std::fs::File::create(&stderr_path)
+            .map_err(|e| internal(format!("creating {}: {e}", stderr_path.display())))?;
+        let mut cmd = tokio::process::Command::new(&self.inner.config.exe);
+        cmd.arg("monitor")
+            .arg("--runtime-root")
+            .arg(&self.inner.config.runtime_root)
+            .arg("--id")
+            .arg(&rec.id)
+            .arg("--bundle")
+            .arg(&rec.dir)
+            .arg("--log-path")
+            .arg(if rec.log_path.as_os_str().is_empty() {
+                Path::new("/dev/null")
+            } else {
+                &rec.log_path
+            })
+            .arg("--state-dir")
+            .arg(&rec.monitor_dir);
+        if tty {
+            cmd.arg("--tty");
+        }
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(false);
+        let mut child = cmd.spawn().map_err(|e| {
+            internal(format!(
+                "starting the monitor {}: {e}",
+                self.inner.config.exe.display()
+            ))
+        })?;
+        let mut out = String::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            let _ = stdout.read_to_string(&mut out).await;
+        }
+        let _ = child.wait().await;
+        let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| {
+            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            serde_json::json!({"error": format!("the monitor died without a report: {}", log.trim())})
+        });
+        if let Some(pid) = report.get("pid").and_then(|p| p.as_i64()) {
+            return Ok(pid as i32);
+        }
+        let msg = report
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("the monitor's report has neither pid nor error")
+            .to_string();
+        Err(Status::unknown(format!(
+            "creating container {}: {msg}",
+            rec.id
+        )))
+    }
+
+    /// Removes the container from the runtime, unmounts its rootfs and removes its dirs.
+    fn destroy_container_files(&self, rec: &ContainerRecord) {
+        match self.inner.runtime.delete(&rec.id, true) {
+            Ok(()) | Err(rrun::Error::NotFound(_)) => {}
+            Err(e) => tracing::warn!("container {}: runtime delete: {e}", rec.id),
+        }
+        if let Err(e) = ImageStore::unmount_rootfs(&rec.dir) {
+            tracing::warn!("container {}: unmounting its rootfs: {e}", rec.id);
+        }
+        let _ = std::fs::remove_dir_all(&rec.monitor_dir);
+        if let Err(e) = self.inner.store.remove_container(&rec.id) {
+            tracing::warn!("container {}: {e}", rec.id);
+        }
+    }
+
+    fn container(&self, id: &str) -> Result<ContainerRecord, Status> {
+        let st = self.state();
+        find_by_prefix(&st.containers, id)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))
+    }
+
+    /// Reads the monitor's exit file into the record once it exists.
+    fn refresh_exit(&self, id: &str) -> Option<ExitRecord> {
+        let rec = self.state().containers.get(id).cloned()?;
+        if rec.exit.is_some() {
+            return rec.exit;
+        }
+        let exit = read_exit(&rec)?;
+        let mut rec = rec;
+        rec.exit = Some(exit.clone());
+        if let Err(e) = self.inner.store.save_container(&rec) {
+            tracing::warn!("container {id}: saving its exit: {e}");
+        }
+        let newly = {
+            let mut st = self.state();
+            match st.containers.get_mut(id) {
+                Some(c) if c.exit.is_none() => {
+                    *c = rec.clone();
+                    true
+                }
+                _ => false,
+            }
+        };
+        if newly {
+            self.emit(&rec, api::ContainerEventType::ContainerStoppedEvent);
+        }
+        Some(exit)
+    }
+
+    pub fn phase(&self, rec: &ContainerRecord) -> ContainerPhase {
+        if rec.exit.is_some() || self.refresh_exit(&rec.id).is_some() {
+            return ContainerPhase::Exited;
+        }
+        match self.inner.runtime.load(&rec.id) {
+            Ok((_, _, rrun::state::Status::Created | rrun::state::Status::Creating)) => {
+                ContainerPhase::Created
+            }
+            Ok((_, _, rrun::state::Status::Running | rrun::state::Status::Paused)) => {
+                ContainerPhase::Running
+            }
+            // The init is gone but its monitor still drains the pipes before it writes the
+            // exit file: not exited as far as the kubelet can know yet.
+            _ if monitor_alive(rec) && self.refresh_exit(&rec.id).is_none() => {
+                ContainerPhase::Running
+            }
+            _ => ContainerPhase::Exited,
+        }
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), Status> {
+        let rec = self.container(id)?;
+        if self.phase(&rec) != ContainerPhase::Created {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not in the created state",
+                rec.id
+            )));
+        }
+        // Taken before the start: the program runs (and may end) before `start` returns.
+        let started_at = crate::store::now_ns();
+        let me = self.clone();
+        let cid = rec.id.clone();
+        blocking(move || me.inner.runtime.start(&cid).map_err(runtime_status)).await?;
+        let mut rec = rec;
+        rec.started_at = started_at;
+        let me = self.clone();
+        let rec1 = rec.clone();
+        blocking(move || me.inner.store.save_container(&rec1).map_err(internal)).await?;
+        self.state().containers.insert(rec.id.clone(), rec.clone());
+        self.emit(&rec, api::ContainerEventType::ContainerStartedEvent);
+        self.watch_exit(rec.id.clone());
+        Ok(())
+    }
+
+    /// Notices the container's end as it happens (for the event stream), by polling the
+    /// monitor's exit file; a stopped container's status is read on demand anyway.
+    fn watch_exit(&self, id: String) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let exists = me.state().containers.contains_key(&id);
+                if !exists {
+                    return;
+                }
+                let me2 = me.clone();
+                let id2 = id.clone();
+                let done = tokio::task::spawn_blocking(move || me2.refresh_exit(&id2).is_some())
+                    .await
+                    .unwrap_or(true);
+                if done {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Re-arms the exit watchers after a restart.
+    pub fn watch_running(&self) {
+        let ids: Vec<String> = self
+            .state()
+            .containers
+            .values()
+            .filter(|c| c.exit.is_none() && c.started_at > 0)
+            .map(|c| c.id.clone())
+            .collect();
+        for id in ids {
+            self.watch_exit(id);
+        }
+    }
+
+    /// Waits until the monitor has written the container's exit, at most `limit`.
+    async fn wait_exit(&self, id: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let me = self.clone();
+            let id2 = id.to_string();
+            let done = tokio::task::spawn_blocking(move || {
+                me.refresh_exit(&id2).is_some() || me.init_gone(&id2)
+            })
+            .await
+            .unwrap_or(false);
+            if done {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The runtime says stopped and the monitor is gone without an exit file (it was
+    /// killed): nothing more will come.
+    fn init_gone(&self, id: &str) -> bool {
+        let Some(rec) = self.state().containers.get(id).cloned() else {
+            return true;
+        };
+        let stopped = !matches!(
+            self.inner.runtime.load(id),
+            Ok((_, _, s)) if s != rrun::state::Status::Stopped
+        );
+        stopped && !monitor_alive(&rec)
+    }
+
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
+        let rec = self.container(id)?;
+        match self.phase(&rec) {
+            ContainerPhase::Exited => return Ok(()),
+            ContainerPhase::Created => {
+                // Never started: kill the waiting init (the kubelet stops such containers too).
+                self.kill(&rec.id, nix::sys::signal::Signal::SIGKILL, true)
+                    .await?;
+                self.wait_exit(&rec.id, Duration::from_secs(10)).await;
+                return Ok(());
+            }
+            ContainerPhase::Running => {}
+        }
+        if timeout > 0 {
+            let signal = self.stop_signal(&rec);
+            self.kill(&rec.id, signal, false).await?;
+            if self
+                .wait_exit(&rec.id, Duration::from_secs(timeout as u64))
+                .await
+            {
+                return Ok(());
+            }
+        }
+        self.kill(&rec.id, nix::sys::signal::Signal::SIGKILL, true)
+            .await?;
+        if !self.wait_exit(&rec.id, Duration::from_secs(30)).await {
+            return Err(Status::deadline_exceeded(format!(
+                "container {} did not exit within 30s of SIGKILL",
+                rec.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn stop_signal(&self, rec: &ContainerRecord) -> nix::sys::signal::Signal {
+        let from_image = self
+            .inner
+            .images
+            .resolve(&rec.image_id)
+            .ok()
+            .flatten()
+            .and_then(|i| {
+                i.config
+                    .config()
+                    .as_ref()
+                    .and_then(|c| c.stop_signal().clone())
+            });
+        from_image
+            .and_then(|s| rrun::spec::parse_signal(&s).ok())
+            .unwrap_or(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    async fn kill(
+        &self,
+        id: &str,
+        signal: nix::sys::signal::Signal,
+        all: bool,
+    ) -> Result<(), Status> {
+        let me = self.clone();
+        let id = id.to_string();
+        blocking(move || match me.inner.runtime.kill(&id, signal, all) {
+            // Gone between our look and the signal: what stop wanted.
+            Ok(()) | Err(rrun::Error::WrongState { .. }) => Ok(()),
+            Err(e) => Err(runtime_status(e)),
+        })
+        .await
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<(), Status> {
+        let Ok(rec) = self.container(id) else {
+            return Ok(());
+        };
+        if self.phase(&rec) != ContainerPhase::Exited {
+            self.kill(&rec.id, nix::sys::signal::Signal::SIGKILL, true)
+                .await?;
+            self.wait_exit(&rec.id, Duration::from_secs(30)).await;
+        }
+        let me = self.clone();
+        let rec2 = rec.clone();
+        blocking(move || {
+            me.destroy_container_files(&rec2);
+            Ok(())
+        })
+        .await?;
+        self.state().containers.remove(&rec.id);
+        self.emit(&rec, api::ContainerEventType::ContainerDeletedEvent);
+        Ok(())
+    }
+
+    pub fn list_containers(&self, filter: Option<api::ContainerFilter>) -> Vec<api::Container> {
+        let f = filter.unwrap_or_default();
+        let recs: Vec<ContainerRecord> = {
+            let st = self.state();
+            let by_id = (!f.id.is_empty())
+                .then(|| find_by_prefix(&st.containers, &f.id).map(|(k, _)| k.clone()))
+                .map(|k| k.unwrap_or_default());
+            let by_pod = (!f.pod_sandbox_id.is_empty()).then(|| {
+                find_by_prefix(&st.sandboxes, &f.pod_sandbox_id)
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_default()
+            });
+            st.containers
+                .values()
+                .filter(|c| by_id.as_ref().is_none_or(|id| &c.id == id))
+                .filter(|c| by_pod.as_ref().is_none_or(|p| &c.sandbox_id == p))
+                .filter(|c| labels_match(&c.config.labels, &f.label_selector))
+                .cloned()
+                .collect()
+        };
+        let mut out: Vec<api::Container> = recs
+            .iter()
+            .map(|c| (c, self.phase(c)))
+            .filter(|(_, p)| {
+                f.state
+                    .as_ref()
+                    .is_none_or(|v| v.state == p.to_cri() as i32)
+            })
+            .map(|(c, p)| api::Container {
+                id: c.id.clone(),
+                pod_sandbox_id: c.sandbox_id.clone(),
+                metadata: c.config.metadata.clone(),
+                image: Some(image_spec(c)),
+                image_ref: c.image_id.clone(),
+                state: p.to_cri() as i32,
+                created_at: c.created_at,
+                labels: c.config.labels.clone(),
+                annotations: c.config.annotations.clone(),
+                image_id: c.image_id.clone(),
+            })
+            .collect();
+        out.sort_by_key(|c| c.created_at);
+        out
+    }
+
+    pub fn container_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<api::ContainerStatusResponse, Status> {
+        let rec = self.container(id)?;
+        let phase = self.phase(&rec);
+        let rec = self.state().containers.get(&rec.id).cloned().unwrap_or(rec);
+        let mut status = container_status(&rec, phase);
+        if phase == ContainerPhase::Exited && rec.exit.is_none() {
+            status.exit_code = 255;
+            status.reason = "Error".into();
+            status.message =
+                "the container's monitor ended before the container: its exit status is unknown"
+                    .into();
+        }
+        let mut info = HashMap::new();
+        if verbose {
+            let spec = std::fs::read_to_string(rec.dir.join("config.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+            let doc = serde_json::json!({
+                "pid": rec.pid,
+                "sandboxID": rec.sandbox_id,
+                "image": rec.image_id,
+                "runtimeSpec": spec,
+                "monitorDir": rec.monitor_dir,
+            });
+            info.insert("info".to_string(), doc.to_string());
+        }
+        Ok(api::ContainerStatusResponse {
+            status: Some(status),
+            info,
+        })
+    }
+
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: Option<api::LinuxContainerResources>,
+    ) -> Result<(), Status> {
+        let mut rec = self.container(id)?;
+        if self.phase(&rec) == ContainerPhase::Exited {
+            return Err(Status::failed_precondition(format!(
+                "container {} has exited: its resources cannot change",
+                rec.id
+            )));
+        }
+        let Some(r) = resources else { return Ok(()) };
+        let res = crate::ocispec::resources_only(&r).map_err(spec_status)?;
+        let me = self.clone();
+        let cid = rec.id.clone();
+        blocking(move || me.inner.runtime.update(&cid, &res).map_err(runtime_status)).await?;
+        let mut linux = rec.config.linux.clone().unwrap_or_default();
+        linux.resources = Some(r);
+        rec.config.linux = Some(linux);
+        let me = self.clone();
+        let rec1 = rec.clone();
+        blocking(move || me.inner.store.save_container(&rec1).map_err(internal)).await?;
+        self.state().containers.insert(rec.id.clone(), rec);
+        Ok(())
+    }
+
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), Status> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let rec = self.container(id)?;
+        if self.phase(&rec) != ContainerPhase::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        let sock = monitor::control_socket(&rec.monitor_dir);
+        let talk = async {
+            let mut s = tokio::net::UnixStream::connect(&sock).await?;
+            s.write_all(b"reopen\n").await?;
+            let mut line = String::new();
+            tokio::io::BufReader::new(s).read_line(&mut line).await?;
+            Ok::<_, std::io::Error>(line)
+        };
+        let line = tokio::time::timeout(Duration::from_secs(10), talk)
+            .await
+            .map_err(|_| Status::deadline_exceeded("the monitor did not answer the reopen"))?
+            .map_err(|e| internal(format!("{}: {e}", sock.display())))?;
+        match line.trim() {
+            "ok" => Ok(()),
+            other => Err(internal(format!("reopening the log: {other}"))),
+        }
+    }
+
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> Result<api::ExecSyncResponse, Status> {
+        use tokio::io::AsyncReadExt;
+        if cmd.is_empty() {
+            return Err(Status::invalid_argument("ExecSync needs a command"));
+        }
+        let rec = self.container(id)?;
+        if self.phase(&rec) != ContainerPhase::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        let process = self.exec_process(&rec, cmd)?;
+        let tag = new_id()?;
+        let process_file = rec.monitor_dir.join(format!("exec-{}.json", &tag[..12]));
+        let status_file = rec.monitor_dir.join(format!("exec-{}.status", &tag[..12]));
+        crate::store::write_json_atomic(&process_file, &process).map_err(internal)?;
+        let mut child = tokio::process::Command::new(&self.inner.config.exe)
+            .arg("exec-sync")
+            .arg("--runtime-root")
+            .arg(&self.inner.config.runtime_root)
+            .arg("--id")
+            .arg(&rec.id)
+            .arg("--process")
+            .arg(&process_file)
+            .arg("--status-file")
+            .arg(&status_file)
+            .arg("--timeout")
+            .arg(timeout.max(0).to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| internal(format!("starting the exec helper: {e}")))?;
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let limit = cri_proto::MAX_MESSAGE_SIZE as u64 / 2;
+        let (out, err) = tokio::join!(
+            async {
+                let mut v = Vec::new();
+                if let Some(s) = stdout.as_mut() {
+                    let _ = s.take(limit).read_to_end(&mut v).await;
+                }
+                v
+            },
+            async {
+                let mut v = Vec::new();
+                if let Some(s) = stderr.as_mut() {
+                    let _ = s.take(limit).read_to_end(&mut v).await;
+                }
+                v
+            }
+        );
+        let _ = child.wait().await;
+        let status: serde_json::Value = std::fs::read(&status_file)
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .unwrap_or_else(
+                || serde_json::json!({"error": "the exec helper died without a status"}),
+            );
+        let _ = std::fs::remove_file(&process_file);
+        let _ = std::fs::remove_file(&status_file);
+        if let Some(e) = status.get("error").and_then(|e| e.as_str()) {
+            return Err(Status::unknown(format!(
+                "exec in container {}: {e}",
+                rec.id
+            )));
+        }
+        if status.get("timed_out").and_then(|t| t.as_bool()) == Some(true) {
+            return Err(Status::deadline_exceeded(format!(
+                "command timed out after {timeout}s"
+            )));
+        }
+        let exit_code = status
+            .get("exit_code")
+            .and_then(|c| c.as_i64())
+            .unwrap_or(255) as i32;
+        Ok(api::ExecSyncResponse {
+            stdout: out,
+            stderr: err,
+            exit_code,
+        })
+    }
+
+    /// The exec'd process: the container's own process settings with another command.
+    fn exec_process(
+        &self,
+        rec: &ContainerRecord,
+        cmd: Vec<String>,
+    ) -> Result<oci_spec::runtime::Process, Status> {
+        let spec: oci_spec::runtime::Spec =
+            crate::store::read_json(&rec.dir.join("config.json")).map_err(internal)?;
+        let mut process = spec.process().clone().unwrap_or_default();
+        process.set_args(Some(cmd));
+        process.set_terminal(Some(false));
+        process.set_oom_score_adj(None);
+        Ok(process)
+    }
+
+    fn emit(&self, rec: &ContainerRecord, typ: api::ContainerEventType) {
+        if self.inner.events.receiver_count() == 0 {
+            return;
+        }
+        let pod = self
+            .state()
+            .sandboxes
+            .get(&rec.sandbox_id)
+            .map(sandbox_status);
+        let phase = match typ {
+            api::ContainerEventType::ContainerCreatedEvent => ContainerPhase::Created,
+            api::ContainerEventType::ContainerStartedEvent => ContainerPhase::Running,
+            _ => ContainerPhase::Exited,
+        };
+        let statuses = match typ {
+            api::ContainerEventType::ContainerDeletedEvent => vec![],
+            _ => vec![container_status(rec, phase)],
+        };
+        let _ = self.inner.events.send(api::ContainerEventResponse {
+            container_id: rec.id.clone(),
+            container_event_type: typ as i32,
+            created_at: crate::store::now_ns(),
+            pod_sandbox_status: pod,
+            containers_statuses: statuses,
+        });
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<api::ContainerEventResponse> {
+        self.inner.events.subscribe()
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Stats
+    // -----------------------------------------------------------------------------------
+
+    pub fn container_stats(&self, id: &str) -> Result<api::ContainerStats, Status> {
+        let rec = self.container(id)?;
+        Ok(self.stats_of(&rec))
+    }
+
+    fn stats_of(&self, rec: &ContainerRecord) -> api::ContainerStats {
+        let raw = if self.phase(rec) == ContainerPhase::Exited {
+            None
+        } else {
+            self.inner.runtime.stats(&rec.id).ok()
+        };
+        stats::container_stats(rec, raw.as_ref())
+    }
+
+    pub fn list_container_stats(
+        &self,
+        filter: Option<api::ContainerStatsFilter>,
+    ) -> Vec<api::ContainerStats> {
+        let f = filter.unwrap_or_default();
+        let recs: Vec<ContainerRecord> = {
+            let st = self.state();
+            st.containers
+                .values()
+                .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
+                .filter(|c| {
+                    f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id)
+                })
+                .filter(|c| labels_match(&c.config.labels, &f.label_selector))
+                .cloned()
+                .collect()
+        };
+        // Like the kubelet's cadvisor-less path: only containers that run have stats.
+        recs.iter()
+            .filter(|c| self.phase(c) != ContainerPhase::Exited)
+            .map(|c| self.stats_of(c))
+            .collect()
+    }
+
+    pub fn pod_sandbox_stats(&self, id: &str) -> Result<api::PodSandboxStats, Status> {
+        let rec = self.sandbox(id)?;
+        let containers: Vec<ContainerRecord> = self
+            .state()
+            .containers
+            .values()
+            .filter(|c| c.sandbox_id == rec.id)
+            .cloned()
+            .collect();
+        let running: Vec<api::ContainerStats> = containers
+            .iter()
+            .filter(|c| self.phase(c) != ContainerPhase::Exited)
+            .map(|c| self.stats_of(c))
+            .collect();
+        let pod_raw = rec
+            .cgroup
+            .as_ref()
+            .and_then(|cg| rrun::cgroups::open(cg).stats().ok());
+        let pids = rec
+            .cgroup
+            .as_ref()
+            .and_then(|cg| rrun::cgroups::open(cg).pids().ok())
+            .map(|p| p.len() as u64);
+        Ok(stats::pod_stats(&rec, pod_raw.as_ref(), pids, running))
+    }
+
+    pub fn list_pod_sandbox_stats(
+        &self,
+        filter: Option<api::PodSandboxStatsFilter>,
+    ) -> Vec<api::PodSandboxStats> {
+        let f = filter.unwrap_or_default();
+        let ids: Vec<String> = self
+            .state()
+            .sandboxes
+            .values()
+            .filter(|s| f.id.is_empty() || s.id.starts_with(&f.id))
+            .filter(|s| labels_match(&s.config.labels, &f.label_selector))
+            .filter(|s| s.state == SandboxState::Ready)
+            .map(|s| s.id.clone())
+            .collect();
+        ids.iter()
+            .filter_map(|id| self.pod_sandbox_stats(id).ok())
+            .collect()
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Images
+    // -----------------------------------------------------------------------------------
+
+    /// Ids of containers that use the image.
+    pub fn image_users(&self, image_id: &str) -> Vec<String> {
+        self.state()
+            .containers
+            .values()
+            .filter(|c| c.image_id == image_id)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+}
+
+/// The pod's cgroup: made (and so later removed) by this server unless the kubelet made it
+/// already.
+fn make_pod_cgroup(parent: &str) -> Result<Option<rrun::cgroups::CgroupRecord>, Status> {
+    match rrun::cgroups::create(Some(Path::new(parent)), "pod") {
+        Ok(cg) => Ok(Some(cg.record().clone())),
+        Err(rrun::cgroups::CgroupError::Exists(_)) => Ok(None),
+        Err(e) => Err(Status::invalid_argument(format!(
+            "cgroup_parent {parent:?}: {e}"
+        ))),
+    }
+}
+
+fn read_exit(rec: &ContainerRecord) -> Option<ExitRecord> {
+    let v: serde_json::Value =
+        crate::store::read_json(&monitor::exit_file(&rec.monitor_dir)).ok()?;
+    let exit_code = v.get("exit_code").and_then(|c| c.as_i64()).unwrap_or(255) as i32;
+    let oom = v
+        .get("oom_killed")
+        .and_then(|o| o.as_bool())
+        .unwrap_or(false);
+    let finished_at = v
+        .get("finished_at_ns")
+        .and_then(|f| f.as_i64())
+        .unwrap_or_else(crate::store::now_ns);
+    let reason = if oom {
+        "OOMKilled"
+    } else if exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    Some(ExitRecord {
+        exit_code,
+        finished_at,
+        reason: reason.into(),
+        message: String::new(),
+    })
+}
+
+fn monitor_alive(rec: &ContainerRecord) -> bool {
+    let Ok(pid) = std::fs::read_to_string(monitor::pid_file(&rec.monitor_dir)) else {
+        return false;
+    };
+    let Ok(pid) = pid.trim().parse::<i32>() else {
+        return false;
+    };
+    // The pid must still be a monitor of this container (pids are reused).
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let c = String::from_utf8_lossy(&c);
+            c.contains("monitor") && c.contains(&rec.id)
+        })
+        .unwrap_or(false)
+}
+
+fn sandbox_state(s: &SandboxRecord) -> api::PodSandboxState {
+    match s.state {
+        SandboxState::Ready => api::PodSandboxState::SandboxReady,
+        SandboxState::NotReady => api::PodSandboxState::SandboxNotready,
+    }
+}
+
+fn sandbox_status(s: &SandboxRecord) -> api::PodSandboxStatus {
+    let options = s
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|c| c.namespace_options.clone());
+    api::PodSandboxStatus {
+        id: s.id.clone(),
+        metadata: s.config.metadata.clone(),
+        state: sandbox_state(s) as i32,
+        created_at: s.created_at,
+        network: Some(api::PodSandboxNetworkStatus::default()),
+        linux: Some(api::LinuxPodSandboxStatus {
+            namespaces: Some(api::Namespace { options }),
+        }),
+        labels: s.config.labels.clone(),
+        annotations: s.config.annotations.clone(),
+        runtime_handler: s.runtime_handler.clone(),
+    }
+}
+
+fn image_spec(c: &ContainerRecord) -> api::ImageSpec {
+    let mut spec = c.config.image.clone().unwrap_or_default();
+    if spec.image.is_empty() {
+        spec.image = c.image_ref.clone();
+    }
+    spec
+}
+
+fn container_status(c: &ContainerRecord, phase: ContainerPhase) -> api::ContainerStatus {
+    let exit = c.exit.clone().unwrap_or_default();
+    api::ContainerStatus {
+        id: c.id.clone(),
+        metadata: c.config.metadata.clone(),
+        state: phase.to_cri() as i32,
+        created_at: c.created_at,
+        started_at: c.started_at,
+        finished_at: exit.finished_at,
+        exit_code: exit.exit_code,
+        image: Some(image_spec(c)),
+        image_ref: c.image_id.clone(),
+        reason: exit.reason,
+        message: exit.message,
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
+        mounts: c.config.mounts.clone(),
+        log_path: c.log_path.to_string_lossy().into_owned(),
+        resources: c
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|r| api::ContainerResources {
+                linux: Some(r),
+                ..Default::default()
+            }),
+        image_id: c.image_id.clone(),
+        user: None,
+    }
+}

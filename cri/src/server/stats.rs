@@ -1,0 +1,205 @@
+//! CRI stats from the runtime's cgroup stats (runc's `events --stats` JSON shape, which
+//! rrun's library returns for v1 and v2 alike).
+
+use std::path::Path;
+
+use cri_proto::api;
+use serde_json::Value;
+
+use crate::store::{now_ns, ContainerRecord, SandboxRecord};
+
+fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(*p)?;
+    }
+    cur.as_u64()
+}
+
+fn value(v: u64) -> Option<api::UInt64Value> {
+    Some(api::UInt64Value { value: v })
+}
+
+/// CPU and memory from one stats document (`data` of `{"type":"stats","data":..}`).
+fn cpu_and_memory(raw: &Value, ts: i64) -> (api::CpuUsage, api::MemoryUsage) {
+    let data = raw.get("data").unwrap_or(raw);
+    let cpu = api::CpuUsage {
+        timestamp: ts,
+        usage_core_nano_seconds: u64_at(data, &["cpu", "usage", "total"]).and_then(value),
+        usage_nano_cores: None,
+    };
+    let usage = u64_at(data, &["memory", "usage", "usage"]).unwrap_or(0);
+    let limit = u64_at(data, &["memory", "usage", "limit"]).unwrap_or(0);
+    let stat = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| u64_at(data, &["memory", "stats", k]))
+            .unwrap_or(0)
+    };
+    // The kubelet's working set: usage less the page cache the kernel can drop at once.
+    let inactive_file = stat(&["total_inactive_file", "inactive_file"]);
+    let working_set = usage.saturating_sub(inactive_file);
+    // cgroup v1 reports an unset limit as a huge number; only a real limit leaves room.
+    let available = (limit > 0 && limit < (1 << 62)).then(|| limit.saturating_sub(working_set));
+    let memory = api::MemoryUsage {
+        timestamp: ts,
+        working_set_bytes: value(working_set),
+        available_bytes: available.and_then(value),
+        usage_bytes: value(usage),
+        rss_bytes: value(stat(&["total_rss", "rss", "anon"])),
+        page_faults: value(stat(&["total_pgfault", "pgfault"])),
+        major_page_faults: value(stat(&["total_pgmajfault", "pgmajfault"])),
+    };
+    (cpu, memory)
+}
+
+/// Bytes and inodes under `dir` (the container's writable layer), not following links and
+/// not crossing into other filesystems' mounts.
+pub fn disk_usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::symlink_metadata(dir) else {
+        return (0, 0);
+    };
+    let dev = root.dev();
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.dev() != dev {
+                continue;
+            }
+            inodes += 1;
+            bytes += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    (bytes, inodes)
+}
+
+pub fn container_stats(rec: &ContainerRecord, raw: Option<&Value>) -> api::ContainerStats {
+    let ts = now_ns();
+    let (cpu, memory) = match raw {
+        Some(r) => {
+            let (c, m) = cpu_and_memory(r, ts);
+            (Some(c), Some(m))
+        }
+        None => (None, None),
+    };
+    let upper = rec.dir.join("upper");
+    let (used, inodes) = disk_usage(&upper);
+    api::ContainerStats {
+        attributes: Some(api::ContainerAttributes {
+            id: rec.id.clone(),
+            metadata: rec.config.metadata.clone(),
+            labels: rec.config.labels.clone(),
+            annotations: rec.config.annotations.clone(),
+        }),
+        cpu,
+        memory,
+        writable_layer: Some(api::FilesystemUsage {
+            timestamp: ts,
+            fs_id: Some(api::FilesystemIdentifier {
+                mountpoint: upper.to_string_lossy().into_owned(),
+            }),
+            used_bytes: value(used),
+            inodes_used: value(inodes),
+        }),
+        swap: None,
+    }
+}
+
+/// The pod's stats: its own cgroup's when this server made it, else the sum of its
+/// containers'.
+pub fn pod_stats(
+    rec: &SandboxRecord,
+    pod_raw: Option<&Value>,
+    pids: Option<u64>,
+    containers: Vec<api::ContainerStats>,
+) -> api::PodSandboxStats {
+    let ts = now_ns();
+    let (cpu, memory) = match pod_raw {
+        Some(r) => {
+            let (c, m) = cpu_and_memory(r, ts);
+            (c, m)
+        }
+        None => {
+            let sum =
+                |f: &dyn Fn(&api::ContainerStats) -> Option<u64>| -> Option<api::UInt64Value> {
+                    value(containers.iter().filter_map(f).sum())
+                };
+            (
+                api::CpuUsage {
+                    timestamp: ts,
+                    usage_core_nano_seconds: sum(&|c| {
+                        c.cpu
+                            .as_ref()?
+                            .usage_core_nano_seconds
+                            .as_ref()
+                            .map(|v| v.value)
+                    }),
+                    usage_nano_cores: None,
+                },
+                api::MemoryUsage {
+                    timestamp: ts,
+                    working_set_bytes: sum(&|c| {
+                        c.memory
+                            .as_ref()?
+                            .working_set_bytes
+                            .as_ref()
+                            .map(|v| v.value)
+                    }),
+                    usage_bytes: sum(&|c| c.memory.as_ref()?.usage_bytes.as_ref().map(|v| v.value)),
+                    rss_bytes: sum(&|c| c.memory.as_ref()?.rss_bytes.as_ref().map(|v| v.value)),
+                    ..Default::default()
+                },
+            )
+        }
+    };
+    api::PodSandboxStats {
+        attributes: Some(api::PodSandboxAttributes {
+            id: rec.id.clone(),
+            metadata: rec.config.metadata.clone(),
+            labels: rec.config.labels.clone(),
+            annotations: rec.config.annotations.clone(),
+        }),
+        linux: Some(api::LinuxPodSandboxStats {
+            cpu: Some(cpu),
+            memory: Some(memory),
+            network: None,
+            process: pids.map(|n| api::ProcessUsage {
+                timestamp: ts,
+                process_count: value(n),
+            }),
+            containers,
+        }),
+        windows: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn working_set_is_usage_less_inactive_file() {
+        let raw = serde_json::json!({"type": "stats", "data": {
+            "cpu": {"usage": {"total": 1234}},
+            "memory": {"usage": {"usage": 10_000, "limit": 50_000},
+                       "stats": {"total_inactive_file": 3_000, "total_rss": 6_000,
+                                 "total_pgfault": 7, "total_pgmajfault": 1}}
+        }});
+        let (cpu, mem) = cpu_and_memory(&raw, 1);
+        assert_eq!(cpu.usage_core_nano_seconds.unwrap().value, 1234);
+        assert_eq!(mem.working_set_bytes.unwrap().value, 7_000);
+        assert_eq!(mem.available_bytes.unwrap().value, 43_000);
+        assert_eq!(mem.rss_bytes.unwrap().value, 6_000);
+        assert_eq!(mem.page_faults.unwrap().value, 7);
+    }
+}
