@@ -24,7 +24,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use cri_proto::{api, Client};
@@ -232,7 +232,7 @@ impl CriServer {
     pub fn server_pid(&self) -> Option<i32> {
         self.child
             .lock()
-            .expect("child lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map(|c| c.id() as i32)
     }
@@ -241,7 +241,7 @@ impl CriServer {
     pub fn client(&self) -> Client {
         self.client
             .lock()
-            .expect("client lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .expect("the server is not running (after kill9, call restart)")
     }
@@ -291,7 +291,7 @@ impl CriServer {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", cri_binary().display()));
-        *self.child.lock().expect("child lock") = Some(child);
+        *self.child.lock().unwrap_or_else(PoisonError::into_inner) = Some(child);
     }
 
     async fn spawn_and_connect(&self) {
@@ -300,13 +300,15 @@ impl CriServer {
         let deadline = Instant::now() + timeout;
         let mut last_err = String::from("socket not created");
         loop {
-            if let Some(st) = self
+            // The guard must be gone before a panic (a poisoned lock would make the
+            // cleanup panic too).
+            let exited = self
                 .child
                 .lock()
-                .expect("child lock")
+                .unwrap_or_else(PoisonError::into_inner)
                 .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(st) = exited {
                 panic!(
                     "rrun-cri exited ({st}) before serving\n{}",
                     self.stderr_tail(60)
@@ -316,7 +318,7 @@ impl CriServer {
                 match Client::connect(&self.socket).await {
                     Ok(mut c) => match c.runtime.version(api::VersionRequest::default()).await {
                         Ok(_) => {
-                            *self.client.lock().expect("client lock") = Some(c);
+                            *self.client.lock().unwrap_or_else(PoisonError::into_inner) = Some(c);
                             return;
                         }
                         Err(e) => last_err = format!("Version: {e}"),
@@ -337,8 +339,13 @@ impl CriServer {
 
     /// `kill -9` the server (its containers and monitors are left running).
     pub fn kill9(&self) {
-        *self.client.lock().expect("client lock") = None;
-        if let Some(mut c) = self.child.lock().expect("child lock").take() {
+        *self.client.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        if let Some(mut c) = self
+            .child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -513,7 +520,10 @@ impl CriServer {
     }
 
     fn track(&self, id: &str) {
-        self.ids.lock().expect("ids lock").push(id.to_string());
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id.to_string());
     }
 
     /// RunPodSandbox; panics on error.
@@ -789,7 +799,10 @@ impl CriServer {
 
     /// Ids of pods and containers the helpers made (for leftover checks).
     pub fn ids(&self) -> Vec<String> {
-        self.ids.lock().expect("ids lock").clone()
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Every path under the server's `--root` and `--runtime-root` (6 levels deep): a
