@@ -53,8 +53,16 @@ fn configured_root_propagation(spec: &Spec) -> Result<Option<MsFlags>> {
 
 /// Step 2: makes the rootfs a mount point of its own (pivot_root needs one), with a parent
 /// mount that is not shared (pivot_root refuses a shared one).
-pub fn bind_rootfs(rootfs: &Path) -> Result<()> {
-    if let Some(parent) = mount_point_of(rootfs)? {
+pub fn bind_rootfs(spec: &Spec, rootfs: &Path) -> Result<()> {
+    // After step 1's default (rslave), or any other recursive propagation but rshared, no
+    // mount is shared: only otherwise is the mount table worth reading.
+    let may_be_shared = configured_root_propagation(spec)?
+        .is_some_and(|f| f.contains(MsFlags::MS_SHARED) || !f.contains(MsFlags::MS_REC));
+    if let Some(parent) = may_be_shared
+        .then(|| mount_point_of(rootfs))
+        .transpose()?
+        .flatten()
+    {
         if parent.shared {
             mount(
                 None::<&str>,

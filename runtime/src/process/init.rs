@@ -113,7 +113,7 @@ fn container_setup(
         no_pivot: cfg.no_pivot,
     };
     rootfs::prepare_propagation(spec)?;
-    rootfs::bind_rootfs(&cfg.rootfs)?;
+    rootfs::bind_rootfs(spec, &cfg.rootfs)?;
     rootfs::mount_all(&ctx)?;
 
     // Held across pivot_root, after which the state directory is out of reach by path.
