@@ -572,3 +572,46 @@ async fn layers_are_shared_between_images() {
     s.stop_and_remove_pod(&pod_id).await;
     assert_no_leftovers(&s);
 }
+
+#[tokio::test]
+async fn reimport_is_idempotent_and_a_tag_moves_to_the_new_image() {
+    let s = CriServer::start("retag").await;
+    let spec = FixtureImage {
+        reference: "localhost/rrun-retag:1".into(),
+        ..FixtureImage::default()
+    };
+    let (archive, a) = s.write_archive(&spec);
+    for _ in 0..2 {
+        let out = s.import_file(&archive);
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let all = list_images(&s, None).await;
+    assert_eq!(all.len(), 1, "the same archive twice: {all:?}");
+    assert_eq!(hex(&all[0].id), hex(&a));
+
+    // Another image under the same name takes the tag.
+    let b = s.import(&FixtureImage {
+        cmd: vec!["sh".into(), "-c".into(), "echo new".into()],
+        ..spec.clone()
+    });
+    assert_ne!(hex(&a), hex(&b));
+    let st = image_status(&s, "localhost/rrun-retag:1", false).await;
+    assert_eq!(
+        st.image.as_ref().map(|i| hex(&i.id).to_string()),
+        Some(hex(&b).to_string()),
+        "the tag did not move to the new image"
+    );
+    for img in list_images(&s, None).await {
+        if hex(&img.id) == hex(&a) {
+            assert!(
+                !img.repo_tags
+                    .contains(&"localhost/rrun-retag:1".to_string()),
+                "the old image still carries the moved tag: {img:?}"
+            );
+        }
+    }
+}

@@ -1855,6 +1855,41 @@ async fn resources_are_written_to_the_cgroup_and_updated() {
 }
 
 #[tokio::test]
+async fn resources_updated_before_start_apply_at_start() {
+    let (s, pod, pod_id) = setup("updcreated").await;
+    let mut cfg = s.sh_config("c", "exec sleep 1000");
+    resources(&mut cfg).memory_limit_in_bytes = 64 * MIB;
+    let c = s.create_container(&pod_id, &pod, &cfg).await;
+    s.runtime()
+        .update_container_resources(api::UpdateContainerResourcesRequest {
+            container_id: c.clone(),
+            linux: Some(api::LinuxContainerResources {
+                memory_limit_in_bytes: 96 * MIB,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "UpdateContainerResources of a created container: {}",
+                show(&e)
+            )
+        });
+    s.start_container(&c).await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid = s.container_pid(&c).await;
+    assert_eq!(
+        memory_limit(pid),
+        Some(96 * MIB as u64),
+        "the update made before the start"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
 async fn oom_kill_is_reported_as_oomkilled() {
     let (s, pod, pod_id) = setup("oom").await;
     let mut cfg = s.sh_config("hog", "head -c 64m /dev/zero | tail");
@@ -2418,6 +2453,37 @@ async fn reopen_container_log_after_rotation() {
     let before = read_log(&rotated);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(read_log(&rotated), before, "the rotated file still grows");
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn reopen_log_of_an_exited_container() {
+    let (s, pod, pod_id) = setup("reopenexited").await;
+    let cfg = s.sh_config("c", "echo bye");
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_exited(&c).await;
+    let path = CriServer::log_path(&pod, &cfg);
+    wait_log_line(&path, "bye", T30).await;
+    fs::rename(&path, path.with_extension("log.1")).expect("rotating");
+    let r = s
+        .runtime()
+        .reopen_container_log(api::ReopenContainerLogRequest {
+            container_id: c.clone(),
+        })
+        .await;
+    // The CRI: either a new (empty) file and success, or an error and no new file.
+    match r {
+        Ok(_) => assert!(
+            read_log(&path).is_empty(),
+            "a reopened log of an exited container has content"
+        ),
+        Err(e) => assert!(
+            !path.exists(),
+            "ReopenContainerLog failed ({}) but made a new log file",
+            show(&e)
+        ),
+    }
     s.stop_and_remove_pod(&pod_id).await;
     assert_no_leftovers(&s);
 }
