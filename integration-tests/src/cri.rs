@@ -14,7 +14,11 @@
 //! containers per [`CriServer::container_config`] logging to `<name>.log` in it.
 //!
 //! Every test gets its own server: nextest runs each test in its own process, in
-//! parallel. Every wait is bounded by a [`scaled`] timeout.
+//! parallel (the VM pass runs a binary's tests as threads of one process: nothing here is
+//! per-process). Every wait is bounded by a [`scaled`] timeout. The temp dirs go where
+//! overlayfs takes an upper dir (not the VM's `/tmp`, an overlay itself): see
+//! `scratch_parent`. The server is built separately (`cargo build -p rrun-cri`); a stale
+//! binary tests stale code.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -1362,7 +1366,7 @@ pub fn unmount_all_under(dir: &Path) {
     }
 }
 
-/// Host processes of the server's containers that a test may look at.
+/// `/proc/<pid>/status` of a process (a container's, seen from the host).
 pub fn proc_status(pid: i32) -> String {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"))
