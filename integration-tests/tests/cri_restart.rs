@@ -289,3 +289,53 @@ async fn kill9_during_create_container_leaves_nothing_after_the_pod_is_removed()
         assert_no_leftovers(&s);
     }
 }
+
+/// A container running across a restart still produces its STOPPED event when it ends
+/// (the kubelet's evented PLEG waits for it).
+#[tokio::test]
+async fn events_for_a_container_that_exits_after_a_restart() {
+    let s = CriServer::start("restartev").await;
+    s.import_busybox();
+    let pod = s.pod_config("p");
+    let pod_id = s.run_pod(&pod).await;
+    let cfg = s.sh_config(
+        "waiter",
+        "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 5",
+    );
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    s.wait_state(&c, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let pid = s.container_pid(&c).await;
+    s.restart().await;
+    let mut stream = s
+        .runtime()
+        .get_container_events(api::GetEventsRequest {})
+        .await
+        .unwrap_or_else(|e| panic!("GetContainerEvents: {}", show(&e)))
+        .into_inner();
+    std::fs::write(format!("/proc/{pid}/root/tmp/go"), "").expect("releasing the container");
+    let deadline = std::time::Instant::now() + integration_tests::scaled(T30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, stream.message()).await {
+            Ok(Ok(Some(ev))) => {
+                if ev.container_id == c
+                    && ev.container_event_type
+                        == api::ContainerEventType::ContainerStoppedEvent as i32
+                {
+                    break;
+                }
+            }
+            Ok(Ok(None)) => panic!("the event stream ended"),
+            Ok(Err(e)) => panic!("the event stream failed: {}", show(&e)),
+            Err(_) => panic!(
+                "no STOPPED event for a container that exited after the restart (within {:?})",
+                integration_tests::scaled(T30)
+            ),
+        }
+    }
+    let st = s.container_status(&c).await;
+    assert_eq!(st.exit_code, 5, "{st:?}");
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
