@@ -4,8 +4,8 @@
 //! `rrun-fixtures spec`: print the default config.json.
 //!
 //! `rrun-fixtures image PATH [--ref NAME] [--format oci|docker|layout] [--compression
-//! none|gzip|zstd]`: write a busybox image archive (or OCI layout directory) at PATH and
-//! print its id.
+//! none|gzip|zstd] [--entrypoint 'WORDS']`: write a busybox image archive (or OCI layout
+//! directory) at PATH and print its id.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,9 +18,11 @@ const USAGE: &str = "usage:
   rrun-fixtures bundle DIR [-- ARGS...]   make a busybox bundle in DIR (process.args = ARGS, default sh)
   rrun-fixtures spec                      print the default config.json
   rrun-fixtures image PATH [--ref NAME] [--format oci|docker|layout] [--compression none|gzip|zstd]
+                     [--entrypoint 'WORDS']
                                           write a busybox image at PATH (default busybox:latest,
                                           oci-archive, gzip; docker archives default to plain
-                                          tar layers) and print its id";
+                                          tar layers; --entrypoint: split at whitespace, no cmd)
+                                          and print its id";
 
 fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
@@ -68,6 +70,10 @@ fn image(args: &[String]) -> Result<()> {
         };
         match flag.as_str() {
             "--ref" => spec.reference = value.clone(),
+            "--entrypoint" => {
+                spec.entrypoint = value.split_whitespace().map(String::from).collect();
+                spec.cmd.clear();
+            }
             "--format" => {
                 spec.format = match value.as_str() {
                     "oci" | "oci-archive" => ArchiveFormat::OciArchive,
