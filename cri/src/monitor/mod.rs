@@ -311,8 +311,15 @@ fn monitor_main<B: Backend>(args: &MonitorArgs, backend: &B, ready: OwnedFd) -> 
     if let Err(e) = null_onto(&[1]) {
         eprintln!("rrun-cri monitor: closing stdout: {e}");
     }
+    let parent = nix::unistd::getppid();
     tell_parent(true);
     drop(ready);
+    // Until the spawned process has exited it maps the same pages of the program, and
+    // pages mapped twice are not given back below.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while nix::unistd::getppid() == parent && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     // The setup's code and allocations are done with: the loop runs in what the monitor
     // keeps for its whole life.
     sys::drop_clean_exe_pages();
@@ -766,7 +773,13 @@ impl Running {
     fn serve_control(&mut self) {
         loop {
             match self.control.accept() {
-                Ok((stream, _)) => self.answer(stream),
+                Ok((stream, _)) => {
+                    self.answer(stream);
+                    // A reopen ran code the loop does not otherwise need (rare: at each
+                    // log rotation); give its pages back as after the setup.
+                    sys::drop_clean_exe_pages();
+                    sys::trim_heap();
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 // WouldBlock: no one else waits; any other error is the client's loss.
                 Err(_) => return,
