@@ -24,8 +24,9 @@ pub(super) fn container_main(
     cfg: &InitConfig,
     chan: Channel,
     placement: crate::cgroups::Placement,
+    barriers: super::Barriers,
 ) -> ! {
-    let err = match container_setup(cfg, &chan, placement) {
+    let err = match container_setup(cfg, &chan, placement, barriers) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -56,6 +57,7 @@ fn container_setup(
     cfg: &InitConfig,
     chan: &Channel,
     placement: crate::cgroups::Placement,
+    barriers: super::Barriers,
 ) -> Result<Infallible> {
     let spec = cfg.spec;
     let process = spec
@@ -67,7 +69,9 @@ fn container_setup(
     let own_user_ns =
         plan.creates(LinuxNamespaceType::User) || plan.joins(LinuxNamespaceType::User);
     protect_runtime_binary(own_user_ns)?;
-    chan.expect(Message::Proceed)?;
+    if barriers.proceed {
+        chan.expect(Message::Proceed)?;
+    }
     // Into the container's v1 cgroups before anything else (the v2 one we were born in).
     placement.join_v1_self()?;
     drop(placement);
@@ -124,14 +128,19 @@ fn container_setup(
     )
     .ctx(|| format!("opening {}", cfg.fifo.display()))?;
 
-    chan.send(&Message::RunCreateRuntimeHooks)?;
-    let (create_state, start_state) = match chan.recv()? {
-        Some(Message::HooksDone {
-            create_container,
-            start_container,
-        }) => (create_container, start_container),
-        Some(Message::Failed(reason)) => return Err(Error::Child(reason)),
-        other => return Err(Error::Child(format!("protocol error: got {other:?}"))),
+    let (create_state, start_state) = if barriers.hooks {
+        chan.send(&Message::RunCreateRuntimeHooks)?;
+        match chan.recv()? {
+            Some(Message::HooksDone {
+                create_container,
+                start_container,
+            }) => (create_container, start_container),
+            Some(Message::Failed(reason)) => return Err(Error::Child(reason)),
+            other => return Err(Error::Child(format!("protocol error: got {other:?}"))),
+        }
+    } else {
+        // No hook of the container's will read them.
+        (String::new(), String::new())
     };
     // createContainer hooks: in the container's namespaces, before pivot_root, so their
     // paths still resolve as on the host.

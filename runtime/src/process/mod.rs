@@ -66,10 +66,17 @@ pub fn spawn_init(
         Some(cloned) => (cloned, true),
         None => (clone_process(flags)?, false),
     };
+    // Each barrier is a round trip between the two processes, and each wakeup can wait for
+    // a CPU on a busy host: the child stops only where the parent has work to do.
+    let userns = cfg.namespaces.creates(LinuxNamespaceType::User);
+    let barriers = Barriers {
+        proceed: userns || (!born_in_cgroup2 && placement.cgroup2.is_some()),
+        hooks: has_create_hooks(cfg.spec),
+    };
     let pid = match cloned {
         None => {
             drop(parent_end);
-            init::container_main(cfg, child_end, placement)
+            init::container_main(cfg, child_end, placement, barriers)
         }
         Some(pid) => pid,
     };
@@ -79,7 +86,7 @@ pub fn spawn_init(
         placement.add_to_cgroup2(pid.as_raw())?;
     }
     drop(placement);
-    if cfg.namespaces.creates(LinuxNamespaceType::User) {
+    if userns {
         let linux = cfg.spec.linux().as_ref();
         let uid = linux
             .and_then(|l| l.uid_mappings().clone())
@@ -89,16 +96,50 @@ pub fn spawn_init(
             .unwrap_or_default();
         crate::namespaces::write_id_maps(pid.as_raw(), &uid, &gid)?;
     }
-    parent_end.send(&Message::Proceed)?;
-    parent_end.expect(Message::RunCreateRuntimeHooks)?;
-    let (create_container, start_container) = at_create_runtime(pid.as_raw())?;
-    parent_end.send(&Message::HooksDone {
-        create_container,
-        start_container,
-    })?;
-    parent_end.expect(Message::Ready)?;
+    if barriers.proceed {
+        parent_end.send(&Message::Proceed)?;
+    }
+    if barriers.hooks {
+        parent_end.expect(Message::RunCreateRuntimeHooks)?;
+        let (create_container, start_container) = at_create_runtime(pid.as_raw())?;
+        parent_end.send(&Message::HooksDone {
+            create_container,
+            start_container,
+        })?;
+        parent_end.expect(Message::Ready)?;
+    } else {
+        // No hook to run between the child's mounts and its pivot_root: what the parent
+        // does there (device rules, once the child's mknods are done; state.json) is done
+        // once the child is ready, before `create` returns and so before the container's
+        // program can run.
+        parent_end.expect(Message::Ready)?;
+        at_create_runtime(pid.as_raw())?;
+    }
     std::mem::forget(guard);
     Ok(pid.as_raw())
+}
+
+/// Where the init stops for its parent (see [`spawn_init`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Barriers {
+    /// After clone, for the id maps of a new user namespace, or for the parent to move the
+    /// child into the v2 cgroup when clone3 could not put it there.
+    pub proceed: bool,
+    /// After the mounts, before pivot_root: prestart/createRuntime hooks run in the parent,
+    /// and createContainer/startContainer hooks in the child need the state documents.
+    pub hooks: bool,
+}
+
+fn has_create_hooks(spec: &Spec) -> bool {
+    use crate::hooks::HookKind;
+    [
+        HookKind::Prestart,
+        HookKind::CreateRuntime,
+        HookKind::CreateContainer,
+        HookKind::StartContainer,
+    ]
+    .into_iter()
+    .any(|k| !k.of(spec).is_empty())
 }
 
 /// Starts a process inside a running container's namespaces. Returns once the process has
