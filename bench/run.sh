@@ -28,8 +28,10 @@
 #
 # Environment:
 #   BENCH_RUNS (default 100, at least 30), BENCH_WARMUP (10), BENCH_RSS_SAMPLES (10)
-#   BENCH_OUT      directory for results (default target/bench): hyperfine-<group>-<stamp>.json
-#                  per group and summary-<stamp>.json (medians, ratios, RSS, host, load)
+#   BENCH_ROUNDS   run each group this many times over, medians over all rounds (default 1;
+#                  see hf below)
+#   BENCH_OUT      directory for results (default target/bench): hyperfine-<group>-<stamp>-r<round>.json
+#                  per group and round, and summary-<stamp>.json (medians, ratios, RSS, host, load)
 #   RRUN_BIN       the rrun binary to measure (skips its build; default: a static-pie
 #                  build, see below)
 #   BENCH_RRUN_DYNAMIC=1  measure the default dynamically linked target/release/rrun
@@ -50,6 +52,7 @@ fi
 runs="${BENCH_RUNS:-100}"
 warmup="${BENCH_WARMUP:-10}"
 rss_samples="${BENCH_RSS_SAMPLES:-10}"
+rounds="${BENCH_ROUNDS:-1}"
 groups=" ${BENCH_GROUPS:-run create start delete ctr rss} "
 ((runs >= 30)) || die "BENCH_RUNS=$runs: use at least 30 runs"
 out="${BENCH_OUT:-$PWD/target/bench}"
@@ -201,12 +204,18 @@ for rt in "${runtimes[@]}"; do
 done
 
 mkdir -p "$out"
+# hyperfine runs all the runs of one command before the next command's: on a shared
+# machine whose load drifts, that favours whichever command met a quiet spell. With
+# BENCH_ROUNDS=N each group runs N times over, and the medians are taken over all the
+# rounds' samples of a command, so the commands take turns.
 hf() {
-    local group="$1"
+    local group="$1" round
     shift
-    log "hyperfine: $group ($warmup warmup, $runs runs each)"
-    hyperfine -N --warmup "$warmup" --runs "$runs" --style basic \
-        --export-json "$out/hyperfine-$group-$stamp.json" "$@"
+    for ((round = 1; round <= rounds; round++)); do
+        log "hyperfine: $group, round $round/$rounds ($warmup warmup, $runs runs each)"
+        hyperfine -N --warmup "$warmup" --runs "$runs" --style basic \
+            --export-json "$out/hyperfine-$group-$stamp-r$round.json" "$@"
+    done
 }
 # One runtime command per runtime, the same string for all three: `<rt> --root S ARGS`.
 rtcmd() {
@@ -336,16 +345,17 @@ python3 - "$out" "$stamp" "$rss_json" "$load_before" "$load_after" "$rrun" "$run
 import json, os, platform, subprocess, sys
 out, stamp, rss_text, load_before, load_after, rrun, runc, crun = sys.argv[1:9]
 rss = json.loads(rss_text)
+import glob, statistics
 groups = {}
 for g in ["run", "create", "start", "delete", "ctr"]:
-    p = os.path.join(out, f"hyperfine-{g}-{stamp}.json")
-    if os.path.exists(p):
+    for p in sorted(glob.glob(os.path.join(out, f"hyperfine-{g}-{stamp}-r*.json"))):
         with open(p) as f:
-            groups[g] = {r["command"]: r for r in json.load(f)["results"]}
+            for r in json.load(f)["results"]:
+                groups.setdefault(g, {}).setdefault(r["command"], []).extend(r["times"])
 
 def med(g, name):
-    r = groups.get(g, {}).get(name)
-    return r["median"] * 1000.0 if r else None
+    t = groups.get(g, {}).get(name)
+    return statistics.median(t) * 1000.0 if t else None
 
 def version(b):
     try:
@@ -377,6 +387,7 @@ if "run" in groups:
 print(f"load average before {load_before}, after {load_after}; {os.cpu_count()} CPUs; "
       f"Linux {platform.release()}")
 print(f"{version(rrun)} / {version(runc)} / {version(crun)}")
+samples = {g: len(next(iter(v.values()))) for g, v in groups.items()}
 summary = os.path.join(out, f"summary-{stamp}.json")
 with open(summary, "w") as f:
     json.dump({
@@ -387,6 +398,8 @@ with open(summary, "w") as f:
                       for label, v in table.items()},
         "floor_ms": med("run", "floor"), "wrapper_ms": med("run", "wrapper"),
         "peak_rss_kib": rss,
+        "samples_per_command": samples,
     }, f, indent=2)
-print(f"\nresults: {out}/hyperfine-*-{stamp}.json\nsummary: {summary}")
+print(f"samples per command: {samples}")
+print(f"\nresults: {out}/hyperfine-*-{stamp}-r*.json\nsummary: {summary}")
 EOF
