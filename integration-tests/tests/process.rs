@@ -311,6 +311,33 @@ fn no_new_privileges() {
     }
 }
 
+/// The program starts with SIGPIPE at its default and no signal blocked, whatever the
+/// runtime's own process had (Rust ignores SIGPIPE; an engine may block others). (Signal 32
+/// shows as ignored with runc too: busybox's doing, not the runtime's.)
+#[test]
+fn sigpipe_not_ignored_and_no_signal_blocked() {
+    let env = TestEnv::new("sigs");
+    let out = env.run_sh(
+        "grep -E '^Sig(Ign|Blk):' /proc/self/status; yes | head -n 1",
+        |_| {},
+    );
+    out.ok();
+    let ignored = u64::from_str_radix(status_field(&out.stdout, "SigIgn").unwrap_or(""), 16)
+        .unwrap_or_else(|_| panic!("no SigIgn: {out}"));
+    let sigpipe = 1u64 << (libc::SIGPIPE - 1);
+    assert_eq!(
+        ignored & sigpipe,
+        0,
+        "SIGPIPE is ignored in the container: {out}"
+    );
+    assert_eq!(
+        status_field(&out.stdout, "SigBlk"),
+        Some("0000000000000000"),
+        "{out}"
+    );
+    assert!(out.stdout.trim_end().ends_with('y'), "{out}");
+}
+
 fn host_has_cap(cap: &str) -> bool {
     let status = fs::read_to_string("/proc/self/status").unwrap();
     let eff = u64::from_str_radix(status_field(&status, "CapEff").unwrap(), 16).unwrap();

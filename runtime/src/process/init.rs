@@ -11,6 +11,7 @@ use crate::rootfs::{self, RootfsContext};
 use crate::security::seccomp::Filter;
 use crate::security::{self, CapabilitySets};
 use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::signal::Signal;
 use nix::unistd::{setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Process};
 use std::convert::Infallible;
@@ -448,13 +449,30 @@ fn check_cwd_inside_root(cwd: &Path) -> Result<()> {
     }
 }
 
+/// The container's program starts as a fresh process would: no signal blocked, none
+/// ignored. execve resets handled signals but keeps ignored ones, and the Rust runtime
+/// ignores SIGPIPE in this process (as a parent engine may ignore others): left so, a
+/// container's `yes | head` would see EPIPE instead of dying of SIGPIPE.
 fn unblock_all_signals() -> Result<()> {
+    for sig in nix::sys::signal::Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        reset_disposition(sig).ctx(|| format!("resetting {sig}"))?;
+    }
     nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     )
     .ctx(|| "unblocking signals".into())
+}
+
+fn reset_disposition(sig: Signal) -> nix::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing SIG_DFL runs no code of ours in a signal context.
+    unsafe { sigaction(sig, &default) }.map(drop)
 }
 
 fn set_domainname(name: &str) -> Result<()> {
