@@ -11,7 +11,7 @@
 # this project's CI machine; TCG is slow but works). One boot per test binary, so a kernel
 # panic or hang costs one binary, not the pass.
 #
-# Environment: VM_TIMEOUT (seconds per boot, default 1500), VM_MEMORY (default 2G),
+# Environment: VM_TIMEOUT (seconds per boot, default 1800), VM_MEMORY (default 2G),
 # VM_CPUS (default 2), VM_KERNEL (default: newest /boot/vmlinuz-*), RRUN_BIN (default
 # target/debug/rrun), VM_TIME_SCALE (default 5: the harness's timeouts are multiplied by
 # it, software emulation being that much slower); anything after `--` goes to the test
@@ -144,7 +144,7 @@ EOF
     log "booting $(basename "$kernel") for tests/$name.rs"
     start=$SECONDS
     status=0
-    timeout --kill-after=30 "${VM_TIMEOUT:-1500}" \
+    timeout --kill-after=30 "${VM_TIMEOUT:-1800}" \
         vng --disable-kvm -r "$kernel" --user root --cpus "${VM_CPUS:-2}" --memory "${VM_MEMORY:-2G}" \
         -- "sh $work/$name.sh" 2>&1 | tee "$work/$name.log" || status=$?
     result="$(grep -ao 'VM-RESULT [0-9]*' "$work/$name.log" | tail -n1 | cut -d' ' -f2)"
