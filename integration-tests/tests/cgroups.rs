@@ -425,3 +425,44 @@ fn device_rules_are_enforced() {
         "an allowed device was refused: {allowed}"
     );
 }
+
+#[test]
+fn device_rules_are_replaced_by_update() {
+    // `update --resources` with device rules replaces the container's rules: on v1 through
+    // devices.deny/allow, on v2 by swapping the BPF program attached to its cgroup.
+    if is_runc() {
+        eprintln!("skipped for runc: runc 1.1's update does not apply device rules (the device stays usable)");
+        return;
+    }
+    let env = TestEnv::new("cgdevupd");
+    let mut c = env.container();
+    c.sh("sleep 100");
+    c.config_mut()["linux"]["devices"] =
+        json!([{"path": "/dev/loopx", "type": "b", "major": 7, "minor": 0, "fileMode": 0o600}]);
+    c.config_mut()["linux"]["resources"] = json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "b", "major": 7, "minor": 0, "access": "r"},
+    ]});
+    c.create_and_start().ok();
+    let probe = "head -c 1 /dev/loopx > /dev/null; echo zero=$(head -c 1 /dev/zero | wc -c)";
+    let before = c.exec(&[], &["sh", "-c", probe]);
+    assert!(
+        !before.stderr.contains("Operation not permitted"),
+        "the allowed device was refused before the update: {before}"
+    );
+    let file = env.dir().join("devices.json");
+    fs::write(&file, r#"{"devices": [{"allow": false, "access": "rwm"}]}"#).unwrap();
+    env.rt(["update", "--resources", &file.display().to_string(), &c.id])
+        .ok();
+    let after = c.exec(&[], &["sh", "-c", probe]);
+    assert!(
+        after.stderr.contains("Operation not permitted"),
+        "the device is still usable after the update denied it: {after}"
+    );
+    assert!(
+        after.stdout.contains("zero=1"),
+        "the standard devices stay usable after the update: {after}"
+    );
+    c.delete_force().ok();
+    assert_no_cgroup(&rel_of(&c));
+}
