@@ -131,35 +131,31 @@ impl Runtime {
             namespaces: NamespacePlan::from_spec(spec)?,
             seccomp: build_seccomp(spec)?,
         };
-        let pid = process::spawn_init(
-            &cfg,
-            cgroup.as_ref(),
-            |pid| {
-                // The init has made the container's /dev: the device rules can go in now.
-                if let (_, Some(devices)) = cgroups::split_devices(cgroups::resources_of(spec)) {
-                    cgroup.apply(&devices)?;
-                }
-                record.pid = pid;
-                record.pid_start_time = state::process_start_time(pid).unwrap_or(0);
-                // Saved before the hooks run, so a hook that asks `rrun state` finds it.
-                dir.save(&record)?;
-                let state_json = state::oci_state(&record, Status::Creating).to_string();
-                hooks::run_all(
-                    HookKind::Prestart,
-                    &HookKind::Prestart.of(spec),
-                    state_json.as_bytes(),
-                )?;
-                hooks::run_all(
-                    HookKind::CreateRuntime,
-                    &HookKind::CreateRuntime.of(spec),
-                    state_json.as_bytes(),
-                )?;
-                Ok((
-                    state_json,
-                    state::oci_state(&record, Status::Created).to_string(),
-                ))
-            },
-        )?;
+        let pid = process::spawn_init(&cfg, cgroup.as_ref(), |pid| {
+            // The init has made the container's /dev: the device rules can go in now.
+            if let (_, Some(devices)) = cgroups::split_devices(cgroups::resources_of(spec)) {
+                cgroup.apply(&devices)?;
+            }
+            record.pid = pid;
+            record.pid_start_time = state::process_start_time(pid).unwrap_or(0);
+            // Saved before the hooks run, so a hook that asks `rrun state` finds it.
+            dir.save(&record)?;
+            let state_json = state::oci_state(&record, Status::Creating).to_string();
+            hooks::run_all(
+                HookKind::Prestart,
+                &HookKind::Prestart.of(spec),
+                state_json.as_bytes(),
+            )?;
+            hooks::run_all(
+                HookKind::CreateRuntime,
+                &HookKind::CreateRuntime.of(spec),
+                state_json.as_bytes(),
+            )?;
+            Ok((
+                state_json,
+                state::oci_state(&record, Status::Created).to_string(),
+            ))
+        })?;
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;
         }
