@@ -38,7 +38,10 @@ pub use rootfs_fixtures::image::{
 };
 pub use tonic::{Code, Status};
 
-use crate::{cgroup_dirs, mounts_under, parse_mountinfo, pids_with_env, remove_cgroups, scaled};
+use crate::{
+    cgroup_dirs, mounts_under, parse_mountinfo, pids_with_env, remove_cgroups, scaled,
+    unmount_all_under,
+};
 
 /// The reference under which [`CriServer::import_busybox`] imports the default busybox
 /// image (kept as is by the server's name normalisation: it has a registry and a tag).
@@ -1340,27 +1343,6 @@ fn collect_cgroup_procs(dir: &Path, pids: &mut HashSet<i32>) {
         for e in rd.flatten() {
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 collect_cgroup_procs(&e.path(), pids);
-            }
-        }
-    }
-}
-
-/// Unmounts (lazily, deepest first) everything mounted at or below `dir` in the test's
-/// mount namespace: overlay rootfs, pinned namespace files.
-pub fn unmount_all_under(dir: &Path) {
-    for _ in 0..10 {
-        let mut ms = mounts_under(dir);
-        if ms.is_empty() {
-            return;
-        }
-        ms.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ms {
-            let Ok(c) = std::ffi::CString::new(m) else {
-                continue;
-            };
-            // SAFETY: umount2 with a valid C string.
-            unsafe {
-                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
             }
         }
     }

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::unmount_all_under;
 use crate::{cgroup_dirs, mounts_under, parse_mountinfo, remove_cgroups, scaled, Output};
 use crate::{runtime_binary, Value, CGROUP_PARENT};
 
@@ -327,24 +328,6 @@ pub fn mounts_under_in(pid: i32, dir: &Path) -> Vec<String> {
         .map(|m| m.mount_point)
         .filter(|m| m == &dir || m.starts_with(&format!("{dir}/")))
         .collect()
-}
-
-fn unmount_all_under(dir: &Path) {
-    for _ in 0..10 {
-        let mut ms = mounts_under(dir);
-        if ms.is_empty() {
-            return;
-        }
-        ms.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ms {
-            if let Ok(c) = std::ffi::CString::new(m) {
-                // SAFETY: umount2 with a valid C string.
-                unsafe {
-                    libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-                }
-            }
-        }
-    }
 }
 
 /// The temp dir of an engine instance: removed on drop unless something is still

@@ -689,7 +689,7 @@ impl TestEnv {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        unmount_under(&self.base);
+        unmount_all_under(&self.base);
         for id in &idset {
             remove_cgroups(&format!("{CGROUP_PARENT}/{id}"));
         }
@@ -1045,7 +1045,9 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn unmount_under(dir: &Path) {
+/// Unmounts (lazily, deepest first) everything mounted at or below `dir` in the test's
+/// mount namespace: what a runtime, an engine or the CRI server left there.
+pub fn unmount_all_under(dir: &Path) {
     for _ in 0..10 {
         let mut ms = mounts_under(dir);
         if ms.is_empty() {
@@ -1053,7 +1055,9 @@ fn unmount_under(dir: &Path) {
         }
         ms.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in ms {
-            let c = std::ffi::CString::new(m).unwrap();
+            let Ok(c) = std::ffi::CString::new(m) else {
+                continue;
+            };
             // SAFETY: umount2 with a valid C string.
             unsafe {
                 libc::umount2(c.as_ptr(), libc::MNT_DETACH);

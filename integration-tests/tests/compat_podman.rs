@@ -21,8 +21,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use integration_tests::{
-    cgroup_dirs, mounts_under, pids_with_env, remove_cgroups, runtime_binary, scaled, wait_for,
-    Output, Value, CGROUP_PARENT,
+    cgroup_dirs, mounts_under, pids_with_env, remove_cgroups, runtime_binary, scaled,
+    unmount_all_under, wait_for, Output, Value, CGROUP_PARENT,
 };
 
 /// The reference runtime every compatibility test also runs against.
@@ -472,25 +472,6 @@ pub fn existing_cgroups(rel: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn unmount_under(dir: &Path) {
-    for _ in 0..10 {
-        let mut ms = mounts_under(dir);
-        if ms.is_empty() {
-            return;
-        }
-        ms.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ms {
-            let Ok(c) = std::ffi::CString::new(m) else {
-                continue;
-            };
-            // SAFETY: umount2 with a valid C string.
-            unsafe {
-                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-            }
-        }
-    }
-}
-
 /// Removes `tmp` unless something is still mounted below it (then keeps it and says so).
 fn remove_temp(tmp: tempfile::TempDir) {
     let left = mounts_under(tmp.path());
@@ -936,7 +917,7 @@ network_config_dir = "{d}/net"
                     .wait_quietly();
             }
         }
-        unmount_under(&self.dir);
+        unmount_all_under(&self.dir);
         remove_cgroups(&rel);
         for d in cgroup_dirs(CGROUP_PARENT) {
             let _ = fs::remove_dir(&d);
