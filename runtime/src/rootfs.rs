@@ -770,15 +770,17 @@ fn own_cgroup_path(h: &CgroupHierarchy, text: &str) -> Result<String> {
 
 // ---- mount table -----------------------------------------------------------------------
 
+/// One line of the mount table (the fields rrun and the CRI server use).
 #[derive(Debug)]
-pub(crate) struct MountInfo {
+pub struct MountInfo {
     pub mount_point: PathBuf,
     pub fstype: String,
     pub super_options: String,
     pub shared: bool,
 }
 
-pub(crate) fn mountinfo() -> Result<Vec<MountInfo>> {
+/// This process's mount table.
+pub fn mountinfo() -> Result<Vec<MountInfo>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .ctx(|| "reading /proc/self/mountinfo".into())?;
     Ok(parse_mountinfo(&text))
@@ -786,7 +788,7 @@ pub(crate) fn mountinfo() -> Result<Vec<MountInfo>> {
 
 /// Parses `/proc/self/mountinfo`: `id parent maj:min root mount-point opts [optional...] -
 /// fstype source super-opts`.
-pub(crate) fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
     text.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
