@@ -56,7 +56,7 @@ pub fn run_exec_sync(args: &ExecSyncArgs) -> i32 {
             (format!("{{\"error\":{}}}\n", sys::json_string(&msg)), 1)
         }
     };
-    if let Err(e) = sys::write_atomic(&args.status_file, doc.as_bytes()) {
+    if let Err(e) = crate::store::write_file_atomic(&args.status_file, doc.as_bytes()) {
         eprintln!(
             "rrun-cri exec-sync: writing {}: {e}",
             args.status_file.display()

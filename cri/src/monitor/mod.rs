@@ -434,7 +434,7 @@ fn start_container<B: Backend>(args: &MonitorArgs, backend: &B) -> Result<Runnin
     let control = bind_private(&ctl_path)?;
     let pid_path = pid_file(&args.state_dir);
     let made = Made(vec![ctl_path, pid_path.clone()]);
-    sys::write_atomic(&pid_path, std::process::id().to_string().as_bytes())
+    crate::store::write_file_atomic(&pid_path, std::process::id().to_string().as_bytes())
         .map_err(|e| format!("writing {}: {e}", pid_path.display()))?;
 
     let (pid, sources) = if args.tty {
@@ -850,7 +850,7 @@ impl Running {
         // The server learns the container's end from this file alone: try hard.
         let mut last_err = None;
         for attempt in 0..5 {
-            match sys::write_atomic(&path, doc.as_bytes()) {
+            match crate::store::write_file_atomic(&path, doc.as_bytes()) {
                 Ok(()) => return 0,
                 Err(e) => last_err = Some(e),
             }

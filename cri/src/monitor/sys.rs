@@ -1,9 +1,7 @@
 //! The few raw system calls the monitor and the exec helper need, each in one small
 //! function, and the files they write.
 
-use std::io::Write;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::path::Path;
 
 /// Fails unless this process has a single thread: `fork` and `clone` from a process with
 /// other threads would leave the child with locks (malloc's) that nobody will release.
@@ -100,30 +98,6 @@ pub fn close_in_child(fds: &[RawFd]) {
             libc::close(fd);
         }
     }
-}
-
-/// Writes `data` to `path` atomically: a temporary file in the same directory, fsynced,
-/// renamed over `path`, then the directory fsynced, so a reader sees the old content or
-/// the whole new one, also after a crash.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// A JSON string literal (quotes and escapes) for `s`. Written out rather than through
@@ -246,16 +220,5 @@ mod tests {
             let ours: serde_json::Value = serde_json::from_str(&json_string(s)).unwrap();
             assert_eq!(ours, serde_json::Value::String(s.into()), "{s:?}");
         }
-    }
-
-    #[test]
-    fn atomic_write_replaces_the_whole_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("exit.json");
-        write_atomic(&p, b"first").unwrap();
-        write_atomic(&p, b"second").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"second");
-        // No temporary file left beside it.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
