@@ -162,9 +162,14 @@ fn memory_hog_is_oom_killed_and_reported() {
     let mut c = env.container();
     let shared = c.share_dir("/shared");
     // tail keeps all of a newline-free input in memory: 64 MiB against a 32 MiB limit. The
-    // status is renamed into place: the test must never read a file the shell has created
-    // but not yet written (seen in the slow VM pass).
-    c.sh("while [ ! -e /shared/go ]; do sleep 0.05; done; head -c 64m /dev/zero | tail > /dev/null; echo status=$? > /shared/st; mv /shared/st /shared/status; sleep 100");
+    // hog's subshell raises its own oom_score_adj to 1000: the kernel can pick a second
+    // victim while the first one's memory is still being freed (seen in the VM pass: head's
+    // next pipe write OOM-killed the reporting shell 10 ms after tail), and it must be one
+    // of the hog's processes. The status is renamed into place: the test must never read a
+    // file the shell has created but not yet written (seen in the slow VM pass).
+    c.sh("while [ ! -e /shared/go ]; do sleep 0.05; done; \
+          (echo 1000 > /proc/self/oom_score_adj && head -c 64m /dev/zero | tail > /dev/null); \
+          echo status=$? > /shared/st; mv /shared/st /shared/status; sleep 100");
     c.config_mut()["linux"]["resources"] = json!({"memory": {"limit": 33554432, "swap": 33554432}});
     c.create_and_start().ok();
     let pid = c.pid();
@@ -175,7 +180,18 @@ fn memory_hog_is_oom_killed_and_reported() {
     std::thread::sleep(Duration::from_millis(500));
     fs::write(shared.join("go"), "").unwrap();
     // Generous: in the TCG VM of the v2 pass, reclaim before the OOM kill takes ~15 s.
-    c.wait_for_file(&shared.join("status"), Duration::from_secs(120));
+    let memory_cg = cg_dir(pid, "memory");
+    let deadline = Instant::now() + scaled(Duration::from_secs(120));
+    while !shared.join("status").exists() {
+        if Instant::now() > deadline {
+            let state = env.rt(["state", &c.id]).stdout;
+            panic!(
+                "no status from the hog; state {state}\n{}",
+                memory_diagnostics(&memory_cg)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let status = fs::read_to_string(shared.join("status")).unwrap();
     assert_eq!(status.trim(), "status=137", "the hog was not SIGKILLed");
     let ooms = if is_v2() {
@@ -203,6 +219,42 @@ fn memory_hog_is_oom_killed_and_reported() {
     c.delete_force().ok();
     let _ = events.wait();
     assert_no_cgroup(&rel_of(&c));
+}
+
+/// What a stuck OOM test needs to be understood: the cgroup's memory files and where each
+/// of its processes sleeps in the kernel.
+fn memory_diagnostics(dir: &Path) -> String {
+    let mut out = String::new();
+    let files = if is_v2() {
+        &[
+            "memory.current",
+            "memory.max",
+            "memory.events",
+            "memory.stat",
+            "cgroup.procs",
+        ][..]
+    } else {
+        &[
+            "memory.usage_in_bytes",
+            "memory.limit_in_bytes",
+            "memory.oom_control",
+            "memory.stat",
+            "cgroup.procs",
+        ][..]
+    };
+    for f in files {
+        let text = fs::read_to_string(dir.join(f)).unwrap_or_else(|e| format!("({e})"));
+        out += &format!("--- {f}\n{text}");
+    }
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for p in procs.split_whitespace() {
+        for f in ["stat", "wchan", "stack"] {
+            let text =
+                fs::read_to_string(format!("/proc/{p}/{f}")).unwrap_or_else(|e| format!("({e})"));
+            out += &format!("--- /proc/{p}/{f}\n{text}\n");
+        }
+    }
+    out
 }
 
 #[test]
