@@ -13,7 +13,8 @@
 //!
 //! - becomes the small `rrun-cri-monitor` binary when it is installed beside `rrun-cri`
 //!   (exec, same pid: see `src/bin/rrun-cri-monitor.rs` for why), which calls
-//!   `rrun-cri monitor --helper create|oom-kills|delete` back for the runtime's work;
+//!   `rrun-cri monitor --helper create|oom-kills|delete` back for the runtime's work (the
+//!   server starts that binary directly when it is there, with `--runtime-exe` first);
 //! - re-executes itself from a sealed copy of the binary, then forks: the parent waits for
 //!   the child's report and exits (0 on success, 1 on failure); the child calls `setsid`
 //!   (it outlives the server and never gets its signals) and is the monitor, non-dumpable

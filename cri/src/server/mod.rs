@@ -677,9 +677,20 @@ impl Cri {
         let stderr_path = rec.monitor_dir.join("monitor.log");
         let stderr = std::fs::File::create(&stderr_path)
             .map_err(|e| internal(format!("creating {}: {e}", stderr_path.display())))?;
-        let mut cmd = tokio::process::Command::new(&self.inner.config.exe);
-        cmd.arg("monitor")
-            .arg("--runtime-root")
+        // The small monitor binary directly when it is installed beside the server: going
+        // through `rrun-cri monitor`, which only execs it, costs one exec of the big binary.
+        let exe = &self.inner.config.exe;
+        let small = exe.with_file_name(monitor::MONITOR_BINARY);
+        let mut cmd = if small.is_file() {
+            let mut cmd = tokio::process::Command::new(&small);
+            cmd.arg("--runtime-exe").arg(exe);
+            cmd
+        } else {
+            let mut cmd = tokio::process::Command::new(exe);
+            cmd.arg("monitor");
+            cmd
+        };
+        cmd.arg("--runtime-root")
             .arg(&self.inner.config.runtime_root)
             .arg("--id")
             .arg(&rec.id)
@@ -700,12 +711,9 @@ impl Cri {
             .stdout(std::process::Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(false);
-        let mut child = cmd.spawn().map_err(|e| {
-            internal(format!(
-                "starting the monitor {}: {e}",
-                self.inner.config.exe.display()
-            ))
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| internal(format!("starting the monitor {}: {e}", exe.display())))?;
         let mut out = String::new();
         if let Some(mut stdout) = child.stdout.take() {
             let _ = stdout.read_to_string(&mut out).await;
