@@ -1483,7 +1483,7 @@ async fn devices_are_created_and_allowed() {
     let mut cfg = s.sh_config(
         "c",
         "echo data > /dev/rrun-null && echo write-ok; stat -c 'type:%F %t:%T' /dev/rrun-null; \
-         exec sleep 1000",
+         echo end; exec sleep 1000",
     );
     cfg.devices = vec![api::Device {
         container_path: "/dev/rrun-null".into(),
@@ -1491,7 +1491,9 @@ async fn devices_are_created_and_allowed() {
         permissions: "rwm".into(),
     }];
     let c = s.run_container(&pod_id, &pod, &cfg).await;
-    let log = wait_log_line(&CriServer::log_path(&pod, &cfg), "write-ok", T30).await;
+    // The last line: the log can hold write-ok before stat has printed (seen in CI).
+    let log = wait_log_line(&CriServer::log_path(&pod, &cfg), "end", T30).await;
+    assert!(log.iter().any(|l| l.text == "write-ok"), "{log:?}");
     assert!(
         log.iter()
             .any(|l| l.text == "type:character special file 1:3"),
