@@ -179,7 +179,7 @@ fn memory_hog_is_oom_killed_and_reported() {
         .spawn();
     std::thread::sleep(Duration::from_millis(500));
     fs::write(shared.join("go"), "").unwrap();
-    // Generous: in the TCG VM of the v2 pass, reclaim before the OOM kill takes ~15 s.
+    // Generous: the software-emulated VM of the v2 pass is slow.
     let memory_cg = cg_dir(pid, "memory");
     let deadline = Instant::now() + scaled(Duration::from_secs(120));
     while !shared.join("status").exists() {
