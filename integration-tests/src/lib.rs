@@ -1170,54 +1170,13 @@ pub fn status_field<'t>(status: &'t str, key: &str) -> Option<&'t str> {
     })
 }
 
-/// Capability numbers (capability.h) by name, as in the OCI spec (`CAP_...`).
+/// Capability numbers (capability.h) by name, as in the OCI spec (`CAP_...`): the `caps`
+/// crate's table, an oracle independent of rrun's own.
 pub fn cap_number(name: &str) -> u32 {
-    const CAPS: &[&str] = &[
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_DAC_READ_SEARCH",
-        "CAP_FOWNER",
-        "CAP_FSETID",
-        "CAP_KILL",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETPCAP",
-        "CAP_LINUX_IMMUTABLE",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_NET_BROADCAST",
-        "CAP_NET_ADMIN",
-        "CAP_NET_RAW",
-        "CAP_IPC_LOCK",
-        "CAP_IPC_OWNER",
-        "CAP_SYS_MODULE",
-        "CAP_SYS_RAWIO",
-        "CAP_SYS_CHROOT",
-        "CAP_SYS_PTRACE",
-        "CAP_SYS_PACCT",
-        "CAP_SYS_ADMIN",
-        "CAP_SYS_BOOT",
-        "CAP_SYS_NICE",
-        "CAP_SYS_RESOURCE",
-        "CAP_SYS_TIME",
-        "CAP_SYS_TTY_CONFIG",
-        "CAP_MKNOD",
-        "CAP_LEASE",
-        "CAP_AUDIT_WRITE",
-        "CAP_AUDIT_CONTROL",
-        "CAP_SETFCAP",
-        "CAP_MAC_OVERRIDE",
-        "CAP_MAC_ADMIN",
-        "CAP_SYSLOG",
-        "CAP_WAKE_ALARM",
-        "CAP_BLOCK_SUSPEND",
-        "CAP_AUDIT_READ",
-        "CAP_PERFMON",
-        "CAP_BPF",
-        "CAP_CHECKPOINT_RESTORE",
-    ];
-    CAPS.iter()
-        .position(|c| *c == name)
-        .unwrap_or_else(|| panic!("unknown capability {name}")) as u32
+    name.parse::<caps::Capability>()
+        .unwrap_or_else(|e| panic!("unknown capability {name}: {e}"))
+        .index()
+        .into()
 }
 
 /// The `/proc/self/status` Cap* hex mask of a set of capability names.
