@@ -1248,6 +1248,30 @@ pub async fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() ->
     }
 }
 
+/// Asks `fetch` every 200 ms until `done` holds for its answer or `timeout` (scaled) has
+/// passed; returns the last answer either way, for the caller's assertions to judge.
+pub async fn poll_answer<T, F, Fut>(timeout: Duration, mut fetch: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + scaled(timeout);
+    loop {
+        let answer = fetch().await;
+        if done(&answer) || Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The cumulative CPU time of a CRI `CpuUsage`, 0 when absent.
+pub fn cpu_usage_ns(cpu: Option<&api::CpuUsage>) -> u64 {
+    cpu.and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0)
+}
+
 /// Is `pid` alive (and not a zombie)?
 pub fn pid_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {

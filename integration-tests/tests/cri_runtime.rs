@@ -2130,20 +2130,7 @@ async fn container_stats_of_a_busy_container() {
             .stats
             .expect("ContainerStats: no stats")
     };
-    let deadline = Instant::now() + scaled(T30);
-    let st = loop {
-        let st = stats().await;
-        let cpu = st
-            .cpu
-            .as_ref()
-            .and_then(|c| c.usage_core_nano_seconds.as_ref())
-            .map(|v| v.value)
-            .unwrap_or(0);
-        if cpu > 0 || Instant::now() > deadline {
-            break st;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let st = poll_answer(T30, stats, |st| cpu_usage_ns(st.cpu.as_ref()) > 0).await;
     let attrs = st.attributes.as_ref().expect("attributes");
     assert_eq!(attrs.id, c);
     assert_eq!(attrs.metadata, cfg.metadata);
@@ -2151,11 +2138,7 @@ async fn container_stats_of_a_busy_container() {
     let cpu = st.cpu.as_ref().expect("cpu stats");
     assert!(cpu.timestamp > 0, "cpu timestamp");
     assert!(
-        cpu.usage_core_nano_seconds
-            .as_ref()
-            .map(|v| v.value)
-            .unwrap_or(0)
-            > 0,
+        cpu_usage_ns(Some(cpu)) > 0,
         "cpu usage of a busy container: {cpu:?}"
     );
     let mem = st.memory.as_ref().expect("memory stats");
@@ -2246,34 +2229,17 @@ async fn pod_sandbox_stats() {
             .stats
             .expect("PodSandboxStats: no stats")
     };
-    let deadline = Instant::now() + scaled(T30);
-    let st = loop {
-        let st = get().await;
-        let cpu = st
-            .linux
-            .as_ref()
-            .and_then(|l| l.cpu.as_ref())
-            .and_then(|c| c.usage_core_nano_seconds.as_ref())
-            .map(|v| v.value)
-            .unwrap_or(0);
-        if cpu > 0 || Instant::now() > deadline {
-            break st;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let st = poll_answer(T30, get, |st| {
+        cpu_usage_ns(st.linux.as_ref().and_then(|l| l.cpu.as_ref())) > 0
+    })
+    .await;
     let attrs = st.attributes.as_ref().expect("attributes");
     assert_eq!(attrs.id, pod_id);
     assert_eq!(attrs.metadata, pod.metadata);
     assert_eq!(attrs.labels, pod.labels);
     let linux = st.linux.as_ref().expect("linux stats");
     assert!(
-        linux
-            .cpu
-            .as_ref()
-            .and_then(|c| c.usage_core_nano_seconds.as_ref())
-            .map(|v| v.value)
-            .unwrap_or(0)
-            > 0,
+        cpu_usage_ns(linux.cpu.as_ref()) > 0,
         "pod cpu: {:?}",
         linux.cpu
     );
