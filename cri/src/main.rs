@@ -55,6 +55,10 @@ enum Command {
     /// Run one command in a container and wait for it (started by the server for ExecSync).
     #[command(hide = true)]
     ExecSync(rrun_cri::monitor::ExecSyncArgs),
+    /// Start the pid 1 of a pod-wide pid namespace (started by the server for
+    /// shareProcessNamespace when rrun-cri-monitor is not installed beside it).
+    #[command(hide = true)]
+    PodInit,
 }
 
 #[derive(Subcommand)]
@@ -119,6 +123,7 @@ fn main() {
     match &cli.command {
         Some(Command::Monitor(args)) => std::process::exit(rrun_cri::monitor::run_monitor(args)),
         Some(Command::ExecSync(args)) => std::process::exit(rrun_cri::monitor::run_exec_sync(args)),
+        Some(Command::PodInit) => std::process::exit(rrun_cri::monitor::run_pod_init()),
         _ => {}
     }
     tracing_subscriber::fmt()
@@ -140,7 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None | Some(Command::Serve) => serve(s),
         Some(Command::Image { action }) => image(&s.root, action),
         // Dispatched in main before anything else.
-        Some(Command::Monitor(_)) | Some(Command::ExecSync(_)) => Ok(()),
+        Some(Command::Monitor(_)) | Some(Command::ExecSync(_)) | Some(Command::PodInit) => Ok(()),
     }
 }
 

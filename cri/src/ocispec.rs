@@ -685,11 +685,13 @@ fn namespaces(
             ));
         }
         Ok(api::NamespaceMode::Pod) => {
-            // A pod-wide pid namespace needs a pid 1 that outlives every container: the
-            // pause process this server does without.
-            return Err(SpecError::Unsupported(
-                "a pod-wide pid namespace (shareProcessNamespace) is not supported yet".into(),
-            ));
+            let path = pinned.pid.clone().ok_or_else(|| {
+                invalid(
+                    "pid namespace POD: the pod sandbox was not created with a pod-wide pid \
+                     namespace (its namespace_options.pid is not POD)",
+                )
+            })?;
+            out.push(ns(LinuxNamespaceType::Pid, Some(path)));
         }
         Err(_) => return Err(invalid(format!("unknown pid namespace mode {}", opts.pid))),
     }

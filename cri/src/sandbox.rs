@@ -1,5 +1,7 @@
 //! A pod sandbox without a pause process: its network, IPC and UTS namespaces are created
-//! by a short-lived thread and pinned by bind-mounting `/proc/thread-self/ns/*` onto files;
+//! by a short-lived thread and pinned by bind-mounting `/proc/thread-self/ns/*` onto files
+//! (a pod-wide pid namespace is the exception: it needs a living init, see
+//! [`start_pod_init`]);
 //! the pod's hostname, hosts and resolv.conf are files every container bind-mounts; its
 //! `/dev/shm` is one tmpfs shared by its containers (they share the IPC namespace too).
 
@@ -10,7 +12,7 @@ use cri_proto::api;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
-use crate::store::PinnedNamespaces;
+use crate::store::{PinnedNamespaces, PodInit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -28,6 +30,8 @@ pub enum SandboxError {
     },
     #[error("the namespace-pinning thread died")]
     ThreadDied,
+    #[error("the pod's pid 1: {0}")]
+    PodInit(String),
 }
 
 fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> SandboxError {
@@ -131,11 +135,13 @@ fn pin_in_this_thread(
 }
 
 fn pin_one(run_dir: &Path, ns: &str) -> Result<PathBuf, SandboxError> {
-    let target = run_dir.join(ns);
+    pin_from(&format!("/proc/thread-self/ns/{ns}"), run_dir.join(ns))
+}
+
+fn pin_from(source: &str, target: PathBuf) -> Result<PathBuf, SandboxError> {
     fs::File::create(&target).map_err(io(format!("create {}", target.display())))?;
-    let source = format!("/proc/thread-self/ns/{ns}");
     if let Err(e) = mount(
-        Some(source.as_str()),
+        Some(source),
         &target,
         None::<&str>,
         MsFlags::MS_BIND,
@@ -184,7 +190,7 @@ fn set_interface_up(sock: &std::os::fd::OwnedFd, name: &str) -> nix::Result<()> 
 
 /// Unmounts and removes every pinned namespace file; what is already gone is fine.
 pub fn unpin_namespaces(pinned: &PinnedNamespaces) {
-    for path in [&pinned.net, &pinned.ipc, &pinned.uts]
+    for path in [&pinned.net, &pinned.ipc, &pinned.uts, &pinned.pid]
         .into_iter()
         .flatten()
     {
@@ -202,6 +208,82 @@ fn unmount_and_remove(path: &Path) {
             tracing::warn!("remove {}: {e}", path.display());
         }
     }
+}
+
+/// Does the pod ask for one pid namespace for all its containers (shareProcessNamespace)?
+pub fn shares_pid_namespace(config: &api::PodSandboxConfig) -> bool {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .is_some_and(|o| o.pid == api::NamespaceMode::Pod as i32)
+}
+
+/// Starts the pid 1 of a pod-wide pid namespace with `starter` (a command that runs
+/// [`crate::monitor::run_pod_init`]) and pins its namespace as `run_dir/pid`. On error
+/// nothing remains.
+pub fn start_pod_init(
+    mut starter: std::process::Command,
+    run_dir: &Path,
+) -> Result<(PodInit, PathBuf), SandboxError> {
+    let out = starter
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(io("starting the pod's pid 1"))?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let Some(pid) = report.get("pid").and_then(|p| p.as_i64()) else {
+        let why = report
+            .get("error")
+            .and_then(|e| e.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("no report ({})", out.status));
+        return Err(SandboxError::PodInit(why));
+    };
+    let pid = i32::try_from(pid).map_err(|_| SandboxError::PodInit(format!("pid {pid}")))?;
+    let init = match start_time(pid) {
+        Some(start_time) => PodInit { pid, start_time },
+        None => return Err(SandboxError::PodInit(format!("pid {pid} is gone at once"))),
+    };
+    match pin_from(&format!("/proc/{pid}/ns/pid"), run_dir.join("pid")) {
+        // Pinned after the start time was read: if the pid was reused in between, the
+        // start time no longer matches and the pod is not ready (see pod_init_alive).
+        Ok(path) => Ok((init, path)),
+        Err(e) => {
+            stop_pod_init(&init);
+            Err(e)
+        }
+    }
+}
+
+/// Is the pod's pid 1 still the process that was started?
+pub fn pod_init_alive(init: &PodInit) -> bool {
+    start_time(init.pid) == Some(init.start_time)
+}
+
+/// SIGKILLs the pod's pid 1 (the kernel then kills what is left in its namespace), unless
+/// its pid now belongs to another process.
+pub fn stop_pod_init(init: &PodInit) {
+    if pod_init_alive(init) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(init.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Field 22 of /proc/PID/stat (after the parenthesised command, which may hold spaces);
+/// `None` for a process that is gone or a zombie.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state).
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
 }
 
 /// Is a pinned namespace file still a mounted namespace (after a reboot it is an empty

@@ -88,6 +88,18 @@ pub struct PinnedNamespaces {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// The pod-wide pid namespace (shareProcessNamespace), alive while its init is.
+    #[serde(default)]
+    pub pid: Option<PathBuf>,
+}
+
+/// The pid 1 of a pod-wide pid namespace (`monitor::run_pod_init`), as the host sees it.
+/// The start time (clock ticks after boot, /proc/PID/stat field 22) tells it from a later
+/// process that got the same pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodInit {
+    pub pid: i32,
+    pub start_time: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +127,9 @@ pub struct SandboxRecord {
     pub dir: PathBuf,
     /// The pod's /dev/shm (a tmpfs) when the pod has its own IPC namespace.
     pub shm: Option<PathBuf>,
+    /// The init of the pod's pid namespace, when its containers share one.
+    #[serde(default)]
+    pub pod_init: Option<PodInit>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -293,6 +308,7 @@ mod tests {
             run_dir: PathBuf::new(),
             dir: store.sandbox_dir("abc"),
             shm: None,
+            pod_init: None,
         };
         store.save_sandbox(&rec).expect("save");
         std::fs::create_dir_all(dir.path().join("sandboxes/half-made")).expect("mkdir");

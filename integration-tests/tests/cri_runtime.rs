@@ -1143,8 +1143,31 @@ async fn pod_sysctls_are_applied() {
     assert_no_leftovers(&s);
 }
 
+/// Host pids of the processes in the pid namespace `ns` (as `ns_of` spells it), with their
+/// states (`R`, `S`, `Z`...).
+fn processes_in_pid_ns(ns: &str) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let same = fs::read_link(format!("/proc/{pid}/ns/pid"))
+            .is_ok_and(|l| l.display().to_string() == ns);
+        let state = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let (_, rest) = s.rsplit_once(')')?;
+                rest.split_whitespace().next().map(str::to_string)
+            });
+        if let (true, Some(state)) = (same, state) {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
 #[tokio::test]
-async fn shared_pid_namespace_works_or_is_refused_cleanly() {
+async fn pod_wide_pid_namespace_is_shared_reaped_and_survives_a_restart() {
     let s = CriServer::start("sharepid").await;
     s.import_busybox();
     let mut pod = s.pod_config("p");
@@ -1157,49 +1180,79 @@ async fn shared_pid_namespace_works_or_is_refused_cleanly() {
         .and_then(|l| l.security_context.as_mut())
         .expect("pod security context")
         .namespace_options = Some(shared.clone());
-    let pod_id = match s.try_run_pod(&pod).await {
-        Ok(id) => id,
-        Err(e) => {
-            assert!(
-                matches!(e.code(), Code::Unimplemented | Code::InvalidArgument),
-                "refusing shareProcessNamespace: {}",
-                show(&e)
-            );
-            assert_no_leftovers(&s);
-            return;
-        }
-    };
+    let pod_id = s.run_pod(&pod).await;
     let mut a = s.sh_config("a", "exec sleep 1000");
     security(&mut a).namespace_options = Some(shared.clone());
-    match s.try_create_container(&pod_id, &pod, &a).await {
-        Ok(a_id) => {
-            s.start_container(&a_id).await;
-            let mut b = s.sh_config("b", "exec sleep 1001");
-            security(&mut b).namespace_options = Some(shared);
-            let b_id = s.run_container(&pod_id, &pod, &b).await;
-            s.wait_state(&b_id, api::ContainerState::ContainerRunning, T30)
-                .await;
-            let (pa, pb) = (s.container_pid(&a_id).await, s.container_pid(&b_id).await);
-            assert_eq!(ns_of(pa, "pid"), ns_of(pb, "pid"), "shareProcessNamespace");
-            let ps = s.exec_ok(&b_id, &["ps"]).await;
-            assert!(
-                ps.contains("sleep 1000"),
-                "b does not see a's process:\n{ps}"
-            );
-        }
-        Err(e) => {
-            assert!(
-                matches!(e.code(), Code::Unimplemented | Code::InvalidArgument),
-                "refusing a pod-wide pid namespace: {}",
-                show(&e)
-            );
-            assert!(
-                e.message().to_lowercase().contains("pid"),
-                "the refusal should say what is unsupported: {}",
-                show(&e)
-            );
-        }
-    }
+    let a_id = s.run_container(&pod_id, &pod, &a).await;
+    let mut b = s.sh_config("b", "exec sleep 1001");
+    security(&mut b).namespace_options = Some(shared);
+    let b_id = s.run_container(&pod_id, &pod, &b).await;
+    s.wait_state(&b_id, api::ContainerState::ContainerRunning, T30)
+        .await;
+    let (pa, pb) = (s.container_pid(&a_id).await, s.container_pid(&b_id).await);
+    let ns = ns_of(pa, "pid");
+    assert_eq!(ns, ns_of(pb, "pid"), "shareProcessNamespace");
+    let own = fs::read_link("/proc/self/ns/pid").expect("own pid namespace");
+    assert_ne!(
+        ns,
+        own.display().to_string(),
+        "the pod's pid namespace is the host's"
+    );
+
+    // b sees a's process, and pid 1 is the pod's init, not a container's.
+    let ps = s.exec_ok(&b_id, &["ps", "-o", "pid,args"]).await;
+    assert!(
+        ps.contains("sleep 1000"),
+        "b does not see a's process:\n{ps}"
+    );
+    let pid1 = ps
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_default();
+    assert!(pid1.contains("pod-init"), "pid 1 of the pod:\n{ps}");
+
+    // An orphan is reparented to the pod's init, which reaps it.
+    s.exec_ok(&b_id, &["sh", "-c", "sleep 0.2 & exit 0"]).await;
+    wait_until(T30, "the orphan reaped", || {
+        let procs = processes_in_pid_ns(&ns);
+        procs.len() == 3 && procs.iter().all(|(_, st)| st != "Z")
+    })
+    .await;
+
+    // kill -9 of the server: the pod, its init and its containers live on.
+    s.restart().await;
+    assert_eq!(
+        s.pod_status(&pod_id).await.state,
+        api::PodSandboxState::SandboxReady as i32
+    );
+    let ps = s.exec_ok(&a_id, &["ps", "-o", "pid,args"]).await;
+    assert!(
+        ps.contains("sleep 1001"),
+        "a does not see b's process:\n{ps}"
+    );
+
+    s.stop_and_remove_pod(&pod_id).await;
+    wait_until(T30, "the pod's pid namespace empty", || {
+        processes_in_pid_ns(&ns).is_empty()
+    })
+    .await;
+    assert_no_leftovers(&s);
+}
+
+#[tokio::test]
+async fn pod_pid_namespace_in_a_pod_without_one_is_refused() {
+    let (s, pod, pod_id) = setup("nopodpid").await;
+    let mut c = s.sh_config("c", "exec sleep 1000");
+    security(&mut c).namespace_options = Some(api::NamespaceOption {
+        pid: api::NamespaceMode::Pod as i32,
+        ..pod_namespaces()
+    });
+    let e = s
+        .try_create_container(&pod_id, &pod, &c)
+        .await
+        .expect_err("a container joining a pod pid namespace that does not exist");
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", show(&e));
+    assert!(e.message().contains("pid"), "{}", show(&e));
     s.stop_and_remove_pod(&pod_id).await;
     assert_no_leftovers(&s);
 }

@@ -11,9 +11,16 @@
 //! the whole program is a few hundred KiB: the monitor stays under 512 KiB private.
 //!
 //! Arguments (as `rrun-cri monitor` passes them): `--runtime-exe FILE` (the big binary)
-//! then `rrun-cri monitor`'s own.
+//! then `rrun-cri monitor`'s own; or `--pod-init` alone, for the pid 1 of a pod that shares
+//! one pid namespace (`rrun_cri::monitor::run_pod_init`).
 
 fn main() {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "--pod-init")
+    {
+        std::process::exit(rrun_cri::monitor::run_pod_init());
+    }
     let code = match rrun_cri::monitor::parse_small_monitor_args(std::env::args_os().skip(1)) {
         Ok((exe, args)) => rrun_cri::monitor::run_small_monitor(&args, &exe),
         Err(e) => {

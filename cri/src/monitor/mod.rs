@@ -37,14 +37,22 @@
 //! ```
 //!
 //! See [`exec_sync`].
+//!
+//! ```text
+//! rrun-cri-monitor --pod-init
+//! ```
+//!
+//! See [`pod_init`]: the pid 1 of a pod that shares one pid namespace.
 
 mod backend;
 mod exec_sync;
 pub mod log;
+mod pod_init;
 mod sys;
 
 pub use backend::Helper;
 pub use exec_sync::{run_exec_sync, ExecSyncArgs};
+pub use pod_init::run_pod_init;
 
 use backend::{Answer, Backend, InProcess, ViaExe};
 

@@ -100,6 +100,16 @@ pub fn close_in_child(fds: &[RawFd]) {
     }
 }
 
+/// Closes every descriptor from `first` up, in a process that must hold nothing of its
+/// parent's (the pod's pid 1, which lives as long as the pod).
+pub fn close_fds_from(first: u32) {
+    // SAFETY: close_range(2) only closes descriptors; callers own no `OwnedFd` at or above
+    // `first` that would be closed a second time (they never return: see exit_now).
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, 0);
+    }
+}
+
 /// A JSON string literal (quotes and escapes) for `s`. Written out rather than through
 /// serde_json so that the small monitor binary does not carry a JSON serializer for its
 /// one error line (tested against serde_json below).

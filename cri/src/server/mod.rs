@@ -223,13 +223,17 @@ impl Cri {
         for mut rec in sandboxes.records {
             if rec.state == SandboxState::Ready {
                 let ns = &rec.namespaces;
-                let alive = [&ns.net, &ns.ipc, &ns.uts]
+                let alive = [&ns.net, &ns.ipc, &ns.uts, &ns.pid]
                     .into_iter()
                     .flatten()
-                    .all(|p| crate::sandbox::is_pinned(p));
+                    .all(|p| crate::sandbox::is_pinned(p))
+                    && rec
+                        .pod_init
+                        .as_ref()
+                        .is_none_or(crate::sandbox::pod_init_alive);
                 if !alive {
                     tracing::warn!(
-                        "pod {}: its namespaces are gone (reboot?): not ready",
+                        "pod {}: its namespaces or its pid 1 are gone (reboot?): not ready",
                         rec.id
                     );
                     rec.state = SandboxState::NotReady;
@@ -346,10 +350,17 @@ impl Cri {
             run_dir: run_dir.clone(),
             dir: dir.clone(),
             shm: None,
+            pod_init: None,
         };
         let result = (|| {
             write_pod_files(&dir, &rec.config, &hostname).map_err(internal)?;
             rec.namespaces = pin_namespaces(&run_dir, own, &hostname).map_err(internal)?;
+            if shares_pid_namespace(&rec.config) {
+                let (init, pid_ns) =
+                    start_pod_init(self.pod_init_command(), &run_dir).map_err(internal)?;
+                rec.pod_init = Some(init);
+                rec.namespaces.pid = Some(pid_ns);
+            }
             if own.ipc {
                 rec.shm = Some(mount_shm(&run_dir).map_err(internal)?);
             }
@@ -363,8 +374,28 @@ impl Cri {
         Ok(rec)
     }
 
-    /// Removes what the pod holds on the machine: namespaces, shm, cgroup, directories.
+    /// The command that starts a pod's pid 1: the small monitor binary when it is installed
+    /// beside the server (a few hundred KiB for the pod's whole life), else the server's own.
+    fn pod_init_command(&self) -> std::process::Command {
+        let exe = &self.inner.config.exe;
+        let small = exe.with_file_name(monitor::MONITOR_BINARY);
+        if small.is_file() {
+            let mut cmd = std::process::Command::new(small);
+            cmd.arg("--pod-init");
+            cmd
+        } else {
+            let mut cmd = std::process::Command::new(exe);
+            cmd.arg("pod-init");
+            cmd
+        }
+    }
+
+    /// Removes what the pod holds on the machine: its pid 1, namespaces, shm, cgroup,
+    /// directories.
     fn destroy_sandbox_files(&self, rec: &SandboxRecord) {
+        if let Some(init) = &rec.pod_init {
+            crate::sandbox::stop_pod_init(init);
+        }
         crate::sandbox::unpin_namespaces(&rec.namespaces);
         if let Some(shm) = &rec.shm {
             crate::sandbox::unmount_shm(shm);
@@ -410,6 +441,16 @@ impl Cri {
             if let Some(net) = rec2.namespaces.net.take() {
                 crate::sandbox::unpin_namespaces(&crate::store::PinnedNamespaces {
                     net: Some(net),
+                    ..Default::default()
+                });
+            }
+            // A pod-wide pid namespace ends with its pid 1, as with containerd's pause.
+            if let Some(init) = &rec2.pod_init {
+                crate::sandbox::stop_pod_init(init);
+            }
+            if let Some(pid) = rec2.namespaces.pid.take() {
+                crate::sandbox::unpin_namespaces(&crate::store::PinnedNamespaces {
+                    pid: Some(pid),
                     ..Default::default()
                 });
             }
