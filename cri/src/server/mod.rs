@@ -377,17 +377,25 @@ impl Cri {
     /// The command that starts a pod's pid 1: the small monitor binary when it is installed
     /// beside the server (a few hundred KiB for the pod's whole life), else the server's own.
     fn pod_init_command(&self) -> std::process::Command {
-        let exe = &self.inner.config.exe;
-        let small = exe.with_file_name(monitor::MONITOR_BINARY);
-        if small.is_file() {
+        if let Some(small) = self.small_monitor_binary() {
             let mut cmd = std::process::Command::new(small);
             cmd.arg("--pod-init");
             cmd
         } else {
-            let mut cmd = std::process::Command::new(exe);
+            let mut cmd = std::process::Command::new(&self.inner.config.exe);
             cmd.arg("pod-init");
             cmd
         }
+    }
+
+    /// [`monitor::MONITOR_BINARY`] beside the server's executable, when it is installed.
+    fn small_monitor_binary(&self) -> Option<PathBuf> {
+        let small = self
+            .inner
+            .config
+            .exe
+            .with_file_name(monitor::MONITOR_BINARY);
+        small.is_file().then_some(small)
     }
 
     /// Removes what the pod holds on the machine: its pid 1, namespaces, shm, cgroup,
@@ -721,9 +729,8 @@ impl Cri {
         // The small monitor binary directly when it is installed beside the server: going
         // through `rrun-cri monitor`, which only execs it, costs one exec of the big binary.
         let exe = &self.inner.config.exe;
-        let small = exe.with_file_name(monitor::MONITOR_BINARY);
-        let mut cmd = if small.is_file() {
-            let mut cmd = tokio::process::Command::new(&small);
+        let mut cmd = if let Some(small) = self.small_monitor_binary() {
+            let mut cmd = tokio::process::Command::new(small);
             cmd.arg("--runtime-exe").arg(exe);
             cmd
         } else {
