@@ -13,6 +13,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
 use crate::store::{PinnedNamespaces, PodInit};
+use rrun::state::process_start_time;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -242,7 +243,7 @@ pub fn start_pod_init(
         return Err(SandboxError::PodInit(why));
     };
     let pid = i32::try_from(pid).map_err(|_| SandboxError::PodInit(format!("pid {pid}")))?;
-    let init = match start_time(pid) {
+    let init = match process_start_time(pid) {
         Some(start_time) => PodInit { pid, start_time },
         None => return Err(SandboxError::PodInit(format!("pid {pid} is gone at once"))),
     };
@@ -259,7 +260,7 @@ pub fn start_pod_init(
 
 /// Is the pod's pid 1 still the process that was started?
 pub fn pod_init_alive(init: &PodInit) -> bool {
-    start_time(init.pid) == Some(init.start_time)
+    process_start_time(init.pid) == Some(init.start_time)
 }
 
 /// SIGKILLs the pod's pid 1 (the kernel then kills what is left in its namespace), unless
@@ -271,19 +272,6 @@ pub fn stop_pod_init(init: &PodInit) {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-}
-
-/// Field 22 of /proc/PID/stat (after the parenthesised command, which may hold spaces);
-/// `None` for a process that is gone or a zombie.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state).
-    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
 }
 
 /// Is a pinned namespace file still a mounted namespace (after a reboot it is an empty
