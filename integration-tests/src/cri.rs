@@ -804,6 +804,25 @@ impl CriServer {
             .items
     }
 
+    /// A GetContainerEvents stream, subscribed when this returns.
+    pub async fn container_events(&self) -> tonic::Streaming<api::ContainerEventResponse> {
+        self.runtime()
+            .get_container_events(api::GetEventsRequest {})
+            .await
+            .unwrap_or_else(|e| panic!("GetContainerEvents: {}", show(&e)))
+            .into_inner()
+    }
+
+    /// The server with the busybox image imported and one running pod `p` (its config and
+    /// id): where most tests start.
+    pub async fn with_busybox_pod(name: &str) -> (CriServer, api::PodSandboxConfig, String) {
+        let s = CriServer::start(name).await;
+        s.import_busybox();
+        let pod = s.pod_config("p");
+        let id = s.run_pod(&pod).await;
+        (s, pod, id)
+    }
+
     /// Ids of pods and containers the helpers made (for leftover checks).
     pub fn ids(&self) -> Vec<String> {
         self.ids

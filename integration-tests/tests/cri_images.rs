@@ -397,10 +397,7 @@ async fn whiteouts_hide_what_upper_layers_deleted() {
 
 #[tokio::test]
 async fn writes_stay_in_their_containers_layer() {
-    let s = CriServer::start("cow").await;
-    s.import_busybox();
-    let pod = s.pod_config("p");
-    let pod_id = s.run_pod(&pod).await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("cow").await;
     let w = s.sh_config(
         "writer",
         "echo leaked > /leak-marker && rm /etc/passwd && echo wrote",

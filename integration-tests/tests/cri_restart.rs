@@ -19,10 +19,7 @@ fn tick_numbers(path: &std::path::Path) -> Vec<i64> {
 
 #[tokio::test]
 async fn kill9_and_restart_keeps_pods_containers_and_logs() {
-    let s = CriServer::start("restart").await;
-    s.import_busybox();
-    let pod = s.pod_config("p");
-    let pod_id = s.run_pod(&pod).await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("restart").await;
 
     let long = s.sh_config(
         "long",
@@ -195,10 +192,7 @@ async fn restart_keeps_images() {
 
 #[tokio::test]
 async fn pod_removed_after_restart_leaves_nothing() {
-    let s = CriServer::start("restartrm").await;
-    s.import_busybox();
-    let pod = s.pod_config("p");
-    let pod_id = s.run_pod(&pod).await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("restartrm").await;
     let c = s
         .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
         .await;
@@ -227,10 +221,7 @@ async fn pod_removed_after_restart_leaves_nothing() {
 /// a failing test leaves): no process, mount, cgroup or dir survives the drop.
 #[tokio::test]
 async fn guard_cleans_up_after_a_killed_server() {
-    let s = CriServer::start("guard").await;
-    s.import_busybox();
-    let pod = s.pod_config("p");
-    let pod_id = s.run_pod(&pod).await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("guard").await;
     let c = s
         .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
         .await;
@@ -294,10 +285,7 @@ async fn kill9_during_create_container_leaves_nothing_after_the_pod_is_removed()
 /// (the kubelet's evented PLEG waits for it).
 #[tokio::test]
 async fn events_for_a_container_that_exits_after_a_restart() {
-    let s = CriServer::start("restartev").await;
-    s.import_busybox();
-    let pod = s.pod_config("p");
-    let pod_id = s.run_pod(&pod).await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("restartev").await;
     let cfg = s.sh_config(
         "waiter",
         "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 5",
@@ -307,12 +295,7 @@ async fn events_for_a_container_that_exits_after_a_restart() {
         .await;
     let pid = s.container_pid(&c).await;
     s.restart().await;
-    let mut stream = s
-        .runtime()
-        .get_container_events(api::GetEventsRequest {})
-        .await
-        .unwrap_or_else(|e| panic!("GetContainerEvents: {}", show(&e)))
-        .into_inner();
+    let mut stream = s.container_events().await;
     std::fs::write(format!("/proc/{pid}/root/tmp/go"), "").expect("releasing the container");
     let deadline = std::time::Instant::now() + integration_tests::scaled(T30);
     loop {

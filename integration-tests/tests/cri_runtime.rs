@@ -33,14 +33,6 @@ fn assert_ns_during(what: &str, t: i64, since: i64) {
 }
 
 /// A server with busybox imported and one running pod.
-async fn setup(name: &str) -> (CriServer, api::PodSandboxConfig, String) {
-    let s = CriServer::start(name).await;
-    s.import_busybox();
-    let pod = s.pod_config("p");
-    let id = s.run_pod(&pod).await;
-    (s, pod, id)
-}
-
 fn state_name(s: i32) -> String {
     format!("{:?}", api::ContainerState::try_from(s))
 }
@@ -149,7 +141,7 @@ async fn runtime_config_says_cgroupfs() {
 /// pass vacuously).
 #[tokio::test]
 async fn leftover_check_sees_a_running_pod() {
-    let (s, pod, pod_id) = setup("selfcheck").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("selfcheck").await;
     let c = s
         .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
         .await;
@@ -310,7 +302,7 @@ async fn pod_sandbox_status_list_filters_stop_and_remove() {
 
 #[tokio::test]
 async fn pod_namespaces_are_pinned_and_shared_by_its_containers() {
-    let (s, pod, pod_id) = setup("podns").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("podns").await;
     let c1 = s
         .run_container(&pod_id, &pod, &s.sh_config("one", "exec sleep 1000"))
         .await;
@@ -604,7 +596,7 @@ async fn host_pid_and_ipc_options() {
 #[tokio::test]
 async fn container_status_through_its_life() {
     let t0 = now_ns();
-    let (s, pod, pod_id) = setup("ctrlife").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("ctrlife").await;
     let shared = s.mkdir("shared");
     let mut ok = s.sh_config("ok", "echo to-stdout; echo to-stderr >&2; exit 0");
     ok.mounts.push(api::Mount {
@@ -845,7 +837,7 @@ async fn list_containers_filters() {
 
 #[tokio::test]
 async fn logs_are_in_cri_format_in_order() {
-    let (s, pod, pod_id) = setup("logs").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("logs").await;
     let script = "i=0; while [ $i -lt 50 ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); done; \
                   printf 'no-newline'";
     let cfg = s.sh_config("logger", script);
@@ -889,7 +881,7 @@ async fn logs_are_in_cri_format_in_order() {
 
 #[tokio::test]
 async fn long_lines_are_split_into_partial_records() {
-    let (s, pod, pod_id) = setup("longline").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("longline").await;
     // 100000 'x' then a newline, then a short line.
     let cfg = s.sh_config(
         "long",
@@ -923,7 +915,7 @@ async fn long_lines_are_split_into_partial_records() {
 
 #[tokio::test]
 async fn stop_container_sends_term_then_kill() {
-    let (s, pod, pod_id) = setup("stop").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("stop").await;
     // A container handling TERM exits by its handler.
     let polite = s.sh_config(
         "polite",
@@ -980,7 +972,7 @@ async fn stop_container_sends_term_then_kill() {
 
 #[tokio::test]
 async fn remove_container_force_removes_a_running_one() {
-    let (s, pod, pod_id) = setup("rmrunning").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("rmrunning").await;
     let c = s
         .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
         .await;
@@ -1037,7 +1029,7 @@ async fn create_container_by_image_id_as_the_kubelet_does() {
 
 #[tokio::test]
 async fn many_containers_created_concurrently() {
-    let (s, pod, pod_id) = setup("concurrent").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("concurrent").await;
     let cfgs: Vec<api::ContainerConfig> = (0..8)
         .map(|i| {
             s.sh_config(
@@ -1143,27 +1135,17 @@ async fn pod_sysctls_are_applied() {
     assert_no_leftovers(&s);
 }
 
-/// Host pids of the processes in the pid namespace `ns` (as `ns_of` spells it), with their
-/// states (`R`, `S`, `Z`...).
-fn processes_in_pid_ns(ns: &str) -> Vec<(i32, String)> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let same = fs::read_link(format!("/proc/{pid}/ns/pid"))
-            .is_ok_and(|l| l.display().to_string() == ns);
-        let state = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                let (_, rest) = s.rsplit_once(')')?;
-                rest.split_whitespace().next().map(str::to_string)
-            });
-        if let (true, Some(state)) = (same, state) {
-            out.push((pid, state));
-        }
-    }
-    out
+/// Host pids of the processes in the pid namespace `ns` (as `ns_of` spells it).
+fn processes_in_pid_ns(ns: &str) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            fs::read_link(format!("/proc/{pid}/ns/pid"))
+                .is_ok_and(|l| l.display().to_string() == ns)
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -1215,7 +1197,7 @@ async fn pod_wide_pid_namespace_is_shared_reaped_and_survives_a_restart() {
     s.exec_ok(&b_id, &["sh", "-c", "sleep 0.2 & exit 0"]).await;
     wait_until(T30, "the orphan reaped", || {
         let procs = processes_in_pid_ns(&ns);
-        procs.len() == 3 && procs.iter().all(|(_, st)| st != "Z")
+        procs.len() == 3 && procs.iter().all(|p| pid_alive(*p))
     })
     .await;
 
@@ -1241,7 +1223,7 @@ async fn pod_wide_pid_namespace_is_shared_reaped_and_survives_a_restart() {
 
 #[tokio::test]
 async fn pod_pid_namespace_in_a_pod_without_one_is_refused() {
-    let (s, pod, pod_id) = setup("nopodpid").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("nopodpid").await;
     let mut c = s.sh_config("c", "exec sleep 1000");
     security(&mut c).namespace_options = Some(api::NamespaceOption {
         pid: api::NamespaceMode::Pod as i32,
@@ -1259,7 +1241,7 @@ async fn pod_pid_namespace_in_a_pod_without_one_is_refused() {
 
 #[tokio::test]
 async fn stop_pod_sandbox_kills_its_containers() {
-    let (s, pod, pod_id) = setup("stoppod").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("stoppod").await;
     let c = s
         .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
         .await;
@@ -1301,7 +1283,7 @@ async fn stop_pod_sandbox_kills_its_containers() {
 
 #[tokio::test]
 async fn remove_pod_sandbox_force_removes_running_containers() {
-    let (s, pod, pod_id) = setup("rmpod").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("rmpod").await;
     let c = s
         .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
         .await;
@@ -1411,7 +1393,7 @@ async fn image_config_is_merged_with_the_request() {
 
 #[tokio::test]
 async fn host_dirs_are_bind_mounted_readonly_honoured() {
-    let (s, pod, pod_id) = setup("mounts").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("mounts").await;
     let rw = s.mkdir("rw");
     fs::set_permissions(&rw, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
     let ro = s.mkdir("ro");
@@ -1476,7 +1458,7 @@ async fn host_dirs_are_bind_mounted_readonly_honoured() {
 
 #[tokio::test]
 async fn run_as_user_group_and_supplemental_groups() {
-    let (s, pod, pod_id) = setup("runas").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("runas").await;
     let mut cfg = s.sh_config("c", "exec sleep 1000");
     let sc = security(&mut cfg);
     sc.run_as_user = Some(api::Int64Value { value: 1000 });
@@ -1504,7 +1486,7 @@ async fn run_as_user_group_and_supplemental_groups() {
 
 #[tokio::test]
 async fn run_as_username_from_the_images_passwd() {
-    let (s, pod, pod_id) = setup("runasname").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("runasname").await;
     let mut cfg = s.sh_config("c", "exec sleep 1000");
     security(&mut cfg).run_as_username = "app".into();
     let c = s.run_container(&pod_id, &pod, &cfg).await;
@@ -1532,7 +1514,7 @@ async fn run_as_username_from_the_images_passwd() {
 
 #[tokio::test]
 async fn devices_are_created_and_allowed() {
-    let (s, pod, pod_id) = setup("devices").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("devices").await;
     let mut cfg = s.sh_config(
         "c",
         "echo data > /dev/rrun-null && echo write-ok; stat -c 'type:%F %t:%T' /dev/rrun-null; \
@@ -1591,7 +1573,7 @@ fn cap_eff(pid: i32) -> u64 {
 
 #[tokio::test]
 async fn capabilities_default_add_and_drop() {
-    let (s, pod, pod_id) = setup("caps").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("caps").await;
     let plain = s
         .run_container(&pod_id, &pod, &s.sh_config("plain", "exec sleep 1000"))
         .await;
@@ -1635,7 +1617,7 @@ async fn capabilities_default_add_and_drop() {
 
 #[tokio::test]
 async fn privileged_container_has_every_capability_and_no_seccomp() {
-    let (s, pod, pod_id) = setup("priv").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("priv").await;
     let mut cfg = s.sh_config("c", "exec sleep 1000");
     let sc = security(&mut cfg);
     sc.privileged = true;
@@ -1684,7 +1666,7 @@ async fn privileged_container_has_every_capability_and_no_seccomp() {
 
 #[tokio::test]
 async fn no_new_privs_and_readonly_rootfs() {
-    let (s, pod, pod_id) = setup("nnp").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("nnp").await;
     let plain = s
         .run_container(&pod_id, &pod, &s.sh_config("plain", "exec sleep 1000"))
         .await;
@@ -1723,7 +1705,7 @@ async fn no_new_privs_and_readonly_rootfs() {
 
 #[tokio::test]
 async fn seccomp_runtime_default_blocks_unshare() {
-    let (s, pod, pod_id) = setup("seccomp").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("seccomp").await;
     let try_unshare =
         "if unshare -U true 2>/dev/null; then echo unshare-ok; else echo unshare-denied; fi; \
          exec sleep 1000";
@@ -1757,7 +1739,7 @@ async fn seccomp_runtime_default_blocks_unshare() {
 
 #[tokio::test]
 async fn seccomp_localhost_profile_is_loaded() {
-    let (s, pod, pod_id) = setup("seclocal").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("seclocal").await;
     let dir = s.mkdir("seccomp");
     let profile = dir.join("deny-mkdir.json");
     fs::write(
@@ -1783,7 +1765,7 @@ async fn seccomp_localhost_profile_is_loaded() {
 
 #[tokio::test]
 async fn masked_and_readonly_paths() {
-    let (s, pod, pod_id) = setup("masked").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("masked").await;
     let mut cfg = s.sh_config(
         "c",
         "echo keys-bytes:$(cat /proc/keys | wc -c); exec sleep 1000",
@@ -1833,7 +1815,7 @@ const MIB: i64 = 1024 * 1024;
 
 #[tokio::test]
 async fn resources_are_written_to_the_cgroup_and_updated() {
-    let (s, pod, pod_id) = setup("resources").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("resources").await;
     let mut cfg = s.sh_config("c", "exec sleep 1000");
     let r = resources(&mut cfg);
     r.memory_limit_in_bytes = 64 * MIB;
@@ -1911,7 +1893,7 @@ async fn resources_are_written_to_the_cgroup_and_updated() {
 
 #[tokio::test]
 async fn resources_updated_before_start_apply_at_start() {
-    let (s, pod, pod_id) = setup("updcreated").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("updcreated").await;
     let mut cfg = s.sh_config("c", "exec sleep 1000");
     resources(&mut cfg).memory_limit_in_bytes = 64 * MIB;
     let c = s.create_container(&pod_id, &pod, &cfg).await;
@@ -1946,7 +1928,7 @@ async fn resources_updated_before_start_apply_at_start() {
 
 #[tokio::test]
 async fn oom_kill_is_reported_as_oomkilled() {
-    let (s, pod, pod_id) = setup("oom").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("oom").await;
     let mut cfg = s.sh_config("hog", "head -c 64m /dev/zero | tail");
     let r = resources(&mut cfg);
     r.memory_limit_in_bytes = 32 * MIB;
@@ -1968,7 +1950,7 @@ async fn oom_kill_is_reported_as_oomkilled() {
 
 #[tokio::test]
 async fn negative_oom_score_adj_is_clamped_not_refused() {
-    let (s, pod, pod_id) = setup("oomscore").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("oomscore").await;
     let own: i32 = fs::read_to_string("/proc/self/oom_score_adj")
         .expect("own oom_score_adj")
         .trim()
@@ -2014,7 +1996,7 @@ async fn negative_oom_score_adj_is_clamped_not_refused() {
 
 #[tokio::test]
 async fn exec_sync_output_exit_code_and_timeout() {
-    let (s, pod, pod_id) = setup("exec").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("exec").await;
     let c = s
         .run_container(
             &pod_id,
@@ -2107,7 +2089,7 @@ async fn exec_sync_output_exit_code_and_timeout() {
 
 #[tokio::test]
 async fn exec_sync_returns_large_stdout_and_stderr_together() {
-    let (s, pod, pod_id) = setup("execbig").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("execbig").await;
     let c = s
         .run_container(&pod_id, &pod, &s.sh_config("c", "exec sleep 1000"))
         .await;
@@ -2132,7 +2114,7 @@ async fn exec_sync_returns_large_stdout_and_stderr_together() {
 
 #[tokio::test]
 async fn exec_sync_runs_as_the_containers_user_with_its_env() {
-    let (s, pod, pod_id) = setup("execuser").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("execuser").await;
     let mut cfg = s.sh_config("c", "exec sleep 1000");
     cfg.envs.push(kv("FROM_REQUEST", "yes"));
     let sc = security(&mut cfg);
@@ -2164,7 +2146,7 @@ async fn exec_sync_runs_as_the_containers_user_with_its_env() {
 
 #[tokio::test]
 async fn container_stats_of_a_busy_container() {
-    let (s, pod, pod_id) = setup("ctrstats").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("ctrstats").await;
     let mut cfg = s.sh_config(
         "busy",
         "dd if=/dev/zero of=/fill bs=1024 count=2048 2>/dev/null; echo filled; while :; do :; done",
@@ -2258,7 +2240,7 @@ async fn container_stats_of_a_busy_container() {
 
 #[tokio::test]
 async fn pod_sandbox_stats() {
-    let (s, pod, pod_id) = setup("podstats").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("podstats").await;
     let c = s
         .run_container(
             &pod_id,
@@ -2366,7 +2348,7 @@ fn smaps_kib(text: &str, key: &str) -> u64 {
 
 #[tokio::test]
 async fn one_small_monitor_per_container() {
-    let (s, pod, pod_id) = setup("monitor").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("monitor").await;
     let cfg = s.sh_config(
         "ticker",
         "i=0; while :; do echo tick-$i; echo err-$i >&2; i=$((i+1)); sleep 0.05; done",
@@ -2433,7 +2415,7 @@ async fn one_small_monitor_per_container() {
 
 #[tokio::test]
 async fn reopen_container_log_after_rotation() {
-    let (s, pod, pod_id) = setup("reopen").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("reopen").await;
     let cfg = s.sh_config(
         "ticker",
         "i=0; while :; do echo tick-$i; i=$((i+1)); sleep 0.1; done",
@@ -2480,7 +2462,7 @@ async fn reopen_container_log_after_rotation() {
 
 #[tokio::test]
 async fn reopen_log_of_an_exited_container() {
-    let (s, pod, pod_id) = setup("reopenexited").await;
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("reopenexited").await;
     let cfg = s.sh_config("c", "echo bye");
     let c = s.run_container(&pod_id, &pod, &cfg).await;
     s.wait_exited(&c).await;
@@ -2511,13 +2493,8 @@ async fn reopen_log_of_an_exited_container() {
 
 #[tokio::test]
 async fn container_events_stream() {
-    let (s, pod, pod_id) = setup("events").await;
-    let mut stream = s
-        .runtime()
-        .get_container_events(api::GetEventsRequest {})
-        .await
-        .unwrap_or_else(|e| panic!("GetContainerEvents: {}", show(&e)))
-        .into_inner();
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("events").await;
+    let mut stream = s.container_events().await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let reader = tokio::spawn(async move {
         while let Ok(Some(ev)) = stream.message().await {
