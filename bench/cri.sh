@@ -40,14 +40,9 @@
 #   CRI_BENCH_CONTAINERD=0   leave containerd out
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-die() { printf 'cri-bench: error: %s\n' "$*" >&2; exit 1; }
-log() { printf '==> %s\n' "$*" >&2; }
-
-((EUID == 0)) || die "containers need root: run 'sudo bash bench/cri.sh'"
-if [[ -x "$HOME/.cargo/bin/cargo" && ":$PATH:" != *":$HOME/.cargo/bin:"* ]]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-fi
+bench_name=cri-bench
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 runs="${CRI_BENCH_RUNS:-30}"
 warmup="${CRI_BENCH_WARMUP:-3}"

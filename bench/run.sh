@@ -40,14 +40,9 @@
 #   BENCH_SKIP_SETUP=1  do not run scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
-log() { printf '==> %s\n' "$*" >&2; }
-
-((EUID == 0)) || die "containers need root: run 'sudo bash bench/run.sh'"
-if [[ -x "$HOME/.cargo/bin/cargo" && ":$PATH:" != *":$HOME/.cargo/bin:"* ]]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-fi
+bench_name=bench
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 runs="${BENCH_RUNS:-100}"
 warmup="${BENCH_WARMUP:-10}"
