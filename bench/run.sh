@@ -63,7 +63,8 @@ load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 # glibc >= 2.36): a static-pie relocates itself at each start, and reading a 250 KiB
 # .rela.dyn for that was 8% of its peak RSS; it stays position-independent (ASLR), unlike a
 # non-PIE build that would need no relocations at all. It is built for the host triple
-# explicitly so that the flags reach rrun only, not build scripts or proc macros.
+# explicitly so that the flags reach rrun only, not build scripts or proc macros. It aborts
+# on panic (the workspace's release profile unwinds, for the CRI server's sake).
 # BENCH_RRUN_DYNAMIC=1 measures the default (dynamic) target/release/rrun instead.
 cargo build --release -p rootfs-fixtures
 if [[ -n "${RRUN_BIN:-}" ]]; then
@@ -74,8 +75,8 @@ elif [[ "${BENCH_RRUN_DYNAMIC:-0}" == 1 ]]; then
     rrun="$PWD/target/release/rrun"
 else
     host="$(rustc -vV | sed -n 's/^host: //p')"
-    log "cargo build --release -p rrun --target $host (crt-static, packed relocations)"
-    RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs" \
+    log "cargo build --release -p rrun --target $host (crt-static, packed relocations, panic=abort)"
+    RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs -C panic=abort" \
         cargo build --release -p rrun --target "$host"
     rrun="$PWD/target/$host/release/rrun"
 fi

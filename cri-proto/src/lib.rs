@@ -1,10 +1,14 @@
-//! The Kubernetes CRI (runtime.v1) API for both sides of the socket.
+//! The Kubernetes CRI (runtime.v1, and v1alpha2 on the wire) API for both sides of the socket.
 //!
 //! The message types, the client stubs and the server traits are the `k8s-cri` crate's,
 //! generated from the official `api.proto` by tonic; they are re-exported as [`api`]. This
 //! crate adds what every server and client of ours needs on top: the version constants a
-//! kubelet checks, a unix-socket listener for a server (created 0600, a stale socket file
-//! replaced) and a unix-socket connector for a client. It knows nothing of the runtime.
+//! kubelet checks, [`serve`] (both services on a unix socket created 0600, open to every
+//! client's `:authority`, answering v1alpha2 calls too, surviving a handler's panic) and a
+//! unix-socket connector for a client. It knows nothing of the runtime.
+
+mod authority;
+mod serve;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -23,8 +27,7 @@ pub use api::image_service_server::{ImageService, ImageServiceServer};
 pub use api::runtime_service_client::RuntimeServiceClient;
 pub use api::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 
-/// The CRI API version a server reports in `VersionResponse.runtime_api_version`.
-pub const RUNTIME_API_VERSION: &str = "v1";
+pub use serve::{serve, ApiVersion};
 
 /// `VersionResponse.version`: the version of the kubelet runtime API, which the kubelet's
 /// CRI client expects to be "0.1.0".
@@ -40,6 +43,11 @@ pub enum Error {
     Socket { path: PathBuf, source: io::Error },
     #[error("{path}: exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
+    #[error("serving on {path}: {source}")]
+    Serve {
+        path: PathBuf,
+        source: tonic::transport::Error,
+    },
     #[error("connecting to {path}: {source}")]
     Connect {
         path: PathBuf,
@@ -53,7 +61,7 @@ pub enum Error {
 ///
 /// The mode is set with `chmod` on the path right after `bind`; the parent directory is
 /// created 0700 if missing, so no other user can reach the socket in between.
-pub fn bind_unix(path: &Path) -> Result<UnixListenerStream, Error> {
+fn bind_unix(path: &Path) -> Result<UnixListenerStream, Error> {
     let err = |source| Error::Socket {
         path: path.to_path_buf(),
         source,

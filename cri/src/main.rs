@@ -16,6 +16,9 @@ use serde::Deserialize;
 const DEFAULT_SOCKET: &str = "/run/rrun/cri.sock";
 const DEFAULT_ROOT: &str = "/var/lib/rrun";
 const DEFAULT_RUNTIME_ROOT: &str = "/run/rrun/k8s";
+/// `info`, and h2's server-side debug lines: they are the only word of a request that h2
+/// refused as malformed before any handler saw it (one line per refused request).
+const DEFAULT_LOG_FILTER: &str = "info,h2::server=debug";
 
 #[derive(Parser)]
 #[command(
@@ -75,12 +78,16 @@ struct FileConfig {
     socket: Option<PathBuf>,
     root: Option<PathBuf>,
     runtime_root: Option<PathBuf>,
+    /// containerd's key of the same name: hugepage limits on a node without the hugetlb
+    /// controller are skipped with a warning (true, the default) or refused.
+    tolerate_missing_hugetlb_controller: Option<bool>,
 }
 
 struct Settings {
     socket: PathBuf,
     root: PathBuf,
     runtime_root: PathBuf,
+    tolerate_missing_hugetlb_controller: bool,
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {
@@ -113,6 +120,9 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
             file.runtime_root,
             DEFAULT_RUNTIME_ROOT,
         ))?,
+        tolerate_missing_hugetlb_controller: file
+            .tolerate_missing_hugetlb_controller
+            .unwrap_or(true),
     })
 }
 
@@ -129,7 +139,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -181,10 +191,10 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             root: s.root.clone(),
             runtime_root: s.runtime_root.clone(),
             exe,
+            tolerate_missing_hugetlb_controller: s.tolerate_missing_hugetlb_controller,
         })
         .await?;
         cri.watch_running();
-        let incoming = cri_proto::bind_unix(&s.socket)?;
         tracing::info!(
             "serving CRI on {} (root {}, runtime root {})",
             s.socket.display(),
@@ -207,21 +217,9 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             }
             tracing::info!("shutting down; containers keep running");
         };
-        tonic::transport::Server::builder()
-            .add_service(
-                cri_proto::RuntimeServiceServer::new(cri.clone())
-                    .max_decoding_message_size(cri_proto::MAX_MESSAGE_SIZE)
-                    .max_encoding_message_size(cri_proto::MAX_MESSAGE_SIZE),
-            )
-            .add_service(
-                cri_proto::ImageServiceServer::new(cri)
-                    .max_decoding_message_size(cri_proto::MAX_MESSAGE_SIZE)
-                    .max_encoding_message_size(cri_proto::MAX_MESSAGE_SIZE),
-            )
-            .serve_with_incoming_shutdown(incoming, shutdown)
+        cri_proto::serve(&s.socket, cri.clone(), cri, shutdown)
             .await
             .context("serving")?;
-        let _ = std::fs::remove_file(&s.socket);
         Ok(())
     })
 }

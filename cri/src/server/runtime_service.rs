@@ -21,12 +21,12 @@ fn required<'a>(value: &'a str, name: &str) -> Result<&'a str, Status> {
 
 #[tonic::async_trait]
 impl cri_proto::RuntimeService for Cri {
-    async fn version(&self, _: Request<api::VersionRequest>) -> Reply<api::VersionResponse> {
+    async fn version(&self, req: Request<api::VersionRequest>) -> Reply<api::VersionResponse> {
         Ok(Response::new(api::VersionResponse {
             version: cri_proto::KUBELET_API_VERSION.into(),
             runtime_name: "rrun".into(),
             runtime_version: env!("CARGO_PKG_VERSION").into(),
-            runtime_api_version: cri_proto::RUNTIME_API_VERSION.into(),
+            runtime_api_version: cri_proto::ApiVersion::of(&req).as_str().into(),
         }))
     }
 
