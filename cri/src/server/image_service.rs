@@ -146,6 +146,7 @@ impl cri_proto::ImageService for Cri {
         &self,
         _: Request<api::ImageFsInfoRequest>,
     ) -> Reply<api::ImageFsInfoResponse> {
+        super::fault_point("image-fs-info");
         let me = self.clone();
         let usage = blocking(move || me.images().usage().map_err(internal)).await?;
         let fs = api::FilesystemUsage {

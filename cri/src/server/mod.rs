@@ -33,6 +33,10 @@ pub struct Config {
     pub runtime_root: PathBuf,
     /// The `rrun-cri` binary, started as the monitor and the exec helper.
     pub exe: PathBuf,
+    /// Hugepage limits on a node without the hugetlb cgroup controller are skipped with a
+    /// warning (true, containerd's default) or refused (false). The kubelet sends a limit
+    /// of 0 for every page size the node has, so false fails every container there.
+    pub tolerate_missing_hugetlb_controller: bool,
 }
 
 /// The server: shared by both services.
@@ -48,6 +52,8 @@ struct Inner {
     runtime: rrun::container::Runtime,
     state: Mutex<State>,
     events: broadcast::Sender<api::ContainerEventResponse>,
+    /// Whether the cgroup controller for hugepage limits is there (probed once).
+    hugetlb: bool,
 }
 
 #[derive(Default)]
@@ -102,6 +108,14 @@ fn spec_status(e: crate::ocispec::SpecError) -> Status {
 }
 
 /// Runs blocking work on tokio's blocking pool.
+/// Where the tests make a handler panic, to prove that the server survives it:
+/// `RRUN_CRI_FAULT=<name>` in the server's environment. Debug builds only.
+fn fault_point(name: &str) {
+    if cfg!(debug_assertions) && std::env::var("RRUN_CRI_FAULT").is_ok_and(|v| v == name) {
+        panic!("fault injected at {name:?} (RRUN_CRI_FAULT)");
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
@@ -169,6 +183,7 @@ impl Cri {
                 runtime,
                 state: Mutex::new(State::default()),
                 events,
+                hugetlb: hugetlb_controller_available(),
             }),
         };
         let me = cri.clone();
@@ -694,7 +709,7 @@ impl Cri {
             .mount_rootfs(image, &rec.dir)
             .map_err(internal)?;
         let image_name = rec.image_ref.clone();
-        let spec = crate::ocispec::container_spec(&crate::ocispec::SpecInputs {
+        let mut spec = crate::ocispec::container_spec(&crate::ocispec::SpecInputs {
             id: &rec.id,
             sandbox,
             config: &rec.config,
@@ -704,6 +719,13 @@ impl Cri {
             target_pid,
         })
         .map_err(spec_status)?;
+        if let Some(res) = spec
+            .linux_mut()
+            .as_mut()
+            .and_then(|l| l.resources_mut().as_mut())
+        {
+            self.hugepage_policy(&rec.id, res)?;
+        }
         let path = rec.dir.join("config.json");
         crate::store::write_json_atomic(&path, &spec).map_err(internal)?;
         // Checked the way `rrun create` will check it, so a bad request is an
@@ -1133,7 +1155,8 @@ impl Cri {
             )));
         }
         let Some(r) = resources else { return Ok(()) };
-        let res = crate::ocispec::resources_only(&r).map_err(spec_status)?;
+        let mut res = crate::ocispec::resources_only(&r).map_err(spec_status)?;
+        self.hugepage_policy(&rec.id, &mut res)?;
         let me = self.clone();
         let cid = rec.id.clone();
         blocking(move || me.inner.runtime.update(&cid, &res).map_err(runtime_status)).await?;
@@ -1413,6 +1436,48 @@ impl Cri {
 
 /// The pod's cgroup: made (and so later removed) by this server unless the kubelet made it
 /// already.
+impl Cri {
+    /// Hugepage limits where no hugetlb controller can take them: dropped with a warning,
+    /// or refused, by `tolerate_missing_hugetlb_controller` (containerd's rule).
+    fn hugepage_policy(
+        &self,
+        container: &str,
+        res: &mut oci_spec::runtime::LinuxResources,
+    ) -> Result<(), Status> {
+        let wanted = matches!(res.hugepage_limits(), Some(l) if !l.is_empty());
+        if self.inner.hugetlb || !wanted {
+            return Ok(());
+        }
+        if !self.inner.config.tolerate_missing_hugetlb_controller {
+            return Err(Status::failed_precondition(
+                "hugepage limits need the hugetlb cgroup controller, which this node does not \
+                 have (set tolerate_missing_hugetlb_controller = true to skip them)",
+            ));
+        }
+        tracing::warn!(
+            container,
+            "hugetlb cgroup controller missing: hugepage limits skipped \
+             (tolerate_missing_hugetlb_controller)"
+        );
+        res.set_hugepage_limits(None);
+        Ok(())
+    }
+}
+
+/// Whether a container's cgroup can get hugepage limits here: on cgroup v2 the controller
+/// is enabled at the root; on v1 (and hybrid, where rrun uses the v1 hierarchies) a
+/// hugetlb hierarchy is mounted.
+fn hugetlb_controller_available() -> bool {
+    if rrun::cgroups::is_unified() {
+        return std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .is_ok_and(|c| c.split_whitespace().any(|x| x == "hugetlb"));
+    }
+    rrun::cgroups::own_cgroups().is_ok_and(|v| {
+        v.iter()
+            .any(|(ctrls, _)| ctrls.split(',').any(|c| c == "hugetlb"))
+    })
+}
+
 fn make_pod_cgroup(parent: &str) -> Result<Option<rrun::cgroups::CgroupRecord>, Status> {
     match rrun::cgroups::create(Some(Path::new(parent)), "pod") {
         Ok(cg) => Ok(Some(cg.record().clone())),
