@@ -87,4 +87,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     fi
 fi
 
+# Python's grpcio: a CRI client built on grpc-core, independent of tonic and of our code
+# (integration-tests/clients/grpc_core_cri.py). 1.57 and later send the socket path
+# percent-encoded as the HTTP/2 :authority, which the test must see accepted. Debian's
+# python3-grpcio is 1.51, so it comes from PyPI, into the python3 on PATH; a Debian
+# python3 marked externally managed gets --break-system-packages.
+if ! python3 -c 'import grpc, sys; sys.exit(tuple(map(int, grpc.__version__.split(".")[:2])) < (1, 57))' 2>/dev/null; then
+    log "installing grpcio from PyPI"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'grpcio>=1.57,<2' ||
+        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages 'grpcio>=1.57,<2' ||
+        die "could not install Python's grpcio (the grpc-core CRI client of the tests)"
+fi
+
 log "ready"

@@ -146,12 +146,27 @@ pub struct CriServer {
     client: Mutex<Option<Client>>,
     starts: AtomicUsize,
     ids: Mutex<Vec<String>>,
+    options: StartOptions,
+}
+
+/// How [`CriServer::start_with`] starts the server beyond the defaults.
+#[derive(Default, Clone)]
+pub struct StartOptions {
+    /// Extra environment of the server.
+    pub env: Vec<(String, String)>,
+    /// The text of a `--config` TOML file.
+    pub config_toml: Option<String>,
 }
 
 impl CriServer {
     /// Makes the dirs, starts the server and connects. `name` goes into dir names, pod
     /// names and the cgroup parent (keep it short).
     pub async fn start(name: &str) -> CriServer {
+        Self::start_with(name, StartOptions::default()).await
+    }
+
+    /// [`CriServer::start`] with extra environment or a config file.
+    pub async fn start_with(name: &str, options: StartOptions) -> CriServer {
         let clean: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -192,6 +207,7 @@ impl CriServer {
             client: Mutex::new(None),
             starts: AtomicUsize::new(0),
             ids: Mutex::new(Vec::new()),
+            options,
         };
         server.spawn_and_connect().await;
         server
@@ -286,7 +302,13 @@ impl CriServer {
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "debug,h2=info,tower=info".into()),
-            );
+            )
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)));
+        if let Some(toml) = &self.options.config_toml {
+            let path = self.base.join("config.toml");
+            fs::write(&path, toml).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            cmd.arg("--config").arg(path);
+        }
         // SAFETY: prctl is async-signal-safe; a test process killed by its runner must
         // not leave a server behind (the Drop guard would not run).
         unsafe {
