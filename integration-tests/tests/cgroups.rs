@@ -525,3 +525,54 @@ fn device_rules_are_replaced_by_update() {
     c.delete_force().ok();
     assert_no_cgroup(&rel_of(&c));
 }
+
+/// containerd 1.6 sends `linux.cgroupsPath` in the systemd driver's form
+/// (`slice:prefix:name`) whenever a pod's cgroup parent ends in `.slice`, also with its
+/// cgroupfs driver. Without `--systemd-cgroup`, runc takes it as one directory name below its
+/// own cgroup; with it, runc refuses (no systemd here), and so does rrun (it has no systemd
+/// driver).
+#[test]
+fn systemd_form_cgroups_path_is_one_cgroupfs_directory() {
+    for bin in runtime_and_reference() {
+        let env = TestEnv::with_bin("slicepath", bin);
+        let mut c = env.container();
+        let rel = format!(
+            "rrun-test-besteffort-pod{}.slice:cri-containerd:{}",
+            std::process::id(),
+            c.id
+        );
+        c.config_mut()["linux"]["cgroupsPath"] = rel.clone().into();
+        c.sh("cat /proc/self/cgroup");
+        let out = c.run();
+        let left: Vec<PathBuf> = cgroup_dirs(&rel)
+            .into_iter()
+            .filter(|d| d.exists())
+            .collect();
+        remove_cgroups(&rel);
+        out.ok();
+        assert!(left.is_empty(), "cgroups left behind: {left:?}");
+        let suffix = format!("/{rel}");
+        let lines: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter(|l| {
+                let ctrls = l.split(':').nth(1).unwrap_or("");
+                ctrls.is_empty() || ctrls.split(',').any(|c| c == "memory" || c == "pids")
+            })
+            .collect();
+        assert!(!lines.is_empty(), "{out}");
+        for l in &lines {
+            assert!(l.ends_with(&suffix), "{l:?} is not in {rel:?}:\n{out}");
+        }
+
+        let c2 = env.container();
+        let out = env
+            .cmd(["--systemd-cgroup", "create", "--bundle"])
+            .arg(c2.path().display().to_string())
+            .arg(&c2.id)
+            .run();
+        out.failed();
+        assert!(out.stderr.contains("systemd"), "{out}");
+        assert!(env.list_json().is_empty(), "{out}");
+    }
+}

@@ -22,7 +22,8 @@
 //! Paths: an absolute `linux.cgroupsPath` is taken as is (below each hierarchy's mount
 //! point); a relative one goes below the runtime's own cgroup in each hierarchy; without
 //! one the container gets `<own cgroup>/rrun/<id>`. A path that resolves to a hierarchy
-//! root, or has `..` in it, is refused.
+//! root, or has `..` in it, is refused. The systemd form `slice:prefix:name` is, as to runc
+//! without `--systemd-cgroup`, a relative path of one component.
 //!
 //! Ownership: the leaf must not exist yet (an existing cgroup belongs to someone else and
 //! is never written to); missing parents are created and remembered. The only write to a
@@ -324,14 +325,12 @@ pub fn container_path(cgroups_path: Option<&Path>, id: &str) -> Result<CgroupPat
         Some(p) if !p.as_os_str().is_empty() => (p.is_absolute(), p.to_path_buf()),
         _ => (false, Path::new("rrun").join(id)),
     };
+    // The systemd driver's form `slice:prefix:name`, which containerd sends whenever a pod's
+    // cgroup parent ends in `.slice` (even with its cgroupfs driver), is one relative
+    // directory name with colons in it to the cgroupfs driver: runc 1.1 without
+    // `--systemd-cgroup` makes exactly that directory below its own cgroup, and so does rrun
+    // (see docs/compatibility.md).
     let text = raw.to_string_lossy().into_owned();
-    if text.contains(':') && !absolute {
-        // runc's systemd driver form ("slice:prefix:name").
-        return Err(CgroupError::BadPath {
-            path: text,
-            why: "the systemd form slice:prefix:name needs --systemd-cgroup, which rrun does not support",
-        });
-    }
     let mut rel = PathBuf::new();
     for c in raw.components() {
         match c {
@@ -697,7 +696,9 @@ mod tests {
         assert_eq!(p.rel, PathBuf::from("rrun/c9"));
         assert!(container_path(Some(Path::new("/")), "x").is_err());
         assert!(container_path(Some(Path::new("a/../../b")), "x").is_err());
-        assert!(container_path(Some(Path::new("system.slice:rrun:x")), "x").is_err());
+        let p = container_path(Some(Path::new("k-b-pod1.slice:cri-containerd:x")), "x").unwrap();
+        assert_eq!(p.rel, PathBuf::from("k-b-pod1.slice:cri-containerd:x"));
+        assert!(!p.absolute);
         assert_eq!(
             join_under(
                 Path::new("/m"),
