@@ -576,3 +576,73 @@ fn systemd_form_cgroups_path_is_one_cgroupfs_directory() {
         assert!(env.list_json().is_empty(), "{out}");
     }
 }
+
+/// Many containers created and deleted at once under one fresh parent, as a kubelet does
+/// under `kubepods/`: every `create` must succeed whatever the order of the mkdirs and
+/// rmdirs of the shared parents. On cgroup v1 a new cpuset cgroup has no cpus and no memory
+/// nodes and cannot take a task, so a leaf made under a parent whose creator has not yet
+/// filled it in, or under a parent that a concurrent delete removed and that was made again,
+/// failed with ENOSPC (issue 17).
+#[test]
+fn concurrent_creates_and_deletes_under_one_fresh_parent() {
+    const WORKERS: usize = 6;
+    const ROUNDS: usize = 40;
+    let env = TestEnv::new("cgstress");
+    let top = format!("{CGROUP_PARENT}/stress-{}", env.new_id());
+    // Three levels to share, so that parents are made and removed at more than one depth.
+    let parent = format!("{top}/pods/burstable");
+    let failures = std::sync::Mutex::new(Vec::new());
+    // Another creator that stalls between its mkdir of a shared parent and filling in the
+    // parent's cpuset (as a descheduled runtime on a loaded node does): v1 cpuset parents,
+    // made again as soon as a delete removed them, and never filled in by it.
+    let levels: Vec<PathBuf> = [top.clone(), format!("{top}/pods"), parent.clone()]
+        .iter()
+        .flat_map(|l| cgroup_dirs(l))
+        .filter(|d| d.starts_with("/sys/fs/cgroup/cpuset/"))
+        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for d in &levels {
+                    let _ = fs::create_dir(d);
+                }
+                std::thread::yield_now();
+            }
+        });
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..ROUNDS {
+                        let mut c = env.container();
+                        let path = format!("{parent}/{}", c.id);
+                        c.config_mut()["linux"]["cgroupsPath"] = path.into();
+                        c.sh("true");
+                        // create + delete, no start: the most mkdirs and rmdirs per second.
+                        let out = c.create_cmd(&[]).run();
+                        if out.success() {
+                            c.delete().ok();
+                        } else {
+                            failures.lock().unwrap().push(out.to_string());
+                        }
+                        let _ = fs::remove_file(&out.stdout_path);
+                        let _ = fs::remove_file(&out.stderr_path);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            let _ = w.join();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    remove_cgroups(&top);
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} runs failed; the first:\n{}",
+        failures.len(),
+        WORKERS * ROUNDS,
+        failures[0]
+    );
+}

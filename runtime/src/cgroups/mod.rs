@@ -384,47 +384,74 @@ fn join_under(mount: &Path, own: &Path, p: &CgroupPath) -> PathBuf {
 }
 
 /// `mkdir -p` from `stop` (which exists) down to `leaf`, recording what was made. The leaf
-/// must be new. `on_new` runs for each directory made, before its child is made (v1
-/// cpuset needs its cpus and mems filled in before it can have children or tasks).
+/// must be new. `prepare` runs on every level below `stop`, made by us or found, before its
+/// child is made: a level found may have just been made by a concurrent create that has not
+/// prepared it yet (v1 cpuset: a cgroup with empty cpus or mems can have neither tasks nor
+/// usable children), so each creator prepares every level, idempotently.
+///
+/// Parents are shared with concurrent creates and deletes (a delete removes the parents it
+/// made once they are empty): a level removed between our mkdir of it and our mkdir of its
+/// child shows up as ENOENT, and the chain starts again from the top. Once the leaf exists,
+/// no parent can be removed under it.
 fn make_dirs(
     stop: &Path,
     leaf: &Path,
     created: &mut Vec<PathBuf>,
-    mut on_new: impl FnMut(&Path) -> Result<()>,
+    mut prepare: impl FnMut(&Path) -> Result<()>,
 ) -> Result<()> {
+    // Each new pass means another process removed a level in the meantime; this many in a
+    // row is not a race any more but a loop removing our parents.
+    const PASSES: usize = 100;
     let rest = leaf.strip_prefix(stop).unwrap_or(leaf);
-    let mut cur = stop.to_path_buf();
     let comps: Vec<_> = rest.components().collect();
-    for (i, c) in comps.iter().enumerate() {
-        cur.push(c);
-        let is_leaf = i + 1 == comps.len();
-        // A parent removed by another container's delete between our mkdirs shows up as
-        // ENOENT: try again a few times.
-        let mut tries = 0;
-        loop {
-            match std::fs::create_dir(&cur) {
-                Ok(()) => {
-                    created.push(cur.clone());
-                    on_new(&cur)?;
-                    break;
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    if is_leaf {
-                        return Err(CgroupError::Exists(cur));
-                    }
-                    break;
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound && tries < 5 && i > 0 => {
-                    tries += 1;
-                    cur.pop();
-                    let _ = std::fs::create_dir(&cur);
-                    cur.push(c);
-                }
-                Err(e) => return Err(io_err("mkdir", &cur)(e)),
-            }
+    for _ in 0..PASSES {
+        if make_dirs_once(stop, &comps, created, &mut prepare)? {
+            // A level made again in a later pass is recorded after its children.
+            created.sort_by_key(|p| p.components().count());
+            return Ok(());
         }
     }
-    Ok(())
+    Err(CgroupError::Io {
+        op: format!("mkdir (a parent was removed {PASSES} times while being made)"),
+        path: leaf.to_path_buf(),
+        source: std::io::Error::from(ErrorKind::NotFound),
+    })
+}
+
+/// One pass of [`make_dirs`]: `Ok(false)` when a level vanished under us.
+fn make_dirs_once(
+    stop: &Path,
+    comps: &[Component<'_>],
+    created: &mut Vec<PathBuf>,
+    prepare: &mut impl FnMut(&Path) -> Result<()>,
+) -> Result<bool> {
+    let mut cur = stop.to_path_buf();
+    for (i, c) in comps.iter().enumerate() {
+        cur.push(c);
+        match std::fs::create_dir(&cur) {
+            Ok(()) => {
+                if !created.contains(&cur) {
+                    created.push(cur.clone());
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                // Our own leaf from an earlier pass is fine; anyone else's is not ours.
+                if i + 1 == comps.len() && !created.contains(&cur) {
+                    return Err(CgroupError::Exists(cur));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err("mkdir", &cur)(e)),
+        }
+        match prepare(&cur) {
+            Ok(()) => {}
+            Err(CgroupError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Removes the directories of `created` (children first), and any cgroups the container

@@ -106,7 +106,7 @@ impl V1 {
                 let is_cpuset = h.controllers.iter().any(|c| c == "cpuset");
                 make_dirs(&h.mount, &leaf, &mut rec.created, |dir| {
                     if is_cpuset {
-                        inherit_cpuset(dir)?;
+                        fill_cpuset(dir)?;
                     }
                     Ok(())
                 })?;
@@ -309,11 +309,16 @@ impl V1 {
     }
 }
 
-/// A new v1 cpuset starts with no cpus and no memory nodes, and can hold no task until
-/// given some: copy the parent's.
-fn inherit_cpuset(dir: &Path) -> Result<()> {
+/// A new v1 cpuset starts with no cpus and no memory nodes, and can hold no task (nor give
+/// any to a child) until given some: copy the parent's into each that is still empty. Runs
+/// on every level of the path, ours or found, top down, so the parent is never empty here;
+/// a level another create made and has not filled yet gets the same values it would write.
+fn fill_cpuset(dir: &Path) -> Result<()> {
     let parent = dir.parent().unwrap_or(dir);
     for f in ["cpuset.cpus", "cpuset.mems"] {
+        if !read(dir, f)?.trim().is_empty() {
+            continue;
+        }
         let v = read(parent, f)?;
         let v = v.trim();
         if !v.is_empty() {
