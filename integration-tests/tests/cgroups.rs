@@ -646,3 +646,60 @@ fn concurrent_creates_and_deletes_under_one_fresh_parent() {
         failures[0]
     );
 }
+
+/// cgroup v1 `memory.kernelTCP` is written to `memory.kmem.tcp.limit_in_bytes` (runc 1.1.5
+/// ignores it: checked as its behaviour); blkio files this kernel lacks (no CFQ/BFQ weights) are a clear error, not the
+/// EACCES of creating a file in cgroupfs. runc fails on them as well (ENOENT).
+#[test]
+fn v1_kernel_tcp_and_missing_blkio_files() {
+    if is_v2() {
+        eprintln!("SKIPPED: cgroup v1 only");
+        return;
+    }
+    for bin in runtime_and_reference() {
+        let env = TestEnv::with_bin("kmemtcp", bin.clone());
+        let mut c = env.container();
+        c.set_args(["sleep", "1000"]);
+        c.config_mut()["linux"]["resources"] = json!({"memory": {"kernelTCP": 8388608}});
+        c.create();
+        let tcp = read_cg(c.pid(), "memory", "memory.kmem.tcp.limit_in_bytes");
+        c.delete_force().ok();
+        if bin == runtime_binary() && !is_runc() {
+            assert_eq!(tcp, "8388608");
+        } else {
+            // runc 1.1.5 accepts kernelTCP and leaves the kernel's default (unlimited).
+            assert!(tcp.parse::<u64>().unwrap() > 1 << 60, "runc wrote {tcp}");
+        }
+
+        let blkio = Path::new("/sys/fs/cgroup/blkio");
+        for (field, value, file) in [
+            ("leafWeight", json!(300), "blkio.leaf_weight"),
+            (
+                "weightDevice",
+                json!([{"major": 1, "minor": 3, "weight": 300}]),
+                "blkio.weight_device",
+            ),
+            ("weight", json!(300), "blkio.weight"),
+        ] {
+            if !blkio.is_dir() || blkio.join(file).exists() {
+                eprintln!("SKIPPED {field}: this kernel has {file}");
+                continue;
+            }
+            let mut c = env.container();
+            c.config_mut()["linux"]["resources"] = json!({"blockIO": {field: value}});
+            let out = c.create_cmd(&[]).run();
+            out.failed();
+            if bin == runtime_binary() && !is_runc() {
+                assert!(
+                    out.stderr.contains("not supported by this kernel")
+                        && out.stderr.contains(field),
+                    "{out}"
+                );
+            } else {
+                assert!(out.stderr.contains("no such file"), "{out}");
+            }
+            env.assert_nothing_left(&c.id, c.path());
+            assert_no_cgroup(&rel_of(&c));
+        }
+    }
+}

@@ -512,13 +512,34 @@ fn remove_children(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes one cgroup file. Never with `O_CREAT`: cgroupfs files are made by the kernel, and
+/// a create of a missing one fails with EACCES, hiding that the kernel lacks it (ENOENT).
 pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    use std::io::Write;
     let path = dir.join(file);
-    std::fs::write(&path, value).map_err(|source| CgroupError::Io {
+    let err = |source| CgroupError::Io {
         op: format!("write {value:?}"),
-        path,
+        path: path.clone(),
         source,
-    })
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(value.as_bytes()).map_err(err)
+}
+
+/// [`write`] of a file that some kernels lack: its absence is a clear error naming the field.
+pub(crate) fn write_if_supported(dir: &Path, file: &str, value: &str, field: &str) -> Result<()> {
+    match write(dir, file, value) {
+        Err(CgroupError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            Err(CgroupError::Unsupported(format!(
+                "{field}: not supported by this kernel (no cgroup file {file})"
+            )))
+        }
+        other => other,
+    }
 }
 
 pub(crate) fn read(dir: &Path, file: &str) -> Result<String> {
