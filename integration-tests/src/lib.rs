@@ -120,6 +120,19 @@ pub fn is_runc() -> bool {
     })
 }
 
+/// runc, the reference runtime, where Debian installs it.
+pub const REFERENCE_RUNC: &str = "/usr/sbin/runc";
+
+/// The runtimes a parity test runs its case against: the one under test, then runc when it
+/// is installed and not already the one under test.
+pub fn runtime_and_reference() -> Vec<PathBuf> {
+    let mut v = vec![runtime_binary()];
+    if !is_runc() && Path::new(REFERENCE_RUNC).is_file() {
+        v.push(PathBuf::from(REFERENCE_RUNC));
+    }
+    v
+}
+
 /// Skip (return `true` after printing why) when the binary under test is runc, for
 /// features runc 1.1 lacks. Never skips for any other runtime.
 ///
@@ -486,7 +499,12 @@ pub struct TestEnv {
 impl TestEnv {
     /// `name` is only used in container ids and dir names (keep it short).
     pub fn new(name: &str) -> TestEnv {
-        let bin = runtime_binary();
+        TestEnv::with_bin(name, runtime_binary())
+    }
+
+    /// Like [`TestEnv::new`], driving `bin` instead of the runtime under test (see
+    /// [`runtime_and_reference`]).
+    pub fn with_bin(name: &str, bin: PathBuf) -> TestEnv {
         let clean: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })

@@ -297,3 +297,40 @@ fn wrong_state_transitions() {
         assert_mentions(&out, &[&c.id, "not exist", "not found", "no such"]);
     }
 }
+
+/// A config without a mount namespace. With masked or read-only paths (every default config)
+/// runc refuses it ("unable to restrict sys entries without a private MNT namespace"), and
+/// so does rrun, naming the field. Without them runc mounts into the caller's namespace and
+/// chroots, leaving the container's mounts behind in it: rrun refuses that too (runc is not
+/// run for that case here, as it would leave mounts in the test's namespace).
+#[test]
+fn no_mount_namespace() {
+    let drop_mnt = |c: &mut Value| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "mount");
+    };
+    for bin in runtime_and_reference() {
+        let env = TestEnv::with_bin("nomntns", bin.clone());
+        let rrun = bin == runtime_binary() && !is_runc();
+        let needles: &[&str] = if rrun {
+            &["linux.namespaces: no private mount namespace"]
+        } else {
+            &["without a private MNT namespace"]
+        };
+        expect_rejected(&env, "run", drop_mnt, needles);
+        if rrun {
+            expect_rejected(
+                &env,
+                "run",
+                |c| {
+                    drop_mnt(c);
+                    c["linux"]["maskedPaths"] = json!([]);
+                    c["linux"]["readonlyPaths"] = json!([]);
+                },
+                &["will not mount into the host's mount namespace"],
+            );
+        }
+    }
+}

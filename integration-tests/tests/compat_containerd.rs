@@ -5,6 +5,7 @@
 //! kill, kill --all, a tty, errors from the runtime reaching the `ctr` user, and nothing
 //! left behind after delete.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -655,3 +656,168 @@ fn guard_cleans_up_after_a_panic(rt: Runtime) {
     assert!(!dir.exists(), "{} left", dir.display());
 }
 engine_test!(guard_cleans_up_after_a_panic);
+
+/// containerd 1.6's CRI plugin, with its cgroupfs driver, turns a pod cgroup parent that
+/// ends in `.slice` into the systemd form `<slice>:cri-containerd:<id>` for the sandbox and
+/// each container (issue 18): the runtime named by `BinaryName` must run them, in a cgroup
+/// of that name below the shim's own cgroup, as runc does.
+fn cri_slice_cgroup_parent(rt: Runtime) {
+    use integration_tests::cri::api;
+    if !have("containerd") || !have("ctr") || !have("containerd-shim-runc-v2") {
+        return;
+    }
+    let Some(bin) = rt.path() else { return };
+    let cd = Containerd::start_with_cri(&bin);
+    cd.import_image("k8s.io", CRI_SANDBOX_IMAGE, &["sleep", "1000000"]);
+    cd.import_image("k8s.io", CTR_IMAGE, &["sh"]);
+    let slice = format!(
+        "rrunt-besteffort-pod{}_{}.slice",
+        std::process::id(),
+        rt.name()
+    );
+    let names = std::sync::Mutex::new(Vec::<String>::new());
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tokio.block_on(async {
+            let mut client = None;
+            let deadline = std::time::Instant::now() + scaled(Duration::from_secs(30));
+            while client.is_none() {
+                if let Ok(mut c) = integration_tests::cri::Client::connect(&cd.socket).await {
+                    if c.runtime
+                        .version(api::VersionRequest::default())
+                        .await
+                        .is_ok()
+                    {
+                        client = Some(c);
+                        break;
+                    }
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the CRI plugin did not come up:\n{}",
+                    log_tail(&cd)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let mut client = client.expect("a CRI client");
+            let pod_cfg = api::PodSandboxConfig {
+                metadata: Some(api::PodSandboxMetadata {
+                    name: "slice".into(),
+                    uid: "slice-uid".into(),
+                    namespace: "default".into(),
+                    attempt: 0,
+                }),
+                linux: Some(api::LinuxPodSandboxConfig {
+                    cgroup_parent: format!("/kubepods.slice/{slice}"),
+                    security_context: Some(api::LinuxSandboxSecurityContext {
+                        namespace_options: Some(api::NamespaceOption {
+                            network: api::NamespaceMode::Node as i32,
+                            pid: api::NamespaceMode::Pod as i32,
+                            ipc: api::NamespaceMode::Pod as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let pod = bounded(
+                "RunPodSandbox",
+                120,
+                client.runtime.run_pod_sandbox(api::RunPodSandboxRequest {
+                    config: Some(pod_cfg.clone()),
+                    runtime_handler: CRI_RUNTIME.into(),
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", log_tail(&cd)))
+            .into_inner()
+            .pod_sandbox_id;
+            names
+                .lock()
+                .unwrap()
+                .push(format!("{slice}:cri-containerd:{pod}"));
+            let c_cfg = api::ContainerConfig {
+                metadata: Some(api::ContainerMetadata {
+                    name: "app".into(),
+                    attempt: 0,
+                }),
+                image: Some(api::ImageSpec {
+                    image: CTR_IMAGE.into(),
+                    ..Default::default()
+                }),
+                command: ["sleep", "1000"].map(String::from).to_vec(),
+                linux: Some(api::LinuxContainerConfig::default()),
+                ..Default::default()
+            };
+            let cid = bounded(
+                "CreateContainer",
+                60,
+                client
+                    .runtime
+                    .create_container(api::CreateContainerRequest {
+                        pod_sandbox_id: pod.clone(),
+                        config: Some(c_cfg),
+                        sandbox_config: Some(pod_cfg),
+                    }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", log_tail(&cd)))
+            .into_inner()
+            .container_id;
+            let name = format!("{slice}:cri-containerd:{cid}");
+            names.lock().unwrap().push(name.clone());
+            bounded(
+                "StartContainer",
+                60,
+                client.runtime.start_container(api::StartContainerRequest {
+                    container_id: cid.clone(),
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", log_tail(&cd)));
+            assert!(
+                !pids_in_cgroup(&name).is_empty(),
+                "no process in a cgroup named {name:?}"
+            );
+            bounded(
+                "StopPodSandbox",
+                60,
+                client.runtime.stop_pod_sandbox(api::StopPodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", log_tail(&cd)));
+            bounded(
+                "RemovePodSandbox",
+                60,
+                client
+                    .runtime
+                    .remove_pod_sandbox(api::RemovePodSandboxRequest {
+                        pod_sandbox_id: pod.clone(),
+                    }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", log_tail(&cd)));
+        })
+    }));
+    let names = names.into_inner().unwrap();
+    let left: Vec<PathBuf> = names.iter().flat_map(|n| existing_cgroups(n)).collect();
+    drop(cd);
+    for n in &names {
+        remove_cgroups(n);
+    }
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    assert!(
+        left.is_empty(),
+        "cgroups left after RemovePodSandbox: {left:?}"
+    );
+}
+engine_test!(cri_slice_cgroup_parent);

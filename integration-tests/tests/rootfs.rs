@@ -522,3 +522,48 @@ fn domainname() {
         host
     );
 }
+
+/// Every `rootfsPropagation`, read back from the container's own mountinfo: `/` gets the
+/// requested propagation, applied after `pivot_root` (the set-up runs under rslave when an
+/// unbindable `/` could not be bound). runc 1.1 refuses the unbindable forms with EINVAL
+/// (it applies them before binding the rootfs) and never leaves `/` shared (it makes the
+/// rootfs parent private afterwards): those are checked as runc's own behaviour.
+#[test]
+fn rootfs_propagation_every_value() {
+    let env = TestEnv::new("rootpropall");
+    for p in [
+        "shared",
+        "slave",
+        "private",
+        "unbindable",
+        "rshared",
+        "rslave",
+        "rprivate",
+        "runbindable",
+    ] {
+        let out = env.run_sh("cat /proc/self/mountinfo", |c| {
+            c["linux"]["rootfsPropagation"] = p.into();
+        });
+        let unbindable = p.ends_with("unbindable");
+        if is_runc() && unbindable {
+            out.failed();
+            assert!(out.stderr.contains("invalid argument"), "{p}: {out}");
+            continue;
+        }
+        out.ok();
+        let ms = parse_mountinfo(&out.stdout);
+        let root = &mount_at(&ms, "/").optional;
+        let fields: Vec<&str> = root.split_whitespace().collect();
+        let shared = fields.iter().any(|f| f.starts_with("shared:"));
+        let slave = fields.iter().any(|f| f.starts_with("master:"));
+        let unb = fields.contains(&"unbindable");
+        match p.trim_start_matches('r') {
+            "shared" if !is_runc() => assert!(shared && !unb, "{p}: / is {root:?}"),
+            "shared" => assert!(!unb, "{p}: / is {root:?}"),
+            "slave" => assert!(!shared && !unb, "{p}: / is {root:?}"),
+            "private" => assert!(fields.is_empty(), "{p}: / is {root:?}"),
+            "unbindable" => assert!(unb && !shared && !slave, "{p}: / is {root:?}"),
+            other => unreachable!("{other}"),
+        }
+    }
+}

@@ -764,3 +764,26 @@ fn run_detach_with_terminal_and_pid_file() {
     assert!(rest.contains("got:bye"), "{rest:?}");
     c.wait_status("stopped", T10);
 }
+
+/// containerd's runc shim treats a `kill` error that says "container not running" as "the
+/// process is already gone"; anything else makes StopContainer fail and retry.
+#[test]
+fn kill_of_an_exited_container_says_container_not_running() {
+    for bin in runtime_and_reference() {
+        let env = TestEnv::with_bin("killexited", bin);
+        let mut c = env.container();
+        c.sh("true");
+        c.run_detached();
+        c.wait_status("stopped", T10);
+        let out = c.kill("KILL");
+        out.failed();
+        assert!(
+            out.stderr.contains("container not running"),
+            "kill of a stopped container:\n{out}"
+        );
+        // --all still succeeds on a stopped container (containerd's cleanup of what is left).
+        env.rt(["kill", "--all", &c.id, "KILL"]).ok();
+        c.delete().ok();
+        env.assert_nothing_left(&c.id, c.path());
+    }
+}

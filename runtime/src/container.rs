@@ -180,13 +180,11 @@ impl Runtime {
         let _ = std::fs::remove_file(dir.fifo_path());
         let state_json = state::oci_state(&record, Status::Running).to_string();
         // A failing poststart hook is reported, but the container keeps running (runtime-spec).
-        if let Err(e) = hooks::run_all(
+        hooks::run_all_warning(
             HookKind::Poststart,
             &HookKind::Poststart.of(&record.spec),
             state_json.as_bytes(),
-        ) {
-            eprintln!("warning: {e}");
-        }
+        );
         Ok(())
     }
 
@@ -281,15 +279,12 @@ impl Runtime {
             cg.destroy()?;
         }
         let state_json = state::oci_state(&record, Status::Stopped).to_string();
-        let hooks_result = hooks::run_all(
+        hooks::run_all_warning(
             HookKind::Poststop,
             &HookKind::Poststop.of(&record.spec),
             state_json.as_bytes(),
         );
         dir.remove()?;
-        if let Err(e) = hooks_result {
-            eprintln!("warning: {e}");
-        }
         Ok(())
     }
 

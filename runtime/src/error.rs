@@ -14,7 +14,10 @@ pub enum Error {
         "invalid container id {0:?}: use letters, digits, '_', '+', '-' and '.' (not only dots)"
     )]
     InvalidId(String),
-    #[error("container {id:?} is {status}: {action} needs it {wanted}")]
+    /// Displayed by [`wrong_state`]: a `kill` of a stopped container says "container not
+    /// running", the words containerd's runc shim (`checkKillError`) looks for to treat the
+    /// process as already gone, as runc says them.
+    #[error("{}", wrong_state(id, status, action, wanted))]
     WrongState {
         id: String,
         status: String,
@@ -75,5 +78,13 @@ impl<T> Context<T> for std::result::Result<T, nix::Error> {
             context: context(),
             source,
         })
+    }
+}
+
+fn wrong_state(id: &str, status: &str, action: &str, wanted: &str) -> String {
+    if action == "kill" && status == "stopped" {
+        format!("container not running: container {id:?} is stopped: kill needs it {wanted}")
+    } else {
+        format!("container {id:?} is {status}: {action} needs it {wanted}")
     }
 }

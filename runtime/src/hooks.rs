@@ -48,12 +48,28 @@ impl HookKind {
     }
 }
 
-/// Runs every hook of `kind` in order; the first failure stops the rest.
+/// Runs every hook of `kind` in order; the first failure stops the rest and fails the
+/// operation (prestart, createRuntime, createContainer, startContainer).
 pub fn run_all(kind: HookKind, hooks: &[Hook], state_json: &[u8]) -> Result<()> {
     for hook in hooks {
         run_one(kind, hook, state_json)?;
     }
     Ok(())
+}
+
+/// Runs every hook of `kind` in order, each whatever the ones before it did, and reports
+/// each failure as a warning on stderr: the runtime-spec's rule for poststart and poststop
+/// hooks, whose failure must not stop the lifecycle (runc 1.1 fails the operation at the
+/// first one instead; see docs/compatibility.md). Returns how many failed.
+pub fn run_all_warning(kind: HookKind, hooks: &[Hook], state_json: &[u8]) -> usize {
+    let mut failed = 0;
+    for hook in hooks {
+        if let Err(e) = run_one(kind, hook, state_json) {
+            eprintln!("warning: {e}");
+            failed += 1;
+        }
+    }
+    failed
 }
 
 fn run_one(kind: HookKind, hook: &Hook, state_json: &[u8]) -> Result<()> {

@@ -26,7 +26,8 @@ struct Cli {
     log_format: LogFormat,
     #[arg(long, global = true)]
     debug: bool,
-    /// Accepted for compatibility; only cgroupfs is supported (no systemd here).
+    /// Refused: rrun has only the cgroupfs driver (runc's systemd driver needs a running
+    /// systemd). Without it a `slice:prefix:name` cgroupsPath is a cgroupfs directory name.
     #[arg(long, global = true)]
     systemd_cgroup: bool,
     /// Accepted for compatibility with callers that pass it.
@@ -271,7 +272,11 @@ impl Logger {
 
 fn dispatch(cli: &Cli) -> Result<i32> {
     if cli.systemd_cgroup {
-        bail!("--systemd-cgroup: the systemd cgroup driver is not supported; rrun uses cgroupfs");
+        bail!(
+            "--systemd-cgroup: rrun has no systemd cgroup driver, only cgroupfs; leave the flag out \
+             (containerd: SystemdCgroup = false): a cgroupsPath of the form slice:prefix:name is \
+             then one cgroup directory of that name, as with runc"
+        );
     }
     // The commands that start processes in a container run from a sealed copy of this
     // binary, so a container can never reach the host's file (CVE-2019-5736).

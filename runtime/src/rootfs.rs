@@ -31,8 +31,14 @@ pub struct RootfsContext<'a> {
 
 /// Step 1, before any mount: our mounts must not leak to the host, and the host's may
 /// reach us only as `rootfsPropagation` allows.
+///
+/// An unbindable `/` cannot be the source of the rootfs bind (EINVAL; runc 1.1 fails so), so
+/// the set-up runs under rslave then, and step 5 applies the requested propagation after
+/// `pivot_root`.
 pub fn prepare_propagation(spec: &Spec) -> Result<()> {
-    let flags = configured_root_propagation(spec)?.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+    let flags = configured_root_propagation(spec)?
+        .filter(|f| !f.contains(MsFlags::MS_UNBINDABLE))
+        .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
         .ctx(|| "setting propagation of / in the container's mount namespace".into())
 }
@@ -56,8 +62,9 @@ fn configured_root_propagation(spec: &Spec) -> Result<Option<MsFlags>> {
 pub fn bind_rootfs(spec: &Spec, rootfs: &Path) -> Result<()> {
     // After step 1's default (rslave), or any other recursive propagation but rshared, no
     // mount is shared: only otherwise is the mount table worth reading.
-    let may_be_shared = configured_root_propagation(spec)?
-        .is_some_and(|f| f.contains(MsFlags::MS_SHARED) || !f.contains(MsFlags::MS_REC));
+    let may_be_shared = configured_root_propagation(spec)?.is_some_and(|f| {
+        f.contains(MsFlags::MS_SHARED) || !f.intersects(MsFlags::MS_REC | MsFlags::MS_UNBINDABLE)
+    });
     if let Some(parent) = may_be_shared
         .then(|| mount_point_of(rootfs))
         .transpose()?

@@ -545,11 +545,24 @@ fn check_linux(spec: &Spec) -> Result<(), SpecError> {
 
     // rrun always builds the root filesystem with mounts and pivot_root; doing that in the
     // runtime's own mount namespace would rearrange the host, so a private one is required.
+    // runc 1.1 refuses too when there are masked or read-only paths (every default config);
+    // without them it mounts into the caller's namespace and chroots, leaving the
+    // container's mounts behind there: see docs/compatibility.md.
     if !ns.private(LinuxNamespaceType::Mount) {
+        let restricts = linux.is_some_and(|l| {
+            l.masked_paths().as_ref().is_some_and(|p| !p.is_empty())
+                || l.readonly_paths().as_ref().is_some_and(|p| !p.is_empty())
+        });
         return Err(invalid(
             "linux.namespaces",
-            "no private mount namespace: rrun sets up the root filesystem with pivot_root and \
-             will not do that in the host's mount namespace",
+            if restricts {
+                "no private mount namespace (add {\"type\": \"mount\"}): maskedPaths and \
+                 readonlyPaths cannot be applied without one (runc refuses this too)"
+            } else {
+                "no private mount namespace (add {\"type\": \"mount\"}): rrun builds the root \
+                 filesystem with mounts and pivot_root, and will not mount into the host's \
+                 mount namespace"
+            },
         ));
     }
 

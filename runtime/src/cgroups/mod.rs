@@ -22,7 +22,8 @@
 //! Paths: an absolute `linux.cgroupsPath` is taken as is (below each hierarchy's mount
 //! point); a relative one goes below the runtime's own cgroup in each hierarchy; without
 //! one the container gets `<own cgroup>/rrun/<id>`. A path that resolves to a hierarchy
-//! root, or has `..` in it, is refused.
+//! root, or has `..` in it, is refused. The systemd form `slice:prefix:name` is, as to runc
+//! without `--systemd-cgroup`, a relative path of one component.
 //!
 //! Ownership: the leaf must not exist yet (an existing cgroup belongs to someone else and
 //! is never written to); missing parents are created and remembered. The only write to a
@@ -324,14 +325,12 @@ pub fn container_path(cgroups_path: Option<&Path>, id: &str) -> Result<CgroupPat
         Some(p) if !p.as_os_str().is_empty() => (p.is_absolute(), p.to_path_buf()),
         _ => (false, Path::new("rrun").join(id)),
     };
+    // The systemd driver's form `slice:prefix:name`, which containerd sends whenever a pod's
+    // cgroup parent ends in `.slice` (even with its cgroupfs driver), is one relative
+    // directory name with colons in it to the cgroupfs driver: runc 1.1 without
+    // `--systemd-cgroup` makes exactly that directory below its own cgroup, and so does rrun
+    // (see docs/compatibility.md).
     let text = raw.to_string_lossy().into_owned();
-    if text.contains(':') && !absolute {
-        // runc's systemd driver form ("slice:prefix:name").
-        return Err(CgroupError::BadPath {
-            path: text,
-            why: "the systemd form slice:prefix:name needs --systemd-cgroup, which rrun does not support",
-        });
-    }
     let mut rel = PathBuf::new();
     for c in raw.components() {
         match c {
@@ -385,47 +384,74 @@ fn join_under(mount: &Path, own: &Path, p: &CgroupPath) -> PathBuf {
 }
 
 /// `mkdir -p` from `stop` (which exists) down to `leaf`, recording what was made. The leaf
-/// must be new. `on_new` runs for each directory made, before its child is made (v1
-/// cpuset needs its cpus and mems filled in before it can have children or tasks).
+/// must be new. `prepare` runs on every level below `stop`, made by us or found, before its
+/// child is made: a level found may have just been made by a concurrent create that has not
+/// prepared it yet (v1 cpuset: a cgroup with empty cpus or mems can have neither tasks nor
+/// usable children), so each creator prepares every level, idempotently.
+///
+/// Parents are shared with concurrent creates and deletes (a delete removes the parents it
+/// made once they are empty): a level removed between our mkdir of it and our mkdir of its
+/// child shows up as ENOENT, and the chain starts again from the top. Once the leaf exists,
+/// no parent can be removed under it.
 fn make_dirs(
     stop: &Path,
     leaf: &Path,
     created: &mut Vec<PathBuf>,
-    mut on_new: impl FnMut(&Path) -> Result<()>,
+    mut prepare: impl FnMut(&Path) -> Result<()>,
 ) -> Result<()> {
+    // Each new pass means another process removed a level in the meantime; this many in a
+    // row is not a race any more but a loop removing our parents.
+    const PASSES: usize = 100;
     let rest = leaf.strip_prefix(stop).unwrap_or(leaf);
-    let mut cur = stop.to_path_buf();
     let comps: Vec<_> = rest.components().collect();
-    for (i, c) in comps.iter().enumerate() {
-        cur.push(c);
-        let is_leaf = i + 1 == comps.len();
-        // A parent removed by another container's delete between our mkdirs shows up as
-        // ENOENT: try again a few times.
-        let mut tries = 0;
-        loop {
-            match std::fs::create_dir(&cur) {
-                Ok(()) => {
-                    created.push(cur.clone());
-                    on_new(&cur)?;
-                    break;
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    if is_leaf {
-                        return Err(CgroupError::Exists(cur));
-                    }
-                    break;
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound && tries < 5 && i > 0 => {
-                    tries += 1;
-                    cur.pop();
-                    let _ = std::fs::create_dir(&cur);
-                    cur.push(c);
-                }
-                Err(e) => return Err(io_err("mkdir", &cur)(e)),
-            }
+    for _ in 0..PASSES {
+        if make_dirs_once(stop, &comps, created, &mut prepare)? {
+            // A level made again in a later pass is recorded after its children.
+            created.sort_by_key(|p| p.components().count());
+            return Ok(());
         }
     }
-    Ok(())
+    Err(CgroupError::Io {
+        op: format!("mkdir (a parent was removed {PASSES} times while being made)"),
+        path: leaf.to_path_buf(),
+        source: std::io::Error::from(ErrorKind::NotFound),
+    })
+}
+
+/// One pass of [`make_dirs`]: `Ok(false)` when a level vanished under us.
+fn make_dirs_once(
+    stop: &Path,
+    comps: &[Component<'_>],
+    created: &mut Vec<PathBuf>,
+    prepare: &mut impl FnMut(&Path) -> Result<()>,
+) -> Result<bool> {
+    let mut cur = stop.to_path_buf();
+    for (i, c) in comps.iter().enumerate() {
+        cur.push(c);
+        match std::fs::create_dir(&cur) {
+            Ok(()) => {
+                if !created.contains(&cur) {
+                    created.push(cur.clone());
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                // Our own leaf from an earlier pass is fine; anyone else's is not ours.
+                if i + 1 == comps.len() && !created.contains(&cur) {
+                    return Err(CgroupError::Exists(cur));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err("mkdir", &cur)(e)),
+        }
+        match prepare(&cur) {
+            Ok(()) => {}
+            Err(CgroupError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Removes the directories of `created` (children first), and any cgroups the container
@@ -486,13 +512,34 @@ fn remove_children(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes one cgroup file. Never with `O_CREAT`: cgroupfs files are made by the kernel, and
+/// a create of a missing one fails with EACCES, hiding that the kernel lacks it (ENOENT).
 pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    use std::io::Write;
     let path = dir.join(file);
-    std::fs::write(&path, value).map_err(|source| CgroupError::Io {
+    let err = |source| CgroupError::Io {
         op: format!("write {value:?}"),
-        path,
+        path: path.clone(),
         source,
-    })
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(value.as_bytes()).map_err(err)
+}
+
+/// [`write`] of a file that some kernels lack: its absence is a clear error naming the field.
+pub(crate) fn write_if_supported(dir: &Path, file: &str, value: &str, field: &str) -> Result<()> {
+    match write(dir, file, value) {
+        Err(CgroupError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            Err(CgroupError::Unsupported(format!(
+                "{field}: not supported by this kernel (no cgroup file {file})"
+            )))
+        }
+        other => other,
+    }
 }
 
 pub(crate) fn read(dir: &Path, file: &str) -> Result<String> {
@@ -697,7 +744,9 @@ mod tests {
         assert_eq!(p.rel, PathBuf::from("rrun/c9"));
         assert!(container_path(Some(Path::new("/")), "x").is_err());
         assert!(container_path(Some(Path::new("a/../../b")), "x").is_err());
-        assert!(container_path(Some(Path::new("system.slice:rrun:x")), "x").is_err());
+        let p = container_path(Some(Path::new("k-b-pod1.slice:cri-containerd:x")), "x").unwrap();
+        assert_eq!(p.rel, PathBuf::from("k-b-pod1.slice:cri-containerd:x"));
+        assert!(!p.absolute);
         assert_eq!(
             join_under(
                 Path::new("/m"),

@@ -106,7 +106,7 @@ impl V1 {
                 let is_cpuset = h.controllers.iter().any(|c| c == "cpuset");
                 make_dirs(&h.mount, &leaf, &mut rec.created, |dir| {
                     if is_cpuset {
-                        inherit_cpuset(dir)?;
+                        fill_cpuset(dir)?;
                     }
                     Ok(())
                 })?;
@@ -196,8 +196,16 @@ impl V1 {
         if m.disable_oom_killer() == Some(true) {
             write(d, "memory.oom_control", "1")?;
         }
-        // kernel and kernelTCP: kernel memory limits are gone since Linux 5.4 (runc ignores
-        // them too).
+        // kernel: the kernel memory limit is deprecated and ignored, by runc too. kernelTCP
+        // is still honoured by cgroup v1 kernels, and runc 1.1 writes it.
+        if let Some(t) = m.kernel_tcp() {
+            write_if_supported(
+                d,
+                "memory.kmem.tcp.limit_in_bytes",
+                &val(t),
+                "linux.resources.memory.kernelTCP",
+            )?;
+        }
         Ok(())
     }
 
@@ -255,27 +263,34 @@ impl V1 {
                 .find(|f| d.join(f).exists())
                 .ok_or_else(|| {
                     CgroupError::Unsupported(
-                        "blockIO.weight: no blkio.weight (CFQ) or blkio.bfq.weight (BFQ) on this host".into(),
+                        "linux.resources.blockIO.weight: not supported by this kernel (no blkio.weight (CFQ) or blkio.bfq.weight (BFQ))".into(),
                     )
                 })?;
             write(d, file, &w.to_string())?;
         }
         if let Some(w) = b.leaf_weight() {
-            write(d, "blkio.leaf_weight", &w.to_string())?;
+            write_if_supported(
+                d,
+                "blkio.leaf_weight",
+                &w.to_string(),
+                "linux.resources.blockIO.leafWeight",
+            )?;
         }
         for wd in b.weight_device().as_deref().unwrap_or_default() {
             if let Some(w) = wd.weight() {
-                write(
+                write_if_supported(
                     d,
                     "blkio.weight_device",
                     &format!("{}:{} {w}", wd.major(), wd.minor()),
+                    "linux.resources.blockIO.weightDevice",
                 )?;
             }
             if let Some(w) = wd.leaf_weight() {
-                write(
+                write_if_supported(
                     d,
                     "blkio.leaf_weight_device",
                     &format!("{}:{} {w}", wd.major(), wd.minor()),
+                    "linux.resources.blockIO.weightDevice.leafWeight",
                 )?;
             }
         }
@@ -298,10 +313,11 @@ impl V1 {
             ),
         ] {
             for t in list.as_deref().unwrap_or_default() {
-                write(
+                write_if_supported(
                     d,
                     file,
                     &format!("{}:{} {}", t.major(), t.minor(), t.rate()),
+                    "linux.resources.blockIO throttling",
                 )?;
             }
         }
@@ -309,11 +325,16 @@ impl V1 {
     }
 }
 
-/// A new v1 cpuset starts with no cpus and no memory nodes, and can hold no task until
-/// given some: copy the parent's.
-fn inherit_cpuset(dir: &Path) -> Result<()> {
+/// A new v1 cpuset starts with no cpus and no memory nodes, and can hold no task (nor give
+/// any to a child) until given some: copy the parent's into each that is still empty. Runs
+/// on every level of the path, ours or found, top down, so the parent is never empty here;
+/// a level another create made and has not filled yet gets the same values it would write.
+fn fill_cpuset(dir: &Path) -> Result<()> {
     let parent = dir.parent().unwrap_or(dir);
     for f in ["cpuset.cpus", "cpuset.mems"] {
+        if !read(dir, f)?.trim().is_empty() {
+            continue;
+        }
         let v = read(parent, f)?;
         let v = v.trim();
         if !v.is_empty() {
