@@ -146,12 +146,19 @@ pub struct CriServer {
     client: Mutex<Option<Client>>,
     starts: AtomicUsize,
     ids: Mutex<Vec<String>>,
+    env: Vec<(String, String)>,
 }
 
 impl CriServer {
     /// Makes the dirs, starts the server and connects. `name` goes into dir names, pod
     /// names and the cgroup parent (keep it short).
     pub async fn start(name: &str) -> CriServer {
+        Self::start_with_env(name, &[]).await
+    }
+
+    /// [`start`](Self::start) with more variables in the server's environment (the
+    /// debug build's test hooks, `RRUN_CRI_TEST_*`).
+    pub async fn start_with_env(name: &str, env: &[(&str, &str)]) -> CriServer {
         let clean: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -192,6 +199,10 @@ impl CriServer {
             client: Mutex::new(None),
             starts: AtomicUsize::new(0),
             ids: Mutex::new(Vec::new()),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn_and_connect().await;
         server
@@ -286,7 +297,8 @@ impl CriServer {
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "debug,h2=info,tower=info".into()),
-            );
+            )
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         // SAFETY: prctl is async-signal-safe; a test process killed by its runner must
         // not leave a server behind (the Drop guard would not run).
         unsafe {

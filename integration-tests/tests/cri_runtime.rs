@@ -2559,3 +2559,66 @@ async fn container_events_stream() {
     s.stop_and_remove_pod(&pod_id).await;
     assert_no_leftovers(&s);
 }
+
+/// Issue 17: a short-lived container was once reported exit code 255, "the container's
+/// monitor ended before the container". The monitor writes the exit file and then ends; the
+/// server read the file, then asked whether the monitor was alive, so a monitor that wrote
+/// and ended between the two looked as if it had died first. Many short-lived containers,
+/// each watched by a ContainerStatus loop with no pause in it, hit that window; the debug
+/// build's hook widens it (a pause after the first read of the exit file) so that the loop
+/// hits it every time rather than on a slow VM only.
+#[tokio::test]
+async fn exit_status_of_short_lived_containers_is_never_lost() {
+    let s =
+        CriServer::start_with_env("exit-race", &[("RRUN_CRI_TEST_EXIT_READ_DELAY_MS", "30")]).await;
+    s.import_busybox();
+    let pod = s.pod_config("p");
+    let pod_id = s.run_pod(&pod).await;
+    const ROUNDS: usize = 3;
+    const AT_ONCE: usize = 6;
+    for round in 0..ROUNDS {
+        let cfgs: Vec<api::ContainerConfig> = (0..AT_ONCE)
+            .map(|i| s.sh_config(&format!("r{round}c{i}"), &format!("exit {}", 10 + i)))
+            .collect();
+        let ids: Vec<String> = futures_join(
+            cfgs.iter()
+                .map(|cfg| s.create_container(&pod_id, &pod, cfg)),
+        )
+        .await;
+        let watch = |id: String, code: i32| {
+            let s = &s;
+            async move {
+                let mut rt = s.runtime();
+                let start = rt.start_container(api::StartContainerRequest {
+                    container_id: id.clone(),
+                });
+                start
+                    .await
+                    .unwrap_or_else(|e| panic!("StartContainer {id}: {}", show(&e)));
+                let deadline = Instant::now() + scaled(T30);
+                loop {
+                    let st = s.container_status(&id).await;
+                    if st.state == api::ContainerState::ContainerExited as i32 {
+                        assert_eq!(
+                            (st.exit_code, st.reason.as_str(), st.message.as_str()),
+                            (code, "Error", ""),
+                            "container {id}: exit status"
+                        );
+                        return;
+                    }
+                    assert!(Instant::now() < deadline, "container {id} did not exit");
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        futures_join(
+            ids.iter()
+                .enumerate()
+                .map(|(i, id)| watch(id.clone(), 10 + i as i32)),
+        )
+        .await;
+        futures_join(ids.iter().map(|id| s.remove_container(id))).await;
+    }
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
