@@ -2622,3 +2622,94 @@ async fn exit_status_of_short_lived_containers_is_never_lost() {
     s.stop_and_remove_pod(&pod_id).await;
     assert_no_leftovers(&s);
 }
+
+/// Issue 18 item 7: a pod name longer than the kernel's 64-byte hostname limit once failed
+/// at sethostname. As containerd does, an empty `hostname` means the node's (the UTS
+/// namespace, `/etc/hostname` and `HOSTNAME`); an explicit hostname that is too long or not
+/// an RFC 1123 name is an InvalidArgument that leaves nothing behind.
+#[tokio::test]
+async fn long_pod_name_gets_the_node_hostname_and_bad_hostnames_are_invalid() {
+    let s = CriServer::start("hostname").await;
+    s.import_busybox();
+    let node = fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("the node's hostname")
+        .trim()
+        .to_string();
+    let long = format!("p{}", "x".repeat(70));
+    let mut pod = s.pod_config(&long);
+    pod.hostname.clear();
+    let pod_id = s.run_pod(&pod).await;
+    let cfg = s.sh_config("c", "exec sleep 1000");
+    let id = s.run_container(&pod_id, &pod, &cfg).await;
+    let out = s
+        .exec_ok(
+            &id,
+            &["sh", "-c", "hostname; cat /etc/hostname; echo $HOSTNAME"],
+        )
+        .await;
+    assert_eq!(
+        out,
+        format!("{node}\n{node}\n{node}\n"),
+        "hostname, /etc/hostname, $HOSTNAME"
+    );
+    s.remove_container(&id).await;
+    s.stop_and_remove_pod(&pod_id).await;
+
+    for (i, bad) in [
+        "h".repeat(65),
+        "under_score".into(),
+        "-lead".into(),
+        "a..b".into(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut pod = s.pod_config(&format!("bad{i}"));
+        pod.hostname = bad.clone();
+        let e = expect_code(s.try_run_pod(&pod).await, Code::InvalidArgument, &bad);
+        assert!(e.message().contains("hostname"), "{bad:?}: {}", show(&e));
+    }
+    assert!(s.list_pods(None).await.is_empty());
+    assert_no_leftovers(&s);
+}
+
+/// Issue 18 item 8: namespace options left unset are the enum's defaults (POD for network,
+/// PID and IPC), for the pod and its containers alike, as in containerd: such a pod has one
+/// pid namespace, which containers without options join.
+#[tokio::test]
+async fn unset_namespace_options_mean_pod_for_pods_and_containers() {
+    let s = CriServer::start("ns-unset").await;
+    s.import_busybox();
+    let mut pod = s.pod_config("p");
+    if let Some(sc) = pod.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.namespace_options = None;
+    }
+    let pod_id = s.run_pod(&pod).await;
+    let mut ids = vec![];
+    for name in ["a", "b"] {
+        let mut cfg = s.sh_config(name, "exec sleep 1000");
+        cfg.linux = None;
+        ids.push(s.run_container(&pod_id, &pod, &cfg).await);
+    }
+    let (a, b) = (
+        s.container_pid(&ids[0]).await,
+        s.container_pid(&ids[1]).await,
+    );
+    for kind in ["pid", "net", "ipc", "uts"] {
+        assert_eq!(
+            ns_of(a, kind),
+            ns_of(b, kind),
+            "{kind} namespace shared in the pod"
+        );
+        assert_ne!(
+            ns_of(a, kind),
+            host_ns(kind),
+            "{kind} namespace is the pod's, not the node's"
+        );
+    }
+    for id in &ids {
+        s.remove_container(id).await;
+    }
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}

@@ -286,6 +286,10 @@ impl Cri {
                 "PodSandboxConfig.metadata.name is required",
             ));
         }
+        if !config.hostname.is_empty() {
+            crate::sandbox::validate_hostname(&config.hostname)
+                .map_err(|e| Status::invalid_argument(format!("PodSandboxConfig.{e}")))?;
+        }
         if !matches!(runtime_handler.as_str(), "" | "rrun" | "runc") {
             return Err(Status::invalid_argument(format!(
                 "runtime handler {runtime_handler:?} is not configured (this server has \"rrun\")"
@@ -325,7 +329,7 @@ impl Cri {
     ) -> Result<SandboxRecord, Status> {
         use crate::sandbox::*;
         let own = OwnNamespaces::of(&config);
-        let hostname = hostname_of(&config, own.uts);
+        let hostname = hostname_of(&config);
         let run_dir = self.pod_run_dir(id);
         let dir = self.inner.store.sandbox_dir(id);
         let requested_parent = config
