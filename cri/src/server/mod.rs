@@ -135,6 +135,51 @@ fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String, Str
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The longest id (or id prefix) looked up: ours are 64 hex digits.
+const MAX_ID_LEN: usize = 128;
+
+/// An id that no record can have (a path, a NUL, a huge string) is the caller's mistake,
+/// not an unknown id: InvalidArgument, before it goes anywhere near a lookup.
+fn check_id(what: &str, id: &str) -> Result<(), Status> {
+    let shown: String = id.chars().take(40).collect();
+    if id.len() > MAX_ID_LEN {
+        return Err(Status::invalid_argument(format!(
+            "{what} id {shown:?}... is {} bytes long (at most {MAX_ID_LEN})",
+            id.len()
+        )));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(Status::invalid_argument(format!(
+            "{what} id {shown:?} has the character {c:?} (ids are letters, digits, '-', '_' and '.')"
+        )));
+    }
+    Ok(())
+}
+
+/// The longest name Kubernetes gives an object (a DNS subdomain).
+const MAX_NAME_LEN: usize = 253;
+
+/// A pod's or container's name, namespace or uid: what Kubernetes could have sent (no
+/// `/`, no control characters, at most 253 bytes); they name records, never paths.
+fn check_name(field: &str, name: &str) -> Result<(), Status> {
+    let shown: String = name.chars().take(40).collect();
+    if name.len() > MAX_NAME_LEN {
+        return Err(Status::invalid_argument(format!(
+            "{field} {shown:?}... is {} bytes long (at most {MAX_NAME_LEN})",
+            name.len()
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| *c == '/' || c.is_control()) {
+        return Err(Status::invalid_argument(format!(
+            "{field} {shown:?} has the character {c:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// A unique record whose id is `id` or starts with it (crictl and kubelet users pass
 /// truncated ids).
 fn find_by_prefix<'a, T>(map: &'a HashMap<String, T>, id: &str) -> Option<(&'a String, &'a T)> {
@@ -286,6 +331,9 @@ impl Cri {
                 "PodSandboxConfig.metadata.name is required",
             ));
         }
+        check_name("PodSandboxConfig.metadata.name", &meta.name)?;
+        check_name("PodSandboxConfig.metadata.namespace", &meta.namespace)?;
+        check_name("PodSandboxConfig.metadata.uid", &meta.uid)?;
         if !config.hostname.is_empty() {
             crate::sandbox::validate_hostname(&config.hostname)
                 .map_err(|e| Status::invalid_argument(format!("PodSandboxConfig.{e}")))?;
@@ -422,6 +470,7 @@ impl Cri {
     }
 
     fn sandbox(&self, id: &str) -> Result<SandboxRecord, Status> {
+        check_id("pod sandbox", id)?;
         let st = self.state();
         find_by_prefix(&st.sandboxes, id)
             .map(|(_, s)| s.clone())
@@ -438,9 +487,11 @@ impl Cri {
     }
 
     pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), Status> {
-        let Ok(rec) = self.sandbox(id) else {
+        let rec = match self.sandbox(id) {
+            Ok(rec) => rec,
             // Stopping a pod that is gone is not an error (CRI: idempotent).
-            return Ok(());
+            Err(e) if e.code() == tonic::Code::NotFound => return Ok(()),
+            Err(e) => return Err(e),
         };
         for cid in self.sandbox_containers(&rec.id) {
             self.stop_container(&cid, 0).await?;
@@ -476,8 +527,10 @@ impl Cri {
     }
 
     pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), Status> {
-        let Ok(rec) = self.sandbox(id) else {
-            return Ok(());
+        let rec = match self.sandbox(id) {
+            Ok(rec) => rec,
+            Err(e) if e.code() == tonic::Code::NotFound => return Ok(()),
+            Err(e) => return Err(e),
         };
         for cid in self.sandbox_containers(&rec.id) {
             self.remove_container(&cid).await?;
@@ -547,6 +600,7 @@ impl Cri {
                 "ContainerConfig.metadata.name is required",
             ));
         }
+        check_name("ContainerConfig.metadata.name", &meta.name)?;
         let image_name = config
             .image
             .as_ref()
@@ -805,6 +859,7 @@ impl Cri {
     }
 
     fn container(&self, id: &str) -> Result<ContainerRecord, Status> {
+        check_id("container", id)?;
         let st = self.state();
         find_by_prefix(&st.containers, id)
             .map(|(_, c)| c.clone())
@@ -963,6 +1018,11 @@ impl Cri {
     }
 
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
+        if timeout < 0 {
+            return Err(Status::invalid_argument(format!(
+                "StopContainer timeout {timeout} is negative (0: kill at once)"
+            )));
+        }
         let rec = self.container(id)?;
         match self.phase(&rec) {
             ContainerPhase::Exited => return Ok(()),
@@ -1031,8 +1091,10 @@ impl Cri {
     }
 
     pub async fn remove_container(&self, id: &str) -> Result<(), Status> {
-        let Ok(rec) = self.container(id) else {
-            return Ok(());
+        let rec = match self.container(id) {
+            Ok(rec) => rec,
+            Err(e) if e.code() == tonic::Code::NotFound => return Ok(()),
+            Err(e) => return Err(e),
         };
         if self.phase(&rec) != ContainerPhase::Exited {
             self.kill(&rec.id, nix::sys::signal::Signal::SIGKILL, true)
@@ -1195,6 +1257,11 @@ impl Cri {
         use tokio::io::AsyncReadExt;
         if cmd.is_empty() {
             return Err(Status::invalid_argument("ExecSync needs a command"));
+        }
+        if timeout < 0 {
+            return Err(Status::invalid_argument(format!(
+                "ExecSync timeout {timeout} is negative (0: no timeout)"
+            )));
         }
         let rec = self.container(id)?;
         if self.phase(&rec) != ContainerPhase::Running {

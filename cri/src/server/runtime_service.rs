@@ -129,9 +129,11 @@ impl cri_proto::RuntimeService for Cri {
     ) -> Reply<api::StopContainerResponse> {
         let req = req.into_inner();
         let id = required(&req.container_id, "container_id")?;
-        // Stopping a container that is gone is fine (CRI: idempotent).
-        if self.container(id).is_ok() {
-            self.stop_container(id, req.timeout).await?;
+        // Stopping a container that is gone is fine (CRI: idempotent); a malformed id is not.
+        match self.container(id) {
+            Ok(_) => self.stop_container(id, req.timeout).await?,
+            Err(e) if e.code() != tonic::Code::NotFound => return Err(e),
+            Err(_) => {}
         }
         Ok(Response::new(api::StopContainerResponse {}))
     }
