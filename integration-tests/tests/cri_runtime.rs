@@ -2713,3 +2713,64 @@ async fn unset_namespace_options_mean_pod_for_pods_and_containers() {
     s.stop_and_remove_pod(&pod_id).await;
     assert_no_leftovers(&s);
 }
+
+/// Issue 18 item 10: a CreateContainer that runs past the caller's deadline (its
+/// `grpc-timeout`) answers DeadlineExceeded, and what it had made is removed: afterwards
+/// only the containers whose create answered OK exist. The debug build's hook makes each
+/// create take 300 ms (the half-made record and bundle exist by then).
+#[tokio::test]
+async fn create_past_the_callers_deadline_is_deadline_exceeded_and_removed() {
+    let s =
+        CriServer::start_with_env("deadline", &[("RRUN_CRI_TEST_CREATE_DELAY_MS", "300")]).await;
+    s.import_busybox();
+    let pod = s.pod_config("p");
+    let pod_id = s.run_pod(&pod).await;
+    let mut ok = vec![];
+    for (i, ms, want_ok) in [(0, 100u64, false), (1, 20_000, true), (2, 200, false)] {
+        let mut req = tonic::Request::new(api::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(s.sh_config(&format!("c{i}"), "exec sleep 1000")),
+            sandbox_config: Some(pod.clone()),
+        });
+        req.set_timeout(Duration::from_millis(ms));
+        match s.runtime().create_container(req).await {
+            Ok(r) if want_ok => ok.push(r.into_inner().container_id),
+            Err(e) if !want_ok && e.code() == Code::DeadlineExceeded => {}
+            r => panic!(
+                "CreateContainer within {ms} ms: {:?}",
+                r.map_err(|e| show(&e))
+            ),
+        }
+        // The removal of an abandoned create ends in the background.
+        let deadline = Instant::now() + scaled(T30);
+        loop {
+            let mut ids: Vec<String> = s
+                .list_containers(api::ContainerFilter::default())
+                .await
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            ids.sort();
+            if ids == ok
+                && s.state_paths().iter().all(|p| {
+                    !p.to_string_lossy().contains("containers/")
+                        || ok
+                            .iter()
+                            .any(|id| p.to_string_lossy().contains(id.as_str()))
+                })
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containers {ids:?}, but only {ok:?} were answered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for id in &ok {
+        s.remove_container(id).await;
+    }
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
