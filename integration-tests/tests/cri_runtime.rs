@@ -2655,6 +2655,30 @@ async fn long_pod_name_gets_the_node_hostname_and_bad_hostnames_are_invalid() {
     s.remove_container(&id).await;
     s.stop_and_remove_pod(&pod_id).await;
 
+    // The same on the node's network (the case compat_containerd runs against
+    // containerd's CRI, which has no CNI there for a pod network).
+    let mut pod = s.pod_config("hostnet");
+    pod.hostname.clear();
+    if let Some(o) = pod
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|sc| sc.namespace_options.as_mut())
+    {
+        o.network = api::NamespaceMode::Node as i32;
+    }
+    let pod_id = s.run_pod(&pod).await;
+    let id = s.run_container(&pod_id, &pod, &cfg).await;
+    let out = s
+        .exec_ok(
+            &id,
+            &["sh", "-c", "hostname; cat /etc/hostname; echo $HOSTNAME"],
+        )
+        .await;
+    assert_eq!(out, format!("{node}\n{node}\n{node}\n"), "host network");
+    s.remove_container(&id).await;
+    s.stop_and_remove_pod(&pod_id).await;
+
     for (i, bad) in [
         "h".repeat(65),
         "under_score".into(),
