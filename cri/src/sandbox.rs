@@ -218,7 +218,9 @@ pub fn shares_pid_namespace(config: &api::PodSandboxConfig) -> bool {
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.as_ref())
-        .is_some_and(|o| o.pid == api::NamespaceMode::Pod as i32)
+        // Unset options are the enum's defaults, POD (containerd: the pause container's
+        // own pid namespace, which the pod's containers then join by default too).
+        .is_none_or(|o| o.pid == api::NamespaceMode::Pod as i32)
 }
 
 /// Starts the pid 1 of a pod-wide pid namespace with `starter` (a command that runs
@@ -350,28 +352,80 @@ pub fn resolv_conf(dns: &api::DnsConfig) -> String {
     out
 }
 
-/// The pod's hostname: the request's, else the node's when on the node's network, else the
-/// pod's name (what kubelet would have sent).
-pub fn hostname_of(config: &api::PodSandboxConfig, own_uts: bool) -> String {
-    if !own_uts {
-        return nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_default();
-    }
+/// The pod's hostname: the request's, else the node's, as containerd does (for the
+/// sandbox's UTS namespace, `/etc/hostname` and `HOSTNAME`). A pod on the node's network
+/// keeps the node's UTS namespace whatever this says.
+pub fn hostname_of(config: &api::PodSandboxConfig) -> String {
     if !config.hostname.is_empty() {
         return config.hostname.clone();
     }
-    config
-        .metadata
-        .as_ref()
-        .map(|m| m.name.clone())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
         .unwrap_or_default()
+}
+
+/// The longest hostname the kernel takes (`HOST_NAME_MAX`).
+const HOST_NAME_MAX: usize = 64;
+
+/// Checks an explicit hostname: at most 64 bytes (the kernel's limit), dot-separated RFC
+/// 1123 labels (letters, digits and `-`, 1 to 63 of them, no `-` at either end).
+pub fn validate_hostname(name: &str) -> Result<(), String> {
+    if name.len() > HOST_NAME_MAX {
+        return Err(format!(
+            "hostname {name:?} is {} bytes long; the kernel takes at most {HOST_NAME_MAX}",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "hostname {name:?} is not an RFC 1123 name (dot-separated labels of letters, \
+                 digits and '-', not beginning or ending with '-'): label {label:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostnames_are_checked_as_rfc_1123_within_64_bytes() {
+        for good in [
+            "a",
+            "pod-1",
+            "a.b-c.D9",
+            &"x".repeat(63),
+            &format!("{}.b", "a".repeat(62)),
+        ] {
+            assert_eq!(validate_hostname(good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a.",
+            "a_b",
+            "a b",
+            "a/b",
+            "é",
+            &"x".repeat(64),
+            &"x".repeat(65),
+        ] {
+            assert!(validate_hostname(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn resolv_conf_has_search_servers_and_options() {

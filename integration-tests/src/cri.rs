@@ -165,6 +165,20 @@ impl CriServer {
         Self::start_with(name, StartOptions::default()).await
     }
 
+    /// [`start`](Self::start) with more variables in the server's environment (the
+    /// debug build's test hooks, `RRUN_CRI_TEST_*`).
+    pub async fn start_with_env(name: &str, env: &[(&str, &str)]) -> CriServer {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Self::start_with(
+            name,
+            StartOptions {
+                env: env.collect(),
+                ..StartOptions::default()
+            },
+        )
+        .await
+    }
+
     /// [`CriServer::start`] with extra environment or a config file.
     pub async fn start_with(name: &str, options: StartOptions) -> CriServer {
         let clean: String = name

@@ -509,6 +509,31 @@ fn cri_binary_name(rt: Runtime) {
         assert_eq!(ex.exit_code, 3, "{ex:?}");
         assert_eq!(String::from_utf8_lossy(&ex.stdout), "in-exec\n");
 
+        // The pod gave no hostname: containerd's CRI uses the node's, for /etc/hostname
+        // and HOSTNAME alike (rrun-cri does the same: docs/cri-compatibility.md, and
+        // cri_runtime long_pod_name_gets_the_node_hostname_and_bad_hostnames_are_invalid).
+        let node = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+        let node = node.trim();
+        let ex = bounded(
+            "ExecSync",
+            60,
+            client.runtime.exec_sync(api::ExecSyncRequest {
+                container_id: cid.clone(),
+                cmd: ["sh", "-c", "cat /etc/hostname; echo $HOSTNAME"]
+                    .map(String::from)
+                    .to_vec(),
+                timeout: 30,
+            }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("ExecSync: {e}\n{}", log_tail(&cd)))
+        .into_inner();
+        assert_eq!(
+            String::from_utf8_lossy(&ex.stdout),
+            format!("{node}\n{node}\n"),
+            "/etc/hostname and HOSTNAME of a pod without a hostname: {ex:?}"
+        );
+
         // UpdateContainerResources: the shim runs `update --resources -` (the limits on
         // stdin); the kernel has the new limit.
         bounded(

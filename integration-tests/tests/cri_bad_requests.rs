@@ -835,3 +835,159 @@ async fn empty_requests_never_panic_the_server() {
     );
     assert_no_leftovers(&s);
 }
+
+/// Issue 17: malformed but decodable requests — ids that are paths or hold a NUL, huge
+/// strings, negative timeouts — are InvalidArgument, never an unknown id, and touch
+/// nothing: not the server's state, and not the file an id like `../../x` would name.
+#[tokio::test]
+async fn malformed_ids_names_and_timeouts_are_invalid_arguments() {
+    let (s, pod, pod_id) = setup("malformed").await;
+    let c = s
+        .run_container(&pod_id, &pod, &s.sh_config("ok", "exec sleep 1000"))
+        .await;
+    // What a `..` id would reach from the state dirs, were it ever joined to a path.
+    let bait = s.mkdir("bait");
+    std::fs::write(bait.join("file"), "keep").expect("write bait");
+    let before = snapshot(&s);
+    let huge = "a".repeat(1 << 20);
+    let bad_ids = [
+        "../../bait".to_string(),
+        format!("{c}/../../bait"),
+        "..%2f..".into(),
+        format!("{}\0x", &c[..12]),
+        huge.clone(),
+    ];
+    let mut rt = s.runtime();
+    for id in &bad_ids {
+        let shown: String = id.chars().take(30).collect();
+        let what = |rpc: &str| format!("{rpc} of the id {shown:?}");
+        let cid = || id.clone();
+        expect_code(
+            rt.container_status(api::ContainerStatusRequest {
+                container_id: cid(),
+                verbose: true,
+            })
+            .await,
+            Code::InvalidArgument,
+            &what("ContainerStatus"),
+        );
+        expect_code(
+            rt.start_container(api::StartContainerRequest {
+                container_id: cid(),
+            })
+            .await,
+            Code::InvalidArgument,
+            &what("StartContainer"),
+        );
+        expect_code(
+            rt.stop_container(api::StopContainerRequest {
+                container_id: cid(),
+                timeout: 0,
+            })
+            .await,
+            Code::InvalidArgument,
+            &what("StopContainer"),
+        );
+        expect_code(
+            rt.remove_container(api::RemoveContainerRequest {
+                container_id: cid(),
+            })
+            .await,
+            Code::InvalidArgument,
+            &what("RemoveContainer"),
+        );
+        expect_code(
+            rt.exec_sync(api::ExecSyncRequest {
+                container_id: cid(),
+                cmd: vec!["true".into()],
+                timeout: 0,
+            })
+            .await,
+            Code::InvalidArgument,
+            &what("ExecSync"),
+        );
+        expect_code(
+            rt.pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: cid(),
+                verbose: true,
+            })
+            .await,
+            Code::InvalidArgument,
+            &what("PodSandboxStatus"),
+        );
+        expect_code(
+            rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+                pod_sandbox_id: cid(),
+            })
+            .await,
+            Code::InvalidArgument,
+            &what("StopPodSandbox"),
+        );
+        expect_code(
+            rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+                pod_sandbox_id: cid(),
+            })
+            .await,
+            Code::InvalidArgument,
+            &what("RemovePodSandbox"),
+        );
+        assert_unchanged(&s, &before, &what("requests"));
+    }
+    // Names that no Kubernetes object has.
+    for (i, name) in ["a/b".to_string(), "a\0b".into(), huge.clone()]
+        .iter()
+        .enumerate()
+    {
+        let mut p = s.pod_config(&format!("bad{i}"));
+        if let Some(m) = p.metadata.as_mut() {
+            m.name = name.clone();
+        }
+        expect_code(
+            s.try_run_pod(&p).await,
+            Code::InvalidArgument,
+            "RunPodSandbox, bad name",
+        );
+        let mut cfg = s.sh_config("x", "true");
+        if let Some(m) = cfg.metadata.as_mut() {
+            m.name = name.clone();
+        }
+        expect_code(
+            s.try_create_container(&pod_id, &pod, &cfg).await,
+            Code::InvalidArgument,
+            "CreateContainer, bad name",
+        );
+        assert_unchanged(&s, &before, "requests with bad names");
+    }
+    // Negative timeouts.
+    expect_code(
+        rt.exec_sync(api::ExecSyncRequest {
+            container_id: c.clone(),
+            cmd: vec!["true".into()],
+            timeout: -1,
+        })
+        .await,
+        Code::InvalidArgument,
+        "ExecSync with a negative timeout",
+    );
+    expect_code(
+        rt.stop_container(api::StopContainerRequest {
+            container_id: c.clone(),
+            timeout: -5,
+        })
+        .await,
+        Code::InvalidArgument,
+        "StopContainer with a negative timeout",
+    );
+    assert_eq!(
+        s.container_status(&c).await.state,
+        api::ContainerState::ContainerRunning as i32,
+        "a refused stop stopped the container"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bait.join("file")).expect("bait"),
+        "keep"
+    );
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_alive(&s).await;
+    assert_no_leftovers(&s);
+}

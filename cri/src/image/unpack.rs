@@ -175,12 +175,11 @@ pub fn unpack(blob: &Path, dest: &Path, lowers: &[PathBuf]) -> Result<String, St
     Ok(reader.finish().0)
 }
 
-/// A tar path split into components: `.` and empty ones dropped, `..` and absolute paths
-/// refused.
+/// A tar path split into components below the layer root: `.` and empty ones dropped, so
+/// that `/` and `./` name the root itself and an absolute path is taken from the root (as
+/// containerd joins it under the root); `..` is refused (containerd clamps it at the root,
+/// but no honest image needs it).
 fn components(raw: &[u8]) -> Result<Vec<OsString>, String> {
-    if raw.starts_with(b"/") {
-        return Err("absolute path".into());
-    }
     let mut out = Vec::new();
     for c in raw.split(|b| *b == b'/') {
         match c {
@@ -781,7 +780,6 @@ mod tests {
         let cases: Vec<Case> = vec![
             (vec![("../evil", EntryType::Regular, b"x")], "\"..\""),
             (vec![("a/../../evil", EntryType::Regular, b"x")], "\"..\""),
-            (vec![("/evil", EntryType::Regular, b"x")], "absolute"),
             (
                 vec![
                     ("link", EntryType::Symlink, &target),
@@ -827,6 +825,36 @@ mod tests {
             assert!(
                 std::fs::read_dir(outside.path()).unwrap().next().is_none(),
                 "{entries:?} wrote outside"
+            );
+        }
+    }
+
+    /// Issue 18 item 9: some builders write the layer root as `/` or `./`; it is the root
+    /// (its mode and owner apply to it), and an absolute path lands under the root.
+    #[test]
+    fn root_entries_and_absolute_paths_stay_in_the_root() {
+        for (root_name, mode, uid) in [("/", 0o750, 7), ("./", 0o711, 8), (".", 0o700, 9)] {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = hdr(EntryType::Directory, mode, 0);
+            h.as_old_mut().name[..root_name.len()].copy_from_slice(root_name.as_bytes());
+            h.set_uid(uid);
+            h.set_cksum();
+            b.append(&h, io::empty()).unwrap();
+            let mut h = hdr(EntryType::Regular, 0o644, 2);
+            let name = b"/abs/file";
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.set_cksum();
+            b.append(&h, &b"x\n"[..]).unwrap();
+            let (dir, r) = unpack_tar(&b.into_inner().unwrap(), &[]);
+            r.unwrap_or_else(|e| panic!("{root_name:?}: {e}"));
+            let layer = dir.path().join("layer");
+            let md = std::fs::metadata(&layer).unwrap();
+            assert_eq!(md.permissions().mode() & 0o7777, mode, "{root_name:?}");
+            assert_eq!(md.uid(), uid as u32, "{root_name:?}");
+            assert_eq!(std::fs::read(layer.join("abs/file")).unwrap(), b"x\n");
+            assert!(
+                !dir.path().join("abs").exists(),
+                "{root_name:?}: outside the layer"
             );
         }
     }

@@ -149,6 +149,70 @@ fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String, Str
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The longest id (or id prefix) looked up: ours are 64 hex digits.
+const MAX_ID_LEN: usize = 128;
+
+/// An id that no record can have (a path, a NUL, a huge string) is the caller's mistake,
+/// not an unknown id: InvalidArgument, before it goes anywhere near a lookup.
+fn check_id(what: &str, id: &str) -> Result<(), Status> {
+    let shown: String = id.chars().take(40).collect();
+    if id.len() > MAX_ID_LEN {
+        return Err(Status::invalid_argument(format!(
+            "{what} id {shown:?}... is {} bytes long (at most {MAX_ID_LEN})",
+            id.len()
+        )));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(Status::invalid_argument(format!(
+            "{what} id {shown:?} has the character {c:?} (ids are letters, digits, '-', '_' and '.')"
+        )));
+    }
+    Ok(())
+}
+
+/// The caller's `grpc-timeout` header (gRPC over HTTP/2: at most 8 digits and a unit).
+pub fn caller_timeout(md: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = md.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The longest name Kubernetes gives an object (a DNS subdomain).
+const MAX_NAME_LEN: usize = 253;
+
+/// A pod's or container's name, namespace or uid: what Kubernetes could have sent (no
+/// `/`, no control characters, at most 253 bytes); they name records, never paths.
+fn check_name(field: &str, name: &str) -> Result<(), Status> {
+    let shown: String = name.chars().take(40).collect();
+    if name.len() > MAX_NAME_LEN {
+        return Err(Status::invalid_argument(format!(
+            "{field} {shown:?}... is {} bytes long (at most {MAX_NAME_LEN})",
+            name.len()
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| *c == '/' || c.is_control()) {
+        return Err(Status::invalid_argument(format!(
+            "{field} {shown:?} has the character {c:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// A unique record whose id is `id` or starts with it (crictl and kubelet users pass
 /// truncated ids).
 fn find_by_prefix<'a, T>(map: &'a HashMap<String, T>, id: &str) -> Option<(&'a String, &'a T)> {
@@ -301,6 +365,13 @@ impl Cri {
                 "PodSandboxConfig.metadata.name is required",
             ));
         }
+        check_name("PodSandboxConfig.metadata.name", &meta.name)?;
+        check_name("PodSandboxConfig.metadata.namespace", &meta.namespace)?;
+        check_name("PodSandboxConfig.metadata.uid", &meta.uid)?;
+        if !config.hostname.is_empty() {
+            crate::sandbox::validate_hostname(&config.hostname)
+                .map_err(|e| Status::invalid_argument(format!("PodSandboxConfig.{e}")))?;
+        }
         if !matches!(runtime_handler.as_str(), "" | "rrun" | "runc") {
             return Err(Status::invalid_argument(format!(
                 "runtime handler {runtime_handler:?} is not configured (this server has \"rrun\")"
@@ -340,7 +411,7 @@ impl Cri {
     ) -> Result<SandboxRecord, Status> {
         use crate::sandbox::*;
         let own = OwnNamespaces::of(&config);
-        let hostname = hostname_of(&config, own.uts);
+        let hostname = hostname_of(&config);
         let run_dir = self.pod_run_dir(id);
         let dir = self.inner.store.sandbox_dir(id);
         let requested_parent = config
@@ -433,6 +504,7 @@ impl Cri {
     }
 
     fn sandbox(&self, id: &str) -> Result<SandboxRecord, Status> {
+        check_id("pod sandbox", id)?;
         let st = self.state();
         find_by_prefix(&st.sandboxes, id)
             .map(|(_, s)| s.clone())
@@ -449,9 +521,11 @@ impl Cri {
     }
 
     pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), Status> {
-        let Ok(rec) = self.sandbox(id) else {
+        let rec = match self.sandbox(id) {
+            Ok(rec) => rec,
             // Stopping a pod that is gone is not an error (CRI: idempotent).
-            return Ok(());
+            Err(e) if e.code() == tonic::Code::NotFound => return Ok(()),
+            Err(e) => return Err(e),
         };
         for cid in self.sandbox_containers(&rec.id) {
             self.stop_container(&cid, 0).await?;
@@ -487,8 +561,10 @@ impl Cri {
     }
 
     pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), Status> {
-        let Ok(rec) = self.sandbox(id) else {
-            return Ok(());
+        let rec = match self.sandbox(id) {
+            Ok(rec) => rec,
+            Err(e) if e.code() == tonic::Code::NotFound => return Ok(()),
+            Err(e) => return Err(e),
         };
         for cid in self.sandbox_containers(&rec.id) {
             self.remove_container(&cid).await?;
@@ -558,6 +634,7 @@ impl Cri {
                 "ContainerConfig.metadata.name is required",
             ));
         }
+        check_name("ContainerConfig.metadata.name", &meta.name)?;
         let image_name = config
             .image
             .as_ref()
@@ -626,13 +703,59 @@ impl Cri {
             monitor_dir: self.monitor_dir(&id),
             exit: None,
         };
-        let result = self.make_container(rec, sandbox, image, target_pid).await;
-        self.state().reserved.remove(&key);
-        let rec = result?;
-        self.state().containers.insert(id.clone(), rec.clone());
-        self.emit(&rec, api::ContainerEventType::ContainerCreatedEvent);
-        tracing::info!("container {id} created (pid {})", rec.pid);
-        Ok(id)
+        // The making runs in a task of its own: a caller that gives up (its deadline, a
+        // closed connection) drops this future, and what was made is then removed rather
+        // than left half-made.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let result = me.make_container(rec, sandbox, image, target_pid).await;
+            me.state().reserved.remove(&key);
+            let rec = match result {
+                Ok(rec) => rec,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            me.state().containers.insert(rec.id.clone(), rec.clone());
+            me.emit(&rec, api::ContainerEventType::ContainerCreatedEvent);
+            tracing::info!("container {} created (pid {})", rec.id, rec.pid);
+            if tx.send(Ok(rec.id.clone())).is_err() {
+                tracing::info!("container {}: its creator gave up; removing it", rec.id);
+                if let Err(e) = me.remove_container(&rec.id).await {
+                    tracing::warn!("container {}: removing it: {e}", rec.id);
+                }
+            }
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(internal("the container's creation task ended")))
+    }
+
+    /// [`create_container`](Self::create_container) within the caller's deadline
+    /// (`timeout`, from its `grpc-timeout`): past it, DeadlineExceeded, and what was made
+    /// is removed. The answer comes a little before the deadline itself, which tonic
+    /// would otherwise answer as Cancelled.
+    pub async fn create_container_within(
+        &self,
+        pod_id: &str,
+        config: api::ContainerConfig,
+        timeout: Option<Duration>,
+    ) -> Result<String, Status> {
+        let Some(timeout) = timeout else {
+            return self.create_container(pod_id, config).await;
+        };
+        // Early enough that tonic's own timer (started before this handler runs) has not
+        // fired yet.
+        let early = timeout - (timeout / 2).min(Duration::from_millis(100));
+        tokio::time::timeout(early, self.create_container(pod_id, config))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "CreateContainer did not finish within the caller's deadline ({timeout:?}); \
+                     what it had made is removed"
+                )))
+            })
     }
 
     fn target_pid(&self, config: &api::ContainerConfig) -> Result<Option<i32>, Status> {
@@ -668,6 +791,7 @@ impl Cri {
         let rec0 = rec.clone();
         let prepared = blocking(move || {
             me.inner.store.save_container(&rec0).map_err(internal)?;
+            test_hook_delay("RRUN_CRI_TEST_CREATE_DELAY_MS");
             let result = me.write_bundle(&rec0, &sandbox, &image, target_pid);
             if result.is_err() {
                 me.destroy_container_files(&rec0);
@@ -823,6 +947,7 @@ impl Cri {
     }
 
     fn container(&self, id: &str) -> Result<ContainerRecord, Status> {
+        check_id("container", id)?;
         let st = self.state();
         find_by_prefix(&st.containers, id)
             .map(|(_, c)| c.clone())
@@ -861,6 +986,7 @@ impl Cri {
         if rec.exit.is_some() || self.refresh_exit(&rec.id).is_some() {
             return ContainerPhase::Exited;
         }
+        test_hook_delay("RRUN_CRI_TEST_EXIT_READ_DELAY_MS");
         match self.inner.runtime.load(&rec.id) {
             Ok((_, _, rrun::state::Status::Created | rrun::state::Status::Creating)) => {
                 ContainerPhase::Created
@@ -868,12 +994,19 @@ impl Cri {
             Ok((_, _, rrun::state::Status::Running | rrun::state::Status::Paused)) => {
                 ContainerPhase::Running
             }
-            // The init is gone but its monitor still drains the pipes before it writes the
-            // exit file: not exited as far as the kubelet can know yet.
-            _ if monitor_alive(rec) && self.refresh_exit(&rec.id).is_none() => {
-                ContainerPhase::Running
+            // The init is gone. Whether the monitor is alive is asked before the exit file
+            // is read again: the monitor writes the file and then ends, so a monitor seen
+            // gone has written it (or never will). Asked the other way round, a monitor
+            // that writes and ends between the two looks like one that died first.
+            _ => {
+                let alive = monitor_alive(rec);
+                if self.refresh_exit(&rec.id).is_none() && alive {
+                    // Still draining the pipes before it writes the exit file.
+                    ContainerPhase::Running
+                } else {
+                    ContainerPhase::Exited
+                }
             }
-            _ => ContainerPhase::Exited,
         }
     }
 
@@ -973,6 +1106,11 @@ impl Cri {
     }
 
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
+        if timeout < 0 {
+            return Err(Status::invalid_argument(format!(
+                "StopContainer timeout {timeout} is negative (0: kill at once)"
+            )));
+        }
         let rec = self.container(id)?;
         match self.phase(&rec) {
             ContainerPhase::Exited => return Ok(()),
@@ -1041,8 +1179,10 @@ impl Cri {
     }
 
     pub async fn remove_container(&self, id: &str) -> Result<(), Status> {
-        let Ok(rec) = self.container(id) else {
-            return Ok(());
+        let rec = match self.container(id) {
+            Ok(rec) => rec,
+            Err(e) if e.code() == tonic::Code::NotFound => return Ok(()),
+            Err(e) => return Err(e),
         };
         if self.phase(&rec) != ContainerPhase::Exited {
             self.kill(&rec.id, nix::sys::signal::Signal::SIGKILL, true)
@@ -1206,6 +1346,11 @@ impl Cri {
         use tokio::io::AsyncReadExt;
         if cmd.is_empty() {
             return Err(Status::invalid_argument("ExecSync needs a command"));
+        }
+        if timeout < 0 {
+            return Err(Status::invalid_argument(format!(
+                "ExecSync timeout {timeout} is negative (0: no timeout)"
+            )));
         }
         let rec = self.container(id)?;
         if self.phase(&rec) != ContainerPhase::Running {
@@ -1513,6 +1658,16 @@ fn read_exit(rec: &ContainerRecord) -> Option<ExitRecord> {
         reason: reason.into(),
         message: String::new(),
     })
+}
+
+/// Debug builds only: sleeps for the milliseconds in the variable `name`, so that a test
+/// can widen a window between two steps (a race a loaded machine hits now and then).
+fn test_hook_delay(name: &str) {
+    if cfg!(debug_assertions) {
+        if let Some(ms) = std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok()) {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
 }
 
 fn monitor_alive(rec: &ContainerRecord) -> bool {

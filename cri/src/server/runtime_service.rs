@@ -102,12 +102,13 @@ impl cri_proto::RuntimeService for Cri {
         &self,
         req: Request<api::CreateContainerRequest>,
     ) -> Reply<api::CreateContainerResponse> {
+        let timeout = super::caller_timeout(req.metadata());
         let req = req.into_inner();
         let pod = required(&req.pod_sandbox_id, "pod_sandbox_id")?.to_string();
         let config = req
             .config
             .ok_or_else(|| Status::invalid_argument("CreateContainerRequest.config is required"))?;
-        let id = self.create_container(&pod, config).await?;
+        let id = self.create_container_within(&pod, config, timeout).await?;
         Ok(Response::new(api::CreateContainerResponse {
             container_id: id,
         }))
@@ -129,9 +130,11 @@ impl cri_proto::RuntimeService for Cri {
     ) -> Reply<api::StopContainerResponse> {
         let req = req.into_inner();
         let id = required(&req.container_id, "container_id")?;
-        // Stopping a container that is gone is fine (CRI: idempotent).
-        if self.container(id).is_ok() {
-            self.stop_container(id, req.timeout).await?;
+        // Stopping a container that is gone is fine (CRI: idempotent); a malformed id is not.
+        match self.container(id) {
+            Ok(_) => self.stop_container(id, req.timeout).await?,
+            Err(e) if e.code() != tonic::Code::NotFound => return Err(e),
+            Err(_) => {}
         }
         Ok(Response::new(api::StopContainerResponse {}))
     }
