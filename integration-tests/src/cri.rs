@@ -146,12 +146,19 @@ pub struct CriServer {
     client: Mutex<Option<Client>>,
     starts: AtomicUsize,
     ids: Mutex<Vec<String>>,
+    wrap: Vec<String>,
 }
 
 impl CriServer {
     /// Makes the dirs, starts the server and connects. `name` goes into dir names, pod
     /// names and the cgroup parent (keep it short).
     pub async fn start(name: &str) -> CriServer {
+        Self::start_in(name, &[]).await
+    }
+
+    /// [`CriServer::start`] with the server's command line after `wrap` (e.g. `nsenter
+    /// --target PID --net --mount --`: the stock-kubelet test's node namespaces).
+    pub async fn start_in(name: &str, wrap: &[String]) -> CriServer {
         let clean: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -192,6 +199,7 @@ impl CriServer {
             client: Mutex::new(None),
             starts: AtomicUsize::new(0),
             ids: Mutex::new(Vec::new()),
+            wrap: wrap.to_vec(),
         };
         server.spawn_and_connect().await;
         server
@@ -272,7 +280,14 @@ impl CriServer {
             .expect("opening the server's stderr file");
         let _ = writeln!(err, "----- harness: starting rrun-cri (start #{n}) -----");
         let out = err.try_clone().expect("dup stderr file");
-        let mut cmd = Command::new(cri_binary());
+        let mut cmd = match self.wrap.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(cri_binary());
+                c
+            }
+            None => Command::new(cri_binary()),
+        };
         cmd.arg("--socket")
             .arg(&self.socket)
             .arg("--root")
