@@ -26,8 +26,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::engines::{pids_in_cgroup, try_run_bounded};
-use crate::{cgroup_dirs, remove_cgroups, scaled, Value, CGROUP_PARENT};
+use crate::cri::{api, Client, CriServer, FixtureImage};
+use crate::engines::{pids_in_cgroup, try_run_bounded, Containerd, CRI_SANDBOX_IMAGE, RUNC};
+use crate::{cgroup_dirs, json, remove_cgroups, scaled, Value, CGROUP_PARENT};
 
 /// The kubelet's read-only port (on the node's own loopback).
 pub const READ_ONLY_PORT: u16 = 10255;
@@ -390,6 +391,13 @@ impl Kubelet {
         )
     }
 
+    /// The kubelet's exit status if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Panics (with its log) if the kubelet has exited.
     #[track_caller]
     pub fn assert_alive(&mut self) {
@@ -603,4 +611,135 @@ pub fn diff_lines(before: &[String], after: &[String]) -> Vec<String> {
             .map(|l| format!("+{l}")),
     );
     d
+}
+
+// ---------------------------------------------------------------------------------------
+// The endpoints and the pods (shared with the benchmark, src/bin/kubelet-bench.rs)
+// ---------------------------------------------------------------------------------------
+
+/// The pods' image (the fixtures' busybox), imported into the endpoint beforehand.
+pub const IMAGE: &str = "localhost/rrun-kubelet:1";
+/// The CNI bridge's subnet (only inside the node's network namespace).
+pub const SUBNET_PREFIX: &str = "10.88.77.";
+
+/// The CRI endpoint a kubelet runs against.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Endpoint {
+    /// Debian's containerd 1.6 with its CRI plugin and runc: the control.
+    Containerd,
+    /// rrun-cri (`target/debug/rrun-cri` or `$RRUN_CRI_BIN`).
+    RrunCri,
+}
+
+pub fn pod(name: &str, host_network: bool, container: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "namespace": "default" },
+        "spec": {
+            "hostNetwork": host_network,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [container],
+        },
+    })
+}
+
+pub fn container(command: &[&str]) -> Value {
+    json!({
+        "name": "main",
+        "image": IMAGE,
+        "imagePullPolicy": "Never",
+        "command": command,
+    })
+}
+
+/// The CNI network of containerd's private conf dir: a bridge with the gateway address on
+/// the node side (so the node reaches the pods), host-local IPAM with its state in the
+/// test's dir, no masquerading (no iptables rules).
+fn write_cni_config(cd: &Containerd, node: &Node) {
+    let bin = cd.dir.join("cni/bin");
+    let conf = cd.dir.join("cni/conf");
+    fs::create_dir_all(&bin).expect("mkdir cni/bin");
+    fs::create_dir_all(&conf).expect("mkdir cni/conf");
+    for p in ["bridge", "host-local", "loopback"] {
+        std::os::unix::fs::symlink(format!("/usr/lib/cni/{p}"), bin.join(p)).expect("symlink");
+    }
+    let list = json!({
+        "cniVersion": "1.0.0",
+        "name": "rrun-kubelet",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": "rrunkbr0",
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": format!("{SUBNET_PREFIX}0/24") }]],
+                "dataDir": node.dir().join("cni-ipam").display().to_string(),
+            },
+        }],
+    });
+    fs::write(conf.join("10-rrun-kubelet.conflist"), list.to_string()).expect("write conflist");
+}
+
+/// The endpoint under test, started on the node.
+pub enum Engine {
+    Containerd(Box<Containerd>),
+    RrunCri(Box<CriServer>),
+}
+
+impl Engine {
+    pub fn socket(&self) -> std::path::PathBuf {
+        match self {
+            Engine::Containerd(c) => c.socket.clone(),
+            Engine::RrunCri(s) => s.socket().to_path_buf(),
+        }
+    }
+}
+
+pub async fn start_engine(ep: Endpoint, node: &Node) -> Engine {
+    match ep {
+        Endpoint::Containerd => {
+            let cd = Containerd::start_with_cri_in(std::path::Path::new(RUNC), &node.wrap());
+            cd.import_image("k8s.io", CRI_SANDBOX_IMAGE, &["sleep", "1000000"]);
+            cd.import_image("k8s.io", IMAGE, &["sh"]);
+            write_cni_config(&cd, node);
+            // The kubelet refuses pods off the host network until NetworkReady.
+            let mut client = Client::connect(&cd.socket)
+                .await
+                .expect("connect containerd");
+            let deadline = Instant::now() + scaled(Duration::from_secs(30));
+            loop {
+                let st = client
+                    .runtime
+                    .status(api::StatusRequest::default())
+                    .await
+                    .expect("containerd Status")
+                    .into_inner();
+                let ready = st.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.r#type == "NetworkReady" && c.status)
+                });
+                if ready {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "containerd's NetworkReady stayed false: {st:?}\n{}",
+                    cd.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Engine::Containerd(Box::new(cd))
+        }
+        Endpoint::RrunCri => {
+            let s = CriServer::start_in("kubelet", &node.wrap()).await;
+            s.import(&FixtureImage {
+                reference: IMAGE.into(),
+                ..FixtureImage::default()
+            });
+            Engine::RrunCri(Box::new(s))
+        }
+    }
 }

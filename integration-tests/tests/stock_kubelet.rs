@@ -16,144 +16,19 @@
 //! cannot be built (no deb-src reachable) or containerd is not installed.
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::time::{Duration, Instant};
 
-use integration_tests::cri::{self, api, Client, CriServer, FixtureImage};
-use integration_tests::engines::{have, Containerd, CRI_SANDBOX_IMAGE, RUNC};
+use integration_tests::cri::{self, api, Client};
+use integration_tests::engines::have;
 use integration_tests::kubelet::{
-    diff_lines, find_pod, host_iptables, host_sysctls, kubelet_binary, kubelet_pods, CgroupRoot,
-    Kubelet, Node,
+    container, diff_lines, find_pod, host_iptables, host_sysctls, kubelet_binary, kubelet_pods,
+    pod, start_engine, CgroupRoot, Endpoint, Engine, Kubelet, Node, SUBNET_PREFIX,
 };
 use integration_tests::{json, scaled, Value};
-
-/// The pods' image (the fixtures' busybox), imported into the endpoint beforehand.
-const IMAGE: &str = "localhost/rrun-kubelet:1";
-/// The CNI bridge's subnet (only inside the node's network namespace).
-const SUBNET_PREFIX: &str = "10.88.77.";
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Endpoint {
-    Containerd,
-    RrunCri,
-}
 
 fn skip(why: &str) {
     eprintln!("SKIPPED: {why}");
     println!("SKIPPED: {why}");
-}
-
-fn pod(name: &str, host_network: bool, container: Value) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": { "name": name, "namespace": "default" },
-        "spec": {
-            "hostNetwork": host_network,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [container],
-        },
-    })
-}
-
-fn container(command: &[&str]) -> Value {
-    json!({
-        "name": "main",
-        "image": IMAGE,
-        "imagePullPolicy": "Never",
-        "command": command,
-    })
-}
-
-/// The CNI network of containerd's private conf dir: a bridge with the gateway address on
-/// the node side (so the node reaches the pods), host-local IPAM with its state in the
-/// test's dir, no masquerading (no iptables rules).
-fn write_cni_config(cd: &Containerd, node: &Node) {
-    let bin = cd.dir.join("cni/bin");
-    let conf = cd.dir.join("cni/conf");
-    fs::create_dir_all(&bin).expect("mkdir cni/bin");
-    fs::create_dir_all(&conf).expect("mkdir cni/conf");
-    for p in ["bridge", "host-local", "loopback"] {
-        std::os::unix::fs::symlink(format!("/usr/lib/cni/{p}"), bin.join(p)).expect("symlink");
-    }
-    let list = json!({
-        "cniVersion": "1.0.0",
-        "name": "rrun-kubelet",
-        "plugins": [{
-            "type": "bridge",
-            "bridge": "rrunkbr0",
-            "isGateway": true,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{ "subnet": format!("{SUBNET_PREFIX}0/24") }]],
-                "dataDir": node.dir().join("cni-ipam").display().to_string(),
-            },
-        }],
-    });
-    fs::write(conf.join("10-rrun-kubelet.conflist"), list.to_string()).expect("write conflist");
-}
-
-/// The endpoint under test, started on the node.
-enum Engine {
-    Containerd(Box<Containerd>),
-    RrunCri(Box<CriServer>),
-}
-
-impl Engine {
-    fn socket(&self) -> std::path::PathBuf {
-        match self {
-            Engine::Containerd(c) => c.socket.clone(),
-            Engine::RrunCri(s) => s.socket().to_path_buf(),
-        }
-    }
-}
-
-async fn start_engine(ep: Endpoint, node: &Node) -> Engine {
-    match ep {
-        Endpoint::Containerd => {
-            let cd = Containerd::start_with_cri_in(std::path::Path::new(RUNC), &node.wrap());
-            cd.import_image("k8s.io", CRI_SANDBOX_IMAGE, &["sleep", "1000000"]);
-            cd.import_image("k8s.io", IMAGE, &["sh"]);
-            write_cni_config(&cd, node);
-            // The kubelet refuses pods off the host network until NetworkReady.
-            let mut client = Client::connect(&cd.socket)
-                .await
-                .expect("connect containerd");
-            let deadline = Instant::now() + scaled(Duration::from_secs(30));
-            loop {
-                let st = client
-                    .runtime
-                    .status(api::StatusRequest::default())
-                    .await
-                    .expect("containerd Status")
-                    .into_inner();
-                let ready = st.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.r#type == "NetworkReady" && c.status)
-                });
-                if ready {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "containerd's NetworkReady stayed false: {st:?}\n{}",
-                    cd.log()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Engine::Containerd(Box::new(cd))
-        }
-        Endpoint::RrunCri => {
-            let s = CriServer::start_in("kubelet", &node.wrap()).await;
-            s.import(&FixtureImage {
-                reference: IMAGE.into(),
-                ..FixtureImage::default()
-            });
-            Engine::RrunCri(Box::new(s))
-        }
-    }
 }
 
 /// Polls `/pods` until `done` returns `Some`, checking that the kubelet lives.
