@@ -391,6 +391,17 @@ impl Kubelet {
         )
     }
 
+    /// The kubelet's fatal log line (klog's `F<mmdd> ...`, printed before its goroutine
+    /// dump), if any.
+    pub fn fatal_line(&self) -> Option<String> {
+        self.log()
+            .lines()
+            .find(|l| {
+                l.len() > 5 && l.starts_with('F') && l[1..5].bytes().all(|b| b.is_ascii_digit())
+            })
+            .map(str::to_string)
+    }
+
     /// The kubelet's exit status if it has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
@@ -402,7 +413,11 @@ impl Kubelet {
     #[track_caller]
     pub fn assert_alive(&mut self) {
         if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
-            panic!("the kubelet exited ({st})\n{}", self.log_tail(60));
+            panic!(
+                "the kubelet exited ({st}): {}\n{}",
+                self.fatal_line().unwrap_or_default(),
+                self.log_tail(60)
+            );
         }
     }
 
