@@ -293,6 +293,7 @@ async fn stock_kubelet(ep: Endpoint) {
         if cni {
             names.push("cni");
         }
+        let removed = Instant::now();
         for n in &names {
             kubelet.remove_pod(n);
         }
@@ -325,8 +326,8 @@ async fn stock_kubelet(ep: Endpoint) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         eprintln!(
-            "{ep:?}: pods removed {:?} after the manifests went",
-            Instant::now()
+            "{ep:?}: sandboxes and containers removed {:?} after the manifests went",
+            removed.elapsed()
         );
         assert_eq!(
             kubelet.cgroup_pids(),
