@@ -553,7 +553,8 @@ pub fn find_pod<'a>(pods: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 /// The host's sysctls (`sysctl -a`), minus the ones that are counters or change on
-/// their own (entropy, dentry/inode/file counts, the last pid, random uuids, ...).
+/// their own (entropy, dentry/inode/file counts, the last pid, random uuids, ...) and the
+/// per-interface ones.
 pub fn host_sysctls() -> Vec<String> {
     const VOLATILE: &[&str] = &[
         "fs.dentry-state",
@@ -572,12 +573,23 @@ pub fn host_sysctls() -> Vec<String> {
         "kernel.tainted",
         "vm.stat_refresh",
         "net.ipv4.tcp_fastopen_key",
-        "net.ipv4.neigh.",
-        "net.ipv6.neigh.",
-        "net.ipv6.conf.",
-        "net.ipv4.conf.",
         "vm.drop_caches",
     ];
+    // Per-interface settings come and go with interfaces other tests make; `all` and
+    // `default` are compared.
+    let per_interface = |l: &str| {
+        [
+            "net.ipv4.conf.",
+            "net.ipv6.conf.",
+            "net.ipv4.neigh.",
+            "net.ipv6.neigh.",
+        ]
+        .iter()
+        .any(|p| {
+            l.strip_prefix(p)
+                .is_some_and(|rest| !rest.starts_with("all.") && !rest.starts_with("default."))
+        })
+    };
     let out = Command::new("sysctl")
         .arg("-a")
         .stderr(Stdio::null())
@@ -585,7 +597,7 @@ pub fn host_sysctls() -> Vec<String> {
         .expect("sysctl -a");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| !VOLATILE.iter().any(|v| l.starts_with(v)))
+        .filter(|l| !VOLATILE.iter().any(|v| l.starts_with(v)) && !per_interface(l))
         .map(str::to_string)
         .collect()
 }
