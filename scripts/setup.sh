@@ -29,10 +29,12 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 #   containerd, podman  the engines rrun is tested under as a drop-in for runc
 #                    (compat_containerd, compat_podman); containerd brings ctr and the runc shim
 #   zstd             zstd-compressed image layers in the CRI tests
+#   containernetworking-plugins  the CNI bridge of the stock-kubelet test (containerd's pod)
+#   iptables         `iptables-save`, which the stock-kubelet test compares before and after
 PACKAGES=(
     busybox-static runc hyperfine iproute2 libcap2-bin time strace
     build-essential pkg-config libseccomp-dev python3 jq util-linux ca-certificates
-    protobuf-compiler crun containerd podman zstd
+    protobuf-compiler crun containerd podman zstd containernetworking-plugins iptables
 )
 
 if [[ ! -r /etc/debian_version ]] || ! command -v apt-get >/dev/null; then
@@ -97,6 +99,16 @@ if ! python3 -c 'import grpc, sys; sys.exit(tuple(map(int, grpc.__version__.spli
     python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'grpcio>=1.57,<2' ||
         python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages 'grpcio>=1.57,<2' ||
         die "could not install Python's grpcio (the grpc-core CRI client of the tests)"
+fi
+
+# The stock kubelet (Debian's kubernetes source, built once per machine and cached; the
+# stock-kubelet test builds it itself if this did not).
+if ((EUID == 0)); then
+    if kubelet="$(bash "$(dirname "${BASH_SOURCE[0]}")/kubelet.sh")"; then
+        log "stock kubelet: $kubelet"
+    else
+        log "warning: the stock kubelet could not be built (scripts/kubelet.sh); its test will skip"
+    fi
 fi
 
 log "ready"

@@ -156,6 +156,9 @@ pub struct StartOptions {
     pub env: Vec<(String, String)>,
     /// The text of a `--config` TOML file.
     pub config_toml: Option<String>,
+    /// A command line the server's runs after (e.g. `nsenter --target PID --net --mount
+    /// --`: the stock-kubelet test's node namespaces).
+    pub wrap: Vec<String>,
 }
 
 impl CriServer {
@@ -179,7 +182,19 @@ impl CriServer {
         .await
     }
 
-    /// [`CriServer::start`] with extra environment or a config file.
+    /// [`CriServer::start`] with the server's command line after `wrap`.
+    pub async fn start_in(name: &str, wrap: &[String]) -> CriServer {
+        Self::start_with(
+            name,
+            StartOptions {
+                wrap: wrap.to_vec(),
+                ..StartOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// [`CriServer::start`] with extra environment, a config file or a wrapper.
     pub async fn start_with(name: &str, options: StartOptions) -> CriServer {
         let clean: String = name
             .chars()
@@ -302,7 +317,14 @@ impl CriServer {
             .expect("opening the server's stderr file");
         let _ = writeln!(err, "----- harness: starting rrun-cri (start #{n}) -----");
         let out = err.try_clone().expect("dup stderr file");
-        let mut cmd = Command::new(cri_binary());
+        let mut cmd = match self.options.wrap.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(cri_binary());
+                c
+            }
+            None => Command::new(cri_binary()),
+        };
         cmd.arg("--socket")
             .arg(&self.socket)
             .arg("--root")

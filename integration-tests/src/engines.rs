@@ -413,7 +413,7 @@ impl Containerd {
     /// `native` snapshotter, which works on any filesystem the VM's /tmp may be) and
     /// waits until it answers.
     pub fn start(runtime: &Path) -> Containerd {
-        Self::start_with(runtime, false)
+        Self::start_with(runtime, false, &[])
     }
 
     /// Like [`Containerd::start`], with the CRI plugin on (served on the same socket)
@@ -422,10 +422,17 @@ impl Containerd {
     /// only the CRI plugin passes to the shim. Pods run with the host's network (no
     /// CNI), from the sandbox image [`CRI_SANDBOX_IMAGE`] (the caller imports it).
     pub fn start_with_cri(runtime: &Path) -> Containerd {
-        Self::start_with(runtime, true)
+        Self::start_with(runtime, true, &[])
     }
 
-    fn start_with(runtime: &Path, cri: bool) -> Containerd {
+    /// [`Containerd::start_with_cri`] with the daemon's command line after `wrap` (e.g.
+    /// `nsenter --target PID --net --mount --`: the stock-kubelet test's node namespaces,
+    /// where its pods, CNI bridge and `/var/log/pods` must be).
+    pub fn start_with_cri_in(runtime: &Path, wrap: &[String]) -> Containerd {
+        Self::start_with(runtime, true, wrap)
+    }
+
+    fn start_with(runtime: &Path, cri: bool, wrap: &[String]) -> Containerd {
         let scratch = Scratch::new("containerd");
         let dir = scratch.path.clone();
         let socket = dir.join("c.sock");
@@ -506,7 +513,14 @@ disabled_plugins = [
         fs::write(&config_path, config).expect("write config.toml");
         let log = fs::File::create(dir.join("containerd.log")).expect("containerd.log");
         // A private mount namespace with its own /run (see the module doc).
-        let mut cmd = Command::new("unshare");
+        let mut cmd = match wrap.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg("unshare");
+                c
+            }
+            None => Command::new("unshare"),
+        };
         cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg(
                 "mount -t tmpfs -o mode=0755 rrun-test-run /run && exec containerd --config \"$0\"",

@@ -25,6 +25,7 @@
 
 pub mod cri;
 pub mod engines;
+pub mod kubelet;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
