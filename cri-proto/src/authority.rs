@@ -151,6 +151,8 @@ struct Rewriter {
     decoder: loona_hpack::Decoder<'static>,
     /// A HEADERS frame waiting for its CONTINUATION frames.
     pending: Option<PendingBlock>,
+    /// Whether a rewrite was logged on this connection.
+    told: bool,
 }
 
 #[derive(PartialEq)]
@@ -176,6 +178,7 @@ impl Default for Rewriter {
             state: Phase::Preface,
             decoder: loona_hpack::Decoder::new(),
             pending: None,
+            told: false,
         }
     }
 }
@@ -334,7 +337,11 @@ impl Rewriter {
             })
             .map_err(|e| protocol_error(format!("HTTP/2 header block: {e:?}")))?;
         if let Some(original) = rewritten {
-            tracing::debug!(authority = %original, "HTTP/2 :authority is not a URI authority; read as localhost");
+            // Once per connection: a kubelet sends the same authority with every call.
+            if !self.told {
+                self.told = true;
+                tracing::debug!(authority = %original, "HTTP/2 :authority is not a URI authority; read as localhost");
+            }
         }
         Ok(out)
     }
