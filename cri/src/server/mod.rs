@@ -107,7 +107,6 @@ fn spec_status(e: crate::ocispec::SpecError) -> Status {
     }
 }
 
-/// Runs blocking work on tokio's blocking pool.
 /// Where the tests make a handler panic, to prove that the server survives it:
 /// `RRUN_CRI_FAULT=<name>` in the server's environment. Debug builds only.
 fn fault_point(name: &str) {
@@ -116,6 +115,7 @@ fn fault_point(name: &str) {
     }
 }
 
+/// Runs blocking work on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
