@@ -17,6 +17,10 @@
 //! server's dynamic table. Everything else (the preface, DATA, SETTINGS, ...) passes through
 //! byte for byte, and the write side is untouched.
 //!
+//! The same pass renames `grpc-timeout` to [`crate::serve::DEADLINE_HEADER`]: tonic's server
+//! enforces that header itself and answers CANCELLED past it, with no option, where gRPC
+//! (and containerd) answer DEADLINE_EXCEEDED; `serve` enforces the renamed header instead.
+//!
 //! Hand-written because no crate rewrites HTTP/2 headers on the wire; the frame layout is
 //! RFC 9113 section 4 and 6.2/6.10, the header representations RFC 7541 section 6.
 
@@ -333,7 +337,14 @@ impl Rewriter {
                     rewritten = Some(String::from_utf8_lossy(value).into_owned());
                     value = REPLACEMENT;
                 }
-                encode_literal(&mut out, &name, value);
+                // The caller's deadline is enforced by serve's own layer, which answers
+                // DEADLINE_EXCEEDED; tonic's would answer CANCELLED.
+                let name: &[u8] = if &*name == b"grpc-timeout" {
+                    crate::serve::DEADLINE_HEADER.as_bytes()
+                } else {
+                    &name
+                };
+                encode_literal(&mut out, name, value);
             })
             .map_err(|e| protocol_error(format!("HTTP/2 header block: {e:?}")))?;
         if let Some(original) = rewritten {

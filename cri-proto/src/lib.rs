@@ -27,7 +27,7 @@ pub use api::image_service_server::{ImageService, ImageServiceServer};
 pub use api::runtime_service_client::RuntimeServiceClient;
 pub use api::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 
-pub use serve::{serve, ApiVersion};
+pub use serve::{serve, ApiVersion, Deadline};
 
 /// `VersionResponse.version`: the version of the kubelet runtime API, which the kubelet's
 /// CRI client expects to be "0.1.0".

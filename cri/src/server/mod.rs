@@ -173,25 +173,6 @@ fn check_id(what: &str, id: &str) -> Result<(), Status> {
     Ok(())
 }
 
-/// The caller's `grpc-timeout` header (gRPC over HTTP/2: at most 8 digits and a unit).
-pub fn caller_timeout(md: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let v = md.get("grpc-timeout")?.to_str().ok()?;
-    if v.len() < 2 || v.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = v.split_at(v.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 /// The longest name Kubernetes gives an object (a DNS subdomain).
 const MAX_NAME_LEN: usize = 253;
 
@@ -703,9 +684,9 @@ impl Cri {
             monitor_dir: self.monitor_dir(&id),
             exit: None,
         };
-        // The making runs in a task of its own: a caller that gives up (its deadline, a
-        // closed connection) drops this future, and what was made is then removed rather
-        // than left half-made.
+        // The making runs in a task of its own: a caller that gives up (its deadline, which
+        // cri-proto's serve enforces by dropping this future, or a closed connection) leaves
+        // what was made to be removed rather than half-made.
         let (tx, rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
         tokio::spawn(async move {
@@ -730,32 +711,6 @@ impl Cri {
         });
         rx.await
             .unwrap_or_else(|_| Err(internal("the container's creation task ended")))
-    }
-
-    /// [`create_container`](Self::create_container) within the caller's deadline
-    /// (`timeout`, from its `grpc-timeout`): past it, DeadlineExceeded, and what was made
-    /// is removed. The answer comes a little before the deadline itself, which tonic
-    /// would otherwise answer as Cancelled.
-    pub async fn create_container_within(
-        &self,
-        pod_id: &str,
-        config: api::ContainerConfig,
-        timeout: Option<Duration>,
-    ) -> Result<String, Status> {
-        let Some(timeout) = timeout else {
-            return self.create_container(pod_id, config).await;
-        };
-        // Early enough that tonic's own timer (started before this handler runs) has not
-        // fired yet.
-        let early = timeout - (timeout / 2).min(Duration::from_millis(100));
-        tokio::time::timeout(early, self.create_container(pod_id, config))
-            .await
-            .unwrap_or_else(|_| {
-                Err(Status::deadline_exceeded(format!(
-                    "CreateContainer did not finish within the caller's deadline ({timeout:?}); \
-                     what it had made is removed"
-                )))
-            })
     }
 
     fn target_pid(&self, config: &api::ContainerConfig) -> Result<Option<i32>, Status> {

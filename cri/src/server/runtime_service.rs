@@ -102,13 +102,12 @@ impl cri_proto::RuntimeService for Cri {
         &self,
         req: Request<api::CreateContainerRequest>,
     ) -> Reply<api::CreateContainerResponse> {
-        let timeout = super::caller_timeout(req.metadata());
         let req = req.into_inner();
         let pod = required(&req.pod_sandbox_id, "pod_sandbox_id")?.to_string();
         let config = req
             .config
             .ok_or_else(|| Status::invalid_argument("CreateContainerRequest.config is required"))?;
-        let id = self.create_container_within(&pod, config, timeout).await?;
+        let id = self.create_container(&pod, config).await?;
         Ok(Response::new(api::CreateContainerResponse {
             container_id: id,
         }))
