@@ -13,7 +13,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
 use crate::store::{PinnedNamespaces, PodInit};
-use rrun::state::process_start_time;
+use rrun::procfs::process_start_time;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {

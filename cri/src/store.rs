@@ -6,7 +6,6 @@
 //! derive serde), so labels, annotations and every other field round-trip unchanged.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use cri_proto::api;
@@ -49,28 +48,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     write_file_atomic(path, data).map_err(io(path))
 }
 
-/// Writes `data` to `path` atomically: a temporary file in the same directory, fsynced,
-/// renamed over `path`, then the directory fsynced, so a reader sees the old content or
-/// the whole new one, also after a crash.
+/// Writes `data` to `path` atomically (the runtime's [`rrun::atomic_file`]), readable by
+/// its owner only: records hold pod configs.
 pub fn write_file_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    rrun::atomic_file::write(path, data, 0o600)
 }
 
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {

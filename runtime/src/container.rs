@@ -137,7 +137,7 @@ impl Runtime {
                 cgroup.apply(&devices)?;
             }
             record.pid = pid;
-            record.pid_start_time = state::process_start_time(pid).unwrap_or(0);
+            record.pid_start_time = crate::procfs::process_start_time(pid).unwrap_or(0);
             // Saved before the hooks run, so a hook that asks `rrun state` finds it.
             dir.save(&record)?;
             let state_json = state::oci_state(&record, Status::Creating).to_string();
@@ -298,7 +298,7 @@ impl Runtime {
         }
         let _ = kill(Pid::from_raw(record.pid), Signal::SIGKILL);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while state::process_start_time(record.pid) == Some(record.pid_start_time) {
+        while crate::procfs::process_start_time(record.pid) == Some(record.pid_start_time) {
             // Our own child (run, or a caller that is the init's parent) must be reaped.
             let _ = nix::sys::wait::waitpid(
                 Pid::from_raw(record.pid),
@@ -358,7 +358,7 @@ impl Runtime {
             .unwrap_or_default();
         let ns = namespaces::open_process_namespaces(record.pid, types.into_iter())?;
         // The init must still be the one we made, now that we hold its namespaces.
-        if state::process_start_time(record.pid) != Some(record.pid_start_time) {
+        if crate::procfs::process_start_time(record.pid) != Some(record.pid_start_time) {
             return Err(Error::WrongState {
                 id: id.into(),
                 status: "stopped".into(),
@@ -441,7 +441,7 @@ fn release_init(dir: &ContainerDir, record: &ContainerRecord) -> Result<()> {
         let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(100u8)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => {
-                if state::process_start_time(record.pid) != Some(record.pid_start_time) {
+                if crate::procfs::process_start_time(record.pid) != Some(record.pid_start_time) {
                     return Err(Error::Child(
                         "the container's init exited before it was started".into(),
                     ));
@@ -469,7 +469,7 @@ fn release_init(dir: &ContainerDir, record: &ContainerRecord) -> Result<()> {
 /// Every process of the container: with its own PID namespace, all processes in that
 /// namespace; otherwise the init and its descendants.
 fn container_pids(record: &ContainerRecord) -> Result<Vec<i32>> {
-    if state::process_start_time(record.pid) != Some(record.pid_start_time) {
+    if crate::procfs::process_start_time(record.pid) != Some(record.pid_start_time) {
         return Ok(vec![]);
     }
     let own_pid_ns = record
@@ -523,15 +523,12 @@ fn container_pids(record: &ContainerRecord) -> Result<Vec<i32>> {
 }
 
 fn parent_pid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+    crate::procfs::stat(pid).map(|s| s.ppid)
 }
 
 fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let tmp = path.with_extension("rrun-tmp");
-    std::fs::write(&tmp, pid.to_string()).ctx(|| format!("writing pid file {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).ctx(|| format!("writing pid file {}", path.display()))
+    crate::atomic_file::write(path, pid.to_string().as_bytes(), 0o644)
+        .ctx(|| format!("writing pid file {}", path.display()))
 }
 
 /// Used by `run`: the console socket pair for a foreground terminal that we proxy ourselves.

@@ -7,11 +7,13 @@
 //! operations (`create`, `start`, `kill`, `delete`, `exec`, ...) that the CLI and the CRI
 //! server call.
 
+pub mod atomic_file;
 pub mod cgroups;
 pub mod container;
 pub mod hooks;
 pub mod namespaces;
 pub mod process;
+pub mod procfs;
 pub mod rootfs;
 pub mod security;
 pub mod spec;

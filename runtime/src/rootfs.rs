@@ -7,6 +7,7 @@
 //! while we work) can never send a mount outside it.
 
 use crate::error::{Context, Error, Result};
+use crate::procfs::{self, mountinfo, CgroupEntry, MountInfo};
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{fstat, makedev, mknodat, Mode, SFlag};
@@ -617,9 +618,9 @@ fn mount_cgroup(
     // Without a cgroup namespace each hierarchy is bound from our own cgroup in it: one
     // read of /proc/self/cgroup serves them all.
     let own_cgroups = if ctx.new_cgroup_ns {
-        String::new()
+        Vec::new()
     } else {
-        std::fs::read_to_string("/proc/self/cgroup").ctx(|| "reading /proc/self/cgroup".into())?
+        procfs::self_cgroups().ctx(|| "reading /proc/self/cgroup".into())?
     };
     let target = mkdir_all_in_root(root, dest)?;
     let unified_only = hierarchies.len() == 1
@@ -672,7 +673,7 @@ fn mount_cgroup(
 fn mount_hierarchy(
     ctx: &RootfsContext,
     h: &CgroupHierarchy,
-    own_cgroups: &str,
+    own_cgroups: &[CgroupEntry],
     root: &OwnedFd,
     path: &Path,
     dir: &OwnedFd,
@@ -724,7 +725,7 @@ struct CgroupHierarchy {
 
 fn cgroup_hierarchies() -> Result<Vec<CgroupHierarchy>> {
     let mut out: Vec<CgroupHierarchy> = Vec::new();
-    for m in mountinfo()? {
+    for m in mountinfo().ctx(|| "reading /proc/self/mountinfo".into())? {
         // A later mount on or above a hierarchy hides it (see cgroups::v1::hierarchies).
         out.retain(|h| !h.mount_point.starts_with(&m.mount_point));
         if m.fstype != "cgroup" && m.fstype != "cgroup2" {
@@ -749,13 +750,10 @@ fn cgroup_hierarchies() -> Result<Vec<CgroupHierarchy>> {
     Ok(out)
 }
 
-/// The path of our own cgroup in hierarchy `h`, from the text of `/proc/self/cgroup`.
-fn own_cgroup_path(h: &CgroupHierarchy, text: &str) -> Result<String> {
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
+/// The path of our own cgroup in hierarchy `h`, from `/proc/self/cgroup`.
+fn own_cgroup_path(h: &CgroupHierarchy, own: &[CgroupEntry]) -> Result<String> {
+    for entry in own {
+        let ctrls = entry.controllers.as_str();
         let matches = if h.fstype == "cgroup2" {
             ctrls.is_empty()
         } else {
@@ -766,7 +764,7 @@ fn own_cgroup_path(h: &CgroupHierarchy, text: &str) -> Result<String> {
             !ctrls.is_empty() && mine == theirs
         };
         if matches {
-            return Ok(path.to_string());
+            return Ok(entry.path.to_string_lossy().into_owned());
         }
     }
     Err(Error::Invalid(format!(
@@ -777,62 +775,10 @@ fn own_cgroup_path(h: &CgroupHierarchy, text: &str) -> Result<String> {
 
 // ---- mount table -----------------------------------------------------------------------
 
-/// One line of the mount table (the fields rrun and the CRI server use).
-#[derive(Debug)]
-pub struct MountInfo {
-    pub mount_point: PathBuf,
-    pub fstype: String,
-    pub super_options: String,
-    pub shared: bool,
-}
-
-/// This process's mount table.
-pub fn mountinfo() -> Result<Vec<MountInfo>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .ctx(|| "reading /proc/self/mountinfo".into())?;
-    Ok(parse_mountinfo(&text))
-}
-
-/// Parses `/proc/self/mountinfo`: `id parent maj:min root mount-point opts [optional...] -
-/// fstype source super-opts`.
-pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let left: Vec<&str> = left.split(' ').collect();
-            let right: Vec<&str> = right.split(' ').collect();
-            Some(MountInfo {
-                mount_point: PathBuf::from(unescape_octal(left.get(4)?)),
-                shared: left.iter().skip(6).any(|f| f.starts_with("shared:")),
-                fstype: right.first()?.to_string(),
-                super_options: right.get(2).unwrap_or(&"").to_string(),
-            })
-        })
-        .collect()
-}
-
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The mount that contains `path` (the longest mount point that is a prefix of it).
 fn mount_point_of(path: &Path) -> Result<Option<MountInfo>> {
-    Ok(mountinfo()?
+    Ok(mountinfo()
+        .ctx(|| "reading /proc/self/mountinfo".into())?
         .into_iter()
         .filter(|m| path.starts_with(&m.mount_point))
         .max_by_key(|m| m.mount_point.as_os_str().len()))
@@ -1194,18 +1140,6 @@ mod tests {
         assert!(o.copy_up);
         assert_eq!(o.data, s(&["mode=1777"]));
         assert!(!parse_mount_options(&s(&["nosuid"])).unwrap().copy_up);
-    }
-
-    #[test]
-    fn mountinfo_lines_parse_with_optional_fields_and_escapes() {
-        let text = "36 35 98:0 /mnt1 /mnt\\040x rw,noatime master:1 shared:7 - ext3 /dev/root rw,errors=continue\n\
-                    40 1 0:33 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
-        let m = parse_mountinfo(text);
-        assert_eq!(m[0].mount_point, Path::new("/mnt x"));
-        assert!(m[0].shared);
-        assert_eq!(m[1].fstype, "cgroup");
-        assert_eq!(m[1].super_options, "rw,memory");
-        assert!(!m[1].shared);
     }
 
     #[test]

@@ -11,8 +11,7 @@ use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_ROOT: &str = "/run/rrun";
@@ -189,19 +188,10 @@ impl ContainerDir {
 
     /// Write-then-rename, so a reader sees the old state or the new one, never half of one.
     pub fn save(&self, record: &ContainerRecord) -> Result<()> {
-        let tmp = self.path.join(".state.json.tmp");
         let final_path = self.path.join(STATE_FILE);
         let data = serde_json::to_vec(record).map_err(|e| Error::Invalid(e.to_string()))?;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .ctx(|| format!("writing {}", tmp.display()))?;
-        f.write_all(&data)
-            .ctx(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &final_path).ctx(|| format!("renaming to {}", final_path.display()))
+        crate::atomic_file::write(&final_path, &data, 0o600)
+            .ctx(|| format!("writing {}", final_path.display()))
     }
 
     /// An exclusive lock on the container for operations that change it (start, delete),
@@ -274,19 +264,7 @@ pub fn oci_state(record: &ContainerRecord, status: Status) -> serde_json::Value 
     })
 }
 
-/// Start time (in clock ticks after boot) of a live, non-zombie process.
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    // `rest` starts at field 3 (state); start time is field 22.
-    fields.nth(18)?.parse().ok()
-}
+use crate::procfs::process_start_time;
 
 fn process_is(pid: i32, start_time: u64) -> bool {
     pid > 0 && process_start_time(pid) == Some(start_time)

@@ -34,9 +34,9 @@ fn mkdir(path: &Path, mode: u32) -> Result<bool, ImageError> {
 }
 
 pub(crate) fn is_mounted(path: &Path) -> Result<bool, ImageError> {
-    let table = rrun::rootfs::mountinfo().map_err(|e| ImageError::Store {
+    let table = rrun::procfs::mountinfo().map_err(|e| ImageError::Store {
         root: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: format!("reading /proc/self/mountinfo: {e}"),
     })?;
     Ok(table.iter().any(|m| m.mount_point == path))
 }

@@ -357,20 +357,11 @@ pub fn container_path(cgroups_path: Option<&Path>, id: &str) -> Result<CgroupPat
 /// of a v1 line, `""` for v2) → path.
 pub fn own_cgroups() -> Result<Vec<(String, PathBuf)>> {
     let path = Path::new("/proc/self/cgroup");
-    let text = std::fs::read_to_string(path).map_err(io_err("read", path))?;
-    Ok(parse_proc_cgroup(&text))
-}
-
-pub fn parse_proc_cgroup(text: &str) -> Vec<(String, PathBuf)> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.splitn(3, ':');
-            let _id = it.next()?;
-            let ctrls = it.next()?;
-            let path = it.next()?;
-            Some((ctrls.to_string(), PathBuf::from(path)))
-        })
-        .collect()
+    let entries = crate::procfs::self_cgroups().map_err(io_err("read", path))?;
+    Ok(entries
+        .into_iter()
+        .map(|e| (e.controllers, e.path))
+        .collect())
 }
 
 /// `base` joined with the cgroup's place: the runtime's own cgroup for relative paths.
@@ -806,12 +797,5 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert_eq!(parse_size("-1").unwrap(), -1);
         assert!(parse_size("lots").is_err());
-    }
-
-    #[test]
-    fn proc_cgroup_parses() {
-        let v = parse_proc_cgroup("4:memory:/a/b\n1:cpu,cpuacct:/\n0::/x\n");
-        assert_eq!(v[0], ("memory".into(), PathBuf::from("/a/b")));
-        assert_eq!(v[2], ("".into(), PathBuf::from("/x")));
     }
 }

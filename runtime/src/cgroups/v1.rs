@@ -3,6 +3,7 @@
 //! and `unified` resources have somewhere to go).
 
 use super::*;
+use crate::procfs::MountInfo;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -22,24 +23,15 @@ pub struct Hierarchy {
 
 /// The cgroup hierarchies in `/proc/self/mountinfo` (named ones like `name=systemd` left
 /// out: they hold no resources).
-pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
+pub fn hierarchies(table: &[MountInfo]) -> Vec<Hierarchy> {
     let mut out: Vec<Hierarchy> = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let root = left.split(' ').nth(3).unwrap_or("/");
-        let mount = left.split(' ').nth(4).unwrap_or_default();
-        let mount_path = PathBuf::from(mount.replace("\\040", " "));
+    for m in table {
         // A later mount on or above a hierarchy's mount point hides it (a tmpfs over
         // /sys/fs/cgroup/unified, as the benchmark does to run crun on a hybrid host):
         // only what the paths reach counts.
-        out.retain(|h| !h.mount.starts_with(&mount_path));
-        let mut r = right.split(' ');
-        let fstype = r.next().unwrap_or_default();
-        let _source = r.next();
-        let opts = r.next().unwrap_or_default();
-        let controllers: Vec<String> = match fstype {
+        out.retain(|h| !h.mount.starts_with(&m.mount_point));
+        let opts = m.super_options.as_str();
+        let controllers: Vec<String> = match m.fstype.as_str() {
             "cgroup2" => vec!["unified".into()],
             "cgroup" => opts
                 .split(',')
@@ -60,8 +52,8 @@ pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
             continue;
         }
         out.push(Hierarchy {
-            mount: mount_path,
-            root: PathBuf::from(root),
+            mount: m.mount_point.clone(),
+            root: m.root.clone(),
             controllers,
         });
     }
@@ -71,8 +63,7 @@ pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
 impl V1 {
     pub fn create(p: &CgroupPath) -> Result<V1> {
         let mi = Path::new("/proc/self/mountinfo");
-        let mountinfo = std::fs::read_to_string(mi).map_err(io_err("read", mi))?;
-        let hs = hierarchies(&mountinfo);
+        let hs = hierarchies(&crate::procfs::mountinfo().map_err(io_err("read", mi))?);
         if hs.iter().all(|h| h.controllers == ["unified"]) {
             return Err(CgroupError::NotMounted);
         }
@@ -609,6 +600,7 @@ impl Manager for V1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::procfs::parse_mountinfo;
 
     #[test]
     fn mountinfo_hierarchies() {
@@ -619,7 +611,7 @@ mod tests {
 33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
 34 30 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
 ";
-        let hs = hierarchies(mi);
+        let hs = hierarchies(&parse_mountinfo(mi));
         assert_eq!(hs.len(), 3);
         assert_eq!(hs[0].controllers, ["unified"]);
         assert_eq!(hs[1].controllers, ["cpu", "cpuacct"]);
@@ -635,10 +627,10 @@ mod tests {
 34 30 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
 40 31 0:40 / /sys/fs/cgroup/unified rw - tmpfs none rw
 ";
-        let hs = hierarchies(mi);
+        let hs = hierarchies(&parse_mountinfo(mi));
         assert_eq!(hs.len(), 1);
         assert_eq!(hs[0].controllers, ["memory"]);
         let over_all = format!("{mi}41 30 0:41 / /sys/fs/cgroup rw - tmpfs none rw\n");
-        assert!(hierarchies(&over_all).is_empty());
+        assert!(hierarchies(&parse_mountinfo(&over_all)).is_empty());
     }
 }
