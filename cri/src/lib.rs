@@ -4,7 +4,8 @@
 //! - [`store`]: the records of pods and containers on disk (nothing lives only in memory).
 //! - [`sandbox`]: a pod without a pause process: pinned namespaces, hostname/hosts/DNS files.
 //! - [`image`]: the content-addressed image store (import, unpack, overlay rootfs).
-//! - [`ocispec`]: a CRI container request → the OCI runtime config rrun runs.
+//! - [`ocispec`]: a CRI container request → the OCI runtime config rrun runs, with
+//!   [`seccomp_profile`] (the CRI's RuntimeDefault).
 //! - [`monitor`]: the per-container monitor process and the CRI log format.
 //! - [`server`]: the CRI services over all of the above.
 
@@ -12,5 +13,6 @@ pub mod image;
 pub mod monitor;
 pub mod ocispec;
 pub mod sandbox;
+pub mod seccomp_profile;
 pub mod server;
 pub mod store;

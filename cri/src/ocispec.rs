@@ -695,7 +695,7 @@ fn namespaces(
         }
         Err(_) => return Err(invalid(format!("unknown pid namespace mode {}", opts.pid))),
     }
-    if rrun::cgroups::is_unified() {
+    if rrun::pod_cgroup::is_unified() {
         out.push(ns(LinuxNamespaceType::Cgroup, None));
     }
     if opts
@@ -908,7 +908,11 @@ fn seccomp(
     };
     match profile {
         Profile::Unconfined => Ok(None),
-        Profile::RuntimeDefault => Ok(Some(rrun::security::seccomp::runtime_default(&caps)?)),
+        Profile::RuntimeDefault => crate::seccomp_profile::runtime_default(&caps)
+            .map(Some)
+            .map_err(|e| {
+                SpecError::Unsupported(format!("the RuntimeDefault seccomp profile: {e}"))
+            }),
         Profile::Localhost(path) => {
             if !path.starts_with('/') {
                 return Err(invalid(format!(

@@ -101,7 +101,7 @@ pub struct SandboxRecord {
     /// The `linux.cgroup_parent` of the request as the containers' cgroups use it.
     pub cgroup_parent: String,
     /// The pod's cgroup, when this server created it (and so removes it).
-    pub cgroup: Option<rrun::cgroups::CgroupRecord>,
+    pub cgroup: Option<rrun::pod_cgroup::CgroupRecord>,
     /// Volatile per-pod directory: pinned namespace files, the pod's /dev/shm.
     pub run_dir: PathBuf,
     /// Persistent per-pod directory: hostname, hosts, resolv.conf given to every container.

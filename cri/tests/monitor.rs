@@ -7,7 +7,7 @@
 //! (`delete --force`), monitors killed and cgroups removed when it drops, also on panic.
 
 use rootfs_fixtures::Bundle;
-use rrun::container::Runtime;
+use rrun::Runtime;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

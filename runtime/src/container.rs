@@ -47,8 +47,19 @@ impl Runtime {
         }
     }
 
-    pub fn root(&self) -> &StateRoot {
-        &self.root
+    /// The ids of the containers under the state directory.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        self.root.list()
+    }
+
+    /// The process a container was created with (`exec` starts from it, as runc's).
+    pub fn process(&self, id: &str) -> Result<Process> {
+        Ok(self.load(id)?.1.spec.process().clone().unwrap_or_default())
+    }
+
+    /// A container's status (`creating`, `created`, `running`, `paused`, `stopped`).
+    pub fn status(&self, id: &str) -> Result<Status> {
+        Ok(self.load(id)?.2)
     }
 
     /// Creates the container: namespaces, mounts, devices, process attributes, all set up,
@@ -188,7 +199,7 @@ impl Runtime {
         Ok(())
     }
 
-    pub fn load(&self, id: &str) -> Result<(ContainerDir, ContainerRecord, Status)> {
+    pub(crate) fn load(&self, id: &str) -> Result<(ContainerDir, ContainerRecord, Status)> {
         let dir = self.root.open(id)?;
         let record = dir.load()?;
         let status = dir.status(&record);

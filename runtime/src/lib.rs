@@ -1,27 +1,48 @@
-//! rrun: a low-level OCI runtime (runtime-spec 1.2).
+//! rrun: a low-level OCI runtime (runtime-spec 1.2), as a library.
 //!
-//! The modules follow a container's life: [`spec`] (load and check `config.json`) →
-//! [`namespaces`] → [`rootfs`] → [`process`] (clone, parent/child sync, exec) with
-//! [`security`] (capabilities, no_new_privileges) and [`tty`] → [`hooks`] → [`state`]
-//! (what lives under `--root`). [`container`] strings them into the runc-compatible
-//! operations (`create`, `start`, `kill`, `delete`, `exec`, ...) that the CLI and the CRI
-//! server call.
+//! The public face is small: a [`Runtime`] over a state directory does the runc-compatible
+//! operations (`create`, `start`, `state`, `kill`, `delete`, `exec`, `pause`, `update`,
+//! `stats`, `events`) with [`CreateOptions`] and [`ExecOptions`]; errors are [`Error`]s
+//! whose variants a caller can match on; [`spec`] loads and checks `config.json`. Beside
+//! it, what a caller that keeps containers (the CRI server) legitimately shares with the
+//! runtime: [`pod_cgroup`] (a cgroup of its own above the containers' cgroups), [`pty`]
+//! (receiving a terminal's master), [`procfs`] (process identity, the mount table) and
+//! [`atomic_file`].
+//!
+//! Inside, one kernel mechanism per module, following a container's life: `spec` →
+//! `namespaces` → `rootfs` → `process` (clone, parent/child sync, exec) with `security`
+//! (capabilities, seccomp, no_new_privileges) and `tty` → `hooks` → `state` (what lives
+//! under `--root`); `cgroups` beside them; `container` strings them into the operations.
 
 pub mod atomic_file;
-pub mod cgroups;
-pub mod container;
-pub mod hooks;
-pub mod namespaces;
-pub mod process;
+pub mod pod_cgroup;
 pub mod procfs;
-pub mod rootfs;
-pub mod security;
+pub mod pty;
 pub mod spec;
-pub mod state;
-pub mod tty;
 
+mod cgroups;
+mod container;
 mod error;
+mod hooks;
+mod namespaces;
+mod process;
+mod rootfs;
+mod security;
+mod state;
+mod tty;
+
+pub use cgroups::{parse_size, Stats};
+pub use container::{load_bundle, CreateOptions, ExecOptions, Runtime};
 pub use error::{Error, Result};
+pub use rootfs::parse_mount_options;
+pub use security::sealed_exe::reexec_from_sealed_copy;
+pub use state::{validate_id, Status, DEFAULT_ROOT};
+
+/// What `rrun run` needs to run a container in the foreground: signals blocked before the
+/// container exists, then relayed to it until it exits.
+pub mod foreground {
+    pub use crate::process::{block_signals, supervise};
+}
 
 /// The runtime-spec version this runtime implements.
 pub const OCI_VERSION: &str = "1.2.0";

@@ -99,6 +99,16 @@ pub fn parse_cgroups(text: &str) -> Vec<CgroupEntry> {
         .collect()
 }
 
+/// How many threads this process has (`Threads:` of `/proc/self/status`).
+pub fn thread_count() -> io::Result<u32> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Threads: line"))
+}
+
 /// The fields of `/proc/<pid>/stat` that rrun uses.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stat {
@@ -198,6 +208,16 @@ mod tests {
         assert_eq!(s.start_time, 12345);
         assert!(parse_stat("42 (x) S 1").is_none());
         assert!(parse_stat("").is_none());
+    }
+
+    #[test]
+    fn threads_are_counted() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        // This thread and the one waiting, at least (the test harness may run others).
+        assert!(thread_count().unwrap() >= 2);
+        drop(tx);
+        let _ = t.join();
     }
 
     #[test]

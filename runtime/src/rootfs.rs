@@ -27,7 +27,6 @@ pub struct RootfsContext<'a> {
     pub in_user_ns: bool,
     /// The container has its own cgroup namespace (cgroup mounts show only its subtree).
     pub new_cgroup_ns: bool,
-    pub no_pivot: bool,
 }
 
 /// Step 1, before any mount: our mounts must not leak to the host, and the host's may
@@ -1092,11 +1091,6 @@ impl IntoRawFdCompat for std::os::fd::RawFd {
     fn into_raw_fd_compat(self) -> std::os::fd::RawFd {
         self
     }
-}
-
-/// Opens the rootfs directory (used by the init to keep a handle across pivot_root).
-pub fn open_rootfs(rootfs: &Path) -> Result<File> {
-    File::open(rootfs).ctx(|| format!("opening rootfs {}", rootfs.display()))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub const DEFAULT_ROOT: &str = "/run/rrun";
 const STATE_FILE: &str = "state.json";
@@ -90,10 +90,6 @@ impl StateRoot {
         StateRoot { root: root.into() }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.root
-    }
-
     fn ensure(&self) -> Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
@@ -166,10 +162,6 @@ pub struct ContainerDir {
 }
 
 impl ContainerDir {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn fifo_path(&self) -> PathBuf {
         self.path.join(FIFO_FILE)
     }

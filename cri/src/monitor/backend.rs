@@ -66,26 +66,26 @@ impl Backend for InProcess {
     }
 
     fn oom_kills(&self, args: &MonitorArgs) -> Result<u64, String> {
-        rrun::container::Runtime::new(&args.runtime_root)
+        rrun::Runtime::new(&args.runtime_root)
             .oom_kills(&args.id)
             .map_err(|e| error_chain(&e))
     }
 
     fn delete(&self, args: &MonitorArgs) -> Result<(), String> {
-        rrun::container::Runtime::new(&args.runtime_root)
+        rrun::Runtime::new(&args.runtime_root)
             .delete(&args.id, true)
             .map_err(|e| error_chain(&e))
     }
 }
 
 fn create_here(args: &MonitorArgs, console: Option<&Path>) -> Result<i32, String> {
-    let opts = rrun::container::CreateOptions {
+    let opts = rrun::CreateOptions {
         id: args.id.clone(),
         bundle: args.bundle.clone(),
         console_socket: console.map(Path::to_path_buf),
         ..Default::default()
     };
-    rrun::container::Runtime::new(&args.runtime_root)
+    rrun::Runtime::new(&args.runtime_root)
         .create(&opts)
         .map_err(|e| error_chain(&e))
 }
@@ -245,7 +245,7 @@ pub fn run_helper(args: &MonitorArgs, helper: Helper, fd: i32) -> i32 {
 fn prepare_create() -> Result<(), String> {
     // The init is cloned from this process: it must not be the host's binary (the result
     // descriptor, not close-on-exec, survives the re-exec).
-    rrun::security::sealed_exe::reexec_from_sealed_copy()
+    rrun::reexec_from_sealed_copy()
         .map_err(|e| format!("re-executing from a sealed copy: {}", error_chain(&e)))?;
     sys::ensure_single_threaded()?;
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;

@@ -69,7 +69,7 @@ pub fn run_exec_sync(args: &ExecSyncArgs) -> i32 {
 /// Runs the process; answers its exit code (128 + signal when killed) and whether the
 /// timeout killed it.
 fn exec_and_wait(args: &ExecSyncArgs) -> Result<(i32, bool), String> {
-    rrun::security::sealed_exe::reexec_from_sealed_copy()
+    rrun::reexec_from_sealed_copy()
         .map_err(|e| format!("re-executing from a sealed copy: {}", error_chain(&e)))?;
     sys::ensure_single_threaded()?;
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE, 0): {e}"))?;
@@ -85,8 +85,8 @@ fn exec_and_wait(args: &ExecSyncArgs) -> Result<(i32, bool), String> {
         .map_err(|e| format!("blocking SIGCHLD: {e}"))?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("signalfd: {e}"))?;
-    let pid = rrun::container::Runtime::new(&args.runtime_root)
-        .exec(&args.id, &process, &rrun::container::ExecOptions::default())
+    let pid = rrun::Runtime::new(&args.runtime_root)
+        .exec(&args.id, &process, &rrun::ExecOptions::default())
         .map_err(|e| error_chain(&e))?;
     let pid = Pid::from_raw(pid);
     // A timeout too far away to represent is no timeout.

@@ -123,7 +123,7 @@ pub fn exit_file(state_dir: &Path) -> PathBuf {
     state_dir.join("exit.json")
 }
 
-/// Where a `--tty` container's console socket is (as `rrun::container::console_pair` makes it).
+/// Where a `--tty` container's console socket is (as `rrun::pty::console_pair` makes it).
 pub fn console_socket(state_dir: &Path) -> PathBuf {
     state_dir.join("console.sock")
 }
@@ -245,7 +245,7 @@ pub fn parse_small_monitor_args(
 }
 
 fn run_with<B: Backend>(args: &MonitorArgs, backend: &B) -> i32 {
-    if let Err(e) = rrun::security::sealed_exe::reexec_from_sealed_copy() {
+    if let Err(e) = rrun::reexec_from_sealed_copy() {
         return report_error(&format!("re-executing from a sealed copy: {e}"));
     }
     if let Err(e) = sys::ensure_single_threaded() {
@@ -537,7 +537,7 @@ fn create_with_tty<B: Backend>(
     control: &UnixListener,
     signals: &SignalFd,
 ) -> Result<(i32, Vec<Source>), String> {
-    let (console_path, console) = rrun::container::console_pair(&args.state_dir)
+    let (console_path, console) = rrun::pty::console_pair(&args.state_dir)
         .map_err(|e| format!("console socket: {}", error_chain(&e)))?;
     let _made = Made(vec![console_path.clone()]);
     let keep_out = [
@@ -553,7 +553,7 @@ fn create_with_tty<B: Backend>(
         .set_nonblocking(true)
         .map_err(|e| e.to_string())
         .and_then(|()| console.accept().map_err(|e| e.to_string()))
-        .and_then(|(stream, _)| rrun::tty::recv_fd(&stream).map_err(|e| error_chain(&e)))
+        .and_then(|(stream, _)| rrun::pty::recv_fd(&stream).map_err(|e| error_chain(&e)))
         .and_then(|fd| {
             sys::set_nonblocking(&fd, true)
                 .map(|()| fd)

@@ -6,18 +6,12 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 /// Fails unless this process has a single thread: `fork` and `clone` from a process with
 /// other threads would leave the child with locks (malloc's) that nobody will release.
 pub fn ensure_single_threaded() -> Result<(), String> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| format!("reading /proc/self/status: {e}"))?;
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse::<u32>().ok());
-    match threads {
-        Some(1) => Ok(()),
-        Some(n) => Err(format!(
+    match rrun::procfs::thread_count() {
+        Ok(1) => Ok(()),
+        Ok(n) => Err(format!(
             "the monitor must start single-threaded, but this process has {n} threads"
         )),
-        None => Err("no Threads: line in /proc/self/status".into()),
+        Err(e) => Err(format!("reading /proc/self/status: {e}")),
     }
 }
 

@@ -49,7 +49,7 @@ struct Inner {
     config: Config,
     store: Store,
     images: ImageStore,
-    runtime: rrun::container::Runtime,
+    runtime: rrun::Runtime,
     state: Mutex<State>,
     events: broadcast::Sender<api::ContainerEventResponse>,
     /// Whether the cgroup controller for hugepage limits is there (probed once).
@@ -218,7 +218,7 @@ impl Cri {
         let store = Store::open(&config.root).context("opening the record store")?;
         let images =
             ImageStore::open(&config.root.join("images")).context("opening the image store")?;
-        let runtime = rrun::container::Runtime::new(&config.runtime_root);
+        let runtime = rrun::Runtime::new(&config.runtime_root);
         let (events, _) = broadcast::channel(1024);
         let cri = Cri {
             inner: Arc::new(Inner {
@@ -314,7 +314,7 @@ impl Cri {
         }
         // Runtime containers no record names were made by a create that died before it
         // saved anything.
-        if let Ok(ids) = self.inner.runtime.root().list() {
+        if let Ok(ids) = self.inner.runtime.ids() {
             for id in ids.into_iter().filter(|id| !known.contains(id)) {
                 tracing::warn!("deleting runtime container {id} that no record names");
                 let _ = self.inner.runtime.delete(&id, true);
@@ -476,7 +476,7 @@ impl Cri {
             crate::sandbox::unmount_shm(shm);
         }
         if let Some(cg) = &rec.cgroup {
-            if let Err(e) = rrun::cgroups::open(cg).destroy() {
+            if let Err(e) = rrun::pod_cgroup::PodCgroup::open(cg).destroy() {
                 tracing::warn!("pod {}: removing its cgroup: {e}", rec.id);
             }
         }
@@ -942,13 +942,9 @@ impl Cri {
             return ContainerPhase::Exited;
         }
         test_hook_delay("RRUN_CRI_TEST_EXIT_READ_DELAY_MS");
-        match self.inner.runtime.load(&rec.id) {
-            Ok((_, _, rrun::state::Status::Created | rrun::state::Status::Creating)) => {
-                ContainerPhase::Created
-            }
-            Ok((_, _, rrun::state::Status::Running | rrun::state::Status::Paused)) => {
-                ContainerPhase::Running
-            }
+        match self.inner.runtime.status(&rec.id) {
+            Ok(rrun::Status::Created | rrun::Status::Creating) => ContainerPhase::Created,
+            Ok(rrun::Status::Running | rrun::Status::Paused) => ContainerPhase::Running,
             // The init is gone. Whether the monitor is alive is asked before the exit file
             // is read again: the monitor writes the file and then ends, so a monitor seen
             // gone has written it (or never will). Asked the other way round, a monitor
@@ -1054,8 +1050,8 @@ impl Cri {
             return true;
         };
         let stopped = !matches!(
-            self.inner.runtime.load(id),
-            Ok((_, _, s)) if s != rrun::state::Status::Stopped
+            self.inner.runtime.status(id),
+            Ok(s) if s != rrun::Status::Stopped
         );
         stopped && !monitor_alive(&rec)
     }
@@ -1491,11 +1487,11 @@ impl Cri {
         let pod_raw = rec
             .cgroup
             .as_ref()
-            .and_then(|cg| rrun::cgroups::open(cg).stats().ok());
+            .and_then(|cg| rrun::pod_cgroup::PodCgroup::open(cg).stats().ok());
         let pids = rec
             .cgroup
             .as_ref()
-            .and_then(|cg| rrun::cgroups::open(cg).pids().ok())
+            .and_then(|cg| rrun::pod_cgroup::PodCgroup::open(cg).pids().ok())
             .map(|p| p.len() as u64);
         Ok(stats::pod_stats(&rec, pod_raw.as_ref(), pids, running))
     }
@@ -1568,20 +1564,13 @@ impl Cri {
 /// is enabled at the root; on v1 (and hybrid, where rrun uses the v1 hierarchies) a
 /// hugetlb hierarchy is mounted.
 fn hugetlb_controller_available() -> bool {
-    if rrun::cgroups::is_unified() {
-        return std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
-            .is_ok_and(|c| c.split_whitespace().any(|x| x == "hugetlb"));
-    }
-    rrun::cgroups::own_cgroups().is_ok_and(|v| {
-        v.iter()
-            .any(|(ctrls, _)| ctrls.split(',').any(|c| c == "hugetlb"))
-    })
+    rrun::pod_cgroup::controller_available("hugetlb")
 }
 
-fn make_pod_cgroup(parent: &str) -> Result<Option<rrun::cgroups::CgroupRecord>, Status> {
-    match rrun::cgroups::create(Some(Path::new(parent)), "pod") {
+fn make_pod_cgroup(parent: &str) -> Result<Option<rrun::pod_cgroup::CgroupRecord>, Status> {
+    match rrun::pod_cgroup::PodCgroup::create(Path::new(parent)) {
         Ok(cg) => Ok(Some(cg.record().clone())),
-        Err(rrun::cgroups::CgroupError::Exists(_)) => Ok(None),
+        Err(rrun::pod_cgroup::CgroupError::Exists(_)) => Ok(None),
         Err(e) => Err(Status::invalid_argument(format!(
             "cgroup_parent {parent:?}: {e}"
         ))),

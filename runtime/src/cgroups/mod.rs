@@ -111,8 +111,6 @@ pub trait Manager {
     /// Writes `res`. At `create` every field given is written; on `update` likewise, so a
     /// field left out keeps its value.
     fn apply(&self, res: &LinuxResources) -> Result<()>;
-    /// Moves `pid` into the container's cgroup (every hierarchy).
-    fn add_pid(&self, pid: i32) -> Result<()>;
     /// What a new process needs to join the container's cgroup cheaply (see [`Placement`]).
     fn placement(&self) -> Result<Placement>;
     fn freeze(&self) -> Result<()>;

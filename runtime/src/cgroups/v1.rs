@@ -408,13 +408,6 @@ impl Manager for V1 {
         Ok(())
     }
 
-    fn add_pid(&self, pid: i32) -> Result<()> {
-        for d in self.dirs() {
-            write(d, "cgroup.procs", &pid.to_string())?;
-        }
-        Ok(())
-    }
-
     fn placement(&self) -> Result<Placement> {
         let mut p = Placement::default();
         let v2 = self.dir("unified");

@@ -297,10 +297,6 @@ impl Manager for V2 {
         Ok(())
     }
 
-    fn add_pid(&self, pid: i32) -> Result<()> {
-        write(self.dir(), "cgroup.procs", &pid.to_string())
-    }
-
     fn placement(&self) -> Result<Placement> {
         let mut p = Placement::default();
         p.open_cgroup2(self.dir())?;

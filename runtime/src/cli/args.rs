@@ -13,7 +13,7 @@ pub(crate) const VERSION_TEXT: &str =
 #[command(name = "rrun", version = VERSION_TEXT, about = "A low-level OCI runtime, runc-compatible")]
 pub(crate) struct Cli {
     /// Directory for the containers' state.
-    #[arg(long, global = true, default_value = rrun::state::DEFAULT_ROOT)]
+    #[arg(long, global = true, default_value = rrun::DEFAULT_ROOT)]
     pub(crate) root: PathBuf,
     /// Write errors (and with --debug, more) to this file instead of only stderr.
     #[arg(long, global = true)]

@@ -28,7 +28,7 @@ impl ConsoleProxy {
             dir: dir.clone(),
             listener,
         };
-        match rrun::container::console_pair(&dir) {
+        match rrun::pty::console_pair(&dir) {
             Ok((_, listener)) => Ok(proxy(listener)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -39,7 +39,7 @@ impl ConsoleProxy {
 
     /// The pty master, once the container's process has sent it.
     pub(crate) fn receive(self) -> Result<std::os::fd::OwnedFd> {
-        Ok(rrun::container::receive_master(&self.listener)?)
+        Ok(rrun::pty::receive_master(&self.listener)?)
     }
 }
 

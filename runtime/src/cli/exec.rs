@@ -2,8 +2,8 @@
 
 use anyhow::{anyhow, bail, Result};
 use oci_spec::runtime::Process;
-use rrun::container::{ExecOptions, Runtime};
-use rrun::process;
+use rrun::foreground as process;
+use rrun::{ExecOptions, Runtime};
 use std::path::{Path, PathBuf};
 
 use super::console::ConsoleProxy;

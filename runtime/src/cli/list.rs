@@ -1,7 +1,7 @@
 //! `rrun list` and `rrun ps`.
 
 use anyhow::{anyhow, bail, Context, Result};
-use rrun::container::Runtime;
+use rrun::Runtime;
 
 use super::args::*;
 

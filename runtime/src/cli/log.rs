@@ -28,7 +28,7 @@ pub(crate) struct Logger {
 impl Logger {
     pub(crate) fn error(&self, msg: &str) {
         let Some(path) = &self.file else { return };
-        let time = rrun::state::now_rfc3339();
+        let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
         let line = if self.json {
             serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string()
         } else {

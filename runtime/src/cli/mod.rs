@@ -14,8 +14,8 @@ pub(crate) use log::{error_text, Logger};
 
 use anyhow::{anyhow, bail, Context, Result};
 use oci_spec::runtime::Process;
-use rrun::container::Runtime;
 use rrun::spec;
+use rrun::Runtime;
 use std::io::Write;
 
 use args::*;
@@ -38,7 +38,7 @@ pub(crate) fn dispatch(cli: &Cli) -> Result<i32> {
         cli.command,
         Command::Create(_) | Command::Run { .. } | Command::Exec { .. }
     ) {
-        rrun::security::sealed_exe::reexec_from_sealed_copy()?;
+        rrun::reexec_from_sealed_copy()?;
     }
     let rt = Runtime::new(&cli.root);
     match &cli.command {
@@ -98,7 +98,7 @@ pub(crate) fn dispatch(cli: &Cli) -> Result<i32> {
             id,
             command,
         } => {
-            let (_, record, _) = rt.load(id)?;
+            let configured = rt.process(id)?;
             let proc = match process {
                 Some(file) => {
                     let data = std::fs::read(file)
@@ -107,7 +107,7 @@ pub(crate) fn dispatch(cli: &Cli) -> Result<i32> {
                         .with_context(|| format!("parsing process file {}", file.display()))?
                 }
                 None => exec_process_from_flags(
-                    record.spec.process().clone().unwrap_or_default(),
+                    configured,
                     &ExecFlags {
                         tty: *tty,
                         cwd: cwd.as_deref(),

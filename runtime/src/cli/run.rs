@@ -1,8 +1,8 @@
 //! `rrun create` and `rrun run`: a bundle to a container, in the foreground or not.
 
 use anyhow::{bail, Result};
-use rrun::container::{CreateOptions, Runtime};
-use rrun::process;
+use rrun::foreground as process;
+use rrun::{CreateOptions, Runtime};
 
 use super::args::*;
 use super::console::ConsoleProxy;
@@ -20,7 +20,7 @@ pub(crate) fn create_options(a: &CreateArgs) -> CreateOptions {
 
 pub(crate) fn run(rt: &Runtime, args: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
     let mut opts = create_options(args);
-    let (bundle, bundle_spec) = rrun::container::load_bundle(&args.bundle)?;
+    let (bundle, bundle_spec) = rrun::load_bundle(&args.bundle)?;
     let terminal = bundle_spec
         .process()
         .as_ref()

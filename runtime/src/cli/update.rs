@@ -7,7 +7,7 @@ use super::args::*;
 /// runc's `update`: `--resources FILE` first, the flags over it.
 pub(crate) fn update_resources(a: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources> {
     use oci_spec::runtime::{LinuxPids, LinuxResources};
-    use rrun::cgroups::parse_size;
+    use rrun::parse_size;
     let mut res: LinuxResources = match &a.resources {
         Some(p) => {
             let data = if p.as_os_str() == "-" {

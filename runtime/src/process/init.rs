@@ -115,7 +115,6 @@ fn container_setup(
         bundle: &cfg.bundle,
         in_user_ns,
         new_cgroup_ns: plan.creates(LinuxNamespaceType::Cgroup),
-        no_pivot: cfg.no_pivot,
     };
     rootfs::prepare_propagation(spec)?;
     rootfs::bind_rootfs(spec, &cfg.rootfs)?;

@@ -57,6 +57,7 @@ pub fn spawn_init(
     cgroup: &dyn crate::cgroups::Manager,
     at_create_runtime: impl FnOnce(i32) -> Result<(String, String)>,
 ) -> Result<i32> {
+    ensure_single_threaded()?;
     cfg.namespaces.check_supported()?;
     let placement = cgroup.placement()?;
     let (parent_end, child_end) = sync::channel_pair()?;
@@ -145,6 +146,7 @@ fn has_create_hooks(spec: &Spec) -> bool {
 /// Starts a process inside a running container's namespaces. Returns once the process has
 /// `execve`d (or with the reason it could not).
 pub fn spawn_exec(cfg: &ExecConfig) -> Result<i32> {
+    ensure_single_threaded()?;
     let (parent_end, child_end) = sync::channel_pair()?;
     for (typ, f) in &cfg.namespaces {
         if *typ == LinuxNamespaceType::Pid {
@@ -207,6 +209,22 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = kill(self.0, Signal::SIGKILL);
         let _ = waitpid(self.0, None);
+    }
+}
+
+/// The precondition of [`clone_process`] and [`clone_into_cgroup2`], checked where the
+/// processes are made rather than trusted to every caller of the library: the child of a
+/// multi-threaded process gets a copy of locks (malloc's) that threads which do not exist
+/// in it may hold forever. A caller with threads (the CRI server) creates containers from
+/// a single-threaded helper process instead.
+fn ensure_single_threaded() -> Result<()> {
+    match crate::procfs::thread_count() {
+        Ok(1) => Ok(()),
+        Ok(n) => Err(Error::Invalid(format!(
+            "containers are created and exec'd from a single-threaded process, and this \
+             one has {n} threads"
+        ))),
+        Err(e) => Err(e).ctx(|| "reading /proc/self/status".into()),
     }
 }
 
