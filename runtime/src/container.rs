@@ -1,7 +1,7 @@
 //! The runc-compatible operations on containers, built from the modules below. The CLI is
 //! a thin layer over this; so will the CRI server be.
 
-use crate::cgroups::{self, Manager};
+use crate::cgroups::{self, Event, Manager, OomCount, Stats};
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind};
 use crate::namespaces::{self, NamespacePlan};
@@ -630,10 +630,11 @@ impl Runtime {
         dir.save(&record)
     }
 
-    /// runc's `events --stats` document: `{"type":"stats","id":..,"data":{..}}`.
-    pub fn stats(&self, id: &str) -> Result<serde_json::Value> {
+    /// The container's cgroup counters (`rrun events --stats` prints them as an
+    /// [`Event::Stats`]).
+    pub fn stats(&self, id: &str) -> Result<Stats> {
         let (_, _, _, cg) = self.cgroup_of(id, "stats")?;
-        Ok(serde_json::json!({"type": "stats", "id": id, "data": cg.stats()?}))
+        Ok(cg.stats()?)
     }
 
     /// How many processes of the container the kernel's OOM killer has killed; tells an
@@ -643,14 +644,14 @@ impl Runtime {
         Ok(cg.oom_kills()?)
     }
 
-    /// Streams events until the container stops: `{"type":"oom","id":..}` when the OOM
-    /// killer strikes (seen within 50 ms), and a stats event every `interval`. `emit`
-    /// returning an error ends the stream.
+    /// Streams events until the container stops: [`Event::Oom`] when the OOM killer
+    /// strikes (seen within 50 ms), and [`Event::Stats`] every `interval`. `emit` returning
+    /// an error ends the stream.
     pub fn events(
         &self,
         id: &str,
         interval: Duration,
-        mut emit: impl FnMut(&serde_json::Value) -> Result<()>,
+        mut emit: impl FnMut(&Event) -> Result<()>,
     ) -> Result<()> {
         let (dir, record, _, cg) = self.cgroup_of(id, "events")?;
         let mut ooms = cg.oom_kills()?;
@@ -658,14 +659,20 @@ impl Runtime {
         loop {
             let n = cg.oom_kills()?;
             if n > ooms {
-                emit(&serde_json::json!({"type": "oom", "id": id, "data": {"oom_kill": n}}))?;
+                emit(&Event::Oom {
+                    id: id.to_string(),
+                    data: OomCount { oom_kill: n },
+                })?;
                 ooms = n;
             }
             if dir.status(&record) == Status::Stopped {
                 return Ok(());
             }
             if Instant::now() >= next_stats {
-                emit(&serde_json::json!({"type": "stats", "id": id, "data": cg.stats()?}))?;
+                emit(&Event::Stats {
+                    id: id.to_string(),
+                    data: Box::new(cg.stats()?),
+                })?;
                 next_stats += interval;
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -31,7 +31,10 @@ mod security;
 mod state;
 mod tty;
 
-pub use cgroups::{parse_size, Stats};
+pub use cgroups::{
+    parse_size, BlkioEntry, BlkioStats, CpuStats, CpuUsage, Event, HugetlbStats, MemoryEntry,
+    MemoryStats, OomCount, PidsStats, Stats, Throttling,
+};
 pub use container::{load_bundle, CreateOptions, ExecOptions, Runtime};
 pub use error::{Error, Result};
 pub use rootfs::parse_mount_options;

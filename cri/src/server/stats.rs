@@ -1,40 +1,27 @@
-//! CRI stats from the runtime's cgroup stats (runc's `events --stats` JSON shape, which
-//! rrun's library returns for v1 and v2 alike).
+//! CRI stats from the runtime's typed cgroup stats (the same for cgroup v1 and v2).
 
 use std::path::Path;
 
 use cri_proto::api;
-use serde_json::Value;
+use rrun::Stats;
 
 use crate::store::{now_ns, ContainerRecord, SandboxRecord};
-
-fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(*p)?;
-    }
-    cur.as_u64()
-}
 
 fn value(v: u64) -> Option<api::UInt64Value> {
     Some(api::UInt64Value { value: v })
 }
 
-/// CPU and memory from one stats document (`data` of `{"type":"stats","data":..}`).
-fn cpu_and_memory(raw: &Value, ts: i64) -> (api::CpuUsage, api::MemoryUsage) {
-    let data = raw.get("data").unwrap_or(raw);
+/// CPU and memory from one container's or pod's cgroup stats.
+fn cpu_and_memory(stats: &Stats, ts: i64) -> (api::CpuUsage, api::MemoryUsage) {
     let cpu = api::CpuUsage {
         timestamp: ts,
-        usage_core_nano_seconds: u64_at(data, &["cpu", "usage", "total"]).and_then(value),
+        usage_core_nano_seconds: value(stats.cpu.usage.total),
         usage_nano_cores: None,
     };
-    let usage = u64_at(data, &["memory", "usage", "usage"]).unwrap_or(0);
-    let limit = u64_at(data, &["memory", "usage", "limit"]).unwrap_or(0);
-    let stat = |keys: &[&str]| {
-        keys.iter()
-            .find_map(|k| u64_at(data, &["memory", "stats", k]))
-            .unwrap_or(0)
-    };
+    let mem = &stats.memory;
+    let usage = mem.usage.usage;
+    let limit = mem.usage.limit;
+    let stat = |keys: &[&str]| mem.stat(keys).unwrap_or(0);
     // The kubelet's working set: usage less the page cache the kernel can drop at once.
     let inactive_file = stat(&["total_inactive_file", "inactive_file"]);
     let working_set = usage.saturating_sub(inactive_file);
@@ -83,7 +70,7 @@ pub fn disk_usage(dir: &Path) -> (u64, u64) {
     (bytes, inodes)
 }
 
-pub fn container_stats(rec: &ContainerRecord, raw: Option<&Value>) -> api::ContainerStats {
+pub fn container_stats(rec: &ContainerRecord, raw: Option<&Stats>) -> api::ContainerStats {
     let ts = now_ns();
     let (cpu, memory) = match raw {
         Some(r) => {
@@ -119,7 +106,7 @@ pub fn container_stats(rec: &ContainerRecord, raw: Option<&Value>) -> api::Conta
 /// containers'.
 pub fn pod_stats(
     rec: &SandboxRecord,
-    pod_raw: Option<&Value>,
+    pod_raw: Option<&Stats>,
     pids: Option<u64>,
     containers: Vec<api::ContainerStats>,
 ) -> api::PodSandboxStats {
@@ -189,12 +176,18 @@ mod tests {
 
     #[test]
     fn working_set_is_usage_less_inactive_file() {
-        let raw = serde_json::json!({"type": "stats", "data": {
-            "cpu": {"usage": {"total": 1234}},
-            "memory": {"usage": {"usage": 10_000, "limit": 50_000},
-                       "stats": {"total_inactive_file": 3_000, "total_rss": 6_000,
-                                 "total_pgfault": 7, "total_pgmajfault": 1}}
-        }});
+        let mut raw = Stats::default();
+        raw.cpu.usage.total = 1234;
+        raw.memory.usage.usage = 10_000;
+        raw.memory.usage.limit = 50_000;
+        for (k, v) in [
+            ("total_inactive_file", 3_000),
+            ("total_rss", 6_000),
+            ("total_pgfault", 7),
+            ("total_pgmajfault", 1),
+        ] {
+            raw.memory.stats.insert(k.into(), v);
+        }
         let (cpu, mem) = cpu_and_memory(&raw, 1);
         assert_eq!(cpu.usage_core_nano_seconds.unwrap().value, 1234);
         assert_eq!(mem.working_set_bytes.unwrap().value, 7_000);

@@ -33,8 +33,14 @@
 //! are only ever added there, never removed.
 
 pub mod devices_bpf;
+mod stats;
 pub mod v1;
 pub mod v2;
+
+pub use stats::{
+    BlkioEntry, BlkioStats, CpuStats, CpuUsage, Event, HugetlbStats, MemoryEntry, MemoryStats,
+    OomCount, PidsStats, Stats, Throttling,
+};
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 use serde::{Deserialize, Serialize};
@@ -101,9 +107,6 @@ pub struct CgroupRecord {
     #[serde(default)]
     pub mounts: BTreeMap<String, PathBuf>,
 }
-
-/// Counters and gauges of a container's cgroup, in runc's `events --stats` JSON shape.
-pub type Stats = serde_json::Value;
 
 /// A container's cgroup, whatever the version.
 pub trait Manager {

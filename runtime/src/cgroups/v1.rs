@@ -6,7 +6,6 @@ use super::*;
 use crate::procfs::MountInfo;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::json;
 
 pub struct V1 {
     rec: CgroupRecord,
@@ -491,60 +490,64 @@ impl Manager for V1 {
     }
 
     fn stats(&self) -> Result<Stats> {
-        let mut data = json!({});
+        let mut stats = Stats::default();
         if let Some(d) = self.dir("cpuacct") {
-            let percpu: Vec<u64> = read(d, "cpuacct.usage_percpu")
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|v| v.parse().ok())
-                .collect();
             // cpuacct.stat counts USER_HZ (100 Hz) ticks; runc reports nanoseconds.
             let st = read_keyed(d, "cpuacct.stat");
             let tick = 10_000_000u64;
-            data["cpu"] = json!({"usage": {
-                "total": read_u64(d, "cpuacct.usage").unwrap_or(0),
-                "percpu_usage": percpu,
-                "usage_in_kernelmode": st.get("system").copied().unwrap_or(0) * tick,
-                "usage_in_usermode": st.get("user").copied().unwrap_or(0) * tick,
-            }});
+            stats.cpu.usage = CpuUsage {
+                total: read_u64(d, "cpuacct.usage").unwrap_or(0),
+                percpu_usage: read(d, "cpuacct.usage_percpu")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect(),
+                usage_in_kernelmode: st.get("system").copied().unwrap_or(0) * tick,
+                usage_in_usermode: st.get("user").copied().unwrap_or(0) * tick,
+            };
         }
         if let Some(d) = self.dir("cpu") {
             let st = read_keyed(d, "cpu.stat");
-            data["cpu"]["throttling"] = json!({
-                "periods": st.get("nr_periods").copied().unwrap_or(0),
-                "throttled_periods": st.get("nr_throttled").copied().unwrap_or(0),
-                "throttled_time": st.get("throttled_time").copied().unwrap_or(0),
-            });
+            stats.cpu.throttling = Throttling {
+                periods: st.get("nr_periods").copied().unwrap_or(0),
+                throttled_periods: st.get("nr_throttled").copied().unwrap_or(0),
+                throttled_time: st.get("throttled_time").copied().unwrap_or(0),
+            };
         }
         if let Some(d) = self.dir("memory") {
-            let entry = |prefix: &str| {
-                json!({
-                    "usage": read_u64(d, &format!("{prefix}usage_in_bytes")).unwrap_or(0),
-                    "max_usage": read_u64(d, &format!("{prefix}max_usage_in_bytes")).unwrap_or(0),
-                    "failcnt": read_u64(d, &format!("{prefix}failcnt")).unwrap_or(0),
-                    "limit": read_u64(d, &format!("{prefix}limit_in_bytes")).unwrap_or(0),
-                })
+            let entry = |prefix: &str| MemoryEntry {
+                usage: read_u64(d, &format!("{prefix}usage_in_bytes")).unwrap_or(0),
+                max_usage: read_u64(d, &format!("{prefix}max_usage_in_bytes")).unwrap_or(0),
+                failcnt: read_u64(d, &format!("{prefix}failcnt")).unwrap_or(0),
+                limit: read_u64(d, &format!("{prefix}limit_in_bytes")).unwrap_or(0),
             };
             let raw = read_keyed(d, "memory.stat");
             let oom = read_keyed(d, "memory.oom_control");
-            data["memory"] = json!({
-                "cache": raw.get("total_cache").or(raw.get("cache")).copied().unwrap_or(0),
-                "usage": entry("memory."),
-                "swap_usage": entry("memory.memsw."),
-                "kernel_usage": entry("memory.kmem."),
-                "stats": raw,
-                "oom_kill": oom.get("oom_kill").copied().unwrap_or(0),
-                "under_oom": oom.get("under_oom").copied().unwrap_or(0),
-            });
+            stats.memory = MemoryStats {
+                cache: raw
+                    .get("total_cache")
+                    .or(raw.get("cache"))
+                    .copied()
+                    .unwrap_or(0),
+                usage: entry("memory."),
+                swap_usage: entry("memory.memsw."),
+                kernel_usage: Some(entry("memory.kmem.")),
+                oom_kill: oom.get("oom_kill").copied().unwrap_or(0),
+                oom: None,
+                under_oom: Some(oom.get("under_oom").copied().unwrap_or(0)),
+                stats: raw,
+            };
         }
         if let Some(d) = self.dir("pids") {
-            data["pids"] = json!({
-                "current": read_u64(d, "pids.current").unwrap_or(0),
-                "limit": read_u64(d, "pids.max").map(|m| if m == u64::MAX { 0 } else { m }).unwrap_or(0),
-            });
+            stats.pids = PidsStats {
+                current: read_u64(d, "pids.current").unwrap_or(0),
+                limit: read_u64(d, "pids.max")
+                    .map(|m| if m == u64::MAX { 0 } else { m })
+                    .unwrap_or(0),
+            };
         }
         if let Some(d) = self.dir("blkio") {
-            let parse = |file: &str| -> Vec<serde_json::Value> {
+            let parse = |file: &str| -> Vec<BlkioEntry> {
                 read(d, file)
                     .unwrap_or_default()
                     .lines()
@@ -552,17 +555,20 @@ impl Manager for V1 {
                         let mut f = l.split_whitespace();
                         let (maj, min) = f.next()?.split_once(':')?;
                         let op = f.next()?;
-                        let v: u64 = f.next()?.parse().ok()?;
-                        Some(json!({"major": maj.parse::<u64>().ok()?, "minor": min.parse::<u64>().ok()?, "op": op, "value": v}))
+                        Some(BlkioEntry {
+                            major: maj.parse().ok()?,
+                            minor: min.parse().ok()?,
+                            op: op.to_string(),
+                            value: f.next()?.parse().ok()?,
+                        })
                     })
                     .collect()
             };
-            data["blkio"] = json!({
-                "ioServiceBytesRecursive": parse("blkio.throttle.io_service_bytes_recursive"),
-                "ioServicedRecursive": parse("blkio.throttle.io_serviced_recursive"),
-            });
+            stats.blkio = BlkioStats {
+                io_service_bytes_recursive: parse("blkio.throttle.io_service_bytes_recursive"),
+                io_serviced_recursive: parse("blkio.throttle.io_serviced_recursive"),
+            };
         }
-        let mut huge = serde_json::Map::new();
         if let Some(d) = self.dir("hugetlb") {
             if let Ok(entries) = std::fs::read_dir(d) {
                 for e in entries.flatten() {
@@ -571,17 +577,20 @@ impl Manager for V1 {
                         .strip_prefix("hugetlb.")
                         .and_then(|n| n.strip_suffix(".usage_in_bytes"))
                     {
-                        huge.insert(size.into(), json!({
-                            "usage": read_u64(d, &name).unwrap_or(0),
-                            "max_usage": read_u64(d, &format!("hugetlb.{size}.max_usage_in_bytes")).unwrap_or(0),
-                            "failcnt": read_u64(d, &format!("hugetlb.{size}.failcnt")).unwrap_or(0),
-                        }));
+                        let file = |what: &str| format!("hugetlb.{size}.{what}");
+                        stats.hugetlb.insert(
+                            size.to_string(),
+                            HugetlbStats {
+                                usage: read_u64(d, &name).unwrap_or(0),
+                                max_usage: read_u64(d, &file("max_usage_in_bytes")).unwrap_or(0),
+                                failcnt: read_u64(d, &file("failcnt")).unwrap_or(0),
+                            },
+                        );
                     }
                 }
             }
         }
-        data["hugetlb"] = huge.into();
-        Ok(data)
+        Ok(stats)
     }
 
     fn destroy(&self) -> Result<()> {

@@ -4,7 +4,6 @@
 use super::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::json;
 
 pub struct V2 {
     rec: CgroupRecord,
@@ -361,32 +360,38 @@ impl Manager for V2 {
                 .map(|v| if v == u64::MAX { 0 } else { v })
                 .unwrap_or(0)
         };
-        let mut blk_bytes = Vec::new();
-        let mut blk_ios = Vec::new();
+        let mut blkio = BlkioStats::default();
         for line in read(d, "io.stat").unwrap_or_default().lines() {
             let mut f = line.split_whitespace();
             let Some((maj, min)) = f.next().and_then(|x| x.split_once(':')) else {
                 continue;
             };
-            let (Ok(maj), Ok(min)) = (maj.parse::<u64>(), min.parse::<u64>()) else {
+            let (Ok(major), Ok(minor)) = (maj.parse::<u64>(), min.parse::<u64>()) else {
                 continue;
             };
             for kv in f {
                 let Some((k, v)) = kv.split_once('=') else {
                     continue;
                 };
-                let Ok(v) = v.parse::<u64>() else { continue };
-                let e = |op: &str| json!({"major": maj, "minor": min, "op": op, "value": v});
+                let Ok(value) = v.parse::<u64>() else {
+                    continue;
+                };
+                let e = |op: &str| BlkioEntry {
+                    major,
+                    minor,
+                    op: op.into(),
+                    value,
+                };
                 match k {
-                    "rbytes" => blk_bytes.push(e("Read")),
-                    "wbytes" => blk_bytes.push(e("Write")),
-                    "rios" => blk_ios.push(e("Read")),
-                    "wios" => blk_ios.push(e("Write")),
+                    "rbytes" => blkio.io_service_bytes_recursive.push(e("Read")),
+                    "wbytes" => blkio.io_service_bytes_recursive.push(e("Write")),
+                    "rios" => blkio.io_serviced_recursive.push(e("Read")),
+                    "wios" => blkio.io_serviced_recursive.push(e("Write")),
                     _ => {}
                 }
             }
         }
-        let mut huge = serde_json::Map::new();
+        let mut hugetlb = BTreeMap::new();
         if let Ok(entries) = std::fs::read_dir(d) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -395,56 +400,57 @@ impl Manager for V2 {
                     .and_then(|n| n.strip_suffix(".current"))
                 {
                     let ev = read_keyed(d, &format!("hugetlb.{size}.events"));
-                    huge.insert(
-                        size.into(),
-                        json!({
-                            "usage": read_u64(d, &name).unwrap_or(0),
-                            "max_usage": 0,
-                            "failcnt": g(&ev, "max"),
-                        }),
+                    hugetlb.insert(
+                        size.to_string(),
+                        HugetlbStats {
+                            usage: read_u64(d, &name).unwrap_or(0),
+                            max_usage: 0,
+                            failcnt: g(&ev, "max"),
+                        },
                     );
                 }
             }
         }
-        Ok(json!({
-            "cpu": {
-                "usage": {
-                    "total": g(&cpu, "usage_usec") * 1000,
-                    "usage_in_kernelmode": g(&cpu, "system_usec") * 1000,
-                    "usage_in_usermode": g(&cpu, "user_usec") * 1000,
+        Ok(Stats {
+            cpu: CpuStats {
+                usage: CpuUsage {
+                    total: g(&cpu, "usage_usec") * 1000,
+                    percpu_usage: Vec::new(),
+                    usage_in_kernelmode: g(&cpu, "system_usec") * 1000,
+                    usage_in_usermode: g(&cpu, "user_usec") * 1000,
                 },
-                "throttling": {
-                    "periods": g(&cpu, "nr_periods"),
-                    "throttled_periods": g(&cpu, "nr_throttled"),
-                    "throttled_time": g(&cpu, "throttled_usec") * 1000,
+                throttling: Throttling {
+                    periods: g(&cpu, "nr_periods"),
+                    throttled_periods: g(&cpu, "nr_throttled"),
+                    throttled_time: g(&cpu, "throttled_usec") * 1000,
                 },
             },
-            "memory": {
-                "cache": g(&mem, "file"),
-                "usage": {
-                    "usage": read_u64(d, "memory.current").unwrap_or(0),
-                    "max_usage": read_u64(d, "memory.peak").unwrap_or(0),
-                    "failcnt": g(&events, "max"),
-                    "limit": limit("memory.max"),
+            memory: MemoryStats {
+                cache: g(&mem, "file"),
+                usage: MemoryEntry {
+                    usage: read_u64(d, "memory.current").unwrap_or(0),
+                    max_usage: read_u64(d, "memory.peak").unwrap_or(0),
+                    failcnt: g(&events, "max"),
+                    limit: limit("memory.max"),
                 },
-                "swap_usage": {
-                    "usage": read_u64(d, "memory.swap.current").unwrap_or(0),
-                    "limit": limit("memory.swap.max"),
+                swap_usage: MemoryEntry {
+                    usage: read_u64(d, "memory.swap.current").unwrap_or(0),
+                    limit: limit("memory.swap.max"),
+                    ..Default::default()
                 },
-                "stats": mem,
-                "oom_kill": g(&events, "oom_kill"),
-                "oom": g(&events, "oom"),
+                kernel_usage: None,
+                oom_kill: g(&events, "oom_kill"),
+                oom: Some(g(&events, "oom")),
+                under_oom: None,
+                stats: mem,
             },
-            "pids": {
-                "current": read_u64(d, "pids.current").unwrap_or(0),
-                "limit": limit("pids.max"),
+            pids: PidsStats {
+                current: read_u64(d, "pids.current").unwrap_or(0),
+                limit: limit("pids.max"),
             },
-            "blkio": {
-                "ioServiceBytesRecursive": blk_bytes,
-                "ioServicedRecursive": blk_ios,
-            },
-            "hugetlb": huge,
-        }))
+            blkio,
+            hugetlb,
+        })
     }
 
     fn destroy(&self) -> Result<()> {

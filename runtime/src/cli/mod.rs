@@ -157,7 +157,11 @@ pub(crate) fn dispatch(cli: &Cli) -> Result<i32> {
         } => {
             if *stats {
                 // A closed stdout (`| head`) is the reader's choice, not an error.
-                let _ = writeln!(std::io::stdout(), "{}", rt.stats(id)?);
+                let event = rrun::Event::Stats {
+                    id: id.clone(),
+                    data: Box::new(rt.stats(id)?),
+                };
+                let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&event)?);
                 return Ok(0);
             }
             let interval = humantime::parse_duration(interval)
@@ -170,7 +174,9 @@ pub(crate) fn dispatch(cli: &Cli) -> Result<i32> {
             }
             let mut out = std::io::stdout().lock();
             rt.events(id, interval, |ev| {
-                writeln!(out, "{ev}")
+                let line = serde_json::to_string(ev)
+                    .map_err(|e| rrun::Error::Invalid(format!("encoding an event: {e}")))?;
+                writeln!(out, "{line}")
                     .and_then(|()| out.flush())
                     .map_err(|e| rrun::Error::Invalid(format!("writing events: {e}")))
             })?;
