@@ -299,8 +299,10 @@ fn fork_bomb_stops_at_pids_max() {
 fn cpu_quota_gives_half_a_core() {
     let env = TestEnv::new("cgcpu");
     let mut c = env.container();
-    // Two spinners: without the quota they would take both cores.
-    c.sh("while :; do :; done & while :; do :; done & sleep 100");
+    // Sixteen spinners: without the quota they would take both cores, and on a machine
+    // loaded by other work they still want far more than half a core, so the kernel has
+    // periods to throttle (with two, a load of 15 starved them below the quota: measured).
+    c.sh("i=0; while [ $i -lt 16 ]; do (while :; do :; done) & i=$((i+1)); done; sleep 100");
     c.config_mut()["linux"]["resources"] = json!({"cpu": {"quota": 50000, "period": 100000}});
     c.create_and_start().ok();
     let pid = c.pid();
@@ -309,17 +311,13 @@ fn cpu_quota_gives_half_a_core() {
     std::thread::sleep(Duration::from_secs(2));
     let (u1, t1) = (cpu_usage_ns(pid), Instant::now());
     let share = (u1 - u0) as f64 / (t1 - t0).as_nanos() as f64;
-    // The upper bound is the quota's; the lower one is loose because the other tests share
-    // the two CPUs.
-    assert!(
-        (0.2..=0.7).contains(&share),
-        "cpu share {share:.2}, want about 0.5"
-    );
-    // That it is the quota which holds the spinners back, the kernel says: it throttles a
-    // period as soon as the spinners get more than the quota in it. Other tests (the
-    // cgroup stress test among them) may starve the spinners below the quota for a while,
-    // so this waits for the kernel's first throttled period rather than expecting it in
-    // the window above.
+    // The quota's bound, which other load can only push further down. How far below it
+    // the spinners get depends on the other work of the machine, not on rrun: that the
+    // quota is what holds them back, the kernel's throttling count says below.
+    assert!(share <= 0.7, "cpu share {share:.2}, want at most about 0.5");
+    // The kernel throttles a period as soon as the spinners get more than the quota in it.
+    // Other tests may starve them for a while, so this waits for the first throttled
+    // period rather than expecting it in the window above.
     let deadline = Instant::now() + scaled(Duration::from_secs(60));
     loop {
         let stat = read_cg(pid, "cpu", "cpu.stat");

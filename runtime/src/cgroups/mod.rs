@@ -437,7 +437,12 @@ fn make_dirs_once(
         }
         match prepare(&cur) {
             Ok(()) => {}
-            Err(CgroupError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            // A level removed under us: its files are gone (ENOENT), or still open but
+            // dead (ENODEV, as the cgroup's rmdir completes).
+            Err(CgroupError::Io { source, .. })
+                if source.kind() == ErrorKind::NotFound
+                    || source.raw_os_error() == Some(libc::ENODEV) =>
+            {
                 return Ok(false)
             }
             Err(e) => return Err(e),
