@@ -81,6 +81,9 @@ struct FileConfig {
     /// containerd's key of the same name: hugepage limits on a node without the hugetlb
     /// controller are skipped with a warning (true, the default) or refused.
     tolerate_missing_hugetlb_controller: Option<bool>,
+    /// `[registry]`: `config_path`, `max_concurrent_downloads`, `image_pull_progress_timeout`.
+    #[serde(default)]
+    registry: rrun_cri::image::RegistryConfig,
 }
 
 struct Settings {
@@ -88,6 +91,7 @@ struct Settings {
     root: PathBuf,
     runtime_root: PathBuf,
     tolerate_missing_hugetlb_controller: bool,
+    registry: rrun_cri::image::RegistryConfig,
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {
@@ -123,6 +127,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         tolerate_missing_hugetlb_controller: file
             .tolerate_missing_hugetlb_controller
             .unwrap_or(true),
+        registry: file.registry,
     })
 }
 
@@ -192,6 +197,7 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             runtime_root: s.runtime_root.clone(),
             exe,
             tolerate_missing_hugetlb_controller: s.tolerate_missing_hugetlb_controller,
+            registry: s.registry.clone(),
         })
         .await?;
         cri.watch_running();
