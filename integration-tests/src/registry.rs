@@ -17,7 +17,7 @@ use crate::scaled;
 
 /// The tools a registry test needs; in CI (`CI` set) a missing one fails the test.
 pub fn tools_present() -> bool {
-    let missing: Vec<&str> = ["docker-registry", "skopeo", "htpasswd"]
+    let missing: Vec<&str> = ["docker-registry", "skopeo", "htpasswd", "openssl"]
         .into_iter()
         .filter(|t| {
             !Command::new("sh")

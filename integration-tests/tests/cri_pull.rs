@@ -484,3 +484,186 @@ fn flip_last_byte(path: &Path) {
     *last ^= 0xff;
     fs::write(path, data).expect("writing the corrupted blob");
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with the openssl CLI in `dir`:
+/// (ca.crt, server.crt, server.key).
+fn make_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rrun-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext.cnf");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
+}
+
+fn write_hosts(dir: &Path, host: &str, text: &str) {
+    let d = dir.join(host);
+    fs::create_dir_all(&d).expect("hosts dir");
+    fs::write(d.join("hosts.toml"), text).expect("hosts.toml");
+}
+
+/// A TLS registry with a CA the test made, reached through `hosts.toml`: mirrors tried in
+/// order (one refusing connections, one without the image) before the upstream, a mirror
+/// that has the image serving it, and the upstream refused without the CA.
+#[tokio::test]
+async fn tls_registry_and_hosts_toml_mirrors() {
+    if !tools_present() {
+        return;
+    }
+    let pki = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = make_ca(pki.path());
+    let upstream = Registry::start(RegistryOptions {
+        tls: Some((cert, key)),
+        ..Default::default()
+    });
+    let mirror = Registry::start(RegistryOptions::default());
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let certs = pki.path().join("certs.d");
+    write_hosts(
+        &certs,
+        &upstream.host(),
+        &format!(
+            "server = \"https://{up}\"\nca = \"{ca}\"\n\
+             [host.\"http://127.0.0.1:{dead}\"]\n  capabilities = [\"pull\", \"resolve\"]\n\
+             [host.\"http://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            up = upstream.host(),
+            ca = ca.display(),
+            mirror = mirror.host(),
+        ),
+    );
+    let s = CriServer::start_with(
+        "pulltls",
+        StartOptions {
+            config_toml: Some(format!(
+                "[registry]\nconfig_path = \"{}\"\n",
+                certs.display()
+            )),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // Only the upstream has it: both mirrors fail over to it.
+    let w = upstream.push(&marker_image("over-tls", Compression::Gzip), "rrun/tls:1");
+    let name = format!("{}/rrun/tls:1", upstream.host());
+    let id = pull(&s, &name, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w.id);
+    assert!(
+        mirror.log_text().contains("\"GET /v2/rrun/tls/manifests/1"),
+        "the mirror was asked first:\n{}",
+        mirror.log_text()
+    );
+    let log = run_in(&s, "p", &name, "cat /etc/marker; echo").await;
+    assert!(log.iter().any(|l| l == "over-tls"), "{log:?}");
+
+    // The mirror has this one: it serves every blob, the upstream none.
+    let spec = marker_image("from-the-mirror", Compression::Zstd);
+    let w2 = mirror.push(&spec, "rrun/tls:2");
+    upstream.push(&spec, "rrun/tls:2");
+    let name2 = format!("{}/rrun/tls:2", upstream.host());
+    let id2 = pull(&s, &name2, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id2, w2.id);
+    let top = w2.layer_digests.last().expect("layers");
+    assert_eq!(mirror.blob_gets("rrun/tls", top), 1);
+    assert_eq!(upstream.blob_gets("rrun/tls", top), 0);
+
+    // Without the CA, the upstream's certificate is refused, and said so.
+    let untrusted = pki.path().join("untrusted.d");
+    write_hosts(
+        &untrusted,
+        &upstream.host(),
+        &format!("server = \"https://{}\"\n", upstream.host()),
+    );
+    let s2 = CriServer::start_with(
+        "pullnoca",
+        StartOptions {
+            config_toml: Some(format!(
+                "[registry]\nconfig_path = \"{}\"\n",
+                untrusted.display()
+            )),
+            ..Default::default()
+        },
+    )
+    .await;
+    let e = expect_code(
+        pull(&s2, &name, None).await,
+        Code::Unavailable,
+        "untrusted CA",
+    );
+    assert!(
+        e.message().to_lowercase().contains("certificate"),
+        "{}",
+        show(&e)
+    );
+    assert!(list(&s2).await.is_empty());
+    assert_no_leftovers(&s);
+    assert_no_leftovers(&s2);
+}

@@ -107,6 +107,9 @@ pub(crate) fn classify(e: OciDistributionError, what: &str, host: &str) -> Failu
                 _ => Failure::Fatal(PullError::Registry(msg)),
             }
         }
+        E::RequestError(r) if tls_failure(&r) => {
+            Failure::Fatal(PullError::Tls(at(error_chain(&r))))
+        }
         E::RequestError(r) => {
             if r.is_timeout() {
                 Failure::Fatal(PullError::Timeout(at(r.to_string())))
@@ -128,6 +131,26 @@ pub(crate) fn classify(e: OciDistributionError, what: &str, host: &str) -> Failu
     }
 }
 
+/// A certificate the TLS handshake refused: no retry will change that.
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -139,8 +162,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Runs `f` until it succeeds, fails for good or has failed [`ATTEMPTS`] times.
-pub(crate) async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, PullError>
+/// Runs `f` until it succeeds, fails for good or has failed `attempts` times (at most
+/// [`ATTEMPTS`]; a mirror gets one, so that the next endpoint is tried at once).
+pub(crate) async fn retry<T, F, Fut>(what: &str, attempts: u32, mut f: F) -> Result<T, PullError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Failure>>,
@@ -151,10 +175,12 @@ where
         match f().await {
             Ok(v) => return Ok(v),
             Err(Failure::Fatal(e)) => return Err(e),
-            Err(Failure::Transient(m)) if attempt >= ATTEMPTS => {
-                return Err(PullError::Unavailable(format!(
-                    "{m} (gave up after {attempt} attempts)"
-                )))
+            Err(Failure::Transient(m)) if attempt >= attempts.clamp(1, ATTEMPTS) => {
+                return Err(PullError::Unavailable(if attempt > 1 {
+                    format!("{m} (gave up after {attempt} attempts)")
+                } else {
+                    m
+                }))
             }
             Err(Failure::Transient(m)) => {
                 tracing::info!(%what, attempt, error = %m, "retrying after a transient error");

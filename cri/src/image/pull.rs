@@ -69,6 +69,8 @@ pub enum PullError {
     PermissionDenied(String),
     #[error("registry unavailable: {0}")]
     Unavailable(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("no progress: {0}")]
     Timeout(String),
     #[error("corrupt content: {0}")]
@@ -379,7 +381,8 @@ impl Puller {
         };
         let host = format!("{ep:?}");
         let what = format!("manifest of {parsed}");
-        let (bytes, digest) = fetch::retry(&what, || {
+        let attempts = if ep.upstream { 5 } else { 1 };
+        let (bytes, digest) = fetch::retry(&what, attempts, || {
             let client = client.clone();
             let reference = reference.clone();
             let auth = auth.clone();
@@ -417,7 +420,7 @@ impl Puller {
                 let child_ref = reference.clone_with_digest(child_digest.clone());
                 let what = format!("manifest {child_digest} of {parsed}");
                 // oci-client checks the body against the digest of a by-digest reference.
-                let (child, _) = fetch::retry(&what, || {
+                let (child, _) = fetch::retry(&what, attempts, || {
                     let client = client.clone();
                     let child_ref = child_ref.clone();
                     let auth = auth.clone();
@@ -472,7 +475,7 @@ impl Puller {
         }
         let what = format!("config {digest}");
         let host = format!("{:?}", r.endpoint);
-        let bytes = fetch::retry(&what, || {
+        let bytes = fetch::retry(&what, 5, || {
             let client = r.client.clone();
             let reference = r.reference.clone();
             let digest = digest.clone();

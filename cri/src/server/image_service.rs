@@ -46,7 +46,7 @@ fn pull_status(name: &str, e: PullError) -> Status {
         PullError::NotFound(_) => Status::not_found(msg),
         PullError::Unauthenticated(_) => Status::unauthenticated(msg),
         PullError::PermissionDenied(_) => Status::permission_denied(msg),
-        PullError::Unavailable(_) => Status::unavailable(msg),
+        PullError::Unavailable(_) | PullError::Tls(_) => Status::unavailable(msg),
         PullError::Timeout(_) => Status::deadline_exceeded(msg),
         PullError::Corrupt(_) => Status::data_loss(msg),
         PullError::Unsupported(_) => Status::failed_precondition(msg),
