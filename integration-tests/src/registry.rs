@@ -150,6 +150,14 @@ impl Registry {
         false
     }
 
+    /// The registry process's pid.
+    pub fn pid(&self) -> i32 {
+        self.child
+            .as_ref()
+            .map(|c| c.id() as i32)
+            .expect("the registry runs")
+    }
+
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -244,4 +252,107 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A TCP proxy on 127.0.0.1 to `target` that passes requests as they come and answers at
+/// most `chunk` bytes per `tick`: a slow network, so that a test can act in the middle of a
+/// download. Closes every connection when dropped.
+pub struct SlowProxy {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SlowProxy {
+    pub fn start(target: String, chunk: usize, tick: Duration) -> SlowProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let (stop2, conns2) = (stop.clone(), conns.clone());
+        let thread = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut list = conns2.lock().unwrap_or_else(|p| p.into_inner());
+                for s in [&client, &server] {
+                    if let Ok(c) = s.try_clone() {
+                        list.push(c);
+                    }
+                }
+                drop(list);
+                let (mut c_in, mut s_out) = match (client.try_clone(), server.try_clone()) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    _ => continue,
+                };
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                    let _ = s_out.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; chunk];
+                    loop {
+                        match s_in.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if c_out.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        // The throttle: a rate, not a synchronisation.
+                        std::thread::sleep(tick);
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        SlowProxy {
+            port,
+            stop,
+            conns,
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        for c in self.conns.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The response sizes of the GETs of blob `digest` in a registry log, in order.
+pub fn blob_get_sizes(log: &str, repo: &str, digest: &str) -> Vec<u64> {
+    let needle = format!("\"GET /v2/{repo}/blobs/{digest}");
+    log.lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| {
+            // `"GET ... HTTP/1.1" 206 12345 ...`
+            let after = l.split("HTTP/1.1\" ").nth(1)?;
+            after.split_whitespace().nth(1)?.parse().ok()
+        })
+        .collect()
 }

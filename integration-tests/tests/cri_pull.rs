@@ -667,3 +667,126 @@ async fn tls_registry_and_hosts_toml_mirrors() {
     assert_no_leftovers(&s);
     assert_no_leftovers(&s2);
 }
+
+/// A registry that stops answering (SIGSTOP: connections are accepted by the kernel, no
+/// byte comes back) fails the pull after `image_pull_progress_timeout` with
+/// DEADLINE_EXCEEDED; once it answers again, the pull works.
+#[tokio::test]
+async fn a_pull_without_progress_is_cancelled() {
+    if !tools_present() {
+        return;
+    }
+    let reg = Registry::start(RegistryOptions::default());
+    let s = CriServer::start_with(
+        "pullstall",
+        StartOptions {
+            config_toml: Some("[registry]\nimage_pull_progress_timeout = \"2s\"\n".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let w = reg.push(&marker_image("stalled", Compression::Gzip), "rrun/stall:1");
+    let name = format!("{}/rrun/stall:1", reg.host());
+    let pid = nix::unistd::Pid::from_raw(reg.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP registry");
+    let result = pull(&s, &name, None).await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT registry");
+    let e = expect_code(
+        result,
+        Code::DeadlineExceeded,
+        "a registry that never answers",
+    );
+    assert!(e.message().contains("no progress"), "{}", show(&e));
+    assert!(list(&s).await.is_empty());
+    let id = pull(&s, &name, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w.id);
+    assert_no_leftovers(&s);
+}
+
+/// kill -9 of the server in the middle of a blob download (over a slow proxy), then the
+/// pull again: it resumes the partial blob with a range request (the registry sends only
+/// the rest) and the image is whole.
+#[tokio::test]
+async fn a_pull_killed_half_way_resumes() {
+    if !tools_present() {
+        return;
+    }
+    let reg = Registry::start(RegistryOptions::default());
+    let proxy = integration_tests::registry::SlowProxy::start(
+        reg.host(),
+        64 << 10,
+        Duration::from_millis(10),
+    );
+    let s = CriServer::start("pullkill").await;
+    let big: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let spec = FixtureImage {
+        compression: Compression::None,
+        extra_layers: vec![LayerSpec {
+            files: vec![("big".into(), big, 0o644)],
+            ..Default::default()
+        }],
+        ..FixtureImage::default()
+    };
+    let w = reg.push(&spec, "rrun/big:1");
+    let top = w.layer_digests.last().expect("layers").clone();
+    let name = format!("{}/rrun/big:1", proxy.host());
+    let ingest = s
+        .root()
+        .join("images/tmp")
+        .join(format!("ingest-{}", top.trim_start_matches("sha256:")));
+    let client = s.images();
+    let first = tokio::spawn({
+        let name = name.clone();
+        let mut client = client.clone();
+        async move {
+            client
+                .pull_image(api::PullImageRequest {
+                    image: Some(image_spec(&name)),
+                    auth: None,
+                    sandbox_config: None,
+                })
+                .await
+        }
+    });
+    wait_until(
+        scaled_secs(60),
+        "a part of the big layer downloaded",
+        || fs::metadata(&ingest).is_ok_and(|m| m.len() >= 4 << 20),
+    )
+    .await;
+    s.kill9();
+    let _ = first.await;
+    let partial = fs::metadata(&ingest).map(|m| m.len()).unwrap_or(0);
+    assert!(partial > 0, "the partial blob is kept for the next pull");
+    s.restart().await;
+    let id = pull(&s, &name, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w.id);
+    let sizes = integration_tests::registry::blob_get_sizes(&reg.log_text(), "rrun/big", &top);
+    let blob_size = fs::metadata(reg.blob_file(&top)).expect("blob").len();
+    // The killed request may never be logged (the registry logs a request when its
+    // handler returns); the resumed one is.
+    let last = *sizes
+        .last()
+        .expect("the resumed GET is in the registry's log");
+    assert!(
+        last <= blob_size - partial,
+        "the resumed GET sent only the rest ({last} of {blob_size}, {partial} kept): {sizes:?}"
+    );
+    assert!(!ingest.exists(), "the partial blob is gone once stored");
+    let log = run_in(&s, "p", &name, "wc -c < /big").await;
+    assert!(
+        log.iter().any(|l| l.trim() == (24u32 << 20).to_string()),
+        "{log:?}"
+    );
+    assert_no_leftovers(&s);
+}
+
+fn scaled_secs(n: u64) -> Duration {
+    integration_tests::scaled(Duration::from_secs(n))
+}

@@ -11,13 +11,15 @@
 //! - a reader of the download that the unpacker consumes as bytes land ([`FeedReader`]):
 //!   decompression and untar run beside the download, not after it.
 
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use nix::fcntl::{Flock, FlockArg};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::{Client, Reference};
 use sha2::{Digest as _, Sha256};
@@ -217,7 +219,7 @@ impl Feed {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn advance(&self, written: u64) {
+    pub(crate) fn advance(&self, written: u64) {
         self.lock().written = written;
         self.cond.notify_all();
     }
@@ -298,6 +300,76 @@ impl Read for FeedReader {
     }
 }
 
+/// Where a blob downloads to: `tmp/ingest-<hex>` of the store, locked (flock) by the one
+/// download writing it, kept when a pull dies half-way so that the next one resumes it.
+pub(crate) struct Ingest {
+    pub(crate) path: PathBuf,
+    file: Flock<File>,
+    /// Bytes already there from an earlier, interrupted download.
+    pub(crate) resumed: u64,
+}
+
+impl Ingest {
+    /// Opens (or creates) the ingest file of `digest` under `tmp`; when another process
+    /// downloads that blob right now, a fresh private file `private` instead.
+    pub(crate) fn open(tmp: &Path, digest: &str, size: u64, private: &Path) -> io::Result<Ingest> {
+        let shared = tmp.join(format!("ingest-{}", digest.trim_start_matches("sha256:")));
+        let open = |path: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)
+        };
+        let (path, file) = match Flock::lock(open(&shared)?, FlockArg::LockExclusiveNonblock) {
+            Ok(f) => (shared, f),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let f = Flock::lock(open(private)?, FlockArg::LockExclusiveNonblock)
+                    .map_err(|(_, e)| io::Error::from(e))?;
+                (private.to_path_buf(), f)
+            }
+            Err((_, e)) => return Err(io::Error::from(e)),
+        };
+        let mut resumed = file.metadata()?.len();
+        if resumed > size {
+            file.set_len(0)?;
+            resumed = 0;
+        }
+        let mut ingest = Ingest {
+            path,
+            file,
+            resumed,
+        };
+        ingest.file.seek(io::SeekFrom::Start(resumed))?;
+        Ok(ingest)
+    }
+}
+
+/// sha256 state of the first `len` bytes of `file`.
+fn hash_prefix(file: &File, len: u64) -> io::Result<Sha256> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < len {
+        let want = buf
+            .len()
+            .min(usize::try_from(len - off).unwrap_or(usize::MAX));
+        let n = file.read_at(&mut buf[..want], off)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "partial blob shrank",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(hasher)
+}
+
 /// A blob to download.
 pub(crate) struct BlobJob {
     pub(crate) client: Arc<Client>,
@@ -305,7 +377,9 @@ pub(crate) struct BlobJob {
     pub(crate) host: String,
     pub(crate) digest: String,
     pub(crate) size: u64,
+    /// Where the verified blob goes (renamed from the ingest file).
     pub(crate) path: PathBuf,
+    pub(crate) ingest: Ingest,
     pub(crate) feed: Arc<Feed>,
     /// Called with the bytes received so far (progress display).
     pub(crate) progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
@@ -313,31 +387,62 @@ pub(crate) struct BlobJob {
 
 /// Downloads a blob to `job.path`, verifying size and sha256 as it streams; resumes with
 /// range requests after transient errors. The feed ends `Ok` only for a verified blob.
-pub(crate) async fn download(job: BlobJob) -> Result<(), PullError> {
+pub(crate) async fn download(mut job: BlobJob) -> Result<(), PullError> {
     let guard = FeedGuard(job.feed.clone());
-    let result = download_inner(&job).await;
+    let mut result = download_inner(&mut job).await;
+    match &result {
+        // Bad content is not worth resuming.
+        Err(PullError::Corrupt(_)) => {
+            let _ = std::fs::remove_file(&job.ingest.path);
+        }
+        Ok(()) => {
+            if let Err(e) = std::fs::rename(&job.ingest.path, &job.path) {
+                result = Err(PullError::Store(super::ImageError::Io {
+                    op: "moving into the staging directory",
+                    path: job.path.clone(),
+                    source: e,
+                }));
+            }
+        }
+        // Kept to resume, unless there is nothing in it.
+        Err(_) => {
+            if job.ingest.file.metadata().is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&job.ingest.path);
+            }
+        }
+    }
     guard
         .0
         .finish(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
     result
 }
 
-async fn download_inner(job: &BlobJob) -> Result<(), PullError> {
+async fn download_inner(job: &mut BlobJob) -> Result<(), PullError> {
     let what = format!("blob {}", job.digest);
-    let io_err = |op: &str, e: io::Error| {
+    let ingest_path = job.ingest.path.clone();
+    let io_err = move |op: &'static str, e: io::Error| {
         PullError::Store(super::ImageError::Io {
-            op: if op == "writing" {
-                "writing"
-            } else {
-                "creating"
-            },
-            path: job.path.clone(),
+            op,
+            path: ingest_path.clone(),
             source: e,
         })
     };
-    let mut file = File::create(&job.path).map_err(|e| io_err("creating", e))?;
-    let mut hasher = Sha256::new();
-    let mut written: u64 = 0;
+    let mut written: u64 = job.ingest.resumed;
+    let mut hasher = if written > 0 {
+        tracing::info!(blob = %job.digest, bytes = written, "resuming a partial download");
+        let f = job
+            .ingest
+            .file
+            .try_clone()
+            .map_err(|e| io_err("reading", e))?;
+        tokio::task::spawn_blocking(move || hash_prefix(&f, written))
+            .await
+            .map_err(|e| io_err("reading", io::Error::other(e)))?
+            .map_err(|e| io_err("reading", e))?
+    } else {
+        Sha256::new()
+    };
+    let file: &mut File = &mut job.ingest.file;
     let mut delay = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
@@ -415,6 +520,6 @@ async fn download_inner(job: &BlobJob) -> Result<(), PullError> {
             job.host
         )));
     }
-    file.sync_data().map_err(|e| io_err("writing", e))?;
+    file.sync_data().map_err(|e| io_err("syncing", e))?;
     Ok(())
 }

@@ -581,22 +581,29 @@ impl Puller {
         let mut downloads = tokio::task::JoinSet::new();
         let mut sources: Vec<Source> = Vec::new();
         let mut fetched = 0u64;
-        let mut seen: HashMap<String, (PathBuf, Arc<Feed>)> = HashMap::new();
+        let mut seen: HashMap<String, (PathBuf, PathBuf, Arc<Feed>)> = HashMap::new();
         for (i, d) in descs.iter().enumerate() {
             let digest = digests[i].clone();
             if let Some(path) = &have_blob[i] {
                 sources.push(Source::Store(path.clone()));
                 continue;
             }
-            if let Some((path, feed)) = seen.get(&digest) {
-                sources.push(Source::Same(path.clone(), feed.clone()));
+            if let Some((ingest, _, feed)) = seen.get(&digest) {
+                let reader = FeedReader::open(ingest, feed.clone())
+                    .map_err(ImageError::io("opening", ingest))?;
+                sources.push(Source::Same(reader, feed.clone()));
                 continue;
             }
             let path = staging.join(format!("blob-{i}"));
+            let private = staging.join(format!("ingest-{i}"));
+            let ingest = fetch::Ingest::open(&self.store.tmp_dir(), &digest, d.size(), &private)
+                .map_err(ImageError::io("opening a download", &private))?;
             let feed = Feed::new();
-            // The file exists before the unpacker opens it.
-            std::fs::File::create(&path).map_err(ImageError::io("creating", &path))?;
-            fetched += d.size();
+            feed.advance(ingest.resumed);
+            // Opened now: the download renames the file once verified.
+            let reader = FeedReader::open(&ingest.path, feed.clone())
+                .map_err(ImageError::io("opening", &ingest.path))?;
+            fetched += d.size() - ingest.resumed;
             let on_progress = progress.clone().map(|p| {
                 let digest = digest.clone();
                 let total = d.size();
@@ -609,6 +616,7 @@ impl Puller {
                     })
                 }) as Arc<dyn Fn(u64) + Send + Sync>
             });
+            let ingest_path = ingest.path.clone();
             let job = BlobJob {
                 client: r.client.clone(),
                 reference: r.reference.clone(),
@@ -617,6 +625,7 @@ impl Puller {
                 size: d.size(),
                 path: path.clone(),
                 feed: feed.clone(),
+                ingest,
                 progress: on_progress,
             };
             let sem = semaphore.clone();
@@ -624,8 +633,8 @@ impl Puller {
                 let _permit = sem.acquire_owned().await;
                 fetch::download(job).await
             });
-            seen.insert(digest, (path.clone(), feed.clone()));
-            sources.push(Source::Download(path, feed));
+            seen.insert(digest, (ingest_path, path.clone(), feed.clone()));
+            sources.push(Source::Download(reader, path, feed));
         }
 
         // Unpacking, bottom layer first, beside the downloads.
@@ -655,6 +664,13 @@ impl Puller {
         let unpacked = unpacker.await.map_err(blocking_err)?;
         // A download's own error says more than the unpacker's "the download failed".
         if let Some(e) = first_err {
+            // Partial blobs are kept for the next pull only after network trouble (and a
+            // cancelled or killed pull); after any other failure nothing stays.
+            if !matches!(e, PullError::Unavailable(_) | PullError::Timeout(_)) {
+                for (ingest, _, _) in seen.values() {
+                    let _ = std::fs::remove_file(ingest);
+                }
+            }
             return Err(e);
         }
         let staged = unpacked?;
@@ -662,7 +678,7 @@ impl Puller {
         for (i, d) in descs.iter().enumerate() {
             let blob = match &have_blob[i] {
                 Some(_) => None,
-                None => Some(seen[&digests[i]].0.clone()),
+                None => Some(seen[&digests[i]].1.clone()),
             };
             out.push((
                 Layer {
@@ -683,9 +699,10 @@ impl Puller {
 /// Where the unpacker reads a layer's blob from.
 enum Source {
     Store(PathBuf),
-    Download(PathBuf, Arc<Feed>),
-    /// The same blob as an earlier layer of this image (already downloaded by then).
-    Same(PathBuf, Arc<Feed>),
+    /// A download: a reader of it, where it ends up once verified, its progress.
+    Download(FeedReader, PathBuf, Arc<Feed>),
+    /// The same blob as an earlier layer of this image.
+    Same(FeedReader, Arc<Feed>),
 }
 
 /// Unpacks the layers the store lacks into the staging directory, bottom first, each from
@@ -705,7 +722,7 @@ fn unpack_all(
         if let Some(dir) = &have_layer[i] {
             // Stored under the same chain id: its content was checked against this diff id
             // chain. A blob fetched for it is still checked before the store keeps it.
-            if let Source::Download(path, feed) = &source {
+            if let Source::Download(_, path, feed) = &source {
                 feed.wait().map_err(layer)?;
                 let got = unpack::diff_id(path).map_err(layer)?;
                 if got != diff_ids[i] {
@@ -726,9 +743,7 @@ fn unpack_all(
         let lowers: Vec<PathBuf> = dirs.iter().rev().cloned().collect();
         let got = match source {
             Source::Store(path) => unpack::unpack(&path, &dest, &lowers),
-            Source::Download(path, feed) | Source::Same(path, feed) => {
-                let reader = FeedReader::open(&path, feed.clone())
-                    .map_err(ImageError::io("opening", &path))?;
+            Source::Download(reader, _, feed) | Source::Same(reader, feed) => {
                 let got = unpack::unpack_from(reader, &dest, &lowers);
                 // The reader ends only on a verified blob; a failed download is its error.
                 if let Err(e) = feed.wait() {
