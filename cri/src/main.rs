@@ -4,6 +4,7 @@
 //! rrun-cri [--socket PATH] [--root DIR] [--runtime-root DIR] [--config FILE]   serve
 //! rrun-cri [--root DIR] image import FILE                                      load an image
 //! rrun-cri [--root DIR] image list
+//! rrun-cri [--root DIR] image pull [--creds USER[:PASS]] REF | rm REF | inspect REF
 //! rrun-cri monitor ... / rrun-cri exec-sync ...   (started by the server itself)
 //! ```
 
@@ -70,6 +71,17 @@ enum ImageAction {
     Import { file: PathBuf },
     /// List the images of the store.
     List,
+    /// Pull an image from its registry (the `[registry]` settings of --config apply).
+    Pull {
+        /// USER:PASS, or USER alone to read the password from stdin.
+        #[arg(long, value_name = "USER[:PASS]")]
+        creds: Option<String>,
+        reference: String,
+    },
+    /// Remove an image (refused while a container uses it).
+    Rm { reference: String },
+    /// Print an image's record (config, layers, names) as JSON.
+    Inspect { reference: String },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,13 +170,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let s = settings(&cli)?;
     match cli.command {
         None | Some(Command::Serve) => serve(s),
-        Some(Command::Image { action }) => image(&s.root, action),
+        Some(Command::Image { action }) => image(&s.root, &s.registry, action),
         // Dispatched in main before anything else.
         Some(Command::Monitor(_)) | Some(Command::ExecSync(_)) | Some(Command::PodInit) => Ok(()),
     }
 }
 
-fn image(root: &Path, action: ImageAction) -> anyhow::Result<()> {
+fn image(
+    root: &Path,
+    registry: &rrun_cri::image::RegistryConfig,
+    action: ImageAction,
+) -> anyhow::Result<()> {
     let store = rrun_cri::image::ImageStore::open(&root.join("images"))
         .with_context(|| format!("opening the image store under {}", root.display()))?;
     match action {
@@ -180,6 +196,16 @@ fn image(root: &Path, action: ImageAction) -> anyhow::Result<()> {
             for img in store.list()? {
                 println!("{} {} {}", img.id, img.size, img.repo_tags.join(" "));
             }
+        }
+        ImageAction::Pull { creds, reference } => {
+            use rrun_cri::image::command;
+            command::pull(&store, registry, &reference, creds.as_deref())?
+        }
+        ImageAction::Rm { reference } => {
+            rrun_cri::image::command::remove(&store, root, &reference)?
+        }
+        ImageAction::Inspect { reference } => {
+            rrun_cri::image::command::inspect(&store, &reference)?
         }
     }
     Ok(())

@@ -790,3 +790,86 @@ async fn a_pull_killed_half_way_resumes() {
 fn scaled_secs(n: u64) -> Duration {
     integration_tests::scaled(Duration::from_secs(n))
 }
+
+/// `rrun-cri image pull|list|inspect|rm` on the store of a running server: the pull (with
+/// the password on stdin, not in the command line) prints a line per layer, and the server
+/// sees the image at once; `rm` empties the store again.
+#[tokio::test]
+async fn the_image_command_line_shares_the_servers_store() {
+    if !tools_present() {
+        return;
+    }
+    let password = "cli-Pa55word";
+    let reg = Registry::start(RegistryOptions {
+        credentials: Some(("cli".into(), password.into())),
+        ..Default::default()
+    });
+    let s = CriServer::start("pullcli").await;
+    let w = reg.push(&marker_image("by-the-cli", Compression::Zstd), "rrun/cli:1");
+    let name = format!("{}/rrun/cli:1", reg.host());
+    let cli = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(cri_binary())
+            .arg("--root")
+            .arg(s.root())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running rrun-cri");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("writing stdin");
+        child.wait_with_output().expect("rrun-cri output")
+    };
+    let out = cli(
+        &["image", "pull", "--creds", "cli", &name],
+        &format!("{password}\n"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "image pull: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("layer 0 ") && stdout.contains("done"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&w.id), "{stdout}");
+    let listed = list(&s).await;
+    assert_eq!(
+        listed.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        vec![w.id.clone()]
+    );
+
+    let out = cli(&["image", "inspect", &name], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(&w.manifest_digest),
+        "{text}"
+    );
+
+    let wrong = cli(&["image", "pull", "--creds", "cli:nope", &name], "");
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        err.contains("unauthenticated") && !err.contains("nope"),
+        "{err}"
+    );
+
+    let out = cli(&["image", "rm", &name], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(list(&s).await.is_empty());
+    assert_eq!(store_entries(&s), Vec::<String>::new());
+    assert!(!s.stderr().contains(password));
+    assert_no_leftovers(&s);
+}
