@@ -764,3 +764,73 @@ fn unpack_all(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(entries: &[(&str, &str, Option<&str>)]) -> ImageIndex {
+        let manifests: Vec<serde_json::Value> = entries
+            .iter()
+            .enumerate()
+            .map(|(n, (os, arch, variant))| {
+                let mut p = serde_json::json!({"os": os, "architecture": arch});
+                if let Some(v) = variant {
+                    p["variant"] = serde_json::json!(v);
+                }
+                serde_json::json!({
+                    "mediaType": OCI_MANIFEST,
+                    "digest": format!("sha256:{:064x}", n),
+                    "size": 1,
+                    "platform": p,
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
+            .expect("index")
+    }
+
+    fn chosen(ix: &ImageIndex) -> Option<usize> {
+        let d = choose(ix)?.digest().to_string();
+        ix.manifests()
+            .iter()
+            .position(|m| m.digest().to_string() == d)
+    }
+
+    #[test]
+    fn the_index_entry_for_this_machine() {
+        let (_, arch, _) = host_platform();
+        let arch = arch.to_string();
+        let other = if arch == "arm64" { "amd64" } else { "arm64" };
+        // Attestations (unknown/unknown) and other platforms never; the first match wins.
+        let ix = index(&[
+            ("unknown", "unknown", None),
+            ("linux", other, None),
+            ("windows", &arch, None),
+            ("linux", &arch, None),
+            ("linux", &arch, None),
+        ]);
+        assert_eq!(chosen(&ix), Some(3));
+        assert_eq!(chosen(&index(&[("linux", other, None)])), None);
+        if arch == "amd64" {
+            // containerd normalises amd64/v1 to amd64; v3 is another platform (1.6).
+            let ix = index(&[
+                ("linux", "amd64", Some("v3")),
+                ("linux", "amd64", Some("v1")),
+            ]);
+            assert_eq!(chosen(&ix), Some(1));
+        }
+    }
+
+    #[test]
+    fn manifest_kinds_are_told_apart() {
+        let (mt, is_index, schema) = media_type_of(br#"{"schemaVersion":2,"manifests":[]}"#);
+        assert!(is_index && mt.is_none() && schema == 2);
+        let (mt, is_index, _) = media_type_of(
+            format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}"}}"#).as_bytes(),
+        );
+        assert_eq!(mt.as_deref(), Some(DOCKER_MANIFEST));
+        assert!(!is_index);
+        assert_eq!(media_type_of(br#"{"schemaVersion":1,"fsLayers":[]}"#).2, 1);
+    }
+}
