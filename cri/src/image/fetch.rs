@@ -324,14 +324,28 @@ impl Ingest {
                 .custom_flags(libc::O_CLOEXEC)
                 .open(path)
         };
-        let (path, file) = match Flock::lock(open(&shared)?, FlockArg::LockExclusiveNonblock) {
-            Ok(f) => (shared, f),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let f = Flock::lock(open(private)?, FlockArg::LockExclusiveNonblock)
-                    .map_err(|(_, e)| io::Error::from(e))?;
-                (private.to_path_buf(), f)
+        // The store's sweep may unlink a free ingest file between our open and our lock:
+        // then the locked inode is no longer the path's, and the path is opened again.
+        let same = |f: &File, path: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            match (f.metadata(), std::fs::metadata(path)) {
+                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                _ => false,
             }
-            Err((_, e)) => return Err(io::Error::from(e)),
+        };
+        let mut attempts = 0;
+        let (path, file) = loop {
+            attempts += 1;
+            match Flock::lock(open(&shared)?, FlockArg::LockExclusiveNonblock) {
+                Ok(f) if same(&f, &shared) => break (shared, f),
+                Ok(_) if attempts < 3 => continue,
+                Ok(_) | Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let f = Flock::lock(open(private)?, FlockArg::LockExclusiveNonblock)
+                        .map_err(|(_, e)| io::Error::from(e))?;
+                    break (private.to_path_buf(), f);
+                }
+                Err((_, e)) => return Err(io::Error::from(e)),
+            }
         };
         let mut resumed = file.metadata()?.len();
         if resumed > size {
@@ -522,4 +536,85 @@ async fn download_inner(job: &mut BlobJob) -> Result<(), PullError> {
     }
     file.sync_data().map_err(|e| io_err("syncing", e))?;
     Ok(())
+}
+
+/// Removes the partial downloads under `tmp` that no download holds (their flock is free):
+/// what killed pulls left for a resume that did not come. Run by the store's sweep.
+pub(crate) fn sweep_ingests(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("ingest-") {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+        else {
+            continue;
+        };
+        // Held while locked, so no download can start on it before it is gone.
+        if let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a partial download");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_leaves_partial_downloads_in_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let held = Ingest::open(dir.path(), &digest, 10, &dir.path().join("p")).expect("ingest");
+        std::fs::write(
+            dir.path().join(format!("ingest-{}", "b".repeat(64))),
+            b"abc",
+        )
+        .expect("w");
+        std::fs::write(dir.path().join("other"), b"x").expect("w");
+        sweep_ingests(dir.path());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("read")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![format!("ingest-{}", "a".repeat(64)), "other".to_string()]
+        );
+        drop(held);
+        sweep_ingests(dir.path());
+        assert!(!dir
+            .path()
+            .join(format!("ingest-{}", "a".repeat(64)))
+            .exists());
+    }
+
+    #[test]
+    fn a_kept_part_is_resumed_and_rehashed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let digest = format!("sha256:{}", "c".repeat(64));
+        let path = dir.path().join(format!("ingest-{}", "c".repeat(64)));
+        std::fs::write(&path, b"hello ").expect("w");
+        let ingest = Ingest::open(dir.path(), &digest, 11, &dir.path().join("p")).expect("open");
+        assert_eq!(ingest.resumed, 6);
+        let mut h = hash_prefix(&ingest.file, 6).expect("hash");
+        h.update(b"world");
+        assert_eq!(
+            hex::encode(h.finalize()),
+            hex::encode(Sha256::digest(b"hello world"))
+        );
+        // Longer than the blob: not a prefix of it, started again.
+        drop(ingest);
+        let ingest = Ingest::open(dir.path(), &digest, 3, &dir.path().join("p")).expect("open");
+        assert_eq!(ingest.resumed, 0);
+    }
 }
