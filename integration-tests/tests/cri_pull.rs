@@ -755,7 +755,7 @@ async fn a_pull_killed_half_way_resumes() {
     wait_until(
         scaled_secs(60),
         "a part of the big layer downloaded",
-        || fs::metadata(&ingest).is_ok_and(|m| m.len() >= 4 << 20),
+        || fs::metadata(&ingest).is_ok_and(|m| m.len() >= 2 << 20),
     )
     .await;
     s.kill9();
