@@ -31,10 +31,13 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 #   zstd             zstd-compressed image layers in the CRI tests
 #   containernetworking-plugins  the CNI bridge of the stock-kubelet test (containerd's pod)
 #   iptables         `iptables-save`, which the stock-kubelet test compares before and after
+#   docker-registry, skopeo, apache2-utils  the registry the cri_pull test pulls from, what
+#                    fills it, and `htpasswd` for its authenticated registry
 PACKAGES=(
     busybox-static runc hyperfine iproute2 libcap2-bin time strace
     build-essential pkg-config libseccomp-dev python3 jq util-linux ca-certificates
     protobuf-compiler crun containerd podman zstd containernetworking-plugins iptables
+    docker-registry skopeo apache2-utils
 )
 
 if [[ ! -r /etc/debian_version ]] || ! command -v apt-get >/dev/null; then

@@ -4,6 +4,7 @@
 //! rrun-cri [--socket PATH] [--root DIR] [--runtime-root DIR] [--config FILE]   serve
 //! rrun-cri [--root DIR] image import FILE                                      load an image
 //! rrun-cri [--root DIR] image list
+//! rrun-cri [--root DIR] image pull [--creds USER[:PASS]] REF | rm REF | inspect REF
 //! rrun-cri monitor ... / rrun-cri exec-sync ...   (started by the server itself)
 //! ```
 
@@ -70,6 +71,17 @@ enum ImageAction {
     Import { file: PathBuf },
     /// List the images of the store.
     List,
+    /// Pull an image from its registry (the `[registry]` settings of --config apply).
+    Pull {
+        /// USER:PASS, or USER alone to read the password from stdin.
+        #[arg(long, value_name = "USER[:PASS]")]
+        creds: Option<String>,
+        reference: String,
+    },
+    /// Remove an image (refused while a container uses it).
+    Rm { reference: String },
+    /// Print an image's record (config, layers, names) as JSON.
+    Inspect { reference: String },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +93,9 @@ struct FileConfig {
     /// containerd's key of the same name: hugepage limits on a node without the hugetlb
     /// controller are skipped with a warning (true, the default) or refused.
     tolerate_missing_hugetlb_controller: Option<bool>,
+    /// `[registry]`: `config_path`, `max_concurrent_downloads`, `image_pull_progress_timeout`.
+    #[serde(default)]
+    registry: rrun_cri::image::RegistryConfig,
 }
 
 struct Settings {
@@ -88,6 +103,7 @@ struct Settings {
     root: PathBuf,
     runtime_root: PathBuf,
     tolerate_missing_hugetlb_controller: bool,
+    registry: rrun_cri::image::RegistryConfig,
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {
@@ -123,6 +139,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         tolerate_missing_hugetlb_controller: file
             .tolerate_missing_hugetlb_controller
             .unwrap_or(true),
+        registry: file.registry,
     })
 }
 
@@ -153,13 +170,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let s = settings(&cli)?;
     match cli.command {
         None | Some(Command::Serve) => serve(s),
-        Some(Command::Image { action }) => image(&s.root, action),
+        Some(Command::Image { action }) => image(&s.root, &s.registry, action),
         // Dispatched in main before anything else.
         Some(Command::Monitor(_)) | Some(Command::ExecSync(_)) | Some(Command::PodInit) => Ok(()),
     }
 }
 
-fn image(root: &Path, action: ImageAction) -> anyhow::Result<()> {
+fn image(
+    root: &Path,
+    registry: &rrun_cri::image::RegistryConfig,
+    action: ImageAction,
+) -> anyhow::Result<()> {
     let store = rrun_cri::image::ImageStore::open(&root.join("images"))
         .with_context(|| format!("opening the image store under {}", root.display()))?;
     match action {
@@ -175,6 +196,16 @@ fn image(root: &Path, action: ImageAction) -> anyhow::Result<()> {
             for img in store.list()? {
                 println!("{} {} {}", img.id, img.size, img.repo_tags.join(" "));
             }
+        }
+        ImageAction::Pull { creds, reference } => {
+            use rrun_cri::image::command;
+            command::pull(&store, registry, &reference, creds.as_deref())?
+        }
+        ImageAction::Rm { reference } => {
+            rrun_cri::image::command::remove(&store, root, &reference)?
+        }
+        ImageAction::Inspect { reference } => {
+            rrun_cri::image::command::inspect(&store, &reference)?
         }
     }
     Ok(())
@@ -192,6 +223,7 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             runtime_root: s.runtime_root.clone(),
             exe,
             tolerate_missing_hugetlb_controller: s.tolerate_missing_hugetlb_controller,
+            registry: s.registry.clone(),
         })
         .await?;
         cri.watch_running();

@@ -333,20 +333,20 @@ struct Candidate {
 }
 
 /// A candidate staged and checked, ready to commit.
-struct Prepared {
-    id: String,
-    tags: Vec<String>,
-    digest_refs: Vec<String>,
-    repositories: Vec<String>,
-    manifest_digest: Option<String>,
-    config: ImageConfiguration,
+pub(crate) struct Prepared {
+    pub(crate) id: String,
+    pub(crate) tags: Vec<String>,
+    pub(crate) digest_refs: Vec<String>,
+    pub(crate) repositories: Vec<String>,
+    pub(crate) manifest_digest: Option<String>,
+    pub(crate) config: ImageConfiguration,
     /// Blobs to move into the store: (digest, staged path).
-    blobs: Vec<(String, Option<PathBuf>)>,
+    pub(crate) blobs: Vec<(String, Option<PathBuf>)>,
     /// Layers (the `dir` field to fill) with their staged unpacked directory, if new.
-    layers: Vec<(Layer, Option<PathBuf>)>,
-    size: u64,
+    pub(crate) layers: Vec<(Layer, Option<PathBuf>)>,
+    pub(crate) size: u64,
     /// The store already had this image when it was staged: only names change.
-    known: bool,
+    pub(crate) known: bool,
 }
 
 fn platform_matches(p: &Platform) -> bool {
@@ -928,7 +928,7 @@ impl ImageStore {
 
     /// Under the exclusive lock: moves everything into place, writes the records and moves
     /// tags. Returns the imported images as now stored.
-    fn commit(&self, prepared: Vec<Prepared>) -> Result<Vec<Image>, ImageError> {
+    pub(crate) fn commit(&self, prepared: Vec<Prepared>) -> Result<Vec<Image>, ImageError> {
         let now = now_nanos();
         let mut owners: HashMap<String, String> = HashMap::new();
         let mut ids: Vec<String> = Vec::new();

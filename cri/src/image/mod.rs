@@ -10,7 +10,7 @@
 //! layers/<name>/            one unpacked layer (overlayfs whiteouts), used as an overlay lowerdir
 //! layers/<name>.chainid     the layer's full chain id; written after the dir is complete
 //! images/<config hex>.json  one image record (an [`Image`] as JSON)
-//! tmp/<pid>-<n>/            staging of an import in progress (same filesystem, for renames)
+//! tmp/<pid>-<n>/            staging of an import or a pull in progress (same filesystem, for renames)
 //! ```
 //!
 //! Layers are keyed by their **chain id** (the diff id of the layer and of every layer below
@@ -36,8 +36,12 @@
 //! (`list`, `resolve`) take no lock and always re-read the records from disk. The flock
 //! calls block: from async code call the store in `spawn_blocking`.
 
+pub mod command;
+mod fetch;
 mod import;
+pub mod pull;
 mod reference;
+pub mod registry;
 mod rootfs;
 mod store;
 pub mod unpack;
@@ -50,7 +54,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use pull::{LayerProgress, PullError, Puller};
 pub use reference::{normalize_reference, parse_reference, Reference};
+pub use registry::RegistryConfig;
 pub use store::ImageStore;
 
 /// What can go wrong in the image store. Every message names the file or image concerned.

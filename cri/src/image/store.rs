@@ -324,6 +324,7 @@ impl ImageStore {
                 layers.insert(l.dir.clone());
             }
         }
+        super::fetch::sweep_ingests(&self.tmp_dir());
         let dir = self.blob_dir();
         for entry in fs::read_dir(&dir).map_err(ImageError::io("reading", &dir))? {
             let entry = entry.map_err(ImageError::io("reading", &dir))?;

@@ -146,9 +146,17 @@ pub fn diff_id(blob: &Path) -> Result<String, String> {
 /// caller compares it with the config's and discards `dest` when they differ.
 pub fn unpack(blob: &Path, dest: &Path, lowers: &[PathBuf]) -> Result<String, String> {
     let file = File::open(blob).map_err(|e| format!("opening {}: {e}", blob.display()))?;
-    let reader = HashingReader::new(
-        decompressed(file).map_err(|e| format!("reading {}: {e}", blob.display()))?,
-    );
+    unpack_from(file, dest, lowers)
+}
+
+/// [`unpack`] of the blob `blob` reads (compressed or not), e.g. a download as it arrives.
+pub fn unpack_from<R: Read + 'static>(
+    blob: R,
+    dest: &Path,
+    lowers: &[PathBuf],
+) -> Result<String, String> {
+    let reader =
+        HashingReader::new(decompressed(blob).map_err(|e| format!("reading the layer: {e}"))?);
     let root = File::open(dest).map_err(|e| format!("opening {}: {e}", dest.display()))?;
     let mut unpacker = Unpacker {
         root,

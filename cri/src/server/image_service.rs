@@ -4,7 +4,7 @@ use cri_proto::api;
 use tonic::{Request, Response, Status};
 
 use super::{blocking, internal, Cri};
-use crate::image::Image;
+use crate::image::{Image, PullError};
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -35,6 +35,23 @@ fn cri_image(img: &Image) -> api::Image {
             ..Default::default()
         }),
         pinned: false,
+    }
+}
+
+/// The gRPC status of a failed pull.
+fn pull_status(name: &str, e: PullError) -> Status {
+    let msg = format!("pulling image {name:?}: {e}");
+    match e {
+        PullError::InvalidReference(_) | PullError::BadAuth(_) => Status::invalid_argument(msg),
+        PullError::NotFound(_) => Status::not_found(msg),
+        PullError::Unauthenticated(_) => Status::unauthenticated(msg),
+        PullError::PermissionDenied(_) => Status::permission_denied(msg),
+        PullError::Unavailable(_) | PullError::Tls(_) => Status::unavailable(msg),
+        PullError::Timeout(_) => Status::deadline_exceeded(msg),
+        PullError::Corrupt(_) => Status::data_loss(msg),
+        PullError::Unsupported(_) => Status::failed_precondition(msg),
+        PullError::Config { .. } => Status::failed_precondition(msg),
+        PullError::Registry(_) | PullError::Store(_) => Status::internal(msg),
     }
 }
 
@@ -104,16 +121,30 @@ impl cri_proto::ImageService for Cri {
         &self,
         req: Request<api::PullImageRequest>,
     ) -> Reply<api::PullImageResponse> {
-        let name = image_ref(req.into_inner().image)?;
-        let me = self.clone();
-        let lookup = name.clone();
-        let found = blocking(move || me.images().resolve(&lookup).map_err(internal)).await?;
-        match found {
-            Some(img) => Ok(Response::new(api::PullImageResponse { image_ref: img.id })),
-            None => Err(Status::not_found(format!(
-                "image {name:?} is not in the local store, and pulling from registries is not \
-                 supported yet: import it with `rrun-cri image import FILE`"
-            ))),
+        let req = req.into_inner();
+        let name = image_ref(req.image)?;
+        // PullImage always asks the registry (the kubelet's pull policy decides whether to
+        // call it), as containerd does.
+        match self.puller().pull(&name, req.auth.as_ref(), None).await {
+            Ok(image) => Ok(Response::new(api::PullImageResponse {
+                image_ref: image.id,
+            })),
+            // An image imported by hand (an offline node, a test) has no registry to answer:
+            // the stored image is the answer when the registry cannot be reached at all.
+            Err(e @ PullError::Unavailable(_)) => {
+                let me = self.clone();
+                let lookup = name.clone();
+                let found =
+                    blocking(move || me.images().resolve(&lookup).map_err(internal)).await?;
+                match found {
+                    Some(img) => {
+                        tracing::warn!(image = %name, error = %e, "registry unreachable; answering the stored image");
+                        Ok(Response::new(api::PullImageResponse { image_ref: img.id }))
+                    }
+                    None => Err(pull_status(&name, e)),
+                }
+            }
+            Err(e) => Err(pull_status(&name, e)),
         }
     }
 

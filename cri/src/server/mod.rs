@@ -37,6 +37,8 @@ pub struct Config {
     /// warning (true, containerd's default) or refused (false). The kubelet sends a limit
     /// of 0 for every page size the node has, so false fails every container there.
     pub tolerate_missing_hugetlb_controller: bool,
+    /// Registries: hosts.toml directory, download concurrency, progress timeout.
+    pub registry: crate::image::RegistryConfig,
 }
 
 /// The server: shared by both services.
@@ -49,6 +51,7 @@ struct Inner {
     config: Config,
     store: Store,
     images: ImageStore,
+    puller: crate::image::Puller,
     runtime: rrun::Runtime,
     state: Mutex<State>,
     events: broadcast::Sender<api::ContainerEventResponse>,
@@ -219,12 +222,14 @@ impl Cri {
         let images =
             ImageStore::open(&config.root.join("images")).context("opening the image store")?;
         let runtime = rrun::Runtime::new(&config.runtime_root);
+        let puller = crate::image::Puller::new(images.clone(), config.registry.clone());
         let (events, _) = broadcast::channel(1024);
         let cri = Cri {
             inner: Arc::new(Inner {
                 config,
                 store,
                 images,
+                puller,
                 runtime,
                 state: Mutex::new(State::default()),
                 events,
@@ -260,6 +265,10 @@ impl Cri {
 
     pub fn images(&self) -> &ImageStore {
         &self.inner.images
+    }
+
+    pub fn puller(&self) -> &crate::image::Puller {
+        &self.inner.puller
     }
 
     // -----------------------------------------------------------------------------------
