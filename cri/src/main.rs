@@ -36,6 +36,13 @@ struct Cli {
     /// The runtime's volatile state (containers, pinned namespaces, monitors).
     #[arg(long, global = true, value_name = "DIR")]
     runtime_root: Option<PathBuf>,
+    /// The CNI network configuration dir (default /etc/cni/net.d; TOML `cni.conf_dir`).
+    #[arg(long, global = true, value_name = "DIR")]
+    cni_conf_dir: Option<PathBuf>,
+    /// A dir of CNI plugins; repeatable, searched in order (default /opt/cni/bin, then
+    /// /usr/lib/cni; TOML `cni.bin_dirs`).
+    #[arg(long, global = true, value_name = "DIR")]
+    cni_bin_dir: Vec<PathBuf>,
     /// A TOML file with `socket`, `root`, `runtime_root` (flags win over it).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -81,6 +88,18 @@ struct FileConfig {
     /// containerd's key of the same name: hugepage limits on a node without the hugetlb
     /// controller are skipped with a warning (true, the default) or refused.
     tolerate_missing_hugetlb_controller: Option<bool>,
+    /// containerd's `[plugins."io.containerd.grpc.v1.cri".cni]` keys of the same names.
+    #[serde(default)]
+    cni: CniFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CniFileConfig {
+    conf_dir: Option<PathBuf>,
+    bin_dirs: Option<Vec<PathBuf>>,
+    /// How long one plugin call may take (seconds).
+    plugin_timeout_seconds: Option<u64>,
 }
 
 struct Settings {
@@ -88,6 +107,7 @@ struct Settings {
     root: PathBuf,
     runtime_root: PathBuf,
     tolerate_missing_hugetlb_controller: bool,
+    cni: rrun_cri::network::CniSettings,
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {
@@ -123,6 +143,39 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         tolerate_missing_hugetlb_controller: file
             .tolerate_missing_hugetlb_controller
             .unwrap_or(true),
+        cni: cni_settings(cli, file.cni, abs)?,
+    })
+}
+
+fn cni_settings(
+    cli: &Cli,
+    file: CniFileConfig,
+    abs: impl Fn(PathBuf) -> anyhow::Result<PathBuf>,
+) -> anyhow::Result<rrun_cri::network::CniSettings> {
+    let default = rrun_cri::network::CniSettings::default();
+    let conf_dir = cli.cni_conf_dir.clone().or(file.conf_dir);
+    let bin_dirs = if cli.cni_bin_dir.is_empty() {
+        file.bin_dirs
+    } else {
+        Some(cli.cni_bin_dir.clone())
+    };
+    if bin_dirs.as_ref().is_some_and(|d| d.is_empty()) {
+        anyhow::bail!("cni.bin_dirs is empty: give at least one dir of CNI plugins");
+    }
+    if file.plugin_timeout_seconds == Some(0) {
+        anyhow::bail!("cni.plugin_timeout_seconds must be at least 1");
+    }
+    Ok(rrun_cri::network::CniSettings {
+        conf_dir: abs(conf_dir.unwrap_or(default.conf_dir))?,
+        bin_dirs: bin_dirs
+            .unwrap_or(default.bin_dirs)
+            .into_iter()
+            .map(&abs)
+            .collect::<anyhow::Result<_>>()?,
+        plugin_timeout: file
+            .plugin_timeout_seconds
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(default.plugin_timeout),
     })
 }
 
@@ -192,6 +245,7 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             runtime_root: s.runtime_root.clone(),
             exe,
             tolerate_missing_hugetlb_controller: s.tolerate_missing_hugetlb_controller,
+            cni: s.cni.clone(),
         })
         .await?;
         cri.watch_running();

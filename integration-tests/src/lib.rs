@@ -26,6 +26,7 @@
 pub mod cri;
 pub mod engines;
 pub mod kubelet;
+pub mod netns;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;

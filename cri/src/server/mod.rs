@@ -37,6 +37,8 @@ pub struct Config {
     /// warning (true, containerd's default) or refused (false). The kubelet sends a limit
     /// of 0 for every page size the node has, so false fails every container there.
     pub tolerate_missing_hugetlb_controller: bool,
+    /// Where the CNI config and plugins are.
+    pub cni: crate::network::CniSettings,
 }
 
 /// The server: shared by both services.
@@ -54,6 +56,7 @@ struct Inner {
     events: broadcast::Sender<api::ContainerEventResponse>,
     /// Whether the cgroup controller for hugepage limits is there (probed once).
     hugetlb: bool,
+    network: crate::network::Network,
 }
 
 #[derive(Default)]
@@ -97,6 +100,11 @@ fn runtime_status(e: rrun::Error) -> Status {
         }
         _ => Status::internal(e.to_string()),
     }
+}
+
+/// A failed ADD or DEL, in containerd's words.
+fn network_status(id: &str, what: &str, e: crate::network::NetworkError) -> Status {
+    Status::unknown(format!("failed to {what} network for sandbox {id:?}: {e}"))
 }
 
 fn spec_status(e: crate::ocispec::SpecError) -> Status {
@@ -220,6 +228,8 @@ impl Cri {
             ImageStore::open(&config.root.join("images")).context("opening the image store")?;
         let runtime = rrun::container::Runtime::new(&config.runtime_root);
         let (events, _) = broadcast::channel(1024);
+        let network =
+            crate::network::Network::open(config.cni.clone(), config.root.join("cni/results"));
         let cri = Cri {
             inner: Arc::new(Inner {
                 config,
@@ -229,6 +239,7 @@ impl Cri {
                 state: Mutex::new(State::default()),
                 events,
                 hugetlb: hugetlb_controller_available(),
+                network,
             }),
         };
         let me = cri.clone();
@@ -321,6 +332,9 @@ impl Cri {
             }
         }
         let ids: Vec<String> = state.containers.keys().cloned().collect();
+        self.inner
+            .network
+            .collect_garbage(|id| state.sandboxes.contains_key(id));
         *self.state() = state;
         for id in ids {
             let _ = self.refresh_exit(&id);
@@ -422,6 +436,12 @@ impl Cri {
         let result = (|| {
             write_pod_files(&dir, &rec.config, &hostname).map_err(internal)?;
             rec.namespaces = pin_namespaces(&run_dir, own, &hostname).map_err(internal)?;
+            if let Some(netns) = &rec.namespaces.net {
+                self.inner
+                    .network
+                    .setup(id, netns, &rec.config, &dir)
+                    .map_err(|e| network_status(id, "setup", e))?;
+            }
             if shares_pid_namespace(&rec.config) {
                 let (init, pid_ns) =
                     start_pod_init(self.pod_init_command(), &run_dir).map_err(internal)?;
@@ -468,6 +488,9 @@ impl Cri {
     /// Removes what the pod holds on the machine: its pid 1, namespaces, shm, cgroup,
     /// directories.
     fn destroy_sandbox_files(&self, rec: &SandboxRecord) {
+        if let Err(e) = self.inner.network.teardown(&rec.id) {
+            tracing::warn!("pod {}: {e}", rec.id);
+        }
         if let Some(init) = &rec.pod_init {
             crate::sandbox::stop_pod_init(init);
         }
@@ -514,6 +537,10 @@ impl Cri {
         let me = self.clone();
         let mut rec2 = rec.clone();
         let rec2 = blocking(move || {
+            me.inner
+                .network
+                .teardown(&rec2.id)
+                .map_err(|e| network_status(&rec2.id, "teardown", e))?;
             // The network namespace goes with the pod's network (as containerd's stop);
             // IPC and UTS stay until removal, when no container can use them any more.
             if let Some(net) = rec2.namespaces.net.take() {
@@ -553,6 +580,11 @@ impl Cri {
         let me = self.clone();
         let rec2 = rec.clone();
         blocking(move || {
+            // A DEL that fails keeps the pod, so that the kubelet's retry sends it again.
+            me.inner
+                .network
+                .teardown(&rec2.id)
+                .map_err(|e| network_status(&rec2.id, "teardown", e))?;
             me.destroy_sandbox_files(&rec2);
             Ok(())
         })
@@ -564,7 +596,13 @@ impl Cri {
 
     pub fn pod_sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus, Status> {
         let rec = self.sandbox(id)?;
-        Ok(sandbox_status(&rec))
+        let mut status = sandbox_status(&rec);
+        let mut ips = self.inner.network.pod_ips(&rec.id).into_iter();
+        status.network = Some(api::PodSandboxNetworkStatus {
+            ip: ips.next().unwrap_or_default(),
+            additional_ips: ips.map(|ip| api::PodIp { ip }).collect(),
+        });
+        Ok(status)
     }
 
     pub fn list_pod_sandbox(&self, filter: Option<api::PodSandboxFilter>) -> Vec<api::PodSandbox> {
