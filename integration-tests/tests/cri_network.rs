@@ -504,3 +504,124 @@ async fn futures_join_all<F: std::future::Future>(
     .await;
     out.into_iter().flatten().collect()
 }
+
+/// The control: containerd 1.6's CRI with the same plugins and conflist, in a node of its
+/// own: the pod gets an address on the bridge, portmap rules name it, and Stop/Remove leave
+/// no veth, reservation or rule, as with rrun-cri above.
+#[tokio::test]
+async fn containerd_control_same_network_same_cleanup() {
+    use integration_tests::engines::{have, Containerd, CRI_RUNTIME, CRI_SANDBOX_IMAGE, RUNC};
+    if !tools_or_skip() {
+        return;
+    }
+    if !(have("containerd") && have("ctr")) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "containerd is not installed"
+        );
+        eprintln!("SKIPPED: containerd is not installed");
+        return;
+    }
+    let node = NodeNetns::new("cdctl");
+    let cd = Containerd::start_with_cri_in(std::path::Path::new(RUNC), &node.wrap());
+    cd.import_image("k8s.io", CRI_SANDBOX_IMAGE, &["sleep", "1000000"]);
+    let bin = cd.dir.join("cni/bin");
+    std::fs::create_dir_all(&bin).expect("mkdir cni/bin");
+    for p in ["bridge", "host-local", "loopback", "portmap"] {
+        std::os::unix::fs::symlink(format!("{}/{p}", netns::CNI_BIN_DIR), bin.join(p))
+            .expect("symlink plugin");
+    }
+    let ipam = cd.dir.join("ipam");
+    netns::write_config(
+        &cd.dir.join("cni/conf"),
+        "10-rrun-test.conflist",
+        &netns::conflist(PREFIX, &ipam),
+    );
+    let deadline = Instant::now() + scaled(Duration::from_secs(60));
+    let mut client = loop {
+        if let Ok(mut c) = Client::connect(&cd.socket).await {
+            if let Ok(st) = c.runtime.status(api::StatusRequest::default()).await {
+                let ready = st.into_inner().status.is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.r#type == "NetworkReady" && c.status)
+                });
+                if ready {
+                    break c;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "containerd not NetworkReady:\n{}",
+            cd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let logs = cd.dir.join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir logs");
+    let cfg = api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: "control".into(),
+            uid: "control-uid".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "control".into(),
+        log_directory: logs.display().to_string(),
+        port_mappings: vec![tcp_port(8080, 18080, "")],
+        linux: Some(api::LinuxPodSandboxConfig {
+            cgroup_parent: format!("/{}", cd.cgroup_of("pod")),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pod = client
+        .runtime
+        .run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(cfg),
+            runtime_handler: CRI_RUNTIME.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {}\n{}", show(&e), cd.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let st = client
+        .runtime
+        .pod_sandbox_status(api::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("PodSandboxStatus: {}", show(&e)))
+        .into_inner();
+    let ip = st
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    assert!(ip.starts_with(PREFIX), "containerd's pod ip {ip:?}");
+    assert_eq!(node.veths().len(), 1, "{:?}", node.veths());
+    assert!(
+        !node.rules_mentioning(&pod).is_empty(),
+        "no portmap rule names {pod}"
+    );
+    client
+        .runtime
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {}", show(&e)));
+    client
+        .runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {}", show(&e)));
+    assert_eq!(node.veths(), Vec::<String>::new(), "containerd left a veth");
+    assert_eq!(netns::ipam_reservations(&ipam), Vec::<String>::new());
+    assert_eq!(node.rules_mentioning(&pod), Vec::<String>::new());
+    drop(cd);
+}

@@ -351,6 +351,148 @@ mod tests {
         );
     }
 
+    /// Plugins as shell scripts in a temp dir: real processes, the spec's interface.
+    fn plugins(scripts: &[(&str, &str)]) -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tempdir");
+        for (name, body) in scripts {
+            let p = d.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write plugin");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        d
+    }
+
+    fn list(text: &str) -> ConfList {
+        super::super::conf::parse_list(text.as_bytes(), Path::new("t.conflist"))
+            .expect("parse")
+            .expect("list")
+    }
+
+    #[test]
+    fn add_chains_results_and_del_runs_in_reverse_with_the_cached_result() {
+        let d = plugins(&[
+            // Records its environment and stdin, answers a result naming itself.
+            (
+                "one",
+                r#"cat > "$0.$CNI_COMMAND.in"; env | grep ^CNI_ | sort > "$0.$CNI_COMMAND.env"
+                   echo "$0" >> "${0%/*}/order"
+                   echo '{"cniVersion":"1.0.0","ips":[{"address":"10.9.9.9/24"}]}'"#,
+            ),
+            (
+                "two",
+                r#"cat > "$0.$CNI_COMMAND.in"; echo "$0" >> "${0%/*}/order"
+                   echo '{"cniVersion":"1.0.0","ips":[{"address":"10.9.9.10/24"}]}'"#,
+            ),
+        ]);
+        let l =
+            list(r#"{"name":"n","cniVersion":"1.0.0","plugins":[{"type":"one"},{"type":"two"}]}"#);
+        let dirs = [PathBuf::from("/nonexistent"), d.path().to_path_buf()];
+        let call = Call {
+            container_id: "c1",
+            netns: "/run/netns/x",
+            ifname: "eth0",
+            args: "K8S_POD_NAME=p",
+            bin_dirs: &dirs,
+            timeout: Duration::from_secs(30),
+        };
+        let result = add_list(&l, "1.0.0", &call, &Map::new()).expect("add");
+        assert_eq!(result["ips"][0]["address"], "10.9.9.10/24");
+        let read = |f: &str| std::fs::read_to_string(d.path().join(f)).expect(f);
+        let two_in: Value = serde_json::from_str(&read("two.ADD.in")).expect("json");
+        assert_eq!(two_in["prevResult"]["ips"][0]["address"], "10.9.9.9/24");
+        let env = read("one.ADD.env");
+        for want in [
+            "CNI_COMMAND=ADD",
+            "CNI_CONTAINERID=c1",
+            "CNI_NETNS=/run/netns/x",
+            "CNI_IFNAME=eth0",
+            "CNI_ARGS=K8S_POD_NAME=p",
+        ] {
+            assert!(env.contains(want), "{want} not in {env}");
+        }
+        assert!(
+            env.contains(&format!("CNI_PATH=/nonexistent:{}", d.path().display())),
+            "{env}"
+        );
+        del_list(&l, "1.0.0", &call, &Map::new(), Some(&result)).expect("del");
+        let one_del: Value = serde_json::from_str(&read("one.DEL.in")).expect("json");
+        assert_eq!(one_del["prevResult"], result);
+        let order: Vec<String> = read("order")
+            .lines()
+            .map(|l| l.rsplit('/').next().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(order, ["one", "two", "two", "one"]);
+    }
+
+    #[test]
+    fn a_plugin_error_carries_its_message_and_a_hung_plugin_is_killed() {
+        let d = plugins(&[
+            (
+                "failer",
+                r#"echo '{"cniVersion":"1.0.0","code":7,"msg":"no luck","details":"at all"}'; exit 1"#,
+            ),
+            ("crasher", "echo oops >&2; exit 2"),
+            ("sleeper", "exec sleep 30"),
+        ]);
+        let dirs = [d.path().to_path_buf()];
+        // Generous for the plugins that answer (on a loaded machine), short for the one
+        // that never does.
+        let add = |typ: &str, timeout: Duration| {
+            let call = Call {
+                container_id: "c1",
+                netns: "",
+                ifname: "eth0",
+                args: "",
+                bin_dirs: &dirs,
+                timeout,
+            };
+            let l = list(&format!(
+                r#"{{"name":"n","cniVersion":"1.0.0","plugins":[{{"type":"{typ}"}}]}}"#
+            ));
+            add_list(&l, "1.0.0", &call, &Map::new())
+                .expect_err("must fail")
+                .0
+                .to_string()
+        };
+        assert_eq!(
+            add("failer", Duration::from_secs(60)),
+            r#"plugin type="failer" failed (add): no luck; at all"#
+        );
+        let e = add("crasher", Duration::from_secs(60));
+        assert!(e.contains("failed (add)") && e.contains("oops"), "{e}");
+        let e = add("sleeper", Duration::from_millis(300));
+        assert!(e.contains("did not answer within"), "{e}");
+    }
+
+    #[test]
+    fn the_version_is_the_highest_every_plugin_speaks() {
+        let d = plugins(&[
+            (
+                "old",
+                r#"echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.1","0.4.0","1.0.0"]}'"#,
+            ),
+            (
+                "new",
+                r#"echo '{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}'"#,
+            ),
+        ]);
+        let dirs = [d.path().to_path_buf()];
+        let t = Duration::from_secs(30);
+        let both = list(
+            r#"{"name":"n","cniVersion":"1.1.0","cniVersions":["0.4.0","1.0.0","1.1.0"],
+                "plugins":[{"type":"old"},{"type":"new"}]}"#,
+        );
+        assert_eq!(negotiate(&both, &dirs, t), Ok("1.0.0".to_string()));
+        let only_new = list(r#"{"name":"n","cniVersion":"1.1.0","plugins":[{"type":"new"}]}"#);
+        assert_eq!(negotiate(&only_new, &dirs, t), Ok("1.1.0".to_string()));
+        let too_new = list(r#"{"name":"n","cniVersion":"1.1.0","plugins":[{"type":"old"}]}"#);
+        let e = negotiate(&too_new, &dirs, t).expect_err("old cannot 1.1.0");
+        assert!(e.contains("\"old\" supports") && e.contains("1.1.0"), "{e}");
+        let unknown = list(r#"{"name":"n","cniVersion":"9.9.9","plugins":[{"type":"old"}]}"#);
+        assert!(negotiate(&unknown, &dirs, t).is_err());
+    }
+
     #[test]
     fn a_missing_plugin_is_named_with_the_dirs() {
         let dirs = [
