@@ -277,3 +277,76 @@ fn serve(s: Settings) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], toml: Option<&str>) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir()?;
+        let mut argv = vec!["rrun-cri".to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        if let Some(text) = toml {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, text)?;
+            argv.push("--config".into());
+            argv.push(path.display().to_string());
+        }
+        settings(&Cli::try_parse_from(argv)?)
+    }
+
+    #[test]
+    fn cni_dirs_default_to_containerds_and_debians() {
+        let s = parse(&[], None).expect("settings");
+        assert_eq!(s.cni.conf_dir, PathBuf::from("/etc/cni/net.d"));
+        assert_eq!(
+            s.cni.bin_dirs,
+            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+        );
+    }
+
+    #[test]
+    fn cni_keys_come_from_the_toml_and_flags_win() {
+        let toml =
+            "[cni]\nconf_dir = \"/c\"\nbin_dirs = [\"/b1\", \"/b2\"]\nplugin_timeout_seconds = 5\n";
+        let s = parse(&[], Some(toml)).expect("settings");
+        assert_eq!(s.cni.conf_dir, PathBuf::from("/c"));
+        assert_eq!(
+            s.cni.bin_dirs,
+            vec![PathBuf::from("/b1"), PathBuf::from("/b2")]
+        );
+        assert_eq!(s.cni.plugin_timeout, std::time::Duration::from_secs(5));
+        let s = parse(
+            &[
+                "--cni-conf-dir",
+                "/f",
+                "--cni-bin-dir",
+                "/x",
+                "--cni-bin-dir",
+                "/y",
+            ],
+            Some(toml),
+        )
+        .expect("settings");
+        assert_eq!(s.cni.conf_dir, PathBuf::from("/f"));
+        assert_eq!(
+            s.cni.bin_dirs,
+            vec![PathBuf::from("/x"), PathBuf::from("/y")]
+        );
+    }
+
+    #[test]
+    fn bad_cni_keys_are_refused_by_name() {
+        for (toml, want) in [
+            ("[cni]\nbin_dirs = []\n", "bin_dirs"),
+            (
+                "[cni]\nplugin_timeout_seconds = 0\n",
+                "plugin_timeout_seconds",
+            ),
+            ("[cni]\nconfdir = \"/x\"\n", "confdir"),
+        ] {
+            let e = format!("{:#}", parse(&[], Some(toml)).err().expect(toml));
+            assert!(e.contains(want), "{toml}: {e}");
+        }
+    }
+}

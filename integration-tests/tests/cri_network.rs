@@ -171,6 +171,12 @@ async fn pods_reach_the_node_each_other_and_host_ports() {
             vec![
                 tcp_port(8080, 18080, ""),
                 tcp_port(8080, 18081, &format!("{PREFIX}1")),
+                api::PortMapping {
+                    protocol: api::Protocol::Udp as i32,
+                    container_port: 53,
+                    host_port: 18053,
+                    host_ip: String::new(),
+                },
             ],
         )
         .await;
@@ -194,9 +200,15 @@ async fn pods_reach_the_node_each_other_and_host_ports() {
         n.node.http_get(&format!("{PREFIX}1:18081")),
         Ok("a\n".into())
     );
+    let rules = n.node.rules_mentioning(&a);
+    assert!(!rules.is_empty(), "portmap made no rule naming pod {a}");
+    // The UDP mapping is a rule of its own (busybox has no UDP server to prove it with).
+    let udp = n.node.run(&["iptables-save", "-t", "nat"]);
+    let udp = String::from_utf8_lossy(&udp.stdout);
     assert!(
-        !n.node.rules_mentioning(&a).is_empty(),
-        "portmap made no rule naming pod {a}"
+        udp.lines()
+            .any(|l| l.contains("-p udp") && l.contains("--dport 18053") && l.contains(":53")),
+        "no UDP DNAT for host port 18053:\n{udp}"
     );
 
     n.s.stop_and_remove_pod(&a).await;
