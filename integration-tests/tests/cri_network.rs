@@ -465,6 +465,22 @@ async fn a_failed_add_fails_the_sandbox_with_the_plugins_message_and_leaves_noth
 }
 
 #[tokio::test]
+async fn a_pod_name_that_would_smuggle_cni_args_is_refused() {
+    if !tools_or_skip() {
+        return;
+    }
+    let n = start("cniargs", true).await;
+    // `;IP=` would reach host-local as an argument of its own and pick the address.
+    let mut cfg = n.s.pod_config("p;IP=10.77.0.99");
+    cfg.hostname = "p".into();
+    let e = n.s.try_run_pod(&cfg).await.expect_err("refused");
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", show(&e));
+    assert!(e.message().contains("CNI_ARGS"), "{}", show(&e));
+    assert!(n.s.list_pods(None).await.is_empty(), "a pod is listed");
+    n.assert_no_leak(&[]);
+}
+
+#[tokio::test]
 async fn host_network_pods_get_no_cni() {
     if !tools_or_skip() {
         return;

@@ -50,6 +50,8 @@ pub enum NetworkError {
     Cache(#[from] crate::store::StoreError),
     #[error("the network's cache {path}: {why}")]
     BadCache { path: PathBuf, why: String },
+    #[error("{0}")]
+    BadArgument(String),
     #[error("writing the pod's resolv.conf: {0}")]
     Resolv(std::io::Error),
 }
@@ -264,7 +266,7 @@ impl Network {
             pod_id: pod_id.to_string(),
             netns: netns.to_path_buf(),
             ifname: IFNAME.to_string(),
-            cni_args: cni_args(pod_id, config),
+            cni_args: cni_args(pod_id, config)?,
             capability_args: capability_args(config),
             config: list_json(&list),
             source: list.source.clone(),
@@ -423,13 +425,25 @@ fn list_json(list: &ConfList) -> Value {
     })
 }
 
-/// `CNI_ARGS` as containerd sends them for a pod.
-fn cni_args(pod_id: &str, config: &api::PodSandboxConfig) -> String {
+/// `CNI_ARGS` as containerd sends them for a pod. A value with `;` or `=` would smuggle
+/// in arguments of its own (host-local takes `IP=`): refused.
+fn cni_args(pod_id: &str, config: &api::PodSandboxConfig) -> Result<String, NetworkError> {
     let meta = config.metadata.clone().unwrap_or_default();
-    format!(
+    for (field, v) in [
+        ("name", &meta.name),
+        ("namespace", &meta.namespace),
+        ("uid", &meta.uid),
+    ] {
+        if v.contains([';', '=']) {
+            return Err(NetworkError::BadArgument(format!(
+                "PodSandboxConfig.metadata.{field} {v:?} has ';' or '=', which CNI_ARGS cannot carry"
+            )));
+        }
+    }
+    Ok(format!(
         "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={pod_id};K8S_POD_UID={}",
         meta.namespace, meta.name, meta.uid
-    )
+    ))
 }
 
 /// The capability arguments of a pod: `portMappings` (those with a host port), `dns`,
@@ -608,9 +622,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            cni_args("abc", &config),
+            cni_args("abc", &config).expect("args"),
             "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;\
              K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u1"
         );
+        let mut sneaky = config.clone();
+        if let Some(m) = sneaky.metadata.as_mut() {
+            m.name = "web;IP=10.0.0.5".into();
+        }
+        let e = cni_args("abc", &sneaky).expect_err("refused").to_string();
+        assert!(e.contains("metadata.name"), "{e}");
     }
 }

@@ -104,6 +104,9 @@ fn runtime_status(e: rrun::Error) -> Status {
 
 /// A failed ADD or DEL, in containerd's words.
 fn network_status(id: &str, what: &str, e: crate::network::NetworkError) -> Status {
+    if let crate::network::NetworkError::BadArgument(m) = e {
+        return Status::invalid_argument(m);
+    }
     Status::unknown(format!("failed to {what} network for sandbox {id:?}: {e}"))
 }
 
