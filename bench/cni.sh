@@ -26,7 +26,9 @@ release) log "cargo build --release"; flag=(--release) ;;
 debug) log "cargo build (debug)"; flag=() ;;
 *) die "CNI_BENCH_PROFILE must be release or debug" ;;
 esac
-cargo build "${flag[@]}" -p rrun -p rrun-cri -p rootfs-fixtures -p integration-tests --bin cni-bench
+# Two builds: `--bin` would narrow the first to that one binary.
+cargo build "${flag[@]}" -p rrun -p rrun-cri
+cargo build "${flag[@]}" -p integration-tests --bin cni-bench
 export RRUN_CRI_BIN="$PWD/target/$profile/rrun-cri"
 export RRUN_BIN="$PWD/target/$profile/rrun"
 load_before="$(uptime)"
