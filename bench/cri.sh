@@ -263,8 +263,10 @@ log "busybox image archives in $work"
 
 log "rrun-cri in $r_dir"
 "$rel/rrun-cri" --root "$r_dir/root" image import "$work/busybox.tar" >/dev/null
+# An empty CNI conf dir of its own: the default /etc/cni/net.d may hold a config (podman's
+# bridge) that would wire the pods into the machine's own network namespace.
 "$rel/rrun-cri" --socket "$r_sock" --root "$r_dir/root" --runtime-root "$r_dir/run" \
-    </dev/null >"$r_dir/server.log" 2>&1 &
+    --cni-conf-dir "$r_dir/cni-conf" </dev/null >"$r_dir/server.log" 2>&1 &
 rrun_pid=$!
 wait_socket "$r_sock" "$rrun_pid" "$r_dir/server.log" rrun-cri
 

@@ -29,10 +29,12 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 #   containerd, podman  the engines rrun is tested under as a drop-in for runc
 #                    (compat_containerd, compat_podman); containerd brings ctr and the runc shim
 #   zstd             zstd-compressed image layers in the CRI tests
-#   containernetworking-plugins  the CNI bridge of the stock-kubelet test (containerd's pod)
+#   containernetworking-plugins  bridge, host-local, portmap: rrun-cri's pod network
+#                    (cri_network, bench/cni.sh) and the stock-kubelet test's CNI pod
 #   iptables         `iptables-save`, which the stock-kubelet test compares before and after
 #   docker-registry, skopeo, apache2-utils  the registry the cri_pull test pulls from, what
 #                    fills it, and `htpasswd` for its authenticated registry
+#                    (and portmap's rules, which cri_network checks for leaks)
 PACKAGES=(
     busybox-static runc hyperfine iproute2 libcap2-bin time strace
     build-essential pkg-config libseccomp-dev python3 jq util-linux ca-certificates

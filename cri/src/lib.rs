@@ -3,6 +3,7 @@
 //!
 //! - [`store`]: the records of pods and containers on disk (nothing lives only in memory).
 //! - [`sandbox`]: a pod without a pause process: pinned namespaces, hostname/hosts/DNS files.
+//! - [`network`]: pod networking through CNI plugins (ADD/DEL, cache, readiness).
 //! - [`image`]: the content-addressed image store (import, unpack, overlay rootfs).
 //! - [`ocispec`]: a CRI container request → the OCI runtime config rrun runs, with
 //!   [`seccomp_profile`] (the CRI's RuntimeDefault).
@@ -11,6 +12,7 @@
 
 pub mod image;
 pub mod monitor;
+pub mod network;
 pub mod ocispec;
 pub mod sandbox;
 pub mod seccomp_profile;

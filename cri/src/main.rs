@@ -37,6 +37,13 @@ struct Cli {
     /// The runtime's volatile state (containers, pinned namespaces, monitors).
     #[arg(long, global = true, value_name = "DIR")]
     runtime_root: Option<PathBuf>,
+    /// The CNI network configuration dir (default /etc/cni/net.d; TOML `cni.conf_dir`).
+    #[arg(long, global = true, value_name = "DIR")]
+    cni_conf_dir: Option<PathBuf>,
+    /// A dir of CNI plugins; repeatable, searched in order (default /opt/cni/bin, then
+    /// /usr/lib/cni; TOML `cni.bin_dirs`).
+    #[arg(long, global = true, value_name = "DIR")]
+    cni_bin_dir: Vec<PathBuf>,
     /// A TOML file with `socket`, `root`, `runtime_root` (flags win over it).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -96,6 +103,18 @@ struct FileConfig {
     /// `[registry]`: `config_path`, `max_concurrent_downloads`, `image_pull_progress_timeout`.
     #[serde(default)]
     registry: rrun_cri::image::RegistryConfig,
+    /// containerd's `[plugins."io.containerd.grpc.v1.cri".cni]` keys of the same names.
+    #[serde(default)]
+    cni: CniFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CniFileConfig {
+    conf_dir: Option<PathBuf>,
+    bin_dirs: Option<Vec<PathBuf>>,
+    /// How long one plugin call may take (seconds).
+    plugin_timeout_seconds: Option<u64>,
 }
 
 struct Settings {
@@ -104,6 +123,7 @@ struct Settings {
     runtime_root: PathBuf,
     tolerate_missing_hugetlb_controller: bool,
     registry: rrun_cri::image::RegistryConfig,
+    cni: rrun_cri::network::CniSettings,
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {
@@ -140,6 +160,39 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
             .tolerate_missing_hugetlb_controller
             .unwrap_or(true),
         registry: file.registry,
+        cni: cni_settings(cli, file.cni, abs)?,
+    })
+}
+
+fn cni_settings(
+    cli: &Cli,
+    file: CniFileConfig,
+    abs: impl Fn(PathBuf) -> anyhow::Result<PathBuf>,
+) -> anyhow::Result<rrun_cri::network::CniSettings> {
+    let default = rrun_cri::network::CniSettings::default();
+    let conf_dir = cli.cni_conf_dir.clone().or(file.conf_dir);
+    let bin_dirs = if cli.cni_bin_dir.is_empty() {
+        file.bin_dirs
+    } else {
+        Some(cli.cni_bin_dir.clone())
+    };
+    if bin_dirs.as_ref().is_some_and(|d| d.is_empty()) {
+        anyhow::bail!("cni.bin_dirs is empty: give at least one dir of CNI plugins");
+    }
+    if file.plugin_timeout_seconds == Some(0) {
+        anyhow::bail!("cni.plugin_timeout_seconds must be at least 1");
+    }
+    Ok(rrun_cri::network::CniSettings {
+        conf_dir: abs(conf_dir.unwrap_or(default.conf_dir))?,
+        bin_dirs: bin_dirs
+            .unwrap_or(default.bin_dirs)
+            .into_iter()
+            .map(&abs)
+            .collect::<anyhow::Result<_>>()?,
+        plugin_timeout: file
+            .plugin_timeout_seconds
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(default.plugin_timeout),
     })
 }
 
@@ -224,6 +277,7 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             exe,
             tolerate_missing_hugetlb_controller: s.tolerate_missing_hugetlb_controller,
             registry: s.registry.clone(),
+            cni: s.cni.clone(),
         })
         .await?;
         cri.watch_running();
@@ -254,4 +308,77 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             .context("serving")?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], toml: Option<&str>) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir()?;
+        let mut argv = vec!["rrun-cri".to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        if let Some(text) = toml {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, text)?;
+            argv.push("--config".into());
+            argv.push(path.display().to_string());
+        }
+        settings(&Cli::try_parse_from(argv)?)
+    }
+
+    #[test]
+    fn cni_dirs_default_to_containerds_and_debians() {
+        let s = parse(&[], None).expect("settings");
+        assert_eq!(s.cni.conf_dir, PathBuf::from("/etc/cni/net.d"));
+        assert_eq!(
+            s.cni.bin_dirs,
+            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+        );
+    }
+
+    #[test]
+    fn cni_keys_come_from_the_toml_and_flags_win() {
+        let toml =
+            "[cni]\nconf_dir = \"/c\"\nbin_dirs = [\"/b1\", \"/b2\"]\nplugin_timeout_seconds = 5\n";
+        let s = parse(&[], Some(toml)).expect("settings");
+        assert_eq!(s.cni.conf_dir, PathBuf::from("/c"));
+        assert_eq!(
+            s.cni.bin_dirs,
+            vec![PathBuf::from("/b1"), PathBuf::from("/b2")]
+        );
+        assert_eq!(s.cni.plugin_timeout, std::time::Duration::from_secs(5));
+        let s = parse(
+            &[
+                "--cni-conf-dir",
+                "/f",
+                "--cni-bin-dir",
+                "/x",
+                "--cni-bin-dir",
+                "/y",
+            ],
+            Some(toml),
+        )
+        .expect("settings");
+        assert_eq!(s.cni.conf_dir, PathBuf::from("/f"));
+        assert_eq!(
+            s.cni.bin_dirs,
+            vec![PathBuf::from("/x"), PathBuf::from("/y")]
+        );
+    }
+
+    #[test]
+    fn bad_cni_keys_are_refused_by_name() {
+        for (toml, want) in [
+            ("[cni]\nbin_dirs = []\n", "bin_dirs"),
+            (
+                "[cni]\nplugin_timeout_seconds = 0\n",
+                "plugin_timeout_seconds",
+            ),
+            ("[cni]\nconfdir = \"/x\"\n", "confdir"),
+        ] {
+            let e = format!("{:#}", parse(&[], Some(toml)).err().expect(toml));
+            assert!(e.contains(want), "{toml}: {e}");
+        }
+    }
 }

@@ -159,6 +159,10 @@ pub struct StartOptions {
     /// A command line the server's runs after (e.g. `nsenter --target PID --net --mount
     /// --`: the stock-kubelet test's node namespaces).
     pub wrap: Vec<String>,
+    /// The server's `--cni-conf-dir`; by default an empty dir of the test's, so that no
+    /// test runs the machine's own CNI config (podman's bridge in `/etc/cni/net.d`) in
+    /// the machine's network namespace.
+    pub cni_conf_dir: Option<PathBuf>,
 }
 
 impl CriServer {
@@ -331,6 +335,13 @@ impl CriServer {
             .arg(&self.root)
             .arg("--runtime-root")
             .arg(&self.runtime_root)
+            .arg("--cni-conf-dir")
+            .arg(
+                self.options
+                    .cni_conf_dir
+                    .clone()
+                    .unwrap_or_else(|| self.base.join("cni-conf")),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -356,6 +356,13 @@ impl Kubelet {
                 "--address=127.0.0.1",
                 "--healthz-bind-address=127.0.0.1",
                 "--v=2",
+                // The node is the machine's disk, shared with everything else: with the
+                // default thresholds (10 % free) a full build machine puts the node under
+                // DiskPressure, and the kubelet's reclaim deletes the test's images (never
+                // to be pulled again) and no container starts.
+                "--eviction-hard=memory.available<10Mi,nodefs.available<50Mi,imagefs.available<50Mi,nodefs.inodesFree<1%",
+                "--image-gc-high-threshold=100",
+                "--image-gc-low-threshold=99",
             ])
             .arg(format!("--read-only-port={READ_ONLY_PORT}"))
             .stdin(Stdio::null())
@@ -680,17 +687,21 @@ pub fn container(command: &[&str]) -> Value {
     })
 }
 
-/// The CNI network of containerd's private conf dir: a bridge with the gateway address on
-/// the node side (so the node reaches the pods), host-local IPAM with its state in the
-/// test's dir, no masquerading (no iptables rules).
+/// The CNI network of containerd's private conf dir (and rrun-cri's): a bridge with the
+/// gateway address on the node side (so the node reaches the pods), host-local IPAM with
+/// its state in the test's dir, no masquerading (no iptables rules).
 fn write_cni_config(cd: &Containerd, node: &Node) {
     let bin = cd.dir.join("cni/bin");
-    let conf = cd.dir.join("cni/conf");
     fs::create_dir_all(&bin).expect("mkdir cni/bin");
-    fs::create_dir_all(&conf).expect("mkdir cni/conf");
     for p in ["bridge", "host-local", "loopback"] {
         std::os::unix::fs::symlink(format!("/usr/lib/cni/{p}"), bin.join(p)).expect("symlink");
     }
+    write_conflist(&cd.dir.join("cni/conf"), node);
+}
+
+/// Writes the node's conflist into `conf` (atomically: rrun-cri watches the dir).
+fn write_conflist(conf: &std::path::Path, node: &Node) {
+    fs::create_dir_all(conf).expect("mkdir cni/conf");
     let list = json!({
         "cniVersion": "1.0.0",
         "name": "rrun-kubelet",
@@ -706,7 +717,38 @@ fn write_cni_config(cd: &Containerd, node: &Node) {
             },
         }],
     });
-    fs::write(conf.join("10-rrun-kubelet.conflist"), list.to_string()).expect("write conflist");
+    let tmp = conf.join(".10-rrun-kubelet.conflist.tmp");
+    fs::write(&tmp, list.to_string()).expect("write conflist");
+    fs::rename(&tmp, conf.join("10-rrun-kubelet.conflist")).expect("rename conflist");
+}
+
+/// Waits until the endpoint says NetworkReady: the kubelet refuses pods off the host
+/// network until then.
+async fn wait_network_ready(socket: &std::path::Path, log: impl Fn() -> String) {
+    let mut client = Client::connect(socket).await.expect("connect the endpoint");
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    loop {
+        let st = client
+            .runtime
+            .status(api::StatusRequest::default())
+            .await
+            .expect("Status")
+            .into_inner();
+        let ready = st.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.r#type == "NetworkReady" && c.status)
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "NetworkReady stayed false: {st:?}\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The endpoint under test, started on the node.
@@ -731,33 +773,7 @@ pub async fn start_engine(ep: Endpoint, node: &Node) -> Engine {
             cd.import_image("k8s.io", CRI_SANDBOX_IMAGE, &["sleep", "1000000"]);
             cd.import_image("k8s.io", IMAGE, &["sh"]);
             write_cni_config(&cd, node);
-            // The kubelet refuses pods off the host network until NetworkReady.
-            let mut client = Client::connect(&cd.socket)
-                .await
-                .expect("connect containerd");
-            let deadline = Instant::now() + scaled(Duration::from_secs(30));
-            loop {
-                let st = client
-                    .runtime
-                    .status(api::StatusRequest::default())
-                    .await
-                    .expect("containerd Status")
-                    .into_inner();
-                let ready = st.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.r#type == "NetworkReady" && c.status)
-                });
-                if ready {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "containerd's NetworkReady stayed false: {st:?}\n{}",
-                    cd.log()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            wait_network_ready(&cd.socket, || cd.log()).await;
             Engine::Containerd(Box::new(cd))
         }
         Endpoint::RrunCri => {
@@ -766,6 +782,10 @@ pub async fn start_engine(ep: Endpoint, node: &Node) -> Engine {
                 reference: IMAGE.into(),
                 ..FixtureImage::default()
             });
+            // The harness's conf dir (the server made it; it watches it), the plugins from
+            // the default dirs (Debian's /usr/lib/cni).
+            write_conflist(&s.dir().join("cni-conf"), node);
+            wait_network_ready(s.socket(), || s.stderr_tail(30)).await;
             Engine::RrunCri(Box::new(s))
         }
     }

@@ -27,6 +27,7 @@ pub mod cri;
 pub mod engines;
 pub mod kubelet;
 pub mod registry;
+pub mod netns;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;

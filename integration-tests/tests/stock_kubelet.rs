@@ -6,8 +6,8 @@
 //! Each endpoint, in one kubelet run: a hostNetwork pod Running; a pod whose container
 //! exits 3, restarted with the kubelet's back-off (the gaps between its container start
 //! times of attempts 1 to 4 near 10 s, 20 s, 40 s) and `lastState.terminated.exitCode` 3; a readiness exec probe
-//! making a pod Ready; a pod on a CNI bridge (containerd only: rrun-cri has no CNI yet,
-//! issue 12 — reported as skipped) whose IP answers a ping from the node; then the
+//! making a pod Ready; a pod on a CNI bridge (Debian's bridge and host-local plugins)
+//! whose IP answers a ping from the node; then the
 //! manifests removed: the pods stopped, removed by the kubelet's container GC, and nothing
 //! left (pod cgroups, processes, mounts, veths).
 //!
@@ -160,12 +160,7 @@ async fn stock_kubelet(ep: Endpoint) {
             "periodSeconds": 1,
         });
         kubelet.add_pod("probe", &pod("probe", false, probed));
-        let cni = ep == Endpoint::Containerd;
-        if cni {
-            kubelet.add_pod("cni", &pod("cni", false, container(&["sleep", "1000000"])));
-        } else {
-            skip("rrun-cri: the pod on a CNI bridge (rrun-cri has no CNI yet, issue 12)");
-        }
+        kubelet.add_pod("cni", &pod("cni", false, container(&["sleep", "1000000"])));
 
         // A hostNetwork pod Running.
         let t0 = Instant::now();
@@ -216,7 +211,7 @@ async fn stock_kubelet(ep: Endpoint) {
         eprintln!("{ep:?}: probe Ready (seen running but unready first: {seen_unready_running})");
 
         // The CNI pod: an IP on the bridge, reachable from the node.
-        if cni {
+        {
             let ip = wait_pods(
                 &mut kubelet,
                 &node,
@@ -296,10 +291,7 @@ async fn stock_kubelet(ep: Endpoint) {
 
         // The manifests removed: the pods go from the kubelet, their containers stop, and
         // the kubelet's container GC (every minute) removes sandboxes and containers.
-        let mut names = vec!["hostnet", "crash", "probe"];
-        if cni {
-            names.push("cni");
-        }
+        let names = ["hostnet", "crash", "probe", "cni"];
         let removed = Instant::now();
         for n in &names {
             kubelet.remove_pod(n);

@@ -39,6 +39,8 @@ pub struct Config {
     pub tolerate_missing_hugetlb_controller: bool,
     /// Registries: hosts.toml directory, download concurrency, progress timeout.
     pub registry: crate::image::RegistryConfig,
+    /// Where the CNI config and plugins are.
+    pub cni: crate::network::CniSettings,
 }
 
 /// The server: shared by both services.
@@ -57,6 +59,7 @@ struct Inner {
     events: broadcast::Sender<api::ContainerEventResponse>,
     /// Whether the cgroup controller for hugepage limits is there (probed once).
     hugetlb: bool,
+    network: crate::network::Network,
 }
 
 #[derive(Default)]
@@ -100,6 +103,14 @@ fn runtime_status(e: rrun::Error) -> Status {
         }
         _ => Status::internal(e.to_string()),
     }
+}
+
+/// A failed ADD or DEL, in containerd's words.
+fn network_status(id: &str, what: &str, e: crate::network::NetworkError) -> Status {
+    if let crate::network::NetworkError::BadArgument(m) = e {
+        return Status::invalid_argument(m);
+    }
+    Status::unknown(format!("failed to {what} network for sandbox {id:?}: {e}"))
 }
 
 fn spec_status(e: crate::ocispec::SpecError) -> Status {
@@ -224,6 +235,8 @@ impl Cri {
         let runtime = rrun::Runtime::new(&config.runtime_root);
         let puller = crate::image::Puller::new(images.clone(), config.registry.clone());
         let (events, _) = broadcast::channel(1024);
+        let network =
+            crate::network::Network::open(config.cni.clone(), config.root.join("cni/results"));
         let cri = Cri {
             inner: Arc::new(Inner {
                 config,
@@ -234,6 +247,7 @@ impl Cri {
                 state: Mutex::new(State::default()),
                 events,
                 hugetlb: hugetlb_controller_available(),
+                network,
             }),
         };
         let me = cri.clone();
@@ -330,6 +344,9 @@ impl Cri {
             }
         }
         let ids: Vec<String> = state.containers.keys().cloned().collect();
+        self.inner
+            .network
+            .collect_garbage(|id| state.sandboxes.contains_key(id));
         *self.state() = state;
         for id in ids {
             let _ = self.refresh_exit(&id);
@@ -431,6 +448,12 @@ impl Cri {
         let result = (|| {
             write_pod_files(&dir, &rec.config, &hostname).map_err(internal)?;
             rec.namespaces = pin_namespaces(&run_dir, own, &hostname).map_err(internal)?;
+            if let Some(netns) = &rec.namespaces.net {
+                self.inner
+                    .network
+                    .setup(id, netns, &rec.config, &dir)
+                    .map_err(|e| network_status(id, "setup", e))?;
+            }
             if shares_pid_namespace(&rec.config) {
                 let (init, pid_ns) =
                     start_pod_init(self.pod_init_command(), &run_dir).map_err(internal)?;
@@ -477,6 +500,9 @@ impl Cri {
     /// Removes what the pod holds on the machine: its pid 1, namespaces, shm, cgroup,
     /// directories.
     fn destroy_sandbox_files(&self, rec: &SandboxRecord) {
+        if let Err(e) = self.inner.network.teardown(&rec.id) {
+            tracing::warn!("pod {}: {e}", rec.id);
+        }
         if let Some(init) = &rec.pod_init {
             crate::sandbox::stop_pod_init(init);
         }
@@ -523,6 +549,10 @@ impl Cri {
         let me = self.clone();
         let mut rec2 = rec.clone();
         let rec2 = blocking(move || {
+            me.inner
+                .network
+                .teardown(&rec2.id)
+                .map_err(|e| network_status(&rec2.id, "teardown", e))?;
             // The network namespace goes with the pod's network (as containerd's stop);
             // IPC and UTS stay until removal, when no container can use them any more.
             if let Some(net) = rec2.namespaces.net.take() {
@@ -562,6 +592,11 @@ impl Cri {
         let me = self.clone();
         let rec2 = rec.clone();
         blocking(move || {
+            // A DEL that fails keeps the pod, so that the kubelet's retry sends it again.
+            me.inner
+                .network
+                .teardown(&rec2.id)
+                .map_err(|e| network_status(&rec2.id, "teardown", e))?;
             me.destroy_sandbox_files(&rec2);
             Ok(())
         })
@@ -573,7 +608,13 @@ impl Cri {
 
     pub fn pod_sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus, Status> {
         let rec = self.sandbox(id)?;
-        Ok(sandbox_status(&rec))
+        let mut status = sandbox_status(&rec);
+        let mut ips = self.inner.network.pod_ips(&rec.id).into_iter();
+        status.network = Some(api::PodSandboxNetworkStatus {
+            ip: ips.next().unwrap_or_default(),
+            additional_ips: ips.map(|ip| api::PodIp { ip }).collect(),
+        });
+        Ok(status)
     }
 
     pub fn list_pod_sandbox(&self, filter: Option<api::PodSandboxFilter>) -> Vec<api::PodSandbox> {

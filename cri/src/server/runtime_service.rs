@@ -277,6 +277,15 @@ impl cri_proto::RuntimeService for Cri {
             reason: String::new(),
             message: String::new(),
         };
+        let network_condition = match self.inner.network.status() {
+            Ok(()) => condition("NetworkReady"),
+            Err(message) => api::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: crate::network::NOT_READY_REASON.into(),
+                message,
+            },
+        };
         let mut info = std::collections::HashMap::new();
         if req.get_ref().verbose {
             info.insert(
@@ -285,14 +294,14 @@ impl cri_proto::RuntimeService for Cri {
                     "root": self.inner.config.root,
                     "runtimeRoot": self.inner.config.runtime_root,
                     "cgroupDriver": "cgroupfs",
-                    "network": "loopback only (CNI is not configured)",
+                    "network": self.inner.network.describe(),
                 })
                 .to_string(),
             );
         }
         Ok(Response::new(api::StatusResponse {
             status: Some(api::RuntimeStatus {
-                conditions: vec![condition("RuntimeReady"), condition("NetworkReady")],
+                conditions: vec![condition("RuntimeReady"), network_condition],
             }),
             info,
             runtime_handlers: vec![],
