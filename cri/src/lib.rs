@@ -7,6 +7,7 @@
 //! - [`ocispec`]: a CRI container request → the OCI runtime config rrun runs.
 //! - [`monitor`]: the per-container monitor process and the CRI log format.
 //! - [`server`]: the CRI services over all of the above.
+//! - [`streaming`]: the HTTP server of Exec, Attach and PortForward sessions.
 
 pub mod image;
 pub mod monitor;
@@ -14,3 +15,4 @@ pub mod ocispec;
 pub mod sandbox;
 pub mod server;
 pub mod store;
+pub mod streaming;

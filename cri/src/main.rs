@@ -81,6 +81,9 @@ struct FileConfig {
     /// containerd's key of the same name: hugepage limits on a node without the hugetlb
     /// controller are skipped with a warning (true, the default) or refused.
     tolerate_missing_hugetlb_controller: Option<bool>,
+    /// containerd's keys: where the streaming server (Exec, Attach, PortForward) listens.
+    stream_server_address: Option<String>,
+    stream_server_port: Option<u16>,
 }
 
 struct Settings {
@@ -88,6 +91,7 @@ struct Settings {
     root: PathBuf,
     runtime_root: PathBuf,
     tolerate_missing_hugetlb_controller: bool,
+    streaming: rrun_cri::streaming::StreamConfig,
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {
@@ -123,6 +127,12 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         tolerate_missing_hugetlb_controller: file
             .tolerate_missing_hugetlb_controller
             .unwrap_or(true),
+        streaming: rrun_cri::streaming::StreamConfig {
+            address: file
+                .stream_server_address
+                .unwrap_or_else(|| rrun_cri::streaming::StreamConfig::default().address),
+            port: file.stream_server_port.unwrap_or(0),
+        },
     })
 }
 
@@ -195,6 +205,9 @@ fn serve(s: Settings) -> anyhow::Result<()> {
         })
         .await?;
         cri.watch_running();
+        cri.start_streaming(&s.streaming)
+            .await
+            .map_err(anyhow::Error::msg)?;
         tracing::info!(
             "serving CRI on {} (root {}, runtime root {})",
             s.socket.display(),

@@ -9,6 +9,7 @@
 mod image_service;
 mod runtime_service;
 pub mod stats;
+mod streaming;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,8 @@ struct Inner {
     events: broadcast::Sender<api::ContainerEventResponse>,
     /// Whether the cgroup controller for hugepage limits is there (probed once).
     hugetlb: bool,
+    /// Where Exec, Attach and PortForward send their clients (`streaming.rs`).
+    streaming: std::sync::OnceLock<Arc<crate::streaming::StreamServer>>,
 }
 
 #[derive(Default)]
@@ -229,6 +232,7 @@ impl Cri {
                 state: Mutex::new(State::default()),
                 events,
                 hugetlb: hugetlb_controller_available(),
+                streaming: Default::default(),
             }),
         };
         let me = cri.clone();
@@ -855,6 +859,13 @@ impl Cri {
             .arg(&rec.monitor_dir);
         if tty {
             cmd.arg("--tty");
+        }
+        // Attach sessions write to the container's stdin through its monitor.
+        if rec.config.stdin {
+            cmd.arg("--stdin");
+        }
+        if rec.config.stdin_once {
+            cmd.arg("--stdin-once");
         }
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
