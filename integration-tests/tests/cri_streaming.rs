@@ -14,6 +14,9 @@ use integration_tests::scaled;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+#[path = "cri_streaming/spdy_client.rs"]
+mod spdy_client;
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -621,4 +624,212 @@ async fn plain_get(url: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (code, answer)
+}
+
+// ---------------------------------------------------------------------------------------
+// SPDY/3.1 (kubelet 1.20, older kubectl)
+// ---------------------------------------------------------------------------------------
+
+/// Reads a SPDY session until the server closes it: data per stream, and which streams
+/// the server ended (FIN).
+async fn spdy_read_to_end(
+    c: &mut spdy_client::Client,
+) -> (HashMap<u32, Vec<u8>>, std::collections::HashSet<u32>) {
+    let (mut data, mut ended) = (
+        HashMap::<u32, Vec<u8>>::new(),
+        std::collections::HashSet::new(),
+    );
+    while let Some(ev) = c.next().await {
+        match ev {
+            spdy_client::Event::Data {
+                stream,
+                fin,
+                data: d,
+            } => {
+                data.entry(stream).or_default().extend_from_slice(&d);
+                if fin {
+                    ended.insert(stream);
+                }
+            }
+            spdy_client::Event::Reset(id) => panic!("the server reset stream {id}"),
+            spdy_client::Event::Reply(_) | spdy_client::Event::Other => {}
+        }
+    }
+    (data, ended)
+}
+
+fn spdy_text(data: &HashMap<u32, Vec<u8>>, stream: u32) -> String {
+    String::from_utf8_lossy(data.get(&stream).map_or(&[][..], |v| v)).into_owned()
+}
+
+#[tokio::test]
+async fn spdy_exec_with_pipes_and_with_a_terminal() {
+    let (s, _pod, c) = sleeper("spdy-exec").await;
+    let url = exec_url(
+        &s,
+        &c,
+        &["sh", "-c", "cat; echo oops >&2; exit 4"],
+        (true, false),
+    )
+    .await
+    .expect("Exec");
+    let (mut cl, proto) =
+        spdy_client::Client::connect(&url, &["v4.channel.k8s.io", "v3.channel.k8s.io"])
+            .await
+            .expect("the upgrade");
+    assert_eq!(proto.as_deref(), Some("v4.channel.k8s.io"));
+    // The kubelet's client opens error first, then the streams asked for.
+    let error = cl.open(&[("streamType", "error")]).await;
+    let stdin = cl.open(&[("streamType", "stdin")]).await;
+    let stdout = cl.open(&[("streamType", "stdout")]).await;
+    let stderr = cl.open(&[("streamType", "stderr")]).await;
+    cl.send(stdin, false, b"over spdy\n").await;
+    // The end of the stdin stream is the end of the process's stdin.
+    cl.send(stdin, true, b"").await;
+    let (data, ended) = spdy_read_to_end(&mut cl).await;
+    assert_eq!(spdy_text(&data, stdout), "over spdy\n");
+    assert_eq!(spdy_text(&data, stderr), "oops\n");
+    let st: serde_json::Value =
+        serde_json::from_str(&spdy_text(&data, error)).expect("a status on the error stream");
+    assert_eq!(st["reason"], "NonZeroExitCode", "{st}");
+    assert_eq!(st["details"]["causes"][0]["message"], "4", "{st}");
+    for id in [error, stdout, stderr] {
+        assert!(ended.contains(&id), "stream {id} was not ended");
+    }
+
+    // With a terminal: stdin, stdout and resize.
+    let script = "read a; stty size; exit 0";
+    let url = exec_url(&s, &c, &["sh", "-c", script], (true, true))
+        .await
+        .expect("Exec");
+    let (mut cl, _) = spdy_client::Client::connect(&url, &["v4.channel.k8s.io"])
+        .await
+        .expect("the upgrade");
+    let error = cl.open(&[("streamType", "error")]).await;
+    let stdin = cl.open(&[("streamType", "stdin")]).await;
+    let stdout = cl.open(&[("streamType", "stdout")]).await;
+    let resize = cl.open(&[("streamType", "resize")]).await;
+    // Two objects, the second split across frames: the last one counts.
+    cl.send(resize, false, br#"{"Width":90,"Height":30}{"Width":1"#)
+        .await;
+    cl.send(resize, false, br#"10,"Height":33}"#).await;
+    cl.send(stdin, false, b"go\n").await;
+    let (data, _) = spdy_read_to_end(&mut cl).await;
+    assert!(
+        spdy_text(&data, stdout).contains("33 110"),
+        "{:?}",
+        spdy_text(&data, stdout)
+    );
+    let st: serde_json::Value = serde_json::from_str(&spdy_text(&data, error)).expect("status");
+    assert_eq!(st["status"], "Success", "{st}");
+
+    // A protocol the server does not speak.
+    let url = exec_url(&s, &c, &["true"], (false, false))
+        .await
+        .expect("Exec");
+    let (code, body) = match spdy_client::Client::connect(&url, &["v9.channel.k8s.io"]).await {
+        Ok(_) => panic!("an unknown protocol was accepted"),
+        Err(e) => e,
+    };
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("v9.channel.k8s.io"), "{body}");
+    assert_execs_gone(&s, &c).await;
+}
+
+#[tokio::test]
+async fn spdy_port_forward_several_connections_on_one_session() {
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("spdy-pf").await;
+    let server = |port: u16| {
+        format!(
+            "mkdir -p /tmp/www && echo spdy-{port} > /tmp/www/index.html && \
+             exec httpd -f -p 127.0.0.1:{port} -h /tmp/www"
+        )
+    };
+    let a = s
+        .run_container(&pod_id, &pod, &s.sh_config("a", &server(9080)))
+        .await;
+    let b = s
+        .run_container(&pod_id, &pod, &s.sh_config("b", &server(9081)))
+        .await;
+    for (c, port) in [(&a, 9080), (&b, 9081)] {
+        let deadline = tokio::time::Instant::now() + scaled(T30);
+        let url = format!("http://127.0.0.1:{port}/index.html");
+        loop {
+            let r = s.exec_sync(c, &["wget", "-q", "-O", "-", &url], 10).await;
+            if r.as_ref().is_ok_and(|r| r.exit_code == 0) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "httpd on {port}: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let url = port_forward_url(&s, &pod_id, &[9080, 9081]).await;
+    let (mut cl, proto) = spdy_client::Client::connect(&url, &["portforward.k8s.io"])
+        .await
+        .expect("the upgrade");
+    assert_eq!(proto.as_deref(), Some("portforward.k8s.io"));
+    // A stream of no known type is refused (RST_STREAM), the session goes on.
+    let bogus = cl.open(&[("streamType", "bogus"), ("port", "9080")]).await;
+    // Three connections at once (two to one port), and one to a port nothing listens on.
+    let mut pairs = Vec::new();
+    for (req, port) in [("0", "9080"), ("1", "9080"), ("2", "9081"), ("3", "9099")] {
+        let hdr = |t| [("streamType", t), ("port", port), ("requestID", req)];
+        let error = cl.open(&hdr("error")).await;
+        let data = cl.open(&hdr("data")).await;
+        pairs.push((port, error, data));
+    }
+    for &(_, _, data) in &pairs {
+        cl.send(data, false, b"GET /index.html HTTP/1.0\r\n\r\n")
+            .await;
+    }
+    // Until every data stream has ended.
+    let (mut got, mut ended) = (
+        HashMap::<u32, Vec<u8>>::new(),
+        std::collections::HashSet::new(),
+    );
+    let (mut replied, mut reset) = (std::collections::HashSet::new(), Vec::new());
+    while pairs.iter().any(|(_, _, d)| !ended.contains(d)) {
+        match cl.next().await {
+            Some(spdy_client::Event::Data { stream, fin, data }) => {
+                got.entry(stream).or_default().extend_from_slice(&data);
+                if fin {
+                    ended.insert(stream);
+                }
+            }
+            Some(spdy_client::Event::Reply(id)) => {
+                replied.insert(id);
+            }
+            Some(spdy_client::Event::Reset(id)) => reset.push(id),
+            Some(spdy_client::Event::Other) => {}
+            None => panic!("the server closed the session; got {got:?}"),
+        }
+    }
+    assert_eq!(reset, vec![bogus]);
+    for &(_, error, data) in &pairs {
+        assert!(
+            replied.contains(&error) && replied.contains(&data),
+            "{replied:?}"
+        );
+    }
+    for &(port, error, data) in &pairs[..3] {
+        let body = spdy_text(&got, data);
+        assert!(body.starts_with("HTTP/1."), "{port}: {body:?}");
+        assert!(
+            body.ends_with(&format!("spdy-{port}\n")),
+            "{port}: {body:?}"
+        );
+        assert_eq!(spdy_text(&got, error), "", "{port}");
+    }
+    let (_, error, _) = pairs[3];
+    let err = spdy_text(&got, error);
+    assert!(
+        err.contains("9099") && err.to_lowercase().contains("refused"),
+        "{err:?}"
+    );
+    drop(cl);
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
 }

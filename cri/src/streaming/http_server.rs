@@ -106,16 +106,13 @@ fn handle(
         .get(hyper::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if upgrade.to_ascii_lowercase().starts_with("spdy/") {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("{upgrade}: SPDY is not served yet; connect with a WebSocket (v5.channel.k8s.io / v4.channel.k8s.io)"),
-        );
+    if upgrade.eq_ignore_ascii_case("SPDY/3.1") {
+        return super::spdy_session::upgrade(req, request, backend.clone());
     }
     text(
         StatusCode::BAD_REQUEST,
         format!(
-            "{kind}: the request must upgrade the connection to a WebSocket (Upgrade: websocket)"
+            "{kind}: the request must upgrade the connection (Upgrade: websocket, or SPDY/3.1)"
         ),
     )
 }

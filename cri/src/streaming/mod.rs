@@ -16,6 +16,8 @@ pub mod attach;
 mod http_server;
 pub mod portforward;
 pub mod remotecommand;
+pub mod spdy;
+mod spdy_session;
 mod token;
 pub mod websocket;
 

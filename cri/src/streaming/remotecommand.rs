@@ -56,6 +56,20 @@ pub enum Target {
     Attach(api::AttachRequest, OwnedFd),
 }
 
+/// The target of an exec or attach request; attach connects to the monitor now.
+pub fn target_of(req: super::Request, backend: &dyn Backend) -> Result<Target, String> {
+    match req {
+        super::Request::Exec(e) => Ok(Target::Exec(e)),
+        super::Request::Attach(a) => {
+            let conn = backend
+                .attach_socket(&a.container_id)
+                .and_then(|path| super::attach::connect_monitor(&path))?;
+            Ok(Target::Attach(a, conn))
+        }
+        super::Request::PortForward(_) => Err("a port-forward request is no exec".to_string()),
+    }
+}
+
 pub async fn run(target: Target, version: Version, link: Link, backend: Arc<dyn Backend>) {
     let Link { incoming, outgoing } = link;
     let outcome = match target {

@@ -116,18 +116,9 @@ pub fn upgrade(
                 .as_deref()
                 .and_then(|c| REMOTECOMMAND.iter().find(|(p, _)| *p == c))
                 .map_or(Version::V1, |(_, v)| *v);
-            let target = match other {
-                Request::Attach(a) => {
-                    let conn = backend
-                        .attach_socket(&a.container_id)
-                        .and_then(|path| super::attach::connect_monitor(&path));
-                    match conn {
-                        Ok(conn) => Target::Attach(a, conn),
-                        Err(e) => return text(StatusCode::CONFLICT, e),
-                    }
-                }
-                Request::Exec(e) => Target::Exec(e),
-                Request::PortForward(_) => return text(StatusCode::BAD_REQUEST, "not an exec"),
+            let target = match super::remotecommand::target_of(other, &*backend) {
+                Ok(t) => t,
+                Err(e) => return text(StatusCode::CONFLICT, e),
             };
             Session::RemoteCommand(target, version)
         }
