@@ -651,8 +651,10 @@ async fn spdy_read_to_end(
                     ended.insert(stream);
                 }
             }
-            spdy_client::Event::Reset(id) => panic!("the server reset stream {id}"),
-            spdy_client::Event::Reply(_) | spdy_client::Event::Other => {}
+            // containerd resets the client's stdin stream once the process is gone.
+            spdy_client::Event::Reset(_)
+            | spdy_client::Event::Reply(_)
+            | spdy_client::Event::Other => {}
         }
     }
     (data, ended)
@@ -832,4 +834,244 @@ async fn spdy_port_forward_several_connections_on_one_session() {
     drop(cl);
     s.stop_and_remove_pod(&pod_id).await;
     assert_no_leftovers(&s);
+}
+
+// ---------------------------------------------------------------------------------------
+// Parity: the same sessions against containerd 1.6's CRI streaming server (with runc)
+// ---------------------------------------------------------------------------------------
+
+/// One exec over WebSocket v4 (no stdin: v4 cannot close it) and one over SPDY v4 with
+/// stdin: what each session got (stdout, stderr, the status's reason and exit code).
+async fn exec_cases(urls: [String; 2]) -> Vec<(String, String, String, String, String)> {
+    let [ws_url, spdy_url] = urls;
+    let mut results = Vec::new();
+    let (mut ws, _) = connect(&ws_url, &["v4.channel.k8s.io"])
+        .await
+        .expect("the WebSocket handshake");
+    let got = read_to_end(&mut ws, HashMap::new()).await;
+    let st = status(&got);
+    results.push((
+        text(&got, 1),
+        text(&got, 2),
+        st["reason"].as_str().unwrap_or("").to_string(),
+        st["details"]["causes"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        st["message"].as_str().unwrap_or("").to_string(),
+    ));
+    let (mut cl, proto) = spdy_client::Client::connect(&spdy_url, &["v4.channel.k8s.io"])
+        .await
+        .expect("the SPDY upgrade");
+    assert_eq!(proto.as_deref(), Some("v4.channel.k8s.io"));
+    let error = cl.open(&[("streamType", "error")]).await;
+    let stdin = cl.open(&[("streamType", "stdin")]).await;
+    let stdout = cl.open(&[("streamType", "stdout")]).await;
+    let stderr = cl.open(&[("streamType", "stderr")]).await;
+    cl.send(stdin, false, b"in\n").await;
+    cl.send(stdin, true, b"").await;
+    let (data, _) = spdy_read_to_end(&mut cl).await;
+    let st: serde_json::Value =
+        serde_json::from_str(&spdy_text(&data, error)).expect("a status on the error stream");
+    results.push((
+        spdy_text(&data, stdout),
+        spdy_text(&data, stderr),
+        st["reason"].as_str().unwrap_or("").to_string(),
+        st["details"]["causes"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        st["message"].as_str().unwrap_or("").to_string(),
+    ));
+    results
+}
+
+const PARITY_WS: &[&str] = &["sh", "-c", "echo out; echo err >&2; exit 3"];
+const PARITY_SPDY: &[&str] = &["sh", "-c", "cat; echo err >&2; exit 4"];
+
+fn parity_expected() -> Vec<(String, String, String, String, String)> {
+    let s = |a: &str| a.to_string();
+    let message = |cmd: &[&str], code| {
+        format!(
+            "command terminated with non-zero exit code: error executing command [{}], exit code {code}",
+            cmd.join(" ")
+        )
+    };
+    vec![
+        (
+            s("out\n"),
+            s("err\n"),
+            s("NonZeroExitCode"),
+            s("3"),
+            message(PARITY_WS, 3),
+        ),
+        (
+            s("in\n"),
+            s("err\n"),
+            s("NonZeroExitCode"),
+            s("4"),
+            message(PARITY_SPDY, 4),
+        ),
+    ]
+}
+
+async fn parity_urls(
+    rt: &mut cri_proto::RuntimeServiceClient<tonic::transport::Channel>,
+    c: &str,
+) -> [String; 2] {
+    let mut urls = Vec::new();
+    for (cmd, stdin) in [(PARITY_WS, false), (PARITY_SPDY, true)] {
+        let url = rt
+            .exec(api::ExecRequest {
+                container_id: c.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                tty: false,
+                stdin,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("Exec: {e}"))
+            .into_inner()
+            .url;
+        urls.push(url);
+    }
+    [urls[0].clone(), urls[1].clone()]
+}
+
+#[tokio::test]
+async fn exec_sessions_answer_as_rrun_cri_answers_them() {
+    let (s, _pod, c) = sleeper("stream-parity").await;
+    let urls = parity_urls(&mut s.runtime(), &c).await;
+    assert_eq!(exec_cases(urls).await, parity_expected());
+    assert_execs_gone(&s, &c).await;
+}
+
+#[test]
+fn containerd_answers_the_same_exec_sessions() {
+    use integration_tests::engines::{
+        have, Containerd, Runtime, CRI_RUNTIME, CRI_SANDBOX_IMAGE, CTR_IMAGE,
+    };
+    let tools = ["containerd", "ctr", "containerd-shim-runc-v2"];
+    if let Some(t) = tools.iter().find(|t| !have(t)) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{t} is not installed"
+        );
+        println!("SKIPPED: {t} is not installed");
+        return;
+    }
+    let Some(runc) = Runtime::Runc.path() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "runc is not installed"
+        );
+        return;
+    };
+    let cd = Containerd::start_with_cri(&runc);
+    cd.import_image("k8s.io", CRI_SANDBOX_IMAGE, &["sleep", "1000000"]);
+    cd.import_image("k8s.io", CTR_IMAGE, &["sh"]);
+    let logs = cd.dir.join("pod-logs");
+    std::fs::create_dir_all(&logs).expect("mkdir pod-logs");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + scaled(T30);
+        let mut client = loop {
+            if let Ok(mut c) = Client::connect(&cd.socket).await {
+                if c.runtime
+                    .version(api::VersionRequest::default())
+                    .await
+                    .is_ok()
+                {
+                    break c;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "containerd's CRI plugin did not come up:\n{}",
+                cd.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let pod_cfg = api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata {
+                name: "parity".into(),
+                uid: "parity-uid".into(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            log_directory: logs.display().to_string(),
+            linux: Some(api::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/{}", cd.cgroup_of("pod")),
+                security_context: Some(api::LinuxSandboxSecurityContext {
+                    namespace_options: Some(api::NamespaceOption {
+                        network: api::NamespaceMode::Node as i32,
+                        pid: api::NamespaceMode::Pod as i32,
+                        ipc: api::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = &mut client.runtime;
+        let pod = r
+            .run_pod_sandbox(api::RunPodSandboxRequest {
+                config: Some(pod_cfg.clone()),
+                runtime_handler: CRI_RUNTIME.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", cd.log()))
+            .into_inner()
+            .pod_sandbox_id;
+        let c = r
+            .create_container(api::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(api::ContainerConfig {
+                    metadata: Some(api::ContainerMetadata {
+                        name: "app".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(api::ImageSpec {
+                        image: CTR_IMAGE.into(),
+                        ..Default::default()
+                    }),
+                    command: ["sleep", "100000"].map(String::from).to_vec(),
+                    log_path: "app.log".into(),
+                    linux: Some(api::LinuxContainerConfig::default()),
+                    ..Default::default()
+                }),
+                sandbox_config: Some(pod_cfg),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", cd.log()))
+            .into_inner()
+            .container_id;
+        r.start_container(api::StartContainerRequest {
+            container_id: c.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", cd.log()));
+        let urls = parity_urls(r, &c).await;
+        assert_eq!(exec_cases(urls).await, parity_expected());
+        for res in [
+            r.stop_pod_sandbox(api::StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .map(drop),
+            r.remove_pod_sandbox(api::RemovePodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .map(drop),
+        ] {
+            res.unwrap_or_else(|e| panic!("removing the pod: {e}"));
+        }
+    });
 }

@@ -72,8 +72,11 @@ pub fn target_of(req: super::Request, backend: &dyn Backend) -> Result<Target, S
 
 pub async fn run(target: Target, version: Version, link: Link, backend: Arc<dyn Backend>) {
     let Link { incoming, outgoing } = link;
+    // The kubelet's words for a non-zero exit name the command.
+    let mut what = String::new();
     let outcome = match target {
         Target::Exec(req) => {
+            what = format!("error executing command [{}], ", req.cmd.join(" "));
             let want = Want {
                 stdout: req.stdout,
                 stderr: req.stderr,
@@ -95,7 +98,7 @@ pub async fn run(target: Target, version: Version, link: Link, backend: Arc<dyn 
         Outcome::Gone => return,
         Outcome::Exited(0) => None,
         Outcome::Exited(code) => Some((
-            format!("command terminated with non-zero exit code: exit code {code}"),
+            format!("command terminated with non-zero exit code: {what}exit code {code}"),
             Some(code),
         )),
         Outcome::Failed(msg) => Some((msg, None)),

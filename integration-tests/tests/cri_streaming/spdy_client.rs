@@ -156,8 +156,9 @@ impl Client {
 
     fn header_block(&mut self, headers: &[(&str, &str)]) -> Vec<u8> {
         let mut raw = (headers.len() as u32).to_be_bytes().to_vec();
+        // SPDY header names are lower case (Go's framer refuses others).
         for (k, v) in headers {
-            for s in [k, v] {
+            for s in [&k.to_ascii_lowercase(), *v] {
                 raw.extend_from_slice(&(s.len() as u32).to_be_bytes());
                 raw.extend_from_slice(s.as_bytes());
             }
