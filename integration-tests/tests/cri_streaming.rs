@@ -389,6 +389,41 @@ async fn attach_two_clients_to_stdio_while_the_log_goes_on() {
     assert_no_leftovers(&s);
 }
 
+#[tokio::test]
+async fn attach_to_a_terminal_resizes_it() {
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("attach-tty").await;
+    let mut cfg = s.sh_config("t", "read l; stty size; echo \"got:$l\"");
+    cfg.tty = true;
+    cfg.stdin = true;
+    let c = s.run_container(&pod_id, &pod, &cfg).await;
+    let url = s
+        .runtime()
+        .attach(api::AttachRequest {
+            container_id: c.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Attach: {e}"))
+        .into_inner()
+        .url;
+    let (mut ws, _) = connect(&url, &["v5.channel.k8s.io"]).await.expect("attach");
+    // The monitor handles one client's messages in order: the size is set before the
+    // line reaches `read`.
+    send(&mut ws, 4, br#"{"Width":77,"Height":22}"#).await;
+    send(&mut ws, 0, b"x\n").await;
+    let got = read_to_end(&mut ws, HashMap::new()).await;
+    let out = text(&got, 1);
+    assert!(out.contains("22 77"), "{out:?}");
+    assert!(out.contains("got:x"), "{out:?}");
+    assert_eq!(status(&got)["status"], "Success");
+    assert_eq!(s.wait_exited(&c).await.exit_code, 0);
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_no_leftovers(&s);
+}
+
 // ---------------------------------------------------------------------------------------
 // PortForward
 // ---------------------------------------------------------------------------------------
