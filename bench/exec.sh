@@ -24,7 +24,9 @@ release) log "cargo build --release"; flag=(--release) ;;
 debug) log "cargo build (debug)"; flag=() ;;
 *) die "EXEC_BENCH_PROFILE must be release or debug" ;;
 esac
-cargo build "${flag[@]}" -p rrun -p rrun-cri -p integration-tests --bin exec-bench
+# Two builds: `--bin` would narrow the first to that one binary of every package.
+cargo build "${flag[@]}" -p rrun -p rrun-cri
+cargo build "${flag[@]}" -p integration-tests --bin exec-bench
 for b in containerd ctr containerd-shim-runc-v2 runc; do
     command -v "$b" >/dev/null || die "$b not found (scripts/setup.sh installs containerd)"
 done
