@@ -9,6 +9,7 @@
 //!   [`seccomp_profile`] (the CRI's RuntimeDefault).
 //! - [`monitor`]: the per-container monitor process and the CRI log format.
 //! - [`server`]: the CRI services over all of the above.
+//! - [`streaming`]: the HTTP server of Exec, Attach and PortForward sessions.
 
 pub mod image;
 pub mod monitor;
@@ -18,3 +19,4 @@ pub mod sandbox;
 pub mod seccomp_profile;
 pub mod server;
 pub mod store;
+pub mod streaming;

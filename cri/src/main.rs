@@ -106,6 +106,9 @@ struct FileConfig {
     /// containerd's `[plugins."io.containerd.grpc.v1.cri".cni]` keys of the same names.
     #[serde(default)]
     cni: CniFileConfig,
+    /// containerd's keys: where the streaming server (Exec, Attach, PortForward) listens.
+    stream_server_address: Option<String>,
+    stream_server_port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +127,7 @@ struct Settings {
     tolerate_missing_hugetlb_controller: bool,
     registry: rrun_cri::image::RegistryConfig,
     cni: rrun_cri::network::CniSettings,
+    streaming: rrun_cri::streaming::StreamConfig,
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {
@@ -161,6 +165,12 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
             .unwrap_or(true),
         registry: file.registry,
         cni: cni_settings(cli, file.cni, abs)?,
+        streaming: rrun_cri::streaming::StreamConfig {
+            address: file
+                .stream_server_address
+                .unwrap_or_else(|| rrun_cri::streaming::StreamConfig::default().address),
+            port: file.stream_server_port.unwrap_or(0),
+        },
     })
 }
 
@@ -281,6 +291,9 @@ fn serve(s: Settings) -> anyhow::Result<()> {
         })
         .await?;
         cri.watch_running();
+        cri.start_streaming(&s.streaming)
+            .await
+            .map_err(anyhow::Error::msg)?;
         tracing::info!(
             "serving CRI on {} (root {}, runtime root {})",
             s.socket.display(),

@@ -9,7 +9,10 @@
 //! stderr (the server's pipes). It is our child (rrun clones it from us), so we wait for
 //! it; with `--timeout` > 0 it is killed (SIGKILL) when the time is up. Then
 //! `{"exit_code":N,"timed_out":bool}` goes to the status file (atomically) and the helper
-//! exits 0. On an error (unknown container, bad process) the message goes to stderr,
+//! exits 0. SIGTERM to the helper kills the process (SIGKILL), which is then reaped as
+//! usual: the streaming server's way to end an exec whose client has gone. With
+//! `--console-socket`, the process gets a terminal whose master goes to that socket (the
+//! process's `terminal` must be true). On an error (unknown container, bad process) the message goes to stderr,
 //! `{"error":"..."}` to the status file, and the helper exits 1.
 
 use super::{error_chain, sys};
@@ -41,6 +44,9 @@ pub struct ExecSyncArgs {
     /// Kill the process after this many seconds (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub timeout: u64,
+    /// Where the runtime sends the master of the process's terminal.
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
 }
 
 /// Runs the helper; returns the process's exit code. Must be called before any other
@@ -81,12 +87,20 @@ fn exec_and_wait(args: &ExecSyncArgs) -> Result<(i32, bool), String> {
     // for the signalfd. The process's init clears the mask it inherits.
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGTERM);
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(|e| format!("blocking SIGCHLD: {e}"))?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("signalfd: {e}"))?;
     let pid = rrun::Runtime::new(&args.runtime_root)
-        .exec(&args.id, &process, &rrun::ExecOptions::default())
+        .exec(
+            &args.id,
+            &process,
+            &rrun::ExecOptions {
+                console_socket: args.console_socket.clone(),
+                ..Default::default()
+            },
+        )
         .map_err(|e| error_chain(&e))?;
     let pid = Pid::from_raw(pid);
     // A timeout too far away to represent is no timeout.
@@ -119,6 +133,11 @@ fn exec_and_wait(args: &ExecSyncArgs) -> Result<(i32, bool), String> {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(format!("poll: {e}")),
         }
-        while let Ok(Some(_)) = sfd.read_signal() {}
+        while let Ok(Some(info)) = sfd.read_signal() {
+            if info.ssi_signo == Signal::SIGTERM as u32 {
+                // Not reaped yet: the pid is still this process.
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
     }
 }

@@ -25,7 +25,9 @@
 //!   writes one line on its stdout: `{"pid":1234}` or `{"error":"..."}` (and exits 1,
 //!   nothing of the container left), and closes it;
 //! - then, single-threaded, in one poll loop: copies the container's output to
-//!   `--log-path` in the CRI log format ([`log`]); answers `reopen\n` on
+//!   `--log-path` in the CRI log format ([`log`]) and to the clients of
+//!   `<state-dir>/attach.sock` ([`attach`]: Attach sessions, which may also write the
+//!   container's stdin, a pipe with `--stdin`); answers `reopen\n` on
 //!   `<state-dir>/ctl.sock` with `ok\n` (or `error: ...\n`) once the log file is reopened;
 //!   reaps every child; when the container's init has exited, reads its streams until end
 //!   of file (at most [`DRAIN_TIME`] more), writes `<state-dir>/exit.json`
@@ -44,6 +46,7 @@
 //!
 //! See [`pod_init`]: the pid 1 of a pod that shares one pid namespace.
 
+pub mod attach;
 mod backend;
 mod exec_sync;
 pub mod log;
@@ -99,6 +102,12 @@ pub struct MonitorArgs {
     /// The container has a terminal: its pty output is logged as stdout.
     #[arg(long)]
     pub tty: bool,
+    /// The container's stdin is a pipe that attach sessions write to (else /dev/null).
+    #[arg(long)]
+    pub stdin: bool,
+    /// The container's stdin is closed when the first attach session that wrote to it ends.
+    #[arg(long)]
+    pub stdin_once: bool,
     /// (internal) Run one operation for a monitor (`rrun-cri-monitor`) and answer on
     /// `--result-fd`.
     #[arg(long, hide = true, requires = "result_fd")]
@@ -176,8 +185,14 @@ fn exec_small_monitor(args: &MonitorArgs) -> Result<(), Option<String>> {
         "--state-dir".as_ref(),
         args.state_dir.as_os_str(),
     ]);
-    if args.tty {
-        argv.push("--tty".as_ref());
+    for (on, flag) in [
+        (args.tty, "--tty"),
+        (args.stdin, "--stdin"),
+        (args.stdin_once, "--stdin-once"),
+    ] {
+        if on {
+            argv.push(flag.as_ref());
+        }
     }
     let argv: Vec<CString> = argv
         .iter()
@@ -204,14 +219,27 @@ pub fn parse_small_monitor_args(
         log_path: PathBuf::new(),
         state_dir: PathBuf::new(),
         tty: false,
+        stdin: false,
+        stdin_once: false,
         helper: None,
         result_fd: None,
     };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
-        if flag == "--tty" {
-            args.tty = true;
-            continue;
+        match flag.to_str() {
+            Some("--tty") => {
+                args.tty = true;
+                continue;
+            }
+            Some("--stdin") => {
+                args.stdin = true;
+                continue;
+            }
+            Some("--stdin-once") => {
+                args.stdin_once = true;
+                continue;
+            }
+            _ => {}
         }
         let value = it
             .next()
@@ -380,6 +408,10 @@ struct Running {
     pid: i32,
     signals: SignalFd,
     control: UnixListener,
+    /// The attach socket's listener and its clients ([`attach`]).
+    attach: OwnedFd,
+    clients: Vec<attach::Client>,
+    input: attach::Input,
     sources: Vec<Source>,
     log: RecordWriter<LogFile>,
 }
@@ -406,6 +438,8 @@ fn start_container<B: Backend>(args: &MonitorArgs, backend: &B) -> Result<Runnin
         log_path: absolute(&args.log_path)?,
         state_dir: absolute(&args.state_dir)?,
         tty: args.tty,
+        stdin: args.stdin,
+        stdin_once: args.stdin_once,
         helper: None,
         result_fd: None,
     };
@@ -441,15 +475,19 @@ fn start_container<B: Backend>(args: &MonitorArgs, backend: &B) -> Result<Runnin
         .map_err(|e| format!("opening the log {}: {e}", args.log_path.display()))?;
     let ctl_path = control_socket(&args.state_dir);
     let control = bind_private(&ctl_path)?;
+    let attach_path = attach::socket_path(&args.state_dir);
+    let mut made = Made(vec![ctl_path, attach_path.clone()]);
+    let attach = attach::bind_listener(&attach_path)?;
     let pid_path = pid_file(&args.state_dir);
-    let made = Made(vec![ctl_path, pid_path.clone()]);
+    made.0.push(pid_path.clone());
     crate::store::write_file_atomic(&pid_path, std::process::id().to_string().as_bytes())
         .map_err(|e| format!("writing {}: {e}", pid_path.display()))?;
 
-    let (pid, sources) = if args.tty {
-        create_with_tty(&args, backend, &log, &control, &signals)?
+    let ours = [control.as_raw_fd(), attach.as_raw_fd(), signals.as_raw_fd()];
+    let (pid, sources, input) = if args.tty {
+        create_with_tty(&args, backend, &log, &ours)?
     } else {
-        create_with_pipes(&args, backend, &log, &control, &signals)?
+        create_with_pipes(&args, backend, &log, &ours)?
     };
     made.keep();
     Ok(Running {
@@ -457,6 +495,9 @@ fn start_container<B: Backend>(args: &MonitorArgs, backend: &B) -> Result<Runnin
         pid,
         signals,
         control,
+        attach,
+        clients: Vec::new(),
+        input,
         sources,
         log: RecordWriter::new(log),
     })
@@ -502,20 +543,24 @@ fn create_with_pipes<B: Backend>(
     args: &MonitorArgs,
     backend: &B,
     log: &LogFile,
-    control: &UnixListener,
-    signals: &SignalFd,
-) -> Result<(i32, Vec<Source>), String> {
+    ours: &[RawFd],
+) -> Result<(i32, Vec<Source>, attach::Input), String> {
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let keep_out = [
-        out_r.as_raw_fd(),
-        err_r.as_raw_fd(),
-        control.as_raw_fd(),
-        signals.as_raw_fd(),
-        log_fd(log),
-    ];
-    let pid = create_in_child(args, backend, None, Some((out_w, err_w)), &keep_out)?;
+    let (in_r, in_w) = match args.stdin {
+        true => pipe().map(|(r, w)| (Some(r), Some(w)))?,
+        false => (None, None),
+    };
+    let mut keep_out = vec![out_r.as_raw_fd(), err_r.as_raw_fd(), log_fd(log)];
+    keep_out.extend(in_w.as_ref().map(|w| w.as_raw_fd()));
+    keep_out.extend_from_slice(ours);
+    let pid = create_in_child(args, backend, None, Some((out_w, err_w, in_r)), &keep_out)?;
+    if let Some(w) = &in_w {
+        if let Err(e) = sys::set_nonblocking(w, true) {
+            return Err(abandon(args, backend, format!("O_NONBLOCK on a pipe: {e}")));
+        }
+    }
     let mut sources = Vec::with_capacity(2);
     for (fd, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
         if let Err(e) = sys::set_nonblocking(&fd, true) {
@@ -527,25 +572,25 @@ fn create_with_pipes<B: Backend>(
             framer: Framer::new(MAX_LINE),
         });
     }
-    Ok((pid, sources))
+    let input = attach::Input {
+        stdin: in_w,
+        tty: None,
+        once: args.stdin_once,
+    };
+    Ok((pid, sources, input))
 }
 
 fn create_with_tty<B: Backend>(
     args: &MonitorArgs,
     backend: &B,
     log: &LogFile,
-    control: &UnixListener,
-    signals: &SignalFd,
-) -> Result<(i32, Vec<Source>), String> {
+    ours: &[RawFd],
+) -> Result<(i32, Vec<Source>, attach::Input), String> {
     let (console_path, console) = rrun::pty::console_pair(&args.state_dir)
         .map_err(|e| format!("console socket: {}", error_chain(&e)))?;
     let _made = Made(vec![console_path.clone()]);
-    let keep_out = [
-        console.as_raw_fd(),
-        control.as_raw_fd(),
-        signals.as_raw_fd(),
-        log_fd(log),
-    ];
+    let mut keep_out = vec![console.as_raw_fd(), log_fd(log)];
+    keep_out.extend_from_slice(ours);
     let pid = create_in_child(args, backend, Some(&console_path), None, &keep_out)?;
     // The runtime connected before making the init, and the init sent the master during
     // its setup: both are queued by now, so none of this waits.
@@ -566,6 +611,15 @@ fn create_with_tty<B: Backend>(
                 format!("receiving the container's terminal: {e}"),
             )
         })?;
+    // Attach sessions write to the terminal and resize it through a copy of the master.
+    let tty = master
+        .try_clone()
+        .map_err(|e| abandon(args, backend, format!("dup of the terminal's master: {e}")))?;
+    let input = attach::Input {
+        stdin: tty.try_clone().ok().filter(|_| args.stdin),
+        tty: Some(tty),
+        once: args.stdin_once,
+    };
     Ok((
         pid,
         vec![Source {
@@ -573,6 +627,7 @@ fn create_with_tty<B: Backend>(
             stream: Stream::Stdout,
             framer: Framer::new(MAX_LINE),
         }],
+        input,
     ))
 }
 
@@ -597,7 +652,7 @@ fn create_in_child<B: Backend>(
     args: &MonitorArgs,
     backend: &B,
     console: Option<&Path>,
-    pipes: Option<(OwnedFd, OwnedFd)>,
+    pipes: Option<(OwnedFd, OwnedFd, Option<OwnedFd>)>,
     close: &[RawFd],
 ) -> Result<i32, String> {
     let (result_r, result_w) =
@@ -635,13 +690,16 @@ fn create_in_child<B: Backend>(
     })
 }
 
-/// In the forked child: `/dev/null` on stdin, the pipes' write ends on stdout and stderr
-/// (or, for a terminal, `/dev/null` on stdout too: the init puts its pty on 0-2; stderr
-/// stays the monitor's, for the runtime's own warnings).
-fn child_stdio(pipes: Option<(OwnedFd, OwnedFd)>) -> Result<(), String> {
+/// In the forked child: `/dev/null` (or the stdin pipe's read end) on stdin, the pipes'
+/// write ends on stdout and stderr (or, for a terminal, `/dev/null` on stdout too: the init
+/// puts its pty on 0-2; stderr stays the monitor's, for the runtime's own warnings).
+fn child_stdio(pipes: Option<(OwnedFd, OwnedFd, Option<OwnedFd>)>) -> Result<(), String> {
     match &pipes {
-        Some((out_w, err_w)) => {
-            null_onto(&[0])?;
+        Some((out_w, err_w, in_r)) => {
+            match in_r {
+                Some(r) => sys::dup_onto(r.as_fd(), 0).map_err(|e| format!("dup2 stdin: {e}"))?,
+                None => null_onto(&[0])?,
+            }
             sys::dup_onto(out_w.as_fd(), 1).map_err(|e| format!("dup2 stdout: {e}"))?;
             sys::dup_onto(err_w.as_fd(), 2).map_err(|e| format!("dup2 stderr: {e}"))?;
         }
@@ -671,12 +729,16 @@ impl Running {
                     PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
                 }
             };
-            let (sig_ready, ctl_ready, ready) = {
-                let mut fds = Vec::with_capacity(2 + self.sources.len());
+            let (sig_ready, ctl_ready, attach_ready, ready, clients_ready) = {
+                let mut fds = Vec::with_capacity(3 + self.sources.len() + self.clients.len());
                 fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
                 fds.push(PollFd::new(self.control.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(self.attach.as_fd(), PollFlags::POLLIN));
                 for s in &self.sources {
                     fds.push(PollFd::new(s.fd.as_fd(), PollFlags::POLLIN));
+                }
+                for c in &self.clients {
+                    fds.push(PollFd::new(c.fd(), PollFlags::POLLIN));
                 }
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(Errno::EINTR) => {}
@@ -688,12 +750,20 @@ impl Running {
                     }
                 }
                 let is_ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-                let ready: u64 = fds[2..]
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, f)| is_ready(f))
-                    .fold(0, |acc, (i, _)| acc | (1 << i));
-                (is_ready(&fds[0]), is_ready(&fds[1]), ready)
+                let mask = |fds: &[PollFd]| -> u64 {
+                    fds.iter()
+                        .enumerate()
+                        .filter(|(_, f)| is_ready(f))
+                        .fold(0, |acc, (i, _)| acc | (1 << i))
+                };
+                let (sources, clients) = fds[3..].split_at(self.sources.len());
+                (
+                    is_ready(&fds[0]),
+                    is_ready(&fds[1]),
+                    is_ready(&fds[2]),
+                    mask(sources),
+                    mask(clients),
+                )
             };
             if sig_ready {
                 let mut child_exited = false;
@@ -706,6 +776,16 @@ impl Running {
             }
             if ctl_ready {
                 self.serve_control();
+            }
+            // Clients first, from the last (a removal moves the last one into its place),
+            // before the output's fan-out may remove any.
+            for i in (0..self.clients.len()).rev() {
+                if clients_ready & (1 << i) != 0 {
+                    attach::read_client(&mut self.clients, i, &mut buf, &mut self.input);
+                }
+            }
+            if attach_ready {
+                attach::accept_all(&self.attach, &mut self.clients);
             }
             // From the last, so that removing one keeps the others' indices.
             for i in (0..self.sources.len()).rev() {
@@ -740,6 +820,13 @@ impl Running {
         match nix::unistd::read(&s.fd, buf) {
             Ok(0) => false,
             Ok(n) => {
+                let head = match s.stream {
+                    Stream::Stdout => attach::STDOUT,
+                    Stream::Stderr => attach::STDERR,
+                };
+                if !self.clients.is_empty() {
+                    attach::fan_out(&mut self.clients, head, &buf[..n], &mut self.input);
+                }
                 let log = &mut self.log;
                 let stream = s.stream;
                 s.framer
@@ -855,6 +942,9 @@ impl Running {
             exit.code
         );
         let _ = std::fs::remove_file(control_socket(&self.args.state_dir));
+        let _ = std::fs::remove_file(attach::socket_path(&self.args.state_dir));
+        // Attached sessions see the end of the container's output.
+        self.clients.clear();
         let path = exit_file(&self.args.state_dir);
         // The server learns the container's end from this file alone: try hard.
         let mut last_err = None;

@@ -9,6 +9,7 @@
 mod image_service;
 mod runtime_service;
 pub mod stats;
+mod streaming;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -60,6 +61,8 @@ struct Inner {
     /// Whether the cgroup controller for hugepage limits is there (probed once).
     hugetlb: bool,
     network: crate::network::Network,
+    /// Where Exec, Attach and PortForward send their clients (`streaming.rs`).
+    streaming: std::sync::OnceLock<Arc<crate::streaming::StreamServer>>,
 }
 
 #[derive(Default)]
@@ -248,6 +251,7 @@ impl Cri {
                 events,
                 hugetlb: hugetlb_controller_available(),
                 network,
+                streaming: Default::default(),
             }),
         };
         let me = cri.clone();
@@ -905,6 +909,13 @@ impl Cri {
             .arg(&rec.monitor_dir);
         if tty {
             cmd.arg("--tty");
+        }
+        // Attach sessions write to the container's stdin through its monitor.
+        if rec.config.stdin {
+            cmd.arg("--stdin");
+        }
+        if rec.config.stdin_once {
+            cmd.arg("--stdin-once");
         }
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

@@ -201,21 +201,28 @@ impl cri_proto::RuntimeService for Cri {
         Ok(Response::new(resp))
     }
 
-    async fn exec(&self, _: Request<api::ExecRequest>) -> Reply<api::ExecResponse> {
-        Err(Status::unimplemented(
-            "streaming Exec is not implemented yet; use ExecSync",
-        ))
+    async fn exec(&self, req: Request<api::ExecRequest>) -> Reply<api::ExecResponse> {
+        let req = req.into_inner();
+        required(&req.container_id, "container_id")?;
+        let url = self.stream_url(crate::streaming::Request::Exec(req))?;
+        Ok(Response::new(api::ExecResponse { url }))
     }
 
-    async fn attach(&self, _: Request<api::AttachRequest>) -> Reply<api::AttachResponse> {
-        Err(Status::unimplemented("Attach is not implemented yet"))
+    async fn attach(&self, req: Request<api::AttachRequest>) -> Reply<api::AttachResponse> {
+        let req = req.into_inner();
+        required(&req.container_id, "container_id")?;
+        let url = self.stream_url(crate::streaming::Request::Attach(req))?;
+        Ok(Response::new(api::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _: Request<api::PortForwardRequest>,
+        req: Request<api::PortForwardRequest>,
     ) -> Reply<api::PortForwardResponse> {
-        Err(Status::unimplemented("PortForward is not implemented yet"))
+        let req = req.into_inner();
+        required(&req.pod_sandbox_id, "pod_sandbox_id")?;
+        let url = self.stream_url(crate::streaming::Request::PortForward(req))?;
+        Ok(Response::new(api::PortForwardResponse { url }))
     }
 
     async fn container_stats(
