@@ -1,0 +1,547 @@
+//! rrun-kubelet, the project's node agent, keeps the pods of a manifest directory at their
+//! desired state through rrun-cri, and through containerd 1.6's CRI with runc as the
+//! control, on a node of the test's own namespaces (`integration_tests::kubelet::Node`).
+//!
+//! `lifecycle`: a pod Running and Ready by its readiness probe; `get pods` and `logs`
+//! printed as kubectl prints them; a crash-looping container restarted with back-off (1 s
+//! base: the gaps between its runs grow) and CrashLoopBackOff with exit code 3 in
+//! lastState; OnFailure (Succeeded) and Never (Failed); init containers run in order before
+//! the app; an exec liveness probe failing restarts its container; an invalid manifest
+//! reported with file, document and field while the others run; a pod beyond `maxPods`
+//! refused (OutOfpods) and never started; the manifests removed: everything gone (CRI
+//! sandboxes and containers, pod cgroups, log dirs).
+//!
+//! `adoption`: kill -9 of the agent while a pod runs, and a restart: the same container
+//! (id, start time, no restart), no duplicate sandbox.
+
+use std::time::Duration;
+
+use chrono_free::parse_rfc3339_secs;
+use integration_tests::agent::{condition, container_status, Agent};
+use integration_tests::cri::{api, Client};
+use integration_tests::engines::have;
+use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node, IMAGE};
+use integration_tests::{cgroup_dirs, Value};
+
+/// Minimal RFC 3339 (`2024-01-02T03:04:05Z`) to Unix seconds, for comparing API times.
+mod chrono_free {
+    pub fn parse_rfc3339_secs(s: &str) -> Option<i64> {
+        let (date, time) = s.trim_end_matches('Z').split_once('T')?;
+        let d: Vec<i64> = date
+            .split('-')
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        let t: Vec<i64> = time
+            .split('.')
+            .next()?
+            .split(':')
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        let (y, m, day) = (d[0], d[1], d[2]);
+        // Days from civil (Howard Hinnant's algorithm).
+        let y2 = if m <= 2 { y - 1 } else { y };
+        let era = y2.div_euclid(400);
+        let yoe = y2 - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Some(days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2])
+    }
+}
+
+fn pod_yaml(name: &str, extra_spec: &str, containers: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n{extra_spec}  containers:\n{containers}"
+    )
+}
+
+fn ctr(name: &str, script: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    image: {IMAGE}\n    imagePullPolicy: Never\n    command: [sh, -c, {script:?}]\n{extra}"
+    )
+}
+
+fn state_of<'a>(p: &'a Value, c: &str) -> &'a Value {
+    container_status(p, c)
+        .map(|s| &s["state"])
+        .unwrap_or(&Value::Null)
+}
+
+fn skip_endpoint(ep: Endpoint) -> bool {
+    ep == Endpoint::Containerd && !(have("containerd") && have("ctr"))
+}
+
+async fn cri_items(socket: &std::path::Path) -> (Vec<api::PodSandbox>, Vec<api::Container>) {
+    let mut c = Client::connect(socket).await.expect("connect to the CRI");
+    let pods = c
+        .runtime
+        .list_pod_sandbox(api::ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items;
+    let ctrs = c
+        .runtime
+        .list_containers(api::ListContainersRequest::default())
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    (pods, ctrs)
+}
+
+/// Pod cgroups (`pod<uid>` dirs) anywhere below the test's cgroup root.
+fn pod_cgroups(root: &CgroupRoot) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(d: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with("pod") {
+                    out.push(e.path().display().to_string());
+                }
+                walk(&e.path(), out);
+            }
+        }
+    }
+    for d in cgroup_dirs(&root.0) {
+        walk(&d, &mut out);
+    }
+    out
+}
+
+async fn lifecycle(ep: Endpoint) {
+    if skip_endpoint(ep) {
+        return;
+    }
+    let tag = format!("{ep:?}").to_lowercase();
+    let cgroups = CgroupRoot::new(&format!("agent-{tag}"));
+    let node = Node::start();
+    let engine = start_engine(ep, &node).await;
+    let socket = engine.socket();
+    let config = node.dir().join("kubelet-config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nmaxPods: 7\nreadOnlyPort: 10255\nfeatureGates: {SomeGate: true}\n",
+    )
+    .expect("write config");
+    let mut agent = Agent::start(
+        &node,
+        &socket,
+        &cgroups,
+        &tag,
+        &[
+            format!("--config={}", config.display()),
+            "--backoff-base=1s".into(),
+            "--backoff-cap=4s".into(),
+        ],
+    );
+    assert!(
+        agent.log_text().contains("featureGates"),
+        "no warning about the unknown config field:\n{}",
+        agent.log_tail(20)
+    );
+
+    // Running and Ready, with a readiness probe that turns true.
+    agent.write_manifest(
+        "web.yaml",
+        &pod_yaml(
+            "web",
+            "",
+            &ctr(
+                "main",
+                "echo hello from web; touch /tmp/ready; exec sleep 1000000",
+                "    readinessProbe:\n      exec: {command: [cat, /tmp/ready]}\n      periodSeconds: 1\n",
+            ),
+        ),
+    );
+    // A crash loop, OnFailure, Never, init containers and a failing liveness probe.
+    agent.write_manifest(
+        "more.yaml",
+        &[
+            pod_yaml("crash", "", &ctr("main", "echo crashing; exit 3", "")),
+            pod_yaml("onfailure", "  restartPolicy: OnFailure\n", &ctr("main", "exit 0", "")),
+            pod_yaml("never", "  restartPolicy: Never\n", &ctr("main", "exit 1", "")),
+            pod_yaml(
+                "inits",
+                &format!(
+                    "  initContainers:\n{}{}",
+                    ctr("first", "sleep 1; echo first", ""),
+                    ctr("second", "echo second", "")
+                ),
+                &ctr("main", "exec sleep 1000000", ""),
+            ),
+            pod_yaml(
+                "unlive",
+                "",
+                &ctr(
+                    "main",
+                    "exec sleep 1000000",
+                    "    livenessProbe:\n      exec: {command: [cat, /nonexistent]}\n      periodSeconds: 1\n      failureThreshold: 2\n",
+                ),
+            ),
+        ]
+        .join("---\n"),
+    );
+    // Invalid: a string where a number goes, in document 1.
+    agent.write_manifest(
+        "bad.yaml",
+        &format!(
+            "{}---\n{}",
+            pod_yaml("bad0", "", &ctr("main", "exec sleep 1000000", "")),
+            pod_yaml(
+                "bad1",
+                "",
+                &ctr(
+                    "main",
+                    "exec sleep 1000000",
+                    "    ports: [{containerPort: http}]\n"
+                )
+            )
+        ),
+    );
+
+    let web = agent.wait_pod(
+        "web",
+        Duration::from_secs(90),
+        "web Running and Ready",
+        |p| {
+            p["status"]["phase"] == "Running"
+                && condition(p, "Ready")
+                && condition(p, "ContainersReady")
+        },
+    );
+    assert_eq!(web["status"]["qosClass"], "BestEffort");
+    let st = container_status(&web, "main").expect("web's container status");
+    assert_eq!(st["ready"], true);
+    assert_eq!(st["restartCount"], 0);
+    assert!(
+        st["containerID"].as_str().unwrap_or("").contains("://"),
+        "{st}"
+    );
+
+    // The invalid file: named with its document and field; its pods not run.
+    let log = agent.log_text();
+    assert!(
+        log.contains("bad.yaml: document 1: spec.containers[0].ports[0].containerPort"),
+        "the invalid manifest's error does not name file, document and field:\n{}",
+        agent.log_tail(40)
+    );
+    assert!(agent.pod("bad0").is_none());
+
+    // Crash loop with back-off.
+    let crash = agent.wait_pod(
+        "crash",
+        Duration::from_secs(120),
+        "crash restarted 3 times",
+        |p| {
+            let Some(st) = container_status(p, "main") else {
+                return false;
+            };
+            st["restartCount"].as_i64().unwrap_or(0) >= 3
+                && st["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        },
+    );
+    {
+        let st = container_status(&crash, "main").expect("status");
+        assert_eq!(st["lastState"]["terminated"]["exitCode"], 3, "{st}");
+        assert_eq!(st["lastState"]["terminated"]["reason"], "Error", "{st}");
+        let msg = st["state"]["waiting"]["message"].as_str().unwrap_or("");
+        assert!(
+            msg.starts_with("back-off ") && msg.contains("container=main"),
+            "{msg}"
+        );
+    }
+    // The gaps between runs grow with the back-off (1 s, 2 s, 4 s): from the CRI's view of
+    // the two newest instances, the restart came at least a back-off after the exit.
+    let (_, ctrs) = cri_items(&socket).await;
+    let mut crash_ctrs: Vec<&api::Container> = ctrs
+        .iter()
+        .filter(|c| c.labels.get("io.kubernetes.pod.name").map(String::as_str) == Some("crash"))
+        .collect();
+    crash_ctrs.sort_by_key(|c| c.metadata.as_ref().map(|m| m.attempt));
+    assert!(
+        crash_ctrs.len() <= 2,
+        "older exited instances are not collected: {crash_ctrs:?}"
+    );
+    if crash_ctrs.len() == 2 {
+        let mut c = Client::connect(&socket).await.expect("connect");
+        let mut st = Vec::new();
+        for x in &crash_ctrs {
+            st.push(
+                c.runtime
+                    .container_status(api::ContainerStatusRequest {
+                        container_id: x.id.clone(),
+                        verbose: false,
+                    })
+                    .await
+                    .expect("ContainerStatus")
+                    .into_inner()
+                    .status
+                    .expect("status"),
+            );
+        }
+        let attempt = st[1].metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
+        let gap = Duration::from_nanos((st[1].started_at - st[0].finished_at).max(0) as u64);
+        // Restart n (n ≥ 2) waits base × 2^(n-2).
+        let want = Duration::from_secs(1 << (attempt.max(2) - 2).min(2));
+        assert!(
+            gap + Duration::from_millis(100) >= want,
+            "restart {attempt} came {gap:?} after the exit; the back-off is {want:?}"
+        );
+    }
+
+    let p = agent.wait_pod(
+        "onfailure",
+        Duration::from_secs(60),
+        "onfailure Succeeded",
+        |p| p["status"]["phase"] == "Succeeded",
+    );
+    assert_eq!(state_of(&p, "main")["terminated"]["reason"], "Completed");
+    assert_eq!(container_status(&p, "main").unwrap()["restartCount"], 0);
+    let p = agent.wait_pod("never", Duration::from_secs(60), "never Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(state_of(&p, "main")["terminated"]["exitCode"], 1);
+    assert_eq!(container_status(&p, "main").unwrap()["restartCount"], 0);
+
+    // Init containers in order, then the app.
+    let p = agent.wait_pod("inits", Duration::from_secs(90), "inits Running", |p| {
+        p["status"]["phase"] == "Running" && state_of(p, "main")["running"].is_object()
+    });
+    let inits = p["status"]["initContainerStatuses"]
+        .as_array()
+        .expect("init statuses");
+    let time = |v: &Value| v.as_str().and_then(parse_rfc3339_secs).expect("a time");
+    let first = &inits[0]["state"]["terminated"];
+    let second = &inits[1]["state"]["terminated"];
+    assert_eq!(first["exitCode"], 0, "{p}");
+    assert_eq!(second["exitCode"], 0, "{p}");
+    assert!(
+        time(&first["finishedAt"]) <= time(&second["startedAt"]),
+        "{p}"
+    );
+    assert!(
+        time(&second["finishedAt"]) <= time(&state_of(&p, "main")["running"]["startedAt"]),
+        "{p}"
+    );
+    assert!(condition(&p, "Initialized"));
+
+    // The failing liveness probe restarts the container.
+    agent.wait_pod(
+        "unlive",
+        Duration::from_secs(90),
+        "unlive restarted by its liveness probe",
+        |p| {
+            container_status(p, "main")
+                .is_some_and(|s| s["restartCount"].as_i64().unwrap_or(0) >= 1)
+        },
+    );
+    let (code, events) = agent
+        .get("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name=unlive")
+        .expect("events");
+    assert_eq!(code, 200);
+    assert!(
+        events.contains("failed liveness probe, will be restarted"),
+        "{events}"
+    );
+
+    // The CLI: kubectl's columns, logs without the CRI prefix, a clear NotFound.
+    let out = agent.cli(&["get", "pods"]);
+    assert!(out.success(), "{}", out.stderr);
+    let header = out.stdout.lines().next().unwrap_or("");
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{}",
+        out.stdout
+    );
+    let web_line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .expect("web in get pods");
+    let cols: Vec<&str> = web_line.split_whitespace().collect();
+    assert_eq!(&cols[1..4], ["1/1", "Running", "0"], "{web_line}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("never ") && l.contains(" Error ")),
+        "{}",
+        out.stdout
+    );
+    let out = agent.cli(&["get", "pods", "-o", "wide"]);
+    assert!(
+        out.stdout
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains("NOMINATED NODE"),
+        "{}",
+        out.stdout
+    );
+    let out = agent.cli(&["logs", "web"]);
+    assert!(out.success(), "{}", out.stderr);
+    assert_eq!(out.stdout, "hello from web\n");
+    let out = agent.cli(&["logs", "crash", "--previous"]);
+    assert_eq!(out.stdout, "crashing\n", "{}", out.stderr);
+    let out = agent.cli(&["get", "pods", "nosuch"]);
+    assert!(!out.success());
+    assert_eq!(
+        out.stderr.trim(),
+        "Error from server (NotFound): pods \"nosuch\" not found"
+    );
+    let out = agent.cli(&["get", "pods", "web", "-o", "json"]);
+    let v: Value = serde_json::from_str(&out.stdout).expect("get -o json");
+    assert_eq!(v["kind"], "Pod");
+    let out = agent.cli(&["describe", "pod", "unlive"]);
+    assert!(
+        out.stdout.contains("Liveness:") && out.stdout.contains("Unhealthy"),
+        "{}",
+        out.stdout
+    );
+
+    // maxPods 7: six pods admitted (web, five of more.yaml); two more: the seventh fits,
+    // the eighth is refused and never started.
+    agent.write_manifest(
+        "extra.yaml",
+        &pod_yaml("seventh", "", &ctr("main", "exec sleep 1000000", "")),
+    );
+    agent.wait_pod("seventh", Duration::from_secs(60), "seventh Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    agent.write_manifest(
+        "over.yaml",
+        &pod_yaml("eighth", "", &ctr("main", "exec sleep 1000000", "")),
+    );
+    let p = agent.wait_pod("eighth", Duration::from_secs(30), "eighth refused", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(p["status"]["reason"], "OutOfpods", "{p}");
+    let (sandboxes, _) = cri_items(&socket).await;
+    assert!(
+        !sandboxes
+            .iter()
+            .any(|s| s.labels.get("io.kubernetes.pod.name").map(String::as_str) == Some("eighth")),
+        "the refused pod has a sandbox"
+    );
+
+    // All manifests removed: every pod goes, and nothing is left.
+    for f in [
+        "web.yaml",
+        "more.yaml",
+        "bad.yaml",
+        "extra.yaml",
+        "over.yaml",
+    ] {
+        agent.remove_manifest(f);
+    }
+    for name in [
+        "web",
+        "crash",
+        "onfailure",
+        "never",
+        "inits",
+        "unlive",
+        "seventh",
+        "eighth",
+    ] {
+        agent.wait_gone(name, Duration::from_secs(90));
+    }
+    let (sandboxes, ctrs) = cri_items(&socket).await;
+    assert!(sandboxes.is_empty(), "sandboxes left: {sandboxes:?}");
+    assert!(ctrs.is_empty(), "containers left: {ctrs:?}");
+    assert_eq!(
+        pod_cgroups(&cgroups),
+        Vec::<String>::new(),
+        "pod cgroups left"
+    );
+    let logs: Vec<_> = std::fs::read_dir(&agent.logs_dir)
+        .expect("logs dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(logs.is_empty(), "pod log dirs left: {logs:?}");
+    agent.assert_alive();
+    drop(agent);
+    drop(engine);
+}
+
+async fn adoption(ep: Endpoint) {
+    if skip_endpoint(ep) {
+        return;
+    }
+    let tag = format!("{ep:?}-adopt").to_lowercase();
+    let cgroups = CgroupRoot::new(&tag);
+    let node = Node::start();
+    let engine = start_engine(ep, &node).await;
+    let socket = engine.socket();
+    let mut agent = Agent::start(
+        &node,
+        &socket,
+        &cgroups,
+        &tag,
+        &["--read-only-port=0".into()],
+    );
+    agent.write_manifest(
+        "a.yaml",
+        &pod_yaml("steady", "", &ctr("main", "exec sleep 1000000", "")),
+    );
+    let before = agent.wait_pod("steady", Duration::from_secs(90), "steady Running", |p| {
+        p["status"]["phase"] == "Running" && condition(p, "Ready")
+    });
+    let id = container_status(&before, "main").unwrap()["containerID"].clone();
+    agent.kill9();
+    agent.restart();
+    let after = agent.wait_pod(
+        "steady",
+        Duration::from_secs(60),
+        "steady Running after the restart",
+        |p| p["status"]["phase"] == "Running" && condition(p, "Ready"),
+    );
+    let st = container_status(&after, "main").unwrap();
+    assert_eq!(st["containerID"], id, "the container was not adopted");
+    assert_eq!(st["restartCount"], 0);
+    assert_eq!(before["metadata"]["uid"], after["metadata"]["uid"]);
+    let (sandboxes, ctrs) = cri_items(&socket).await;
+    assert_eq!(sandboxes.len(), 1, "{sandboxes:?}");
+    assert_eq!(ctrs.len(), 1, "{ctrs:?}");
+    agent.remove_manifest("a.yaml");
+    agent.wait_gone("steady", Duration::from_secs(60));
+    let (sandboxes, ctrs) = cri_items(&socket).await;
+    assert!(
+        sandboxes.is_empty() && ctrs.is_empty(),
+        "left: {sandboxes:?} {ctrs:?}"
+    );
+    // The CLI without an agent: a clear error.
+    agent.kill9();
+    let out = agent.cli(&["get", "pods"]);
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("is rrun-kubelet running"),
+        "{}",
+        out.stderr
+    );
+    drop(engine);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_rrun_cri() {
+    lifecycle(Endpoint::RrunCri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_containerd() {
+    lifecycle(Endpoint::Containerd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_rrun_cri() {
+    adoption(Endpoint::RrunCri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_containerd() {
+    adoption(Endpoint::Containerd).await;
+}
