@@ -109,7 +109,11 @@ async fn relist(shared: &Shared) -> Result<Snapshot, ()> {
         let g = shared.lock();
         containers
             .iter()
-            .filter(|ct| g.statuses.get(&ct.id).is_none_or(|s| s.state != ct.state))
+            .filter(|ct| {
+                g.statuses
+                    .get(&ct.id)
+                    .is_none_or(|s| stale_status(s, ct.state))
+            })
             .map(|ct| ct.id.clone())
             .collect()
     };
@@ -165,6 +169,15 @@ async fn relist(shared: &Shared) -> Result<Snapshot, ()> {
     })
 }
 
+/// Is a cached status out of date? A runtime may answer a container's new state before
+/// its times (started_at of a just-started one, both of one that exited at once): such a
+/// status is fetched again.
+fn stale_status(s: &api::ContainerStatus, listed: i32) -> bool {
+    s.state != listed
+        || (s.state == RUNNING && s.started_at == 0)
+        || (s.state == EXITED && s.finished_at == 0)
+}
+
 fn view(shared: &Shared, snap: &Snapshot, uid: &str) -> PodView {
     let mut sandboxes: Vec<_> = snap
         .sandboxes
@@ -194,6 +207,11 @@ pub async fn run(shared: Arc<Shared>) {
     let mut down_since: Option<Instant> = None;
     let mut retry = Duration::from_millis(200);
     loop {
+        // Pods whose step is still under way when the listing starts are left out of this
+        // round: the listing may predate what that step did (no double creates).
+        syncs.retain(|_, h| !h.is_finished());
+        kills.retain(|_, h| !h.is_finished());
+        let busy: HashSet<String> = syncs.keys().chain(kills.keys()).cloned().collect();
         let snap = match relist(&shared).await {
             Ok(s) => {
                 if down_since.take().is_some() {
@@ -212,13 +230,11 @@ pub async fn run(shared: Arc<Shared>) {
                 continue;
             }
         };
-        syncs.retain(|_, h| !h.is_finished());
-        kills.retain(|_, h| !h.is_finished());
         let desired: Vec<Desired> = shared.lock().desired.values().cloned().collect();
         let wanted: HashSet<String> = desired.iter().map(|d| d.uid.clone()).collect();
         admit(&shared, &desired, &snap);
         for d in desired {
-            if syncs.contains_key(&d.uid) || kills.contains_key(&d.uid) {
+            if busy.contains(&d.uid) || syncs.contains_key(&d.uid) || kills.contains_key(&d.uid) {
                 continue;
             }
             let v = view(&shared, &snap, &d.uid);
@@ -240,7 +256,7 @@ pub async fn run(shared: Arc<Shared>) {
             .map(str::to_string)
             .collect();
         let leaving = unwanted.clone();
-        unwanted.retain(|u| !kills.contains_key(u) && !syncs.contains_key(u));
+        unwanted.retain(|u| !busy.contains(u) && !kills.contains_key(u) && !syncs.contains_key(u));
         for uid in unwanted {
             let v = view(&shared, &snap, &uid);
             let s = shared.clone();
