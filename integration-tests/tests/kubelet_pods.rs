@@ -705,6 +705,47 @@ async fn adoption(ep: Endpoint) {
         out.stderr
     );
 
+    // A partial write (an editor's, not atomic) is an error until the file is whole.
+    let whole = pod_yaml("halfway", "", &ctr("main", "exec sleep 1000000", ""));
+    std::fs::write(agent.manifests.join("c.yaml"), &whole[..whole.len() / 2]).expect("write");
+    std::fs::write(agent.manifests.join("c.yaml"), &whole).expect("write");
+    agent.wait_pod("halfway", Duration::from_secs(60), "halfway Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    agent.remove_manifest("c.yaml");
+    agent.wait_gone("halfway", Duration::from_secs(60));
+
+    // An edit replaces the pod: a new uid and container, the old one gone.
+    agent.write_manifest(
+        "a.yaml",
+        &pod_yaml("steady", "", &ctr("main", "exec sleep 999999", "")),
+    );
+    let edited = agent.wait_pod("steady", Duration::from_secs(60), "steady replaced", |p| {
+        p["metadata"]["uid"] != before["metadata"]["uid"]
+            && p["status"]["phase"] == "Running"
+            && container_status(p, "main").is_some_and(|s| s["containerID"] != id)
+    });
+    assert_eq!(
+        edited["spec"]["containers"][0]["command"][2],
+        "exec sleep 999999"
+    );
+    let old_uid = before["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let deadline = std::time::Instant::now() + integration_tests::scaled(Duration::from_secs(60));
+    loop {
+        let (sandboxes, _) = cri_items(&socket).await;
+        let old_left = sandboxes
+            .iter()
+            .any(|s| s.labels.get("io.kubernetes.pod.uid") == Some(&old_uid));
+        if !old_left {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edited pod's old sandbox stays"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     agent.remove_manifest("a.yaml");
     agent.wait_gone("steady", Duration::from_secs(60));
     let (sandboxes, ctrs) = cri_items(&socket).await;
