@@ -705,6 +705,58 @@ async fn adoption(ep: Endpoint) {
         out.stderr
     );
 
+    // httpGet and tcpSocket probes, to a hostNetwork pod's server on the node's loopback.
+    let server = "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:18080 -h /tmp/www";
+    agent.write_manifest(
+        "h.yaml",
+        &[
+            pod_yaml(
+                "httpd",
+                "  hostNetwork: true\n",
+                &ctr(
+                    "main",
+                    server,
+                    "    readinessProbe:\n      httpGet: {port: 18080, path: /index.html}\n      periodSeconds: 1\n    livenessProbe:\n      tcpSocket: {port: 18080}\n      periodSeconds: 1\n",
+                ),
+            ),
+            pod_yaml(
+                "http404",
+                "  hostNetwork: true\n",
+                &ctr(
+                    "main",
+                    "exec sleep 1000000",
+                    "    readinessProbe:\n      httpGet: {port: 18080, path: /missing}\n      periodSeconds: 1\n",
+                ),
+            ),
+        ]
+        .join("---\n"),
+    );
+    agent.wait_pod(
+        "httpd",
+        Duration::from_secs(60),
+        "httpd Ready by httpGet",
+        |p| condition(p, "Ready"),
+    );
+    let deadline = std::time::Instant::now() + integration_tests::scaled(Duration::from_secs(60));
+    loop {
+        let (_, ev) = agent
+            .get("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name=http404")
+            .expect("events");
+        if ev.contains("HTTP probe failed with statuscode: 404") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 404 probe failure event: {ev}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = agent.pod("http404").expect("http404");
+    assert!(!condition(&p, "Ready"), "{p}");
+    agent.remove_manifest("h.yaml");
+    agent.wait_gone("httpd", Duration::from_secs(60));
+    agent.wait_gone("http404", Duration::from_secs(60));
+
     // A partial write (an editor's, not atomic) is an error until the file is whole.
     let whole = pod_yaml("halfway", "", &ctr("main", "exec sleep 1000000", ""));
     std::fs::write(agent.manifests.join("c.yaml"), &whole[..whole.len() / 2]).expect("write");
@@ -783,4 +835,116 @@ async fn adoption_rrun_cri() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adoption_containerd() {
     adoption(Endpoint::Containerd).await;
+}
+
+/// The benchmark of `bench/agent.sh` (ignored in test runs): `RRUN_AGENT_BENCH_PODS` pods
+/// (default 1), one manifest file each, written at once; each pod's time from its file
+/// written to Ready (readiness exec probe every 10 s) as seen on the API; then the agent's
+/// RSS and CPU over 30 s of steady state with those pods probed.
+async fn bench(ep: Endpoint) {
+    if skip_endpoint(ep) {
+        return;
+    }
+    let n: usize = std::env::var("RRUN_AGENT_BENCH_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let tag = format!("{ep:?}-bench").to_lowercase();
+    let cgroups = CgroupRoot::new(&tag);
+    let node = Node::start();
+    let engine = start_engine(ep, &node).await;
+    let socket = engine.socket();
+    let mut agent = Agent::start(
+        &node,
+        &socket,
+        &cgroups,
+        &tag,
+        &["--read-only-port=0".into(), "--healthz-port=0".into()],
+    );
+    let probe = "    readinessProbe:\n      exec: {command: [\"true\"]}\n      periodSeconds: 10\n";
+    let mut written = Vec::new();
+    for i in 0..n {
+        let name = format!("b{i}");
+        agent.write_manifest(
+            &format!("{name}.yaml"),
+            &pod_yaml(&name, "", &ctr("main", "exec sleep 1000000", probe)),
+        );
+        written.push((name, std::time::Instant::now()));
+    }
+    let mut ready: std::collections::HashMap<String, Duration> = Default::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while ready.len() < n {
+        agent.assert_alive();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all pods Ready in 600 s"
+        );
+        if let Some((200, body)) = agent.get("/api/v1/pods") {
+            let list: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            for p in list["items"].as_array().into_iter().flatten() {
+                let name = p["metadata"]["name"].as_str().unwrap_or("");
+                if condition(p, "Ready") && !ready.contains_key(name) {
+                    if let Some((_, t)) = written.iter().find(|(w, _)| w == name) {
+                        ready.insert(name.to_string(), t.elapsed());
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut lat: Vec<Duration> = ready.values().copied().collect();
+    lat.sort();
+    let pct = |q: f64| lat[((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1];
+    let all = written[0].1.elapsed();
+    let pid = agent.pid();
+    let ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // utime and stime: fields 14 and 15, i.e. 12th and 13th after the state.
+        f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+    };
+    // Steady state: 30 s with every pod probed every 10 s.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let t0 = ticks();
+    let w = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu = (ticks() - t0) as f64 / hz / w.elapsed().as_secs_f64() * 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .map(|v| v.split_whitespace().collect::<String>())
+        .unwrap_or_default();
+    println!(
+        "BENCH {ep:?} pods={n} ready_median={:.2}s ready_p90={:.2}s all_ready={:.2}s agent_rss={rss} agent_cpu={cpu:.2}%",
+        pct(0.5).as_secs_f64(),
+        pct(0.9).as_secs_f64(),
+        all.as_secs_f64(),
+    );
+    for (name, _) in &written {
+        agent.remove_manifest(&format!("{name}.yaml"));
+    }
+    for (name, _) in &written {
+        agent.wait_gone(name, Duration::from_secs(300));
+    }
+    drop(agent);
+    drop(engine);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/agent.sh runs it"]
+async fn bench_rrun_cri() {
+    bench(Endpoint::RrunCri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/agent.sh runs it"]
+async fn bench_containerd() {
+    bench(Endpoint::Containerd).await;
 }

@@ -102,9 +102,9 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
         let inst = v.instances(&sb.id, &c.name);
         let latest = inst.first().copied();
         match (kind, latest) {
-            (_, None) => return start(shared, d, c, &sb.id, &sb_cfg, v, None).await || changed,
+            (_, None) => return start(shared, d, c, &sb.id, &sb_cfg, None).await || changed,
             (_, Some((ct, _))) if ct.state == CREATED => {
-                return start_existing(shared, d, c, &ct.id).await || changed
+                return start_existing(shared, d, c, &sb.id, &ct.id).await || changed
             }
             (Kind::Sidecar, Some((ct, _))) if ct.state == RUNNING => {
                 changed |= check_liveness(shared, d, c, ct).await;
@@ -118,7 +118,7 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
             (Kind::Init, Some((_, st))) if st.state == EXITED && st.exit_code == 0 => {}
             (_, Some(inst)) => {
                 if should_restart(pod, kind, inst.1.exit_code) {
-                    return start(shared, d, c, &sb.id, &sb_cfg, v, Some(inst)).await || changed;
+                    return start(shared, d, c, &sb.id, &sb_cfg, Some(inst)).await || changed;
                 }
                 return changed;
             }
@@ -127,16 +127,16 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
     for c in &s.containers {
         let inst = v.instances(&sb.id, &c.name);
         match inst.first().copied() {
-            None => changed |= start(shared, d, c, &sb.id, &sb_cfg, v, None).await,
+            None => changed |= start(shared, d, c, &sb.id, &sb_cfg, None).await,
             Some((ct, _)) if ct.state == CREATED => {
-                changed |= start_existing(shared, d, c, &ct.id).await
+                changed |= start_existing(shared, d, c, &sb.id, &ct.id).await
             }
             Some((ct, _)) if ct.state == RUNNING => {
                 changed |= check_liveness(shared, d, c, ct).await
             }
             Some(inst) => {
                 if should_restart(pod, Kind::App, inst.1.exit_code) {
-                    changed |= start(shared, d, c, &sb.id, &sb_cfg, v, Some(inst)).await;
+                    changed |= start(shared, d, c, &sb.id, &sb_cfg, Some(inst)).await;
                 }
             }
         }
@@ -457,7 +457,6 @@ async fn start(
     c: &Container,
     sb: &str,
     sb_cfg: &api::PodSandboxConfig,
-    v: &PodView,
     prev: Option<&Inst>,
 ) -> bool {
     let pod = &d.pod;
@@ -584,13 +583,18 @@ async fn start(
         "Created",
         format!("Created container {}", c.name),
     );
-    let _ = v;
-    start_existing(shared, d, c, &id).await;
+    start_existing(shared, d, c, sb, &id).await;
     true
 }
 
 /// Starts a created container, then runs its postStart hook.
-async fn start_existing(shared: &Arc<Shared>, d: &Desired, c: &Container, id: &str) -> bool {
+async fn start_existing(
+    shared: &Arc<Shared>,
+    d: &Desired,
+    c: &Container,
+    sb: &str,
+    id: &str,
+) -> bool {
     let pod = &d.pod;
     let Some(mut client) = shared.cri.get().await else {
         return false;
@@ -624,7 +628,7 @@ async fn start_existing(shared: &Arc<Shared>, d: &Desired, c: &Container, id: &s
         format!("Started container {}", c.name),
     );
     if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
-        let ip = String::new();
+        let ip = shared.lock().pod_ips.get(sb).cloned().unwrap_or_default();
         let t = target(pod, &d.uid, c, id, &ip);
         let grace = Duration::from_secs(spec::grace_seconds(pod).max(1) as u64);
         if let Err(e) = crate::probes::run_hook(shared, h, &t, grace).await {
