@@ -180,6 +180,17 @@ async fn new_sandbox(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
         );
         return false;
     }
+    if let Some(rc) = spec::spec(pod).runtime_class_name.as_deref() {
+        shared.event(
+            pod,
+            &d.uid,
+            "Warning",
+            "RuntimeClassIgnored",
+            format!(
+                "runtimeClassName {rc:?} is ignored: the endpoint's default handler runs the pod"
+            ),
+        );
+    }
     if attempt > 0 {
         shared.metrics.restarted_pods.inc();
         shared.event(
