@@ -23,6 +23,7 @@
 //! Every runtime invocation has a timeout ([`INVOCATION_TIMEOUT`] unless set): a hung
 //! runtime fails the test instead of hanging the run.
 
+pub mod agent;
 pub mod cri;
 pub mod engines;
 pub mod kubelet;

@@ -1,6 +1,175 @@
-//! `rrun-kubelet`: the node agent. Placeholder until the kubelet issue lands.
+//! `rrun-kubelet`: the node agent. It keeps the pods of a manifest directory running
+//! through a CRI endpoint, serves the Kubernetes REST API for them on a unix socket under
+//! its root dir, and is also the command line people use on that API.
+
+mod agent;
+mod api;
+mod cgroups;
+mod cli;
+mod config;
+mod cri;
+mod logs;
+mod manifest;
+mod metrics;
+mod pod;
+mod print;
+mod probes;
+mod quantity;
+mod reconcile;
+mod resources;
+mod spec;
+mod state;
+mod status;
+mod store;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// The stock kubelet's flag names, so its users feel at home.
+#[derive(Parser, Debug)]
+#[command(
+    name = "rrun-kubelet",
+    version,
+    about = "rrun's node agent: runs the pods of a manifest directory through a CRI endpoint"
+)]
+pub struct Args {
+    /// Directory of pod manifests (.yaml, .yml, .json) to keep running.
+    #[arg(long, value_name = "DIR")]
+    pub pod_manifest_path: Option<PathBuf>,
+    /// The CRI endpoint (unix:///path).
+    #[arg(long, value_name = "ENDPOINT")]
+    pub container_runtime_endpoint: Option<String>,
+    /// The agent's state, and its API socket (kubelet.sock).
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/rrun-kubelet",
+        value_name = "DIR"
+    )]
+    pub root_dir: PathBuf,
+    /// The node's name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The read-only port on 127.0.0.1 (/pods, /healthz, /metrics); 0 disables it.
+    #[arg(long)]
+    pub read_only_port: Option<u16>,
+    /// The healthz port; 0 disables it.
+    #[arg(long)]
+    pub healthz_port: Option<u16>,
+    /// The healthz server's address.
+    #[arg(long)]
+    pub healthz_bind_address: Option<String>,
+    /// A KubeletConfiguration (kubelet.config.k8s.io/v1beta1) file; flags win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The cgroup under which the pods' cgroups go (kubepods/...).
+    #[arg(long)]
+    pub cgroup_root: Option<String>,
+    /// Where pods' container logs go (the kubelet's podLogsDir).
+    #[arg(long, value_name = "DIR")]
+    pub pod_logs_dir: Option<PathBuf>,
+    /// Test knob: the first crash-loop back-off (the kubelet's 10s).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub backoff_base: Duration,
+    /// Test knob: the longest crash-loop back-off (the kubelet's 5m).
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub backoff_cap: Duration,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List pods (as `kubectl get pods`).
+    Get {
+        /// The resource: pods (po).
+        resource: String,
+        /// One pod's name.
+        name: Option<String>,
+        #[arg(short = 'o', long = "output")]
+        output: Option<String>,
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
+        #[arg(short = 'A', long = "all-namespaces")]
+        all_namespaces: bool,
+    },
+    /// Show a pod (as `kubectl describe pod`).
+    Describe {
+        resource: String,
+        name: String,
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
+    },
+    /// Print a container's logs.
+    Logs {
+        pod: String,
+        #[arg(short = 'c', long = "container")]
+        container: Option<String>,
+        #[arg(short = 'f', long = "follow")]
+        follow: bool,
+        #[arg(short = 'p', long = "previous")]
+        previous: bool,
+        #[arg(long = "tail")]
+        tail: Option<i64>,
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
+    },
+    /// Put a manifest into the agent's manifest directory.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Take a manifest out of the agent's manifest directory.
+    Delete {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+}
+
+/// `10s`, `500ms`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (e.g. 10s, 500ms, 5m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration {s:?} (e.g. 10s, 500ms, 5m)")),
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("invalid duration {s:?}: must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
 
 fn main() {
-    eprintln!("rrun-kubelet: the node agent is not built yet (see the kubelet issue)");
-    std::process::exit(1);
+    let args = Args::parse();
+    let code = match args.command {
+        Some(ref c) => cli::run(&args.root_dir, c),
+        None => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("RRUN_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            match agent::run(&args) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("rrun-kubelet: {e:#}");
+                    1
+                }
+            }
+        }
+    };
+    std::process::exit(code);
 }

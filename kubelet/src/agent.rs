@@ -1,0 +1,216 @@
+//! The agent's start: settings, state, the API socket and ports, the manifest watcher and
+//! the reconcile loop.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::{self, Config};
+use crate::cri::Cri;
+use crate::manifest;
+use crate::metrics::Metrics;
+use crate::state::{Inner, Shared};
+use crate::store::Store;
+use crate::Args;
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Flags over the file over the kubelet's defaults.
+pub fn settings(args: &Args) -> Result<Config> {
+    let file = match &args.config {
+        Some(p) => config::read_file(p)?,
+        None => config::FileConfig::default(),
+    };
+    for u in &file.unknown {
+        tracing::warn!(
+            "--config: field {u:?} is not honoured by rrun-kubelet and is ignored (honoured: {})",
+            config::HONOURED.join(", ")
+        );
+    }
+    let manifest_dir = args
+        .pod_manifest_path
+        .clone()
+        .or(file.static_pod_path)
+        .context("no manifest directory: give --pod-manifest-path or staticPodPath in --config")?;
+    let endpoint = match &args.container_runtime_endpoint {
+        Some(e) => config::parse_endpoint(e)?,
+        None => file.endpoint.unwrap_or_else(|| "/run/rrun/cri.sock".into()),
+    };
+    if args.backoff_base > args.backoff_cap {
+        bail!("--backoff-base must not exceed --backoff-cap");
+    }
+    Ok(Config {
+        manifest_dir,
+        endpoint,
+        root_dir: args.root_dir.clone(),
+        node_name: args.node_name.clone().unwrap_or_else(hostname),
+        read_only_port: args.read_only_port.or(file.read_only_port).unwrap_or(10255),
+        healthz_port: args.healthz_port.or(file.healthz_port).unwrap_or(10248),
+        healthz_bind: args
+            .healthz_bind_address
+            .clone()
+            .or(file.healthz_bind)
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        cgroup_root: args
+            .cgroup_root
+            .clone()
+            .or(file.cgroup_root)
+            .unwrap_or_else(|| "/".into()),
+        pod_logs_dir: args
+            .pod_logs_dir
+            .clone()
+            .or(file.pod_logs_dir)
+            .unwrap_or_else(|| "/var/log/pods".into()),
+        max_pods: file.max_pods.unwrap_or(110),
+        reserved_milli_cpu: file.reserved_milli_cpu,
+        reserved_memory: file.reserved_memory,
+        eviction_memory: file.eviction_memory.unwrap_or(100 << 20),
+        backoff_base: args.backoff_base,
+        backoff_cap: args.backoff_cap,
+    })
+}
+
+/// Binds `<root>/kubelet.sock`, refusing when another agent answers there.
+async fn bind_socket(path: &Path) -> Result<UnixListener> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            bail!(
+                "{}: another rrun-kubelet is running with this --root-dir",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let config = settings(args)?;
+    std::fs::create_dir_all(&config.root_dir)
+        .with_context(|| format!("creating --root-dir {}", config.root_dir.display()))?;
+    std::fs::set_permissions(&config.root_dir, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::create_dir_all(&config.manifest_dir)
+        .with_context(|| format!("creating {}", config.manifest_dir.display()))?;
+    let store = Store::open(&config.root_dir)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let sock = config.root_dir.join("kubelet.sock");
+        let listener = bind_socket(&sock).await?;
+        let shared = Arc::new(Shared {
+            cri: Cri::new(config.endpoint.clone()),
+            config: config.clone(),
+            inner: Mutex::new(Inner {
+                runtime_name: "cri".into(),
+                ..Default::default()
+            }),
+            store: Mutex::new(store),
+            wake: Notify::new(),
+            metrics: Metrics::default(),
+        });
+        let api = crate::api::rest::router(shared.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, api).await {
+                tracing::error!("the API socket: {e}");
+            }
+        });
+        if config.read_only_port != 0 {
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", config.read_only_port))
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding the read-only port 127.0.0.1:{}",
+                        config.read_only_port
+                    )
+                })?;
+            let r = crate::api::http::read_only(shared.clone());
+            tokio::spawn(async move { axum::serve(l, r).await });
+        }
+        if config.healthz_port != 0 {
+            let l =
+                tokio::net::TcpListener::bind((config.healthz_bind.as_str(), config.healthz_port))
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "binding the healthz port {}:{}",
+                            config.healthz_bind, config.healthz_port
+                        )
+                    })?;
+            let r = crate::api::http::healthz_only(shared.clone());
+            tokio::spawn(async move { axum::serve(l, r).await });
+        }
+        // The runtime's name for container ids.
+        let s2 = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(mut c) = s2.cri.get().await {
+                    if let Ok(v) = c
+                        .runtime
+                        .version(cri_proto::api::VersionRequest::default())
+                        .await
+                    {
+                        s2.lock().runtime_name = v.into_inner().runtime_name;
+                        return;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watcher = manifest::watch(config.manifest_dir.clone(), tx)
+            .with_context(|| format!("watching {}", config.manifest_dir.display()))?;
+        let s3 = shared.clone();
+        let dir = config.manifest_dir.clone();
+        tokio::spawn(async move {
+            let mut m = manifest::Dir::default();
+            loop {
+                m.rescan(&dir);
+                let desired = m.desired();
+                {
+                    let mut g = s3.lock();
+                    for (p, e) in &m.errors {
+                        if g.manifest_errors.get(p) != Some(e) {
+                            tracing::error!("invalid manifest: {e}");
+                        }
+                    }
+                    g.manifest_errors = m.errors.clone();
+                    g.desired = desired;
+                }
+                s3.wake.notify_one();
+                if rx.recv().await.is_none() {
+                    return;
+                }
+            }
+        });
+        tracing::info!(
+            manifests = %config.manifest_dir.display(),
+            endpoint = %config.endpoint.display(),
+            api = %sock.display(),
+            "rrun-kubelet started"
+        );
+        let main = tokio::spawn(crate::reconcile::run(shared.clone()));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = main => {}
+        }
+        // The pods keep running, as with the kubelet; the next start adopts them.
+        let _ = std::fs::remove_file(&sock);
+        tracing::info!("rrun-kubelet stopping; pods keep running");
+        Ok(())
+    })
+}

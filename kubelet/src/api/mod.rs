@@ -1,0 +1,46 @@
+//! The agent's faces: the Kubernetes REST API for what it runs (on `<root-dir>/kubelet.sock`;
+//! the CLI is a client of it) and the kubelet's HTTP ports on loopback (read-only: `/pods`,
+//! `/healthz`, `/metrics`; healthz).
+
+pub mod http;
+pub mod rest;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// A `metav1.Status` failure as the API server words it.
+pub fn status_error(
+    code: StatusCode,
+    reason: &str,
+    message: String,
+    details: Option<serde_json::Value>,
+) -> Response {
+    let mut body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    if let Some(d) = details {
+        body["details"] = d;
+    }
+    (code, Json(body)).into_response()
+}
+
+pub fn not_found(kind: &str, name: &str) -> Response {
+    status_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("{kind} \"{name}\" not found"),
+        Some(json!({"name": name, "kind": kind})),
+    )
+}
+
+pub fn bad_request(message: String) -> Response {
+    status_error(StatusCode::BAD_REQUEST, "BadRequest", message, None)
+}

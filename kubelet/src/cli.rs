@@ -1,0 +1,333 @@
+//! The command line for people: a thin client of the agent's API on `<root-dir>/kubelet.sock`,
+//! printing what kubectl prints.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use crate::print;
+use crate::Command;
+
+/// The error kubectl prints for a failed request, from the `metav1.Status` answer.
+fn server_error(code: u16, body: &[u8]) -> anyhow::Error {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) if v.get("kind").and_then(Value::as_str) == Some("Status") => anyhow!(
+            "Error from server ({}): {}",
+            v["reason"].as_str().unwrap_or("Unknown"),
+            v["message"].as_str().unwrap_or("")
+        ),
+        _ => anyhow!(
+            "Error from server: HTTP {code}: {}",
+            String::from_utf8_lossy(body)
+        ),
+    }
+}
+
+struct Api {
+    socket: PathBuf,
+}
+
+impl Api {
+    async fn send(&self, path: &str) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| {
+            anyhow!(
+                "The connection to the agent at {} was refused - is rrun-kubelet running with this --root-dir? ({e})",
+                self.socket.display()
+            )
+        })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header("host", "localhost")
+            .header("accept", "application/json")
+            .body(Empty::<Bytes>::new())?;
+        Ok(sender.send_request(req).await?)
+    }
+
+    /// GET, the body as JSON; a Status answer becomes kubectl's error.
+    async fn get(&self, path: &str) -> Result<Value> {
+        let resp = self.send(path).await?;
+        let code = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if code >= 400 {
+            return Err(server_error(code, &body));
+        }
+        serde_json::from_slice(&body).with_context(|| format!("the agent's answer to {path}"))
+    }
+}
+
+pub fn run(root: &Path, cmd: &Command) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let api = Api {
+        socket: root.join("kubelet.sock"),
+    };
+    match rt.block_on(dispatch(&api, cmd)) {
+        Ok(()) => 0,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if msg.starts_with("Error from server") {
+                eprintln!("{msg}");
+            } else {
+                eprintln!("error: {msg}");
+            }
+            1
+        }
+    }
+}
+
+fn check_resource(r: &str) -> Result<()> {
+    match r {
+        "pods" | "pod" | "po" => Ok(()),
+        other => bail!("the server doesn't have a resource type \"{other}\""),
+    }
+}
+
+async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
+    match cmd {
+        Command::Get {
+            resource,
+            name,
+            output,
+            namespace,
+            all_namespaces,
+        } => {
+            check_resource(resource)?;
+            let out = output.as_deref().unwrap_or("");
+            if !["", "wide", "json", "yaml", "name"].contains(&out) {
+                bail!("unable to match a printer suitable for the output format \"{out}\", allowed formats are: json,name,wide,yaml");
+            }
+            let (items, single) = match name {
+                Some(n) => (
+                    vec![
+                        api.get(&format!("/api/v1/namespaces/{namespace}/pods/{n}"))
+                            .await?,
+                    ],
+                    true,
+                ),
+                None => {
+                    let path = if *all_namespaces {
+                        "/api/v1/pods".to_string()
+                    } else {
+                        format!("/api/v1/namespaces/{namespace}/pods")
+                    };
+                    let list = api.get(&path).await?;
+                    (list["items"].as_array().cloned().unwrap_or_default(), false)
+                }
+            };
+            let mut stdout = std::io::stdout().lock();
+            match out {
+                "json" | "yaml" => {
+                    let v = if single {
+                        items[0].clone()
+                    } else {
+                        serde_json::json!({"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}})
+                    };
+                    let text = if out == "json" {
+                        print::json4(&v) + "\n"
+                    } else {
+                        serde_yaml_ng::to_string(&v)?
+                    };
+                    stdout.write_all(text.as_bytes())?;
+                }
+                "name" => {
+                    for p in &items {
+                        writeln!(
+                            stdout,
+                            "pod/{}",
+                            p["metadata"]["name"].as_str().unwrap_or("")
+                        )?;
+                    }
+                }
+                _ => {
+                    if items.is_empty() {
+                        if *all_namespaces {
+                            eprintln!("No resources found");
+                        } else {
+                            eprintln!("No resources found in {namespace} namespace.");
+                        }
+                        return Ok(());
+                    }
+                    let text = print::pods_table(&items, out == "wide", *all_namespaces);
+                    stdout.write_all(text.as_bytes())?;
+                }
+            }
+            Ok(())
+        }
+        Command::Describe {
+            resource,
+            name,
+            namespace,
+        } => {
+            check_resource(resource)?;
+            let pod = api
+                .get(&format!("/api/v1/namespaces/{namespace}/pods/{name}"))
+                .await?;
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+            let events = api
+                .get(&format!(
+                    "/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.uid={uid}"
+                ))
+                .await?;
+            print!("{}", print::describe(&pod, &events));
+            Ok(())
+        }
+        Command::Logs {
+            pod,
+            container,
+            follow,
+            previous,
+            tail,
+            namespace,
+        } => {
+            let mut q = Vec::new();
+            if let Some(c) = container {
+                q.push(format!("container={c}"));
+            }
+            if *follow {
+                q.push("follow=true".into());
+            }
+            if *previous {
+                q.push("previous=true".into());
+            }
+            if let Some(t) = tail.filter(|t| *t >= 0) {
+                q.push(format!("tailLines={t}"));
+            }
+            let path = format!(
+                "/api/v1/namespaces/{namespace}/pods/{pod}/log?{}",
+                q.join("&")
+            );
+            let resp = api.send(&path).await?;
+            let code = resp.status().as_u16();
+            let mut body = resp.into_body();
+            if code >= 400 {
+                let b = body.collect().await?.to_bytes();
+                return Err(server_error(code, &b));
+            }
+            let mut stdout = std::io::stdout();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    stdout.write_all(&data)?;
+                    stdout.flush()?;
+                }
+            }
+            Ok(())
+        }
+        Command::Apply { file } => apply(api, file).await,
+        Command::Delete { file } => delete(api, file).await,
+    }
+}
+
+async fn manifest_dir(api: &Api) -> Result<PathBuf> {
+    let c = api.get("/configz").await?;
+    c["kubeletconfig"]["staticPodPath"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("the agent did not say where its manifests are")
+}
+
+fn target(dir: &Path, file: &Path) -> Result<PathBuf> {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("{}: not a file name", file.display()))?;
+    if !crate::manifest::is_manifest_name(&name) {
+        bail!(
+            "{}: the file name must end in .yaml, .yml or .json (and not start with a dot)",
+            file.display()
+        );
+    }
+    Ok(dir.join(name))
+}
+
+/// `apply -f`: the file is validated, then written (atomically) into the manifest dir
+/// under its own name.
+async fn apply(api: &Api, file: &Path) -> Result<()> {
+    let pods = crate::manifest::load_file(file).map_err(|e| anyhow!("error validating {e}"))?;
+    let dir = manifest_dir(api).await?;
+    let dest = target(&dir, file)?;
+    let old: Vec<crate::manifest::Desired> = if dest.exists() {
+        crate::manifest::load_file(&dest).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    crate::store::write_atomic(&dest, &data)
+        .with_context(|| format!("writing {}", dest.display()))?;
+    for p in pods {
+        let name = p.pod.metadata.name.clone().unwrap_or_default();
+        let verb = match old.iter().find(|o| o.key() == p.key()) {
+            Some(o) if o.pod == p.pod => "unchanged",
+            Some(_) => "configured",
+            None => "created",
+        };
+        println!("pod/{name} {verb}");
+    }
+    Ok(())
+}
+
+/// `delete -f`: the file of the same name leaves the manifest dir; waits (as kubectl does)
+/// until its pods are gone.
+async fn delete(api: &Api, file: &Path) -> Result<()> {
+    let pods = crate::manifest::load_file(file).map_err(|e| anyhow!("error validating {e}"))?;
+    let dir = manifest_dir(api).await?;
+    let dest = target(&dir, file)?;
+    if !dest.exists() {
+        let names: Vec<String> = pods
+            .iter()
+            .map(|p| {
+                format!(
+                    "pods \"{}\" not found",
+                    p.pod.metadata.name.clone().unwrap_or_default()
+                )
+            })
+            .collect();
+        bail!(
+            "Error from server (NotFound): {}",
+            names.join("\nError from server (NotFound): ")
+        );
+    }
+    let in_dir = crate::manifest::load_file(&dest).unwrap_or(pods);
+    std::fs::remove_file(&dest).with_context(|| format!("removing {}", dest.display()))?;
+    for p in &in_dir {
+        println!(
+            "pod \"{}\" deleted",
+            p.pod.metadata.name.clone().unwrap_or_default()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for p in &in_dir {
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            p.pod.metadata.namespace.as_deref().unwrap_or("default"),
+            p.pod.metadata.name.as_deref().unwrap_or("")
+        );
+        loop {
+            match api.get(&path).await {
+                Ok(v)
+                    if v["metadata"]["uid"].as_str() == Some(&p.uid)
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! Prometheus metrics (prometheus-client), with the kubelet's names where one exists.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub probe_type: String,
+    pub result: String,
+    pub container: String,
+    pub pod: String,
+    pub namespace: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub running_pods: Gauge,
+    pub running_containers: Gauge,
+    pub pod_start: Histogram,
+    pub restarted_pods: Counter,
+    pub probes: Family<ProbeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let running_pods = Gauge::default();
+        let running_containers = Gauge::default();
+        let pod_start = Histogram::new([
+            0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0,
+        ]);
+        let restarted_pods = Counter::default();
+        let probes = Family::<ProbeLabels, Counter>::default();
+        // prometheus-client adds the `_total` suffix to counters itself.
+        registry.register(
+            "kubelet_running_pods",
+            "Number of pods that have a running pod sandbox",
+            running_pods.clone(),
+        );
+        registry.register(
+            "kubelet_running_containers",
+            "Number of containers currently running",
+            running_containers.clone(),
+        );
+        registry.register(
+            "kubelet_pod_start_duration_seconds",
+            "Duration in seconds from the kubelet seeing a pod for the first time to the pod starting to run",
+            pod_start.clone(),
+        );
+        registry.register(
+            "kubelet_restarted_pods",
+            "Number of pods that have been restarted because they were deleted and recreated with the same UID",
+            restarted_pods.clone(),
+        );
+        registry.register(
+            "prober_probe",
+            "Cumulative number of a liveness, readiness or startup probe for a container by result",
+            probes.clone(),
+        );
+        Metrics {
+            registry,
+            running_pods,
+            running_containers,
+            pod_start,
+            restarted_pods,
+            probes,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

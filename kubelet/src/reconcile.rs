@@ -1,0 +1,477 @@
+//! The level-triggered loop: every second (or when woken by a manifest change, a probe or a
+//! finished action) the CRI's pods and containers are listed, and each wanted pod gets a
+//! sync task that moves it one step towards its spec; pods no manifest wants are removed.
+//! A pod's sync runs alone (a slow stop never holds up the other pods).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cri_proto::api;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use tokio::task::JoinHandle;
+
+use crate::cri::{req, Cri};
+use crate::manifest::Desired;
+use crate::probes::{self, Target};
+use crate::spec::{self, CONTAINER_NAME, POD_UID};
+use crate::state::{ProbeKind, Shared, Verdict, Waiting};
+use crate::status;
+
+pub const SANDBOX_READY: i32 = 0;
+pub const RUNNING: i32 = 1;
+pub const EXITED: i32 = 2;
+pub const CREATED: i32 = 0;
+
+/// One listing of the CRI.
+#[derive(Default, Clone)]
+pub struct Snapshot {
+    pub sandboxes: Vec<api::PodSandbox>,
+    pub containers: Vec<api::Container>,
+}
+
+/// A pod's part of a snapshot.
+#[derive(Default, Clone)]
+pub struct PodView {
+    /// Newest first.
+    pub sandboxes: Vec<api::PodSandbox>,
+    /// All containers of the pod's sandboxes, with their CRI status.
+    pub containers: Vec<(api::Container, api::ContainerStatus)>,
+}
+
+impl PodView {
+    pub fn ready_sandbox(&self) -> Option<&api::PodSandbox> {
+        self.sandboxes.iter().find(|s| s.state == SANDBOX_READY)
+    }
+
+    /// The instances of container `name` in sandbox `sb`, newest attempt first.
+    pub fn instances(&self, sb: &str, name: &str) -> Vec<&(api::Container, api::ContainerStatus)> {
+        let mut v: Vec<_> = self
+            .containers
+            .iter()
+            .filter(|(c, _)| c.pod_sandbox_id == sb && cname(c) == name)
+            .collect();
+        v.sort_by_key(|(c, s)| std::cmp::Reverse((attempt(c), s.created_at)));
+        v
+    }
+}
+
+pub fn cname(c: &api::Container) -> &str {
+    c.labels
+        .get(CONTAINER_NAME)
+        .map(String::as_str)
+        .or(c.metadata.as_ref().map(|m| m.name.as_str()))
+        .unwrap_or("")
+}
+
+pub fn attempt(c: &api::Container) -> u32 {
+    c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0)
+}
+
+fn uid_of_sandbox(s: &api::PodSandbox) -> Option<&str> {
+    s.labels.get(POD_UID).map(String::as_str)
+}
+
+/// Lists sandboxes and containers, refreshing the status cache of containers whose state
+/// changed. `Err` when the endpoint is unreachable.
+async fn relist(shared: &Shared) -> Result<Snapshot, ()> {
+    let Some(mut c) = shared.cri.get().await else {
+        return Err(());
+    };
+    let sandboxes = c
+        .runtime
+        .list_pod_sandbox(req(api::ListPodSandboxRequest::default()))
+        .await;
+    let containers = c
+        .runtime
+        .list_containers(req(api::ListContainersRequest::default()))
+        .await;
+    let (sandboxes, containers) = match (sandboxes, containers) {
+        (Ok(s), Ok(c)) => (s.into_inner().items, c.into_inner().containers),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("listing the CRI: {}", e.message());
+            if Cri::is_transport(&e) {
+                shared.cri.reset().await;
+            }
+            return Err(());
+        }
+    };
+    let sandboxes: Vec<_> = sandboxes
+        .into_iter()
+        .filter(|s| uid_of_sandbox(s).is_some())
+        .collect();
+    let containers: Vec<_> = containers
+        .into_iter()
+        .filter(|c| c.labels.contains_key(POD_UID))
+        .collect();
+    // Statuses: fetched once per container state.
+    let stale: Vec<String> = {
+        let g = shared.lock();
+        containers
+            .iter()
+            .filter(|ct| {
+                g.statuses
+                    .get(&ct.id)
+                    .is_none_or(|s| stale_status(s, ct.state))
+            })
+            .map(|ct| ct.id.clone())
+            .collect()
+    };
+    for id in stale {
+        if let Ok(r) = c
+            .runtime
+            .container_status(req(api::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            }))
+            .await
+        {
+            if let Some(st) = r.into_inner().status {
+                shared.lock().statuses.insert(id, st);
+            }
+        }
+    }
+    let missing_ips: Vec<String> = {
+        let g = shared.lock();
+        sandboxes
+            .iter()
+            .filter(|s| s.state == SANDBOX_READY && !g.pod_ips.contains_key(&s.id))
+            .map(|s| s.id.clone())
+            .collect()
+    };
+    for id in missing_ips {
+        if let Ok(r) = c
+            .runtime
+            .pod_sandbox_status(req(api::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            }))
+            .await
+        {
+            let ip = r
+                .into_inner()
+                .status
+                .and_then(|s| s.network)
+                .map(|n| n.ip)
+                .unwrap_or_default();
+            shared.lock().pod_ips.insert(id, ip);
+        }
+    }
+    let mut g = shared.lock();
+    let live: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+    g.statuses.retain(|id, _| live.contains(id.as_str()));
+    g.probes.retain(|(id, _), _| live.contains(id.as_str()));
+    let live_sb: HashSet<&str> = sandboxes.iter().map(|s| s.id.as_str()).collect();
+    g.pod_ips.retain(|id, _| live_sb.contains(id.as_str()));
+    Ok(Snapshot {
+        sandboxes,
+        containers,
+    })
+}
+
+/// Is a cached status out of date? A runtime may answer a container's new state before
+/// its times (started_at of a just-started one, both of one that exited at once): such a
+/// status is fetched again.
+fn stale_status(s: &api::ContainerStatus, listed: i32) -> bool {
+    s.state != listed
+        || (s.state == RUNNING && s.started_at == 0)
+        || (s.state == EXITED && s.finished_at == 0)
+}
+
+fn view(shared: &Shared, snap: &Snapshot, uid: &str) -> PodView {
+    let mut sandboxes: Vec<_> = snap
+        .sandboxes
+        .iter()
+        .filter(|s| uid_of_sandbox(s) == Some(uid))
+        .cloned()
+        .collect();
+    sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+    let g = shared.lock();
+    let containers = snap
+        .containers
+        .iter()
+        .filter(|c| c.labels.get(POD_UID).map(String::as_str) == Some(uid))
+        .filter_map(|c| g.statuses.get(&c.id).map(|s| (c.clone(), s.clone())))
+        .collect();
+    PodView {
+        sandboxes,
+        containers,
+    }
+}
+
+/// The loop. Never returns.
+pub async fn run(shared: Arc<Shared>) {
+    let mut syncs: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut kills: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut probe_workers: HashMap<(String, ProbeKind), JoinHandle<()>> = HashMap::new();
+    let mut down_since: Option<Instant> = None;
+    let mut retry = Duration::from_millis(200);
+    loop {
+        // Pods whose step is still under way when the listing starts are left out of this
+        // round: the listing may predate what that step did (no double creates).
+        syncs.retain(|_, h| !h.is_finished());
+        kills.retain(|_, h| !h.is_finished());
+        let busy: HashSet<String> = syncs.keys().chain(kills.keys()).cloned().collect();
+        let snap = match relist(&shared).await {
+            Ok(s) => {
+                if down_since.take().is_some() {
+                    tracing::info!("the CRI endpoint is back");
+                }
+                retry = Duration::from_millis(200);
+                shared.lock().cri_up = true;
+                s
+            }
+            Err(()) => {
+                down_since.get_or_insert_with(Instant::now);
+                shared.lock().cri_up = false;
+                status::mark_unknown(&shared);
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let desired: Vec<Desired> = shared.lock().desired.values().cloned().collect();
+        let wanted: HashSet<String> = desired.iter().map(|d| d.uid.clone()).collect();
+        admit(&shared, &desired, &snap);
+        for d in desired {
+            if busy.contains(&d.uid) || syncs.contains_key(&d.uid) || kills.contains_key(&d.uid) {
+                continue;
+            }
+            let v = view(&shared, &snap, &d.uid);
+            let s = shared.clone();
+            let uid = d.uid.clone();
+            syncs.insert(uid, tokio::spawn(async move { sync_pod(&s, &d, v).await }));
+        }
+        // Pods with our labels that no manifest wants.
+        let mut unwanted: HashSet<String> = snap
+            .sandboxes
+            .iter()
+            .filter_map(uid_of_sandbox)
+            .chain(
+                snap.containers
+                    .iter()
+                    .filter_map(|c| c.labels.get(POD_UID).map(String::as_str)),
+            )
+            .filter(|u| !wanted.contains(*u))
+            .map(str::to_string)
+            .collect();
+        let leaving = unwanted.clone();
+        unwanted.retain(|u| !busy.contains(u) && !kills.contains_key(u) && !syncs.contains_key(u));
+        for uid in unwanted {
+            let v = view(&shared, &snap, &uid);
+            let s = shared.clone();
+            let u = uid.clone();
+            kills.insert(
+                uid,
+                tokio::spawn(async move { kill_pod(&s, &u, v, None).await }),
+            );
+        }
+        {
+            let mut g = shared.lock();
+            let wanted_keys: HashSet<String> = g.desired.keys().cloned().collect();
+            // A removed pod stays listed, Terminating, until its containers are gone.
+            g.pods.retain(|k, p| {
+                wanted_keys.contains(k)
+                    || p.metadata.uid.as_ref().is_some_and(|u| leaving.contains(u))
+            });
+            for p in g.pods.values_mut() {
+                let gone = p.metadata.uid.as_ref().is_some_and(|u| leaving.contains(u));
+                if gone && p.metadata.deletion_timestamp.is_none() {
+                    p.metadata.deletion_timestamp = Some(
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(chrono::Utc::now()),
+                    );
+                }
+            }
+            g.admitted.retain(|u| wanted.contains(u));
+            g.refused.retain(|u, _| wanted.contains(u));
+        }
+        update_probes(&shared, &snap, &mut probe_workers);
+        let running_pods = snap
+            .sandboxes
+            .iter()
+            .filter(|s| s.state == SANDBOX_READY)
+            .count();
+        let running_ctrs = snap
+            .containers
+            .iter()
+            .filter(|c| c.state == RUNNING)
+            .count();
+        shared.metrics.running_pods.set(running_pods as i64);
+        shared.metrics.running_containers.set(running_ctrs as i64);
+        let _ = tokio::time::timeout(Duration::from_secs(1), shared.wake.notified()).await;
+    }
+}
+
+/// Node admission, in the order the pods were first seen; pods already running (adopted)
+/// are admitted first.
+fn admit(shared: &Shared, desired: &[Desired], snap: &Snapshot) {
+    let alloc = shared.config.allocatable();
+    let mut g = shared.lock();
+    let running: HashSet<&str> = snap.sandboxes.iter().filter_map(uid_of_sandbox).collect();
+    for d in desired {
+        if running.contains(d.uid.as_str()) {
+            g.admitted.insert(d.uid.clone());
+        }
+    }
+    for d in desired {
+        if g.admitted.contains(&d.uid) || g.refused.contains_key(&d.uid) {
+            continue;
+        }
+        let admitted: Vec<&Pod> = desired
+            .iter()
+            .filter(|o| g.admitted.contains(&o.uid))
+            .map(|o| &o.pod)
+            .collect();
+        match crate::resources::admit(&d.pod, &admitted, &alloc) {
+            Ok(()) => {
+                g.admitted.insert(d.uid.clone());
+            }
+            Err(r) => {
+                tracing::warn!(pod = %d.key(), reason = %r.reason, "{}", r.message);
+                g.refused.insert(d.uid.clone(), r);
+            }
+        }
+    }
+}
+
+/// Starts a worker per probe of each running container, and stops those whose instance
+/// is gone.
+fn update_probes(
+    shared: &Arc<Shared>,
+    snap: &Snapshot,
+    workers: &mut HashMap<(String, ProbeKind), JoinHandle<()>>,
+) {
+    let running: HashSet<&str> = snap
+        .containers
+        .iter()
+        .filter(|c| c.state == RUNNING)
+        .map(|c| c.id.as_str())
+        .collect();
+    workers.retain(|(id, _), h| {
+        let keep = running.contains(id.as_str());
+        if !keep {
+            h.abort();
+        }
+        keep
+    });
+    let desired: HashMap<String, Desired> = shared
+        .lock()
+        .desired
+        .values()
+        .map(|d| (d.uid.clone(), d.clone()))
+        .collect();
+    for c in snap.containers.iter().filter(|c| c.state == RUNNING) {
+        let Some(d) = c.labels.get(POD_UID).and_then(|u| desired.get(u)) else {
+            continue;
+        };
+        let Some(spec_c) = find_container(&d.pod, cname(c)) else {
+            continue;
+        };
+        let (started_at, ip) = {
+            let g = shared.lock();
+            let st = g.statuses.get(&c.id).map(|s| s.started_at).unwrap_or(0);
+            (
+                st,
+                g.pod_ips
+                    .get(&c.pod_sandbox_id)
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        };
+        let probes = [
+            (ProbeKind::Startup, spec_c.startup_probe.clone()),
+            (ProbeKind::Liveness, spec_c.liveness_probe.clone()),
+            (ProbeKind::Readiness, spec_c.readiness_probe.clone()),
+        ];
+        for (kind, p) in probes {
+            let Some(p) = p else { continue };
+            let key = (c.id.clone(), kind);
+            if workers.contains_key(&key) {
+                continue;
+            }
+            let t = target(&d.pod, &d.uid, spec_c, &c.id, &ip);
+            let started = std::time::UNIX_EPOCH + Duration::from_nanos(started_at.max(0) as u64);
+            workers.insert(
+                key,
+                tokio::spawn(probes::worker(shared.clone(), kind, p, t, started)),
+            );
+        }
+    }
+}
+
+pub fn target(pod: &Pod, uid: &str, c: &Container, id: &str, ip: &str) -> Target {
+    let host_net = spec::spec(pod).host_network.unwrap_or(false);
+    Target {
+        container_id: id.to_string(),
+        container: c.name.clone(),
+        pod: spec::name(pod).into(),
+        namespace: spec::namespace(pod).into(),
+        uid: uid.into(),
+        host: if host_net || ip.is_empty() {
+            "127.0.0.1".into()
+        } else {
+            ip.to_string()
+        },
+        ports: c
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.name.clone().map(|n| (n, p.container_port)))
+            .collect(),
+    }
+}
+
+pub fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
+    let s = spec::spec(pod);
+    s.init_containers
+        .iter()
+        .flatten()
+        .chain(s.containers.iter())
+        .find(|c| c.name == name)
+}
+
+/// Moves one pod a step towards its spec, then records its status.
+async fn sync_pod(shared: &Arc<Shared>, d: &Desired, v: PodView) {
+    shared
+        .lock()
+        .first_seen
+        .entry(d.uid.clone())
+        .or_insert_with(Instant::now);
+    let refused = shared.lock().refused.get(&d.uid).cloned();
+    if let Some(r) = refused {
+        status::record_refused(shared, d, &r);
+        return;
+    }
+    let changed = crate::pod::step(shared, d, &v).await;
+    status::record(shared, d, &v);
+    if changed {
+        shared.wake.notify_one();
+    }
+}
+
+/// Stops and removes everything of pod `uid`: containers (preStop and grace when the pod
+/// is known), sandboxes, its cgroup and logs, and its saved state.
+pub async fn kill_pod(shared: &Arc<Shared>, uid: &str, v: PodView, pod: Option<&Pod>) {
+    crate::pod::kill_all(shared, uid, &v, pod).await;
+    if v.sandboxes.is_empty() && v.containers.is_empty() {
+        return;
+    }
+    shared.wake.notify_one();
+}
+
+pub fn probe_verdict(shared: &Shared, id: &str, kind: ProbeKind) -> Option<Verdict> {
+    shared.lock().probes.get(&(id.to_string(), kind)).copied()
+}
+
+pub fn set_waiting(shared: &Shared, uid: &str, name: &str, w: Option<Waiting>) {
+    let mut g = shared.lock();
+    let key = (uid.to_string(), name.to_string());
+    match w {
+        Some(w) => {
+            g.waiting.insert(key, w);
+        }
+        None => {
+            g.waiting.remove(&key);
+        }
+    }
+}
