@@ -27,8 +27,8 @@ pub mod agent;
 pub mod cri;
 pub mod engines;
 pub mod kubelet;
-pub mod registry;
 pub mod netns;
+pub mod registry;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;

@@ -117,8 +117,7 @@ impl Cri {
             .kill_on_drop(false);
         let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
         let console = if req.tty {
-            let (path, listener) =
-                rrun::pty::console_pair(&dir).map_err(|e| e.to_string())?;
+            let (path, listener) = rrun::pty::console_pair(&dir).map_err(|e| e.to_string())?;
             listener.set_nonblocking(true).map_err(|e| e.to_string())?;
             let listener =
                 tokio::net::UnixListener::from_std(listener).map_err(|e| e.to_string())?;
