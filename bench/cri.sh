@@ -56,7 +56,9 @@ mkdir -p "$out"
 
 if [[ "${CRI_BENCH_SKIP_BUILD:-0}" != 1 ]]; then
     log "cargo build --release"
-    cargo build --release -p rrun -p rrun-cri -p rootfs-fixtures -p integration-tests --bin cri-bench
+    # Two commands: with --bin, cargo builds only that binary of every package named.
+    cargo build --release -p rrun -p rrun-cri -p rootfs-fixtures
+    cargo build --release -p integration-tests --bin cri-bench
 fi
 rel="$PWD/target/release"
 for b in rrun-cri rrun-fixtures cri-bench; do

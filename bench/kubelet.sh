@@ -28,7 +28,9 @@ release) log "cargo build --release"; flag=(--release) ;;
 debug) log "cargo build (debug)"; flag=() ;;
 *) die "KUBELET_BENCH_PROFILE must be release or debug" ;;
 esac
-cargo build "${flag[@]}" -p rrun -p rrun-cri -p rootfs-fixtures -p integration-tests --bin kubelet-bench
+# Two commands: with --bin, cargo builds only that binary of every package named.
+cargo build "${flag[@]}" -p rrun -p rrun-cri -p rootfs-fixtures
+cargo build "${flag[@]}" -p integration-tests --bin kubelet-bench
 export RRUN_CRI_BIN="$PWD/target/$profile/rrun-cri"
 export RRUN_BIN="$PWD/target/$profile/rrun"
 load_before="$(uptime)"
