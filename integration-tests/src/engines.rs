@@ -639,6 +639,40 @@ disabled_plugins = [
         format!("{}/{id}", self.cgroup_parent)
     }
 
+    /// A pod for this containerd's CRI: on the node's network (no CNI), its own pid and
+    /// ipc namespaces, its cgroup under the test's parent, its logs in `logs`; uid
+    /// `<name>-uid`. (No hostname: with the node's network it has the node's UTS.)
+    pub fn host_network_pod_config(
+        &self,
+        name: &str,
+        logs: &Path,
+    ) -> crate::cri::api::PodSandboxConfig {
+        use crate::cri::api;
+        api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("{name}-uid"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            log_directory: logs.display().to_string(),
+            linux: Some(api::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/{}", self.cgroup_of("pod")),
+                security_context: Some(api::LinuxSandboxSecurityContext {
+                    namespace_options: Some(api::NamespaceOption {
+                        network: api::NamespaceMode::Node as i32,
+                        pid: api::NamespaceMode::Pod as i32,
+                        ipc: api::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     /// The options of `ctr run` that point the shim at the runtime and keep everything
     /// in the temp dir: `--runc-binary`, `--runc-root`, `--cgroup`, `--fifo-dir`,
     /// `--snapshotter native`.

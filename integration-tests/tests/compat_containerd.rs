@@ -398,30 +398,7 @@ fn cri_binary_name(rt: Runtime) {
         }
         let mut client = client.expect("a CRI client");
 
-        let pod_cfg = api::PodSandboxConfig {
-            metadata: Some(api::PodSandboxMetadata {
-                name: "compat".into(),
-                uid: "compat-uid".into(),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            // (No hostname: with the host network the pod has the host's UTS namespace.)
-            log_directory: logs.display().to_string(),
-            linux: Some(api::LinuxPodSandboxConfig {
-                cgroup_parent: format!("/{}", cd.cgroup_of("pod")),
-                security_context: Some(api::LinuxSandboxSecurityContext {
-                    namespace_options: Some(api::NamespaceOption {
-                        network: api::NamespaceMode::Node as i32,
-                        pid: api::NamespaceMode::Pod as i32,
-                        ipc: api::NamespaceMode::Pod as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let pod_cfg = cd.host_network_pod_config("compat", &logs);
         let pod = bounded(
             "RunPodSandbox",
             120,

@@ -1031,29 +1031,7 @@ fn containerd_answers_the_same_exec_sessions() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let pod_cfg = api::PodSandboxConfig {
-            metadata: Some(api::PodSandboxMetadata {
-                name: "parity".into(),
-                uid: "parity-uid".into(),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            log_directory: logs.display().to_string(),
-            linux: Some(api::LinuxPodSandboxConfig {
-                cgroup_parent: format!("/{}", cd.cgroup_of("pod")),
-                security_context: Some(api::LinuxSandboxSecurityContext {
-                    namespace_options: Some(api::NamespaceOption {
-                        network: api::NamespaceMode::Node as i32,
-                        pid: api::NamespaceMode::Pod as i32,
-                        ipc: api::NamespaceMode::Pod as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let pod_cfg = cd.host_network_pod_config("parity", &logs);
         let r = &mut client.runtime;
         let pod = r
             .run_pod_sandbox(api::RunPodSandboxRequest {

@@ -106,29 +106,7 @@ async fn containerd(cd: &Containerd, n: usize) -> Result<Vec<f64>, String> {
     };
     let logs = cd.dir.join("pod-logs");
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
-    let pod_cfg = api::PodSandboxConfig {
-        metadata: Some(api::PodSandboxMetadata {
-            name: "exec-bench".into(),
-            uid: "exec-bench-uid".into(),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        log_directory: logs.display().to_string(),
-        linux: Some(api::LinuxPodSandboxConfig {
-            cgroup_parent: format!("/{}", cd.cgroup_of("pod")),
-            security_context: Some(api::LinuxSandboxSecurityContext {
-                namespace_options: Some(api::NamespaceOption {
-                    network: api::NamespaceMode::Node as i32,
-                    pid: api::NamespaceMode::Pod as i32,
-                    ipc: api::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let pod_cfg = cd.host_network_pod_config("exec-bench", &logs);
     let r = &mut client.runtime;
     let pod = r
         .run_pod_sandbox(api::RunPodSandboxRequest {
