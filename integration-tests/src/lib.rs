@@ -52,6 +52,14 @@ pub use serde_json::{json, Value};
 /// Default timeout of one runtime invocation.
 pub const INVOCATION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Unix seconds of an RFC 3339 time as the Kubernetes API and the kubelet write them
+/// (`2024-01-02T03:04:05Z`, fractions allowed; no zone read as UTC).
+pub fn rfc3339_secs(t: &str) -> Option<i64> {
+    let at = humantime::parse_rfc3339_weak(t).ok()?;
+    let secs = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
+}
+
 /// Every timeout of the harness is multiplied by `RRUN_TEST_TIME_SCALE` (default 1): the
 /// cgroup v2 pass runs in a VM without KVM (scripts/vm-test.sh), where everything is
 /// several times slower.

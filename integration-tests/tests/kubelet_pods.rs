@@ -16,39 +16,11 @@
 
 use std::time::Duration;
 
-use chrono_free::parse_rfc3339_secs;
 use integration_tests::agent::{condition, container_status, Agent};
 use integration_tests::cri::{api, Client};
 use integration_tests::engines::have;
 use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Engine, Node, IMAGE};
-use integration_tests::{cgroup_dirs, Value};
-
-/// Minimal RFC 3339 (`2024-01-02T03:04:05Z`) to Unix seconds, for comparing API times.
-mod chrono_free {
-    pub fn parse_rfc3339_secs(s: &str) -> Option<i64> {
-        let (date, time) = s.trim_end_matches('Z').split_once('T')?;
-        let d: Vec<i64> = date
-            .split('-')
-            .map(|x| x.parse().ok())
-            .collect::<Option<_>>()?;
-        let t: Vec<i64> = time
-            .split('.')
-            .next()?
-            .split(':')
-            .map(|x| x.parse().ok())
-            .collect::<Option<_>>()?;
-        let (y, m, day) = (d[0], d[1], d[2]);
-        // Days from civil (Howard Hinnant's algorithm).
-        let y2 = if m <= 2 { y - 1 } else { y };
-        let era = y2.div_euclid(400);
-        let yoe = y2 - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + day - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
-        Some(days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2])
-    }
-}
+use integration_tests::{cgroup_dirs, rfc3339_secs, Value};
 
 fn pod_yaml(name: &str, extra_spec: &str, containers: &str) -> String {
     format!(
@@ -333,7 +305,7 @@ async fn lifecycle(ep: Endpoint) {
         .expect("init statuses");
     let time = |v: &Value| {
         v.as_str()
-            .and_then(parse_rfc3339_secs)
+            .and_then(rfc3339_secs)
             .unwrap_or_else(|| panic!("not a time: {v} in {p}"))
     };
     let first = &inits[0]["state"]["terminated"];

@@ -75,30 +75,6 @@ fn condition(pods: &Value, name: &str, kind: &str) -> Option<bool> {
         .map(|c| c["status"] == "True")
 }
 
-/// Seconds since the epoch of an RFC 3339 time with a `Z` (the kubelet's `startedAt`).
-fn epoch_secs(t: &str) -> Option<i64> {
-    let t = t.strip_suffix('Z')?;
-    let (date, time) = t.split_once('T')?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let h: Vec<i64> = time
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let (y, m, day) = (d[0], d[1], d[2]);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h[0] * 3600 + h[1] * 60 + h[2])
-}
-
 async fn runtime_counts(socket: &std::path::Path) -> (usize, usize) {
     let mut c = Client::connect(socket).await.expect("connect the endpoint");
     let sandboxes = c
@@ -262,7 +238,10 @@ async fn stock_kubelet(ep: Endpoint) {
                 restarts = c["restartCount"].as_i64().unwrap_or(0);
                 for s in [&c["state"], &c["lastState"]] {
                     for k in ["running", "terminated"] {
-                        if let Some(t) = s[k]["startedAt"].as_str().and_then(epoch_secs) {
+                        if let Some(t) = s[k]["startedAt"]
+                            .as_str()
+                            .and_then(integration_tests::rfc3339_secs)
+                        {
                             starts.insert(t);
                         }
                     }
