@@ -479,27 +479,25 @@ async fn http_over_port_forward(url: &str, ports: &[u16]) -> HashMap<u16, String
         .collect()
 }
 
-#[tokio::test]
-async fn port_forward_reaches_http_servers_in_the_pod() {
-    let (s, pod, pod_id) = CriServer::with_busybox_pod("portfwd").await;
-    let server = |port: u16| {
-        format!(
-            "mkdir -p /tmp/www && echo served-by-{port} > /tmp/www/index.html && \
+/// Runs busybox `httpd` on 127.0.0.1:`port` in the pod, one container per port, each
+/// serving `index.html` = `<tag>-<port>`; returns once wget in the pod gets the answer.
+async fn start_httpds(
+    s: &CriServer,
+    pod: &api::PodSandboxConfig,
+    pod_id: &str,
+    tag: &str,
+    ports: [u16; 2],
+) {
+    for (name, port) in ["a", "b"].into_iter().zip(ports) {
+        let cmd = format!(
+            "mkdir -p /tmp/www && echo {tag}-{port} > /tmp/www/index.html && \
              exec httpd -f -p 127.0.0.1:{port} -h /tmp/www"
-        )
-    };
-    let a = s
-        .run_container(&pod_id, &pod, &s.sh_config("a", &server(8080)))
-        .await;
-    let b = s
-        .run_container(&pod_id, &pod, &s.sh_config("b", &server(8081)))
-        .await;
-    // The servers listen once wget in the pod gets an answer.
-    for (c, port) in [(&a, 8080), (&b, 8081)] {
+        );
+        let c = s.run_container(pod_id, pod, &s.sh_config(name, &cmd)).await;
         let deadline = tokio::time::Instant::now() + scaled(T30);
         let url = format!("http://127.0.0.1:{port}/index.html");
         loop {
-            let r = s.exec_sync(c, &["wget", "-q", "-O", "-", &url], 10).await;
+            let r = s.exec_sync(&c, &["wget", "-q", "-O", "-", &url], 10).await;
             if r.as_ref().is_ok_and(|r| r.exit_code == 0) {
                 break;
             }
@@ -510,6 +508,12 @@ async fn port_forward_reaches_http_servers_in_the_pod() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+#[tokio::test]
+async fn port_forward_reaches_http_servers_in_the_pod() {
+    let (s, pod, pod_id) = CriServer::with_busybox_pod("portfwd").await;
+    start_httpds(&s, &pod, &pod_id, "served-by", [8080, 8081]).await;
     // Only in the pod's network namespace: the node's own 127.0.0.1 has nothing there
     // (or something else), and the answers name the pod's servers.
     // Two ports in one session, and two sessions at once to the same port.
@@ -776,33 +780,7 @@ async fn spdy_exec_with_pipes_and_with_a_terminal() {
 #[tokio::test]
 async fn spdy_port_forward_several_connections_on_one_session() {
     let (s, pod, pod_id) = CriServer::with_busybox_pod("spdy-pf").await;
-    let server = |port: u16| {
-        format!(
-            "mkdir -p /tmp/www && echo spdy-{port} > /tmp/www/index.html && \
-             exec httpd -f -p 127.0.0.1:{port} -h /tmp/www"
-        )
-    };
-    let a = s
-        .run_container(&pod_id, &pod, &s.sh_config("a", &server(9080)))
-        .await;
-    let b = s
-        .run_container(&pod_id, &pod, &s.sh_config("b", &server(9081)))
-        .await;
-    for (c, port) in [(&a, 9080), (&b, 9081)] {
-        let deadline = tokio::time::Instant::now() + scaled(T30);
-        let url = format!("http://127.0.0.1:{port}/index.html");
-        loop {
-            let r = s.exec_sync(c, &["wget", "-q", "-O", "-", &url], 10).await;
-            if r.as_ref().is_ok_and(|r| r.exit_code == 0) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "httpd on {port}: {r:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    start_httpds(&s, &pod, &pod_id, "spdy", [9080, 9081]).await;
     let url = port_forward_url(&s, &pod_id, &[9080, 9081]).await;
     let (mut cl, proto) = spdy_client::Client::connect(&url, &["portforward.k8s.io"])
         .await
