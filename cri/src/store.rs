@@ -51,7 +51,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
 /// Writes `data` to `path` atomically (the runtime's [`rrun::atomic_file`]), readable by
 /// its owner only: records hold pod configs.
 pub fn write_file_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    rrun::atomic_file::write(path, data, 0o600)
+    rrun::atomic_file::write(path, data, 0o600, rrun::atomic_file::Durability::Synced)
 }
 
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {

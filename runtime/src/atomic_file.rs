@@ -7,10 +7,22 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Writes `data` to a new file beside `path` (mode `mode`), fsyncs it, renames it over
-/// `path` and fsyncs the directory. The temporary name is unique per process and call, so
-/// concurrent writers of one path never share a temporary file: the last rename wins.
-pub fn write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+/// Whether a write must survive a crash of the machine, or only a crash of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The file and the directory entry are fsynced: records that outlive a reboot (the
+    /// CRI server's, under `/var/lib`).
+    Synced,
+    /// No fsync: state that a reboot makes moot anyway (the runtime's under `/run`, pid
+    /// files), written on every container's start path, where an fsync costs milliseconds.
+    Volatile,
+}
+
+/// Writes `data` to a new file beside `path` (mode `mode`) and renames it over `path`,
+/// fsyncing the file and the directory when `durability` asks for it. The temporary name
+/// is unique per process and call, so concurrent writers of one path never share a
+/// temporary file: the last rename wins.
+pub fn write(path: &Path, data: &[u8], mode: u32, durability: Durability) -> io::Result<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -31,9 +43,14 @@ pub fn write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durability == Durability::Synced {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        if durability == Durability::Synced {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -50,8 +67,8 @@ mod tests {
     fn replaces_whole_files_and_leaves_no_temporary() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.json");
-        write(&p, b"first", 0o600).unwrap();
-        write(&p, b"second", 0o644).unwrap();
+        write(&p, b"first", 0o600, Durability::Synced).unwrap();
+        write(&p, b"second", 0o644, Durability::Volatile).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
         assert_eq!(
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
@@ -70,7 +87,7 @@ mod tests {
                 let p = &p;
                 s.spawn(move || {
                     for _ in 0..50 {
-                        write(p, &[i; 4096], 0o600).unwrap();
+                        write(p, &[i; 4096], 0o600, Durability::Volatile).unwrap();
                     }
                 });
             }
@@ -85,6 +102,6 @@ mod tests {
     fn a_missing_directory_fails_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("no/such/f");
-        assert!(write(&p, b"x", 0o600).is_err());
+        assert!(write(&p, b"x", 0o600, Durability::Synced).is_err());
     }
 }

@@ -538,8 +538,13 @@ fn parent_pid(pid: i32) -> Option<i32> {
 }
 
 fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    crate::atomic_file::write(path, pid.to_string().as_bytes(), 0o644)
-        .ctx(|| format!("writing pid file {}", path.display()))
+    crate::atomic_file::write(
+        path,
+        pid.to_string().as_bytes(),
+        0o644,
+        crate::atomic_file::Durability::Volatile,
+    )
+    .ctx(|| format!("writing pid file {}", path.display()))
 }
 
 /// Used by `run`: the console socket pair for a foreground terminal that we proxy ourselves.

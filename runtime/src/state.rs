@@ -182,8 +182,13 @@ impl ContainerDir {
     pub fn save(&self, record: &ContainerRecord) -> Result<()> {
         let final_path = self.path.join(STATE_FILE);
         let data = serde_json::to_vec(record).map_err(|e| Error::Invalid(e.to_string()))?;
-        crate::atomic_file::write(&final_path, &data, 0o600)
-            .ctx(|| format!("writing {}", final_path.display()))
+        crate::atomic_file::write(
+            &final_path,
+            &data,
+            0o600,
+            crate::atomic_file::Durability::Volatile,
+        )
+        .ctx(|| format!("writing {}", final_path.display()))
     }
 
     /// An exclusive lock on the container for operations that change it (start, delete),
