@@ -11,6 +11,7 @@
 //! - [`server`]: the CRI services over all of the above.
 //! - [`streaming`]: the HTTP server of Exec, Attach and PortForward sessions.
 
+pub mod error;
 pub mod image;
 pub mod monitor;
 pub mod network;

@@ -991,3 +991,71 @@ async fn malformed_ids_names_and_timeouts_are_invalid_arguments() {
     assert_alive(&s).await;
     assert_no_leftovers(&s);
 }
+
+/// The codes of the create, exec, stop and remove paths, end to end (the server's table is
+/// `cri/src/error.rs`): no command anywhere is InvalidArgument and leaves nothing made, a
+/// pod id with `../` or a NUL is InvalidArgument, exec in an exited container is
+/// FailedPrecondition, and stopping or removing a removed container is no error.
+#[tokio::test]
+async fn create_exec_stop_and_remove_have_the_cri_codes() {
+    let (s, pod, pod_id) = setup("codes").await;
+    let image = "localhost/rrun-nocmd:1";
+    s.import(&FixtureImage {
+        reference: image.into(),
+        cmd: Vec::new(),
+        ..FixtureImage::default()
+    });
+    let before = snapshot(&s);
+    let e = expect_code(
+        s.try_create_container(&pod_id, &pod, &s.container_config("c", image, &[]))
+            .await,
+        Code::InvalidArgument,
+        "CreateContainer with no command in the request nor the image",
+    );
+    assert!(e.message().contains("no command"), "{}", show(&e));
+    assert_unchanged(&s, &before, "CreateContainer with no command");
+
+    let rt = s.runtime();
+    for bad in [format!("../{pod_id}"), format!("{pod_id}\0"), "..".into()] {
+        expect_code(
+            rt.clone()
+                .create_container(api::CreateContainerRequest {
+                    pod_sandbox_id: bad.clone(),
+                    config: Some(s.sh_config("c", "true")),
+                    sandbox_config: Some(pod.clone()),
+                })
+                .await,
+            Code::InvalidArgument,
+            &format!("CreateContainer in pod {bad:?}"),
+        );
+    }
+    assert_unchanged(&s, &before, "CreateContainer with malformed pod ids");
+
+    let done = s
+        .run_container(&pod_id, &pod, &s.sh_config("done", "true"))
+        .await;
+    s.wait_exited(&done).await;
+    expect_code(
+        s.exec_sync(&done, &["true"], 0).await,
+        Code::FailedPrecondition,
+        "ExecSync in an exited container",
+    );
+    for round in 0..2 {
+        rt.clone()
+            .stop_container(api::StopContainerRequest {
+                container_id: done.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StopContainer #{round}: {}", show(&e)));
+        rt.clone()
+            .remove_container(api::RemoveContainerRequest {
+                container_id: done.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RemoveContainer #{round}: {}", show(&e)));
+    }
+    s.stop_and_remove_pod(&pod_id).await;
+    assert_alive(&s).await;
+    assert_no_leftovers(&s);
+}

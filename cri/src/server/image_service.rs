@@ -3,6 +3,8 @@
 use cri_proto::api;
 use tonic::{Request, Response, Status};
 
+use crate::error::Error;
+
 use super::{blocking, internal, Cri};
 use crate::image::{Image, PullError};
 
@@ -39,26 +41,10 @@ fn cri_image(img: &Image) -> api::Image {
 }
 
 /// The gRPC status of a failed pull.
-fn pull_status(name: &str, e: PullError) -> Status {
-    let msg = format!("pulling image {name:?}: {e}");
-    match e {
-        PullError::InvalidReference(_) | PullError::BadAuth(_) => Status::invalid_argument(msg),
-        PullError::NotFound(_) => Status::not_found(msg),
-        PullError::Unauthenticated(_) => Status::unauthenticated(msg),
-        PullError::PermissionDenied(_) => Status::permission_denied(msg),
-        PullError::Unavailable(_) | PullError::Tls(_) => Status::unavailable(msg),
-        PullError::Timeout(_) => Status::deadline_exceeded(msg),
-        PullError::Corrupt(_) => Status::data_loss(msg),
-        PullError::Unsupported(_) => Status::failed_precondition(msg),
-        PullError::Config { .. } => Status::failed_precondition(msg),
-        PullError::Registry(_) | PullError::Store(_) => Status::internal(msg),
-    }
-}
-
-fn image_ref(spec: Option<api::ImageSpec>) -> Result<String, Status> {
+fn image_ref(spec: Option<api::ImageSpec>) -> Result<String, Error> {
     let name = spec.map(|s| s.image).unwrap_or_default();
     if name.is_empty() {
-        return Err(Status::invalid_argument("ImageSpec.image is required"));
+        return Err(Error::invalid_argument("ImageSpec.image is required"));
     }
     Ok(name)
 }
@@ -141,10 +127,10 @@ impl cri_proto::ImageService for Cri {
                         tracing::warn!(image = %name, error = %e, "registry unreachable; answering the stored image");
                         Ok(Response::new(api::PullImageResponse { image_ref: img.id }))
                     }
-                    None => Err(pull_status(&name, e)),
+                    None => Err(crate::error::pull_error(&name, e).into()),
                 }
             }
-            Err(e) => Err(pull_status(&name, e)),
+            Err(e) => Err(crate::error::pull_error(&name, e).into()),
         }
     }
 
@@ -161,7 +147,7 @@ impl cri_proto::ImageService for Cri {
             };
             let users = me.image_users(&img.id);
             if !users.is_empty() {
-                return Err(Status::failed_precondition(format!(
+                return Err(Error::failed_precondition(format!(
                     "image {name:?} ({}) is in use by container(s) {}: remove them first",
                     img.id,
                     users.join(", ")

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::error::{Error, ErrorKind};
 use cri_proto::api;
 use tokio::sync::broadcast;
-use tonic::Status;
 
 use crate::image::ImageStore;
 use crate::monitor;
@@ -91,37 +91,8 @@ impl ContainerPhase {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Status {
-    Status::internal(e.to_string())
-}
-
-/// The gRPC status for an error of the runtime library.
-fn runtime_status(e: rrun::Error) -> Status {
-    match &e {
-        rrun::Error::NotFound(_) => Status::not_found(e.to_string()),
-        rrun::Error::AlreadyExists(_) => Status::already_exists(e.to_string()),
-        rrun::Error::WrongState { .. } => Status::failed_precondition(e.to_string()),
-        rrun::Error::Spec(_) | rrun::Error::Invalid(_) | rrun::Error::InvalidId(_) => {
-            Status::invalid_argument(e.to_string())
-        }
-        _ => Status::internal(e.to_string()),
-    }
-}
-
-/// A failed ADD or DEL, in containerd's words.
-fn network_status(id: &str, what: &str, e: crate::network::NetworkError) -> Status {
-    if let crate::network::NetworkError::BadArgument(m) = e {
-        return Status::invalid_argument(m);
-    }
-    Status::unknown(format!("failed to {what} network for sandbox {id:?}: {e}"))
-}
-
-fn spec_status(e: crate::ocispec::SpecError) -> Status {
-    match e {
-        crate::ocispec::SpecError::Invalid(m) => Status::invalid_argument(m),
-        crate::ocispec::SpecError::Unsupported(m) => Status::unimplemented(m),
-        crate::ocispec::SpecError::Runtime(e) => runtime_status(e),
-    }
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::internal(e)
 }
 
 /// Where the tests make a handler panic, to prove that the server survives it:
@@ -134,15 +105,15 @@ fn fault_point(name: &str) {
 
 /// Runs blocking work on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Status::internal(format!("worker thread failed: {e}")))?
+        .map_err(|e| Error::internal(format!("worker thread failed: {e}")))?
 }
 
 /// A new random id: 64 hex digits, as containerd's.
-fn new_id() -> Result<String, Status> {
+fn new_id() -> Result<String, Error> {
     let mut bytes = [0u8; 32];
     getrandom(&mut bytes).map_err(|e| internal(format!("getrandom: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
@@ -171,10 +142,10 @@ const MAX_ID_LEN: usize = 128;
 
 /// An id that no record can have (a path, a NUL, a huge string) is the caller's mistake,
 /// not an unknown id: InvalidArgument, before it goes anywhere near a lookup.
-fn check_id(what: &str, id: &str) -> Result<(), Status> {
+fn check_id(what: &str, id: &str) -> Result<(), Error> {
     let shown: String = id.chars().take(40).collect();
     if id.len() > MAX_ID_LEN {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid_argument(format!(
             "{what} id {shown:?}... is {} bytes long (at most {MAX_ID_LEN})",
             id.len()
         )));
@@ -183,8 +154,14 @@ fn check_id(what: &str, id: &str) -> Result<(), Status> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid_argument(format!(
             "{what} id {shown:?} has the character {c:?} (ids are letters, digits, '-', '_' and '.')"
+        )));
+    }
+    // `.` and `..` name directories, never a record.
+    if !id.is_empty() && id.chars().all(|c| c == '.') {
+        return Err(Error::invalid_argument(format!(
+            "{what} id {shown:?} is only dots"
         )));
     }
     Ok(())
@@ -195,16 +172,16 @@ const MAX_NAME_LEN: usize = 253;
 
 /// A pod's or container's name, namespace or uid: what Kubernetes could have sent (no
 /// `/`, no control characters, at most 253 bytes); they name records, never paths.
-fn check_name(field: &str, name: &str) -> Result<(), Status> {
+fn check_name(field: &str, name: &str) -> Result<(), Error> {
     let shown: String = name.chars().take(40).collect();
     if name.len() > MAX_NAME_LEN {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid_argument(format!(
             "{field} {shown:?}... is {} bytes long (at most {MAX_NAME_LEN})",
             name.len()
         )));
     }
     if let Some(c) = name.chars().find(|c| *c == '/' || c.is_control()) {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid_argument(format!(
             "{field} {shown:?} has the character {c:?}"
         )));
     }
@@ -366,13 +343,13 @@ impl Cri {
         &self,
         config: api::PodSandboxConfig,
         runtime_handler: String,
-    ) -> Result<String, Status> {
+    ) -> Result<String, Error> {
         let meta = config
             .metadata
             .clone()
-            .ok_or_else(|| Status::invalid_argument("PodSandboxConfig.metadata is required"))?;
+            .ok_or_else(|| Error::invalid_argument("PodSandboxConfig.metadata is required"))?;
         if meta.name.is_empty() {
-            return Err(Status::invalid_argument(
+            return Err(Error::invalid_argument(
                 "PodSandboxConfig.metadata.name is required",
             ));
         }
@@ -381,10 +358,10 @@ impl Cri {
         check_name("PodSandboxConfig.metadata.uid", &meta.uid)?;
         if !config.hostname.is_empty() {
             crate::sandbox::validate_hostname(&config.hostname)
-                .map_err(|e| Status::invalid_argument(format!("PodSandboxConfig.{e}")))?;
+                .map_err(|e| Error::invalid_argument(format!("PodSandboxConfig.{e}")))?;
         }
         if !matches!(runtime_handler.as_str(), "" | "rrun" | "runc") {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid_argument(format!(
                 "runtime handler {runtime_handler:?} is not configured (this server has \"rrun\")"
             )));
         }
@@ -397,7 +374,7 @@ impl Cri {
                     s.config.metadata.as_ref().map(sandbox_key).as_deref() == Some(key.as_str())
                 })
             {
-                return Err(Status::already_exists(format!(
+                return Err(Error::already_exists(format!(
                     "pod sandbox {:?} (namespace {:?}, uid {:?}, attempt {}) already exists",
                     meta.name, meta.namespace, meta.uid, meta.attempt
                 )));
@@ -419,7 +396,7 @@ impl Cri {
         id: &str,
         config: api::PodSandboxConfig,
         runtime_handler: String,
-    ) -> Result<SandboxRecord, Status> {
+    ) -> Result<SandboxRecord, Error> {
         use crate::sandbox::*;
         let own = OwnNamespaces::of(&config);
         let hostname = hostname_of(&config);
@@ -456,7 +433,7 @@ impl Cri {
                 self.inner
                     .network
                     .setup(id, netns, &rec.config, &dir)
-                    .map_err(|e| network_status(id, "setup", e))?;
+                    .map_err(|e| crate::error::network_error(id, "setup", e))?;
             }
             if shares_pid_namespace(&rec.config) {
                 let (init, pid_ns) =
@@ -523,12 +500,12 @@ impl Cri {
         let _ = self.inner.store.remove_sandbox(&rec.id);
     }
 
-    fn sandbox(&self, id: &str) -> Result<SandboxRecord, Status> {
+    fn sandbox(&self, id: &str) -> Result<SandboxRecord, Error> {
         check_id("pod sandbox", id)?;
         let st = self.state();
         find_by_prefix(&st.sandboxes, id)
             .map(|(_, s)| s.clone())
-            .ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))
+            .ok_or_else(|| Error::not_found(format!("pod sandbox {id:?} not found")))
     }
 
     fn sandbox_containers(&self, sandbox_id: &str) -> Vec<String> {
@@ -540,11 +517,11 @@ impl Cri {
             .collect()
     }
 
-    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), Status> {
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), Error> {
         let rec = match self.sandbox(id) {
             Ok(rec) => rec,
             // Stopping a pod that is gone is not an error (CRI: idempotent).
-            Err(e) if e.code() == tonic::Code::NotFound => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
         for cid in self.sandbox_containers(&rec.id) {
@@ -556,7 +533,7 @@ impl Cri {
             me.inner
                 .network
                 .teardown(&rec2.id)
-                .map_err(|e| network_status(&rec2.id, "teardown", e))?;
+                .map_err(|e| crate::error::network_error(&rec2.id, "teardown", e))?;
             // The network namespace goes with the pod's network (as containerd's stop);
             // IPC and UTS stay until removal, when no container can use them any more.
             if let Some(net) = rec2.namespaces.net.take() {
@@ -584,10 +561,10 @@ impl Cri {
         Ok(())
     }
 
-    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), Status> {
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), Error> {
         let rec = match self.sandbox(id) {
             Ok(rec) => rec,
-            Err(e) if e.code() == tonic::Code::NotFound => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
         for cid in self.sandbox_containers(&rec.id) {
@@ -600,7 +577,7 @@ impl Cri {
             me.inner
                 .network
                 .teardown(&rec2.id)
-                .map_err(|e| network_status(&rec2.id, "teardown", e))?;
+                .map_err(|e| crate::error::network_error(&rec2.id, "teardown", e))?;
             me.destroy_sandbox_files(&rec2);
             Ok(())
         })
@@ -610,7 +587,7 @@ impl Cri {
         Ok(())
     }
 
-    pub fn pod_sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus, Status> {
+    pub fn pod_sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus, Error> {
         let rec = self.sandbox(id)?;
         let mut status = sandbox_status(&rec);
         let mut ips = self.inner.network.pod_ips(&rec.id).into_iter();
@@ -659,13 +636,13 @@ impl Cri {
         &self,
         pod_id: &str,
         config: api::ContainerConfig,
-    ) -> Result<String, Status> {
+    ) -> Result<String, Error> {
         let meta = config
             .metadata
             .clone()
-            .ok_or_else(|| Status::invalid_argument("ContainerConfig.metadata is required"))?;
+            .ok_or_else(|| Error::invalid_argument("ContainerConfig.metadata is required"))?;
         if meta.name.is_empty() {
-            return Err(Status::invalid_argument(
+            return Err(Error::invalid_argument(
                 "ContainerConfig.metadata.name is required",
             ));
         }
@@ -676,13 +653,13 @@ impl Cri {
             .map(|i| i.image.clone())
             .unwrap_or_default();
         if image_name.is_empty() {
-            return Err(Status::invalid_argument(
+            return Err(Error::invalid_argument(
                 "ContainerConfig.image.image is required",
             ));
         }
         let sandbox = self.sandbox(pod_id)?;
         if sandbox.state != SandboxState::Ready {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::failed_precondition(format!(
                 "pod sandbox {} is not ready: it was stopped",
                 sandbox.id
             )));
@@ -692,7 +669,7 @@ impl Cri {
             .images
             .resolve(&image_name)
             .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("image {image_name:?} not found")))?;
+            .ok_or_else(|| Error::not_found(format!("image {image_name:?} not found")))?;
         let key = container_key(&sandbox.id, &meta);
         let id = new_id()?;
         let target_pid = self.target_pid(&config)?;
@@ -708,7 +685,7 @@ impl Cri {
                         == Some(key.as_str())
                 });
             if taken {
-                return Err(Status::already_exists(format!(
+                return Err(Error::already_exists(format!(
                     "container {:?} (attempt {}) already exists in pod sandbox {}",
                     meta.name, meta.attempt, sandbox.id
                 )));
@@ -767,7 +744,7 @@ impl Cri {
             .unwrap_or_else(|_| Err(internal("the container's creation task ended")))
     }
 
-    fn target_pid(&self, config: &api::ContainerConfig) -> Result<Option<i32>, Status> {
+    fn target_pid(&self, config: &api::ContainerConfig) -> Result<Option<i32>, Error> {
         let target = config
             .linux
             .as_ref()
@@ -780,7 +757,7 @@ impl Cri {
         };
         let st = self.state();
         let (_, c) = find_by_prefix(&st.containers, &target).ok_or_else(|| {
-            Status::not_found(format!(
+            Error::not_found(format!(
                 "pid namespace target container {target:?} not found"
             ))
         })?;
@@ -793,7 +770,7 @@ impl Cri {
         sandbox: SandboxRecord,
         image: crate::image::Image,
         target_pid: Option<i32>,
-    ) -> Result<ContainerRecord, Status> {
+    ) -> Result<ContainerRecord, Error> {
         // Saved first with pid 0: a server killed from here on finds the half-made
         // container on restart and removes it.
         let me = self.clone();
@@ -835,7 +812,7 @@ impl Cri {
         sandbox: &SandboxRecord,
         image: &crate::image::Image,
         target_pid: Option<i32>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Error> {
         let rootfs = self
             .inner
             .images
@@ -851,7 +828,7 @@ impl Cri {
             rootfs: &rootfs,
             target_pid,
         })
-        .map_err(spec_status)?;
+        .map_err(Error::from)?;
         if let Some(res) = spec
             .linux_mut()
             .as_mut()
@@ -864,7 +841,7 @@ impl Cri {
         // Checked the way `rrun create` will check it, so a bad request is an
         // InvalidArgument here and not an error from the monitor.
         rrun::spec::validate(&spec, &rec.dir)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| Error::invalid_argument(e.to_string()))?;
         if let Some(parent) = rec.log_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|e| internal(format!("creating {}: {e}", parent.display())))?;
@@ -875,7 +852,7 @@ impl Cri {
     }
 
     /// Starts the container's monitor, which creates the container; answers the init's pid.
-    async fn spawn_monitor(&self, rec: &ContainerRecord) -> Result<i32, Status> {
+    async fn spawn_monitor(&self, rec: &ContainerRecord) -> Result<i32, Error> {
         use tokio::io::AsyncReadExt;
         let tty = rec.config.tty;
         let stderr_path = rec.monitor_dir.join("monitor.log");
@@ -941,7 +918,7 @@ impl Cri {
             .and_then(|e| e.as_str())
             .unwrap_or("the monitor's report has neither pid nor error")
             .to_string();
-        Err(Status::unknown(format!(
+        Err(Error::unknown(format!(
             "creating container {}: {msg}",
             rec.id
         )))
@@ -962,12 +939,12 @@ impl Cri {
         }
     }
 
-    fn container(&self, id: &str) -> Result<ContainerRecord, Status> {
+    fn container(&self, id: &str) -> Result<ContainerRecord, Error> {
         check_id("container", id)?;
         let st = self.state();
         find_by_prefix(&st.containers, id)
             .map(|(_, c)| c.clone())
-            .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))
+            .ok_or_else(|| Error::not_found(format!("container {id:?} not found")))
     }
 
     /// Reads the monitor's exit file into the record once it exists.
@@ -1022,10 +999,10 @@ impl Cri {
         }
     }
 
-    pub async fn start_container(&self, id: &str) -> Result<(), Status> {
+    pub async fn start_container(&self, id: &str) -> Result<(), Error> {
         let rec = self.container(id)?;
         if self.phase(&rec) != ContainerPhase::Created {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::failed_precondition(format!(
                 "container {} is not in the created state",
                 rec.id
             )));
@@ -1034,7 +1011,7 @@ impl Cri {
         let started_at = crate::store::now_ns();
         let me = self.clone();
         let cid = rec.id.clone();
-        blocking(move || me.inner.runtime.start(&cid).map_err(runtime_status)).await?;
+        blocking(move || me.inner.runtime.start(&cid).map_err(Error::from)).await?;
         let mut rec = rec;
         rec.started_at = started_at;
         let me = self.clone();
@@ -1117,9 +1094,9 @@ impl Cri {
         stopped && !monitor_alive(&rec)
     }
 
-    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Error> {
         if timeout < 0 {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid_argument(format!(
                 "StopContainer timeout {timeout} is negative (0: kill at once)"
             )));
         }
@@ -1148,7 +1125,7 @@ impl Cri {
         self.kill(&rec.id, nix::sys::signal::Signal::SIGKILL, true)
             .await?;
         if !self.wait_exit(&rec.id, Duration::from_secs(30)).await {
-            return Err(Status::deadline_exceeded(format!(
+            return Err(Error::deadline_exceeded(format!(
                 "container {} did not exit within 30s of SIGKILL",
                 rec.id
             )));
@@ -1179,21 +1156,21 @@ impl Cri {
         id: &str,
         signal: nix::sys::signal::Signal,
         all: bool,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Error> {
         let me = self.clone();
         let id = id.to_string();
         blocking(move || match me.inner.runtime.kill(&id, signal, all) {
             // Gone between our look and the signal: what stop wanted.
             Ok(()) | Err(rrun::Error::WrongState { .. }) => Ok(()),
-            Err(e) => Err(runtime_status(e)),
+            Err(e) => Err(Error::from(e)),
         })
         .await
     }
 
-    pub async fn remove_container(&self, id: &str) -> Result<(), Status> {
+    pub async fn remove_container(&self, id: &str) -> Result<(), Error> {
         let rec = match self.container(id) {
             Ok(rec) => rec,
-            Err(e) if e.code() == tonic::Code::NotFound => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
         if self.phase(&rec) != ContainerPhase::Exited {
@@ -1262,7 +1239,7 @@ impl Cri {
         &self,
         id: &str,
         verbose: bool,
-    ) -> Result<api::ContainerStatusResponse, Status> {
+    ) -> Result<api::ContainerStatusResponse, Error> {
         let rec = self.container(id)?;
         let phase = self.phase(&rec);
         let rec = self.state().containers.get(&rec.id).cloned().unwrap_or(rec);
@@ -1298,20 +1275,20 @@ impl Cri {
         &self,
         id: &str,
         resources: Option<api::LinuxContainerResources>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Error> {
         let mut rec = self.container(id)?;
         if self.phase(&rec) == ContainerPhase::Exited {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::failed_precondition(format!(
                 "container {} has exited: its resources cannot change",
                 rec.id
             )));
         }
         let Some(r) = resources else { return Ok(()) };
-        let mut res = crate::ocispec::resources_only(&r).map_err(spec_status)?;
+        let mut res = crate::ocispec::resources_only(&r).map_err(Error::from)?;
         self.hugepage_policy(&rec.id, &mut res)?;
         let me = self.clone();
         let cid = rec.id.clone();
-        blocking(move || me.inner.runtime.update(&cid, &res).map_err(runtime_status)).await?;
+        blocking(move || me.inner.runtime.update(&cid, &res).map_err(Error::from)).await?;
         let mut linux = rec.config.linux.clone().unwrap_or_default();
         linux.resources = Some(r);
         rec.config.linux = Some(linux);
@@ -1322,11 +1299,11 @@ impl Cri {
         Ok(())
     }
 
-    pub async fn reopen_container_log(&self, id: &str) -> Result<(), Status> {
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), Error> {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
         let rec = self.container(id)?;
         if self.phase(&rec) != ContainerPhase::Running {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::failed_precondition(format!(
                 "container {} is not running",
                 rec.id
             )));
@@ -1341,7 +1318,7 @@ impl Cri {
         };
         let line = tokio::time::timeout(Duration::from_secs(10), talk)
             .await
-            .map_err(|_| Status::deadline_exceeded("the monitor did not answer the reopen"))?
+            .map_err(|_| Error::deadline_exceeded("the monitor did not answer the reopen"))?
             .map_err(|e| internal(format!("{}: {e}", sock.display())))?;
         match line.trim() {
             "ok" => Ok(()),
@@ -1354,19 +1331,19 @@ impl Cri {
         id: &str,
         cmd: Vec<String>,
         timeout: i64,
-    ) -> Result<api::ExecSyncResponse, Status> {
+    ) -> Result<api::ExecSyncResponse, Error> {
         use tokio::io::AsyncReadExt;
         if cmd.is_empty() {
-            return Err(Status::invalid_argument("ExecSync needs a command"));
+            return Err(Error::invalid_argument("ExecSync needs a command"));
         }
         if timeout < 0 {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid_argument(format!(
                 "ExecSync timeout {timeout} is negative (0: no timeout)"
             )));
         }
         let rec = self.container(id)?;
         if self.phase(&rec) != ContainerPhase::Running {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::failed_precondition(format!(
                 "container {} is not running",
                 rec.id
             )));
@@ -1422,13 +1399,10 @@ impl Cri {
         let _ = std::fs::remove_file(&process_file);
         let _ = std::fs::remove_file(&status_file);
         if let Some(e) = status.get("error").and_then(|e| e.as_str()) {
-            return Err(Status::unknown(format!(
-                "exec in container {}: {e}",
-                rec.id
-            )));
+            return Err(Error::unknown(format!("exec in container {}: {e}", rec.id)));
         }
         if status.get("timed_out").and_then(|t| t.as_bool()) == Some(true) {
-            return Err(Status::deadline_exceeded(format!(
+            return Err(Error::deadline_exceeded(format!(
                 "command timed out after {timeout}s"
             )));
         }
@@ -1448,7 +1422,7 @@ impl Cri {
         &self,
         rec: &ContainerRecord,
         cmd: Vec<String>,
-    ) -> Result<oci_spec::runtime::Process, Status> {
+    ) -> Result<oci_spec::runtime::Process, Error> {
         let spec: oci_spec::runtime::Spec =
             crate::store::read_json(&rec.dir.join("config.json")).map_err(internal)?;
         let mut process = spec.process().clone().unwrap_or_default();
@@ -1493,7 +1467,7 @@ impl Cri {
     // Stats
     // -----------------------------------------------------------------------------------
 
-    pub fn container_stats(&self, id: &str) -> Result<api::ContainerStats, Status> {
+    pub fn container_stats(&self, id: &str) -> Result<api::ContainerStats, Error> {
         let rec = self.container(id)?;
         Ok(self.stats_of(&rec))
     }
@@ -1531,7 +1505,7 @@ impl Cri {
             .collect()
     }
 
-    pub fn pod_sandbox_stats(&self, id: &str) -> Result<api::PodSandboxStats, Status> {
+    pub fn pod_sandbox_stats(&self, id: &str) -> Result<api::PodSandboxStats, Error> {
         let rec = self.sandbox(id)?;
         let containers: Vec<ContainerRecord> = self
             .state()
@@ -1600,13 +1574,13 @@ impl Cri {
         &self,
         container: &str,
         res: &mut oci_spec::runtime::LinuxResources,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Error> {
         let wanted = matches!(res.hugepage_limits(), Some(l) if !l.is_empty());
         if self.inner.hugetlb || !wanted {
             return Ok(());
         }
         if !self.inner.config.tolerate_missing_hugetlb_controller {
-            return Err(Status::failed_precondition(
+            return Err(Error::failed_precondition(
                 "hugepage limits need the hugetlb cgroup controller, which this node does not \
                  have (set tolerate_missing_hugetlb_controller = true to skip them)",
             ));
@@ -1628,11 +1602,11 @@ fn hugetlb_controller_available() -> bool {
     rrun::pod_cgroup::controller_available("hugetlb")
 }
 
-fn make_pod_cgroup(parent: &str) -> Result<Option<rrun::pod_cgroup::CgroupRecord>, Status> {
+fn make_pod_cgroup(parent: &str) -> Result<Option<rrun::pod_cgroup::CgroupRecord>, Error> {
     match rrun::pod_cgroup::PodCgroup::create(Path::new(parent)) {
         Ok(cg) => Ok(Some(cg.record().clone())),
         Err(rrun::pod_cgroup::CgroupError::Exists(_)) => Ok(None),
-        Err(e) => Err(Status::invalid_argument(format!(
+        Err(e) => Err(Error::invalid_argument(format!(
             "cgroup_parent {parent:?}: {e}"
         ))),
     }
@@ -1757,5 +1731,29 @@ fn container_status(c: &ContainerRecord, phase: ContainerPhase) -> api::Containe
             }),
         image_id: c.image_id.clone(),
         user: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_name_paths_are_invalid_arguments() {
+        for bad in [
+            ".",
+            "..",
+            "...",
+            "../x",
+            "a/b",
+            "a\0",
+            &"a".repeat(MAX_ID_LEN + 1),
+        ] {
+            let e = check_id("pod sandbox", bad).expect_err(bad);
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad:?}");
+        }
+        for good in ["", "a", "a.b", ".a", &"f".repeat(64)] {
+            check_id("pod sandbox", good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+        }
     }
 }

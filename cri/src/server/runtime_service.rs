@@ -7,13 +7,15 @@ use cri_proto::api;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::error::{Error, ErrorKind};
+
 use super::Cri;
 
 type Reply<T> = Result<Response<T>, Status>;
 
-fn required<'a>(value: &'a str, name: &str) -> Result<&'a str, Status> {
+fn required<'a>(value: &'a str, name: &str) -> Result<&'a str, Error> {
     if value.is_empty() {
-        Err(Status::invalid_argument(format!("{name} is required")))
+        Err(Error::invalid_argument(format!("{name} is required")))
     } else {
         Ok(value)
     }
@@ -37,7 +39,7 @@ impl cri_proto::RuntimeService for Cri {
         let req = req.into_inner();
         let config = req
             .config
-            .ok_or_else(|| Status::invalid_argument("RunPodSandboxRequest.config is required"))?;
+            .ok_or_else(|| Error::invalid_argument("RunPodSandboxRequest.config is required"))?;
         let id = self.run_pod_sandbox(config, req.runtime_handler).await?;
         Ok(Response::new(api::RunPodSandboxResponse {
             pod_sandbox_id: id,
@@ -106,7 +108,7 @@ impl cri_proto::RuntimeService for Cri {
         let pod = required(&req.pod_sandbox_id, "pod_sandbox_id")?.to_string();
         let config = req
             .config
-            .ok_or_else(|| Status::invalid_argument("CreateContainerRequest.config is required"))?;
+            .ok_or_else(|| Error::invalid_argument("CreateContainerRequest.config is required"))?;
         let id = self.create_container(&pod, config).await?;
         Ok(Response::new(api::CreateContainerResponse {
             container_id: id,
@@ -132,7 +134,7 @@ impl cri_proto::RuntimeService for Cri {
         // Stopping a container that is gone is fine (CRI: idempotent); a malformed id is not.
         match self.container(id) {
             Ok(_) => self.stop_container(id, req.timeout).await?,
-            Err(e) if e.code() != tonic::Code::NotFound => return Err(e),
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(e.into()),
             Err(_) => {}
         }
         Ok(Response::new(api::StopContainerResponse {}))
@@ -320,7 +322,7 @@ impl cri_proto::RuntimeService for Cri {
         &self,
         _: Request<api::CheckpointContainerRequest>,
     ) -> Reply<api::CheckpointContainerResponse> {
-        Err(Status::unimplemented("checkpointing is not supported"))
+        Err(Error::unimplemented("checkpointing is not supported").into())
     }
 
     type GetContainerEventsStream =

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
+use crate::error::{Error, ErrorKind};
 use cri_proto::api;
-use tonic::Status;
 
 use super::{new_id, ContainerPhase, Cri};
 use crate::store::SandboxState;
@@ -32,23 +32,23 @@ impl Cri {
     }
 
     /// A one-time URL for `req`, once the request is known to be good.
-    pub fn stream_url(&self, req: Request) -> Result<String, Status> {
+    pub fn stream_url(&self, req: Request) -> Result<String, Error> {
         match &req {
             Request::Exec(r) if r.cmd.is_empty() => {
-                return Err(Status::invalid_argument("Exec needs a command"))
+                return Err(Error::invalid_argument("Exec needs a command"))
             }
             Request::Exec(r) if r.tty && r.stderr => {
-                return Err(Status::invalid_argument(
+                return Err(Error::invalid_argument(
                     "tty and stderr cannot both be true (a terminal has one output stream)",
                 ))
             }
             Request::Exec(r) if !(r.stdin || r.stdout || r.stderr) => {
-                return Err(Status::invalid_argument(
+                return Err(Error::invalid_argument(
                     "one of stdin, stdout, and stderr must be true",
                 ))
             }
             Request::Attach(r) if !(r.stdin || r.stdout || r.stderr) => {
-                return Err(Status::invalid_argument(
+                return Err(Error::invalid_argument(
                     "one of stdin, stdout, and stderr must be true",
                 ))
             }
@@ -59,19 +59,19 @@ impl Cri {
             .inner
             .streaming
             .get()
-            .ok_or_else(|| Status::unavailable("the streaming server is not running"))?;
-        server.url(req).map_err(Status::resource_exhausted)
+            .ok_or_else(|| Error::unavailable("the streaming server is not running"))?;
+        server.url(req).map_err(Error::resource_exhausted)
     }
 
     /// The container (running) or pod (ready) that the request is for.
-    fn check_target(&self, req: &Request) -> Result<(), Status> {
+    fn check_target(&self, req: &Request) -> Result<(), Error> {
         let container = match req {
             Request::Exec(r) => &r.container_id,
             Request::Attach(r) => &r.container_id,
             Request::PortForward(r) => {
                 let pod = self.sandbox(&r.pod_sandbox_id)?;
                 if pod.state != SandboxState::Ready {
-                    return Err(Status::failed_precondition(format!(
+                    return Err(Error::failed_precondition(format!(
                         "pod sandbox {} is not ready",
                         pod.id
                     )));
@@ -81,7 +81,7 @@ impl Cri {
         };
         let rec = self.container(container)?;
         if self.phase(&rec) != ContainerPhase::Running {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::failed_precondition(format!(
                 "container {} is not running",
                 rec.id
             )));
@@ -163,7 +163,7 @@ impl Cri {
     }
 }
 
-fn msg(s: Status) -> String {
+fn msg(s: Error) -> String {
     s.message().to_string()
 }
 
@@ -230,11 +230,11 @@ fn remove_dir(dir: &Path) {
 
 impl Backend for Cri {
     fn check(&self, req: &Request) -> Result<(), RefusedError> {
-        self.check_target(req).map_err(|s| match s.code() {
-            tonic::Code::NotFound | tonic::Code::InvalidArgument => {
+        self.check_target(req).map_err(|s| match s.kind() {
+            ErrorKind::NotFound | ErrorKind::InvalidArgument => {
                 RefusedError::NotFound(s.message().to_string())
             }
-            tonic::Code::FailedPrecondition => RefusedError::Conflict(s.message().to_string()),
+            ErrorKind::FailedPrecondition => RefusedError::Conflict(s.message().to_string()),
             _ => RefusedError::Internal(s.message().to_string()),
         })
     }
