@@ -235,16 +235,15 @@ pub fn start_pod_init(
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(io("starting the pod's pid 1"))?;
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let Some(pid) = report.get("pid").and_then(|p| p.as_i64()) else {
-        let why = report
-            .get("error")
-            .and_then(|e| e.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("no report ({})", out.status));
-        return Err(SandboxError::PodInit(why));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pid = match crate::monitor::protocol::StartReport::parse(&text, || {
+        format!("no report ({})", out.status)
+    }) {
+        crate::monitor::protocol::StartReport::Started { pid } => pid,
+        crate::monitor::protocol::StartReport::Failed(f) => {
+            return Err(SandboxError::PodInit(f.message))
+        }
     };
-    let pid = i32::try_from(pid).map_err(|_| SandboxError::PodInit(format!("pid {pid}")))?;
     let init = match process_start_time(pid) {
         Some(start_time) => PodInit { pid, start_time },
         None => return Err(SandboxError::PodInit(format!("pid {pid} is gone at once"))),

@@ -8,7 +8,8 @@
 //!
 //! The monitor is generic over the backend, so each binary links only its own.
 
-use super::{error_chain, sys, MonitorArgs};
+use super::protocol::{error_chain, Failure, HelperAnswer};
+use super::{sys, MonitorArgs};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -24,11 +25,11 @@ pub const RESULT_FD: i32 = 3;
 /// What a `rrun-cri monitor --helper` run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Helper {
-    /// Create the container (stdio already set for its init); answers `ok PID`.
+    /// Create the container (stdio already set for its init); answers the init's pid ([`HelperAnswer`]).
     Create,
-    /// Answers `ok N`, the container's OOM kill count.
+    /// Answers the container's OOM kill count.
     OomKills,
-    /// Delete the container (`--force`); answers `ok 0`.
+    /// Delete the container (`--force`); answers 0.
     Delete,
 }
 
@@ -52,7 +53,7 @@ pub trait Backend {
 
 /// What [`Backend::create`] did.
 pub enum Answer {
-    Done(Result<i32, String>),
+    Done(Result<i32, Failure>),
     /// Not reached by a successful exec; the error of a failed one.
     ExecFailed(String),
 }
@@ -78,7 +79,7 @@ impl Backend for InProcess {
     }
 }
 
-fn create_here(args: &MonitorArgs, console: Option<&Path>) -> Result<i32, String> {
+fn create_here(args: &MonitorArgs, console: Option<&Path>) -> Result<i32, Failure> {
     let opts = rrun::CreateOptions {
         id: args.id.clone(),
         bundle: args.bundle.clone(),
@@ -87,7 +88,7 @@ fn create_here(args: &MonitorArgs, console: Option<&Path>) -> Result<i32, String
     };
     rrun::Runtime::new(&args.runtime_root)
         .create(&opts)
-        .map_err(|e| error_chain(&e))
+        .map_err(|e| Failure::runtime(&e))
 }
 
 /// The big `rrun-cri` binary at this path, run as a helper for each operation.
@@ -141,14 +142,16 @@ impl ViaExe {
             ForkResult::Child => {
                 drop(r);
                 let msg = self.exec(args, helper, &w);
-                let _ = nix::unistd::write(&w, format!("error {msg}").as_bytes());
+                let _ = nix::unistd::write(&w, &HelperAnswer::encode(Err(msg.into())));
                 sys::exit_now(127)
             }
             ForkResult::Parent { child } => child,
         };
         drop(w);
-        let text = read_answer(child, &r)?;
-        parse_answer(&text).map(|n| n as u64)
+        let answer = read_answer(child, &r)?;
+        HelperAnswer::decode(&answer)
+            .map(|n| n as u64)
+            .map_err(|f| f.message)
     }
 }
 
@@ -168,7 +171,7 @@ impl Backend for ViaExe {
 
 /// Waits for `child`, then reads its answer from `r` without waiting for end of file (a
 /// container's init may hold a copy of the write end until its execve).
-pub fn read_answer(child: nix::unistd::Pid, r: &OwnedFd) -> Result<String, String> {
+pub fn read_answer(child: nix::unistd::Pid, r: &OwnedFd) -> Result<Vec<u8>, String> {
     loop {
         match waitpid(child, None) {
             Err(Errno::EINTR) => continue,
@@ -189,34 +192,7 @@ pub fn read_answer(child: nix::unistd::Pid, r: &OwnedFd) -> Result<String, Strin
             }
         }
     }
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
-/// `ok N` → N; `error MSG` → MSG.
-pub fn parse_answer(text: &str) -> Result<i64, String> {
-    if let Some(n) = text.strip_prefix("ok ") {
-        return n
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| format!("bad answer from the helper: {text:?}"));
-    }
-    match text.strip_prefix("error ") {
-        Some(msg) => Err(msg.to_string()),
-        None if text.is_empty() => Err("the helper process ended without an answer".into()),
-        None => Err(format!("bad answer from the helper: {text:?}")),
-    }
-}
-
-/// Formats an answer for [`parse_answer`], short enough to fit a pipe (the reader reads
-/// only once the writer has exited).
-pub fn format_answer(r: Result<i64, String>) -> Vec<u8> {
-    let text = match r {
-        Ok(n) => format!("ok {n}"),
-        Err(e) => format!("error {e}"),
-    };
-    let mut bytes = text.into_bytes();
-    bytes.truncate(8192);
-    bytes
+    Ok(buf[..n].to_vec())
 }
 
 /// `rrun-cri monitor --helper H --result-fd FD` (in the big binary).
@@ -230,15 +206,18 @@ pub fn run_helper(args: &MonitorArgs, helper: Helper, fd: i32) -> i32 {
         eprintln!("rrun-cri monitor --helper: fd {fd} is not open");
         return 1;
     };
-    let answer = ready.and_then(|()| match helper {
+    let answer = ready.map_err(Failure::from).and_then(|()| match helper {
         Helper::Create => {
             let console = args.tty.then(|| super::console_socket(&args.state_dir));
             create_here(args, console.as_deref()).map(i64::from)
         }
-        Helper::OomKills => InProcess.oom_kills(args).map(|n| n as i64),
-        Helper::Delete => InProcess.delete(args).map(|()| 0),
+        Helper::OomKills => InProcess
+            .oom_kills(args)
+            .map(|n| n as i64)
+            .map_err(Failure::from),
+        Helper::Delete => InProcess.delete(args).map(|()| 0).map_err(Failure::from),
     });
-    let _ = nix::unistd::write(&result, &format_answer(answer));
+    let _ = nix::unistd::write(&result, &HelperAnswer::encode(answer));
     0
 }
 

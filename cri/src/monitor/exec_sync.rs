@@ -8,14 +8,16 @@
 //! `FILE` is an OCI `Process` (JSON). The process inherits this helper's stdin, stdout and
 //! stderr (the server's pipes). It is our child (rrun clones it from us), so we wait for
 //! it; with `--timeout` > 0 it is killed (SIGKILL) when the time is up. Then
-//! `{"exit_code":N,"timed_out":bool}` goes to the status file (atomically) and the helper
+//! an [`ExecStatus`] goes to the status file (atomically) and the helper
 //! exits 0. SIGTERM to the helper kills the process (SIGKILL), which is then reaped as
 //! usual: the streaming server's way to end an exec whose client has gone. With
 //! `--console-socket`, the process gets a terminal whose master goes to that socket (the
 //! process's `terminal` must be true). On an error (unknown container, bad process) the message goes to stderr,
-//! `{"error":"..."}` to the status file, and the helper exits 1.
+//! a failed [`ExecStatus`] to the status file, and the helper exits 1.
 
-use super::{error_chain, sys};
+use super::protocol::{error_chain, ExecStatus, Failure};
+use super::sys;
+use crate::error::ErrorKind;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
@@ -52,17 +54,22 @@ pub struct ExecSyncArgs {
 /// Runs the helper; returns the process's exit code. Must be called before any other
 /// thread exists.
 pub fn run_exec_sync(args: &ExecSyncArgs) -> i32 {
-    let (doc, code) = match exec_and_wait(args) {
+    let (status, code) = match exec_and_wait(args) {
         Ok((exit_code, timed_out)) => (
-            format!("{{\"exit_code\":{exit_code},\"timed_out\":{timed_out}}}\n"),
+            ExecStatus::Exited {
+                exit_code,
+                timed_out,
+            },
             0,
         ),
         Err(msg) => {
             eprintln!("rrun-cri exec-sync: {msg}");
-            (format!("{{\"error\":{}}}\n", sys::json_string(&msg)), 1)
+            // What the runtime met running the process: containerd's Unknown.
+            (ExecStatus::Failed(Failure::new(ErrorKind::Unknown, msg)), 1)
         }
     };
-    if let Err(e) = crate::store::write_file_atomic(&args.status_file, doc.as_bytes()) {
+    let doc = serde_json::to_vec(&status).unwrap_or_default();
+    if let Err(e) = crate::store::write_file_atomic(&args.status_file, &doc) {
         eprintln!(
             "rrun-cri exec-sync: writing {}: {e}",
             args.status_file.display()

@@ -51,6 +51,7 @@ mod backend;
 mod exec_sync;
 pub mod log;
 mod pod_init;
+pub mod protocol;
 mod sys;
 
 pub use backend::Helper;
@@ -58,6 +59,7 @@ pub use exec_sync::{run_exec_sync, ExecSyncArgs};
 pub use pod_init::run_pod_init;
 
 use backend::{Answer, Backend, InProcess, ViaExe};
+use protocol::{error_chain, ExitStatus, Failure, HelperAnswer, StartReport};
 
 use log::{Framer, LogFile, RecordWriter, Stream, MAX_LINE};
 use nix::errno::Errno;
@@ -317,19 +319,23 @@ fn wait_for_report(ready: OwnedFd) -> i32 {
 }
 
 /// Writes the one report line on stdout.
-fn report(line: &str) {
+fn report(r: &StartReport) {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(line.as_bytes());
+    let _ = out.write_all(r.to_line().as_bytes());
     let _ = out.write_all(b"\n");
     let _ = out.flush();
 }
 
-/// Reports `msg` as the monitor's one line (`{"error":...}`) and on stderr; answers the
-/// exit code.
-pub fn report_error(msg: &str) -> i32 {
-    eprintln!("rrun-cri monitor: {msg}");
-    report(&format!("{{\"error\":{}}}", sys::json_string(msg)));
+/// Reports `f` as the monitor's one line and on stderr; answers the exit code.
+pub fn report_failure(f: Failure) -> i32 {
+    eprintln!("rrun-cri monitor: {f}");
+    report(&StartReport::Failed(f));
     1
+}
+
+/// Reports `msg`, a failure of ours (Internal), as the monitor's one line.
+pub fn report_error(msg: &str) -> i32 {
+    report_failure(Failure::from(msg.to_string()))
 }
 
 /// The monitor proper (the forked child).
@@ -339,13 +345,13 @@ fn monitor_main<B: Backend>(args: &MonitorArgs, backend: &B, ready: OwnedFd) -> 
     };
     let mut running = match start_container(args, backend) {
         Ok(r) => r,
-        Err(msg) => {
-            let code = report_error(&msg);
+        Err(f) => {
+            let code = report_failure(f);
             tell_parent(false);
             return code;
         }
     };
-    report(&format!("{{\"pid\":{}}}", running.pid));
+    report(&StartReport::Started { pid: running.pid });
     // The server reads the report until end of file: our stdout goes, and the spawned
     // process, holding the other copy, exits when told.
     if let Err(e) = null_onto(&[1]) {
@@ -380,21 +386,6 @@ fn null_onto(fds: &[RawFd]) -> Result<(), String> {
     Ok(())
 }
 
-/// An error and its causes, each once (rrun's messages often carry their cause already).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        cause = c.source();
-    }
-    msg
-}
-
 /// Where the container's output comes from.
 struct Source {
     fd: OwnedFd,
@@ -424,7 +415,7 @@ struct Exit {
 }
 
 /// Sets the monitor up and creates the container. On failure, everything made is gone.
-fn start_container<B: Backend>(args: &MonitorArgs, backend: &B) -> Result<Running, String> {
+fn start_container<B: Backend>(args: &MonitorArgs, backend: &B) -> Result<Running, Failure> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("prctl(PR_SET_CHILD_SUBREAPER): {e}"))?;
@@ -544,7 +535,7 @@ fn create_with_pipes<B: Backend>(
     backend: &B,
     log: &LogFile,
     ours: &[RawFd],
-) -> Result<(i32, Vec<Source>, attach::Input), String> {
+) -> Result<(i32, Vec<Source>, attach::Input), Failure> {
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -585,7 +576,7 @@ fn create_with_tty<B: Backend>(
     backend: &B,
     log: &LogFile,
     ours: &[RawFd],
-) -> Result<(i32, Vec<Source>, attach::Input), String> {
+) -> Result<(i32, Vec<Source>, attach::Input), Failure> {
     let (console_path, console) = rrun::pty::console_pair(&args.state_dir)
         .map_err(|e| format!("console socket: {}", error_chain(&e)))?;
     let _made = Made(vec![console_path.clone()]);
@@ -636,9 +627,13 @@ fn log_fd(log: &LogFile) -> RawFd {
 }
 
 /// A container was made but the monitor cannot watch it: it goes again.
-fn abandon<B: Backend>(args: &MonitorArgs, backend: &B, msg: String) -> String {
+fn abandon<B: Backend>(args: &MonitorArgs, backend: &B, msg: impl Into<Failure>) -> Failure {
+    let msg: Failure = msg.into();
     if let Err(e) = backend.delete(args) {
-        return format!("{msg} (and deleting the container failed: {e})");
+        return Failure::new(
+            msg.kind,
+            format!("{} (and deleting the container failed: {e})", msg.message),
+        );
     }
     msg
 }
@@ -654,23 +649,23 @@ fn create_in_child<B: Backend>(
     console: Option<&Path>,
     pipes: Option<(OwnedFd, OwnedFd, Option<OwnedFd>)>,
     close: &[RawFd],
-) -> Result<i32, String> {
+) -> Result<i32, Failure> {
     let (result_r, result_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let child = match sys::fork() {
-        Err(e) => return Err(format!("fork: {e}")),
+        Err(e) => return Err(format!("fork: {e}").into()),
         Ok(ForkResult::Child) => {
             let mut fds = close.to_vec();
             fds.push(result_r.as_raw_fd());
             sys::close_in_child(&fds);
             let answer = match child_stdio(pipes) {
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
                 Ok(()) => match backend.create(args, console, &result_w) {
                     Answer::Done(r) => r.map(i64::from),
-                    Answer::ExecFailed(e) => Err(e),
+                    Answer::ExecFailed(e) => Err(e.into()),
                 },
             };
-            let _ = nix::unistd::write(&result_w, &backend::format_answer(answer));
+            let _ = nix::unistd::write(&result_w, &HelperAnswer::encode(answer));
             sys::exit_now(0)
         }
         Ok(ForkResult::Parent { child }) => child,
@@ -679,8 +674,8 @@ fn create_in_child<B: Backend>(
     // processes are gone.
     drop(pipes);
     drop(result_w);
-    let text = backend::read_answer(child, &result_r)?;
-    let pid = backend::parse_answer(&text)?;
+    let answer = backend::read_answer(child, &result_r)?;
+    let pid = HelperAnswer::decode(&answer)?;
     i32::try_from(pid).map_err(|_| {
         abandon(
             args,
@@ -934,13 +929,13 @@ impl Running {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let signal = exit
-            .signal
-            .map_or_else(|| "null".to_string(), |s| s.to_string());
-        let doc = format!(
-            "{{\"exit_code\":{},\"signal\":{signal},\"finished_at_ns\":{finished_at_ns},\"oom_killed\":{oom_killed}}}\n",
-            exit.code
-        );
+        let doc = ExitStatus {
+            exit_code: exit.code,
+            signal: exit.signal,
+            finished_at_ns: u64::try_from(finished_at_ns).unwrap_or(u64::MAX),
+            oom_killed,
+        }
+        .to_json();
         let _ = std::fs::remove_file(control_socket(&self.args.state_dir));
         let _ = std::fs::remove_file(attach::socket_path(&self.args.state_dir));
         // Attached sessions see the end of the container's output.
@@ -949,7 +944,7 @@ impl Running {
         // The server learns the container's end from this file alone: try hard.
         let mut last_err = None;
         for attempt in 0..5 {
-            match crate::store::write_file_atomic(&path, doc.as_bytes()) {
+            match crate::store::write_file_atomic(&path, &doc) {
                 Ok(()) => return 0,
                 Err(e) => last_err = Some(e),
             }
@@ -1012,15 +1007,15 @@ mod tests {
 
     #[test]
     fn helper_answers_round_trip() {
-        let parse =
-            |r| backend::parse_answer(&String::from_utf8(backend::format_answer(r)).unwrap());
+        let parse = |r| HelperAnswer::decode(&HelperAnswer::encode(r));
         assert_eq!(parse(Ok(1234)), Ok(1234));
-        assert_eq!(parse(Err("no: such".into())), Err("no: such".to_string()));
-        assert!(backend::parse_answer("").is_err());
-        assert!(backend::parse_answer("ok x").is_err());
-        assert!(backend::parse_answer("junk").is_err());
+        let no = Failure::from("no: such".to_string());
+        assert_eq!(parse(Err(no.clone())), Err(no));
+        assert!(HelperAnswer::decode(b"").is_err());
+        assert!(HelperAnswer::decode(b"ok x").is_err());
+        assert!(HelperAnswer::decode(b"junk").is_err());
         // A long message still fits the pipe.
-        assert!(backend::format_answer(Err("x".repeat(100_000))).len() <= 8192);
+        assert!(HelperAnswer::encode(Err("x".repeat(100_000).into())).len() <= 8192);
     }
 
     #[test]

@@ -43,7 +43,13 @@ pub fn run_pod_init() -> i32 {
     match sys::fork() {
         Err(e) => super::report_error(&format!("fork of the pod's pid 1: {e}")),
         Ok(ForkResult::Parent { child }) => {
-            println!("{{\"pid\":{child}}}");
+            println!(
+                "{}",
+                super::protocol::StartReport::Started {
+                    pid: child.as_raw()
+                }
+                .to_line()
+            );
             0
         }
         Ok(ForkResult::Child) => init(),

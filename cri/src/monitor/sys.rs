@@ -104,27 +104,6 @@ pub fn close_fds_from(first: u32) {
     }
 }
 
-/// A JSON string literal (quotes and escapes) for `s`. Written out rather than through
-/// serde_json so that the small monitor binary does not carry a JSON serializer for its
-/// one error line (tested against serde_json below).
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// Sets or clears `O_NONBLOCK`.
 pub fn set_nonblocking(fd: &OwnedFd, on: bool) -> nix::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -203,26 +182,6 @@ pub fn drop_clean_exe_pages() {
                     libc::madvise(addr, end - start, libc::MADV_DONTNEED);
                 }
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_strings_match_serde_json() {
-        for s in [
-            "",
-            "plain",
-            "a \"quote\" and \\",
-            "line\nbreak\ttab\r",
-            "\u{1}\u{1f}",
-            "é ✓",
-        ] {
-            let ours: serde_json::Value = serde_json::from_str(&json_string(s)).unwrap();
-            assert_eq!(ours, serde_json::Value::String(s.into()), "{s:?}");
         }
     }
 }

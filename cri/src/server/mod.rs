@@ -906,22 +906,16 @@ impl Cri {
             let _ = stdout.read_to_string(&mut out).await;
         }
         let _ = child.wait().await;
-        let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| {
+        let report = monitor::protocol::StartReport::parse(&out, || {
             let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            serde_json::json!({"error": format!("the monitor died without a report: {}", log.trim())})
+            format!("the monitor died without a report: {}", log.trim())
         });
-        if let Some(pid) = report.get("pid").and_then(|p| p.as_i64()) {
-            return Ok(pid as i32);
+        match report {
+            monitor::protocol::StartReport::Started { pid } => Ok(pid),
+            monitor::protocol::StartReport::Failed(f) => {
+                Err(Error::from(f).context(format_args!("creating container {}", rec.id)))
+            }
         }
-        let msg = report
-            .get("error")
-            .and_then(|e| e.as_str())
-            .unwrap_or("the monitor's report has neither pid nor error")
-            .to_string();
-        Err(Error::unknown(format!(
-            "creating container {}: {msg}",
-            rec.id
-        )))
     }
 
     /// Removes the container from the runtime, unmounts its rootfs and removes its dirs.
@@ -1390,26 +1384,23 @@ impl Cri {
             }
         );
         let _ = child.wait().await;
-        let status: serde_json::Value = std::fs::read(&status_file)
-            .ok()
-            .and_then(|d| serde_json::from_slice(&d).ok())
-            .unwrap_or_else(
-                || serde_json::json!({"error": "the exec helper died without a status"}),
-            );
+        let status =
+            monitor::protocol::ExecStatus::parse(std::fs::read(&status_file).ok().as_deref());
         let _ = std::fs::remove_file(&process_file);
         let _ = std::fs::remove_file(&status_file);
-        if let Some(e) = status.get("error").and_then(|e| e.as_str()) {
-            return Err(Error::unknown(format!("exec in container {}: {e}", rec.id)));
-        }
-        if status.get("timed_out").and_then(|t| t.as_bool()) == Some(true) {
-            return Err(Error::deadline_exceeded(format!(
-                "command timed out after {timeout}s"
-            )));
-        }
-        let exit_code = status
-            .get("exit_code")
-            .and_then(|c| c.as_i64())
-            .unwrap_or(255) as i32;
+        let exit_code = match status {
+            monitor::protocol::ExecStatus::Failed(f) => {
+                return Err(Error::from(f).context(format_args!("exec in container {}", rec.id)));
+            }
+            monitor::protocol::ExecStatus::Exited {
+                timed_out: true, ..
+            } => {
+                return Err(Error::deadline_exceeded(format!(
+                    "command timed out after {timeout}s"
+                )));
+            }
+            monitor::protocol::ExecStatus::Exited { exit_code, .. } => exit_code,
+        };
         Ok(api::ExecSyncResponse {
             stdout: out,
             stderr: err,
@@ -1613,17 +1604,14 @@ fn make_pod_cgroup(parent: &str) -> Result<Option<rrun::pod_cgroup::CgroupRecord
 }
 
 fn read_exit(rec: &ContainerRecord) -> Option<ExitRecord> {
-    let v: serde_json::Value =
-        crate::store::read_json(&monitor::exit_file(&rec.monitor_dir)).ok()?;
-    let exit_code = v.get("exit_code").and_then(|c| c.as_i64()).unwrap_or(255) as i32;
-    let oom = v
-        .get("oom_killed")
-        .and_then(|o| o.as_bool())
-        .unwrap_or(false);
-    let finished_at = v
-        .get("finished_at_ns")
-        .and_then(|f| f.as_i64())
-        .unwrap_or_else(crate::store::now_ns);
+    let data = std::fs::read(monitor::exit_file(&rec.monitor_dir)).ok()?;
+    let exit = monitor::protocol::ExitStatus::parse(&data).ok()?;
+    let exit_code = exit.exit_code;
+    let oom = exit.oom_killed;
+    let finished_at = match i64::try_from(exit.finished_at_ns) {
+        Ok(0) | Err(_) => crate::store::now_ns(),
+        Ok(t) => t,
+    };
     let reason = if oom {
         "OOMKilled"
     } else if exit_code == 0 {

@@ -182,20 +182,13 @@ impl ExecHelper {
         };
         let _ = child.wait().await;
         self.finished = true;
-        let status: serde_json::Value = std::fs::read(self.dir.join("status.json"))
-            .ok()
-            .and_then(|d| serde_json::from_slice(&d).ok())
-            .unwrap_or_else(
-                || serde_json::json!({"error": "the exec helper died without a status"}),
-            );
-        if let Some(e) = status.get("error").and_then(|e| e.as_str()) {
-            return Err(e.to_string());
+        let status = crate::monitor::protocol::ExecStatus::parse(
+            std::fs::read(self.dir.join("status.json")).ok().as_deref(),
+        );
+        match status {
+            crate::monitor::protocol::ExecStatus::Failed(f) => Err(f.message),
+            crate::monitor::protocol::ExecStatus::Exited { exit_code, .. } => Ok(exit_code),
         }
-        Ok(status
-            .get("exit_code")
-            .and_then(|c| c.as_i64())
-            .and_then(|c| i32::try_from(c).ok())
-            .unwrap_or(255))
     }
 }
 
