@@ -38,7 +38,7 @@ pub use cgroups::{
 pub use container::{load_bundle, CreateOptions, ExecOptions, Runtime};
 pub use error::{Error, Result};
 pub use rootfs::parse_mount_options;
-pub use security::sealed_exe::reexec_from_sealed_copy;
+pub use security::sealed_exe::reexec_from_protected_exe;
 pub use state::{validate_id, Status, DEFAULT_ROOT};
 
 /// What `rrun run` needs to run a container in the foreground: signals blocked before the

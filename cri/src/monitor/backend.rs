@@ -224,8 +224,12 @@ pub fn run_helper(args: &MonitorArgs, helper: Helper, fd: i32) -> i32 {
 fn prepare_create() -> Result<(), String> {
     // The init is cloned from this process: it must not be the host's binary (the result
     // descriptor, not close-on-exec, survives the re-exec).
-    rrun::reexec_from_sealed_copy()
-        .map_err(|e| format!("re-executing from a sealed copy: {}", error_chain(&e)))?;
+    rrun::reexec_from_protected_exe().map_err(|e| {
+        format!(
+            "re-executing from a protected view of the binary: {}",
+            error_chain(&e)
+        )
+    })?;
     sys::ensure_single_threaded()?;
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
     // Rust's runtime ignored SIGPIPE again when this binary started.

@@ -82,8 +82,12 @@ pub fn run_exec_sync(args: &ExecSyncArgs) -> i32 {
 /// Runs the process; answers its exit code (128 + signal when killed) and whether the
 /// timeout killed it.
 fn exec_and_wait(args: &ExecSyncArgs) -> Result<(i32, bool), String> {
-    rrun::reexec_from_sealed_copy()
-        .map_err(|e| format!("re-executing from a sealed copy: {}", error_chain(&e)))?;
+    rrun::reexec_from_protected_exe().map_err(|e| {
+        format!(
+            "re-executing from a protected view of the binary: {}",
+            error_chain(&e)
+        )
+    })?;
     sys::ensure_single_threaded()?;
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE, 0): {e}"))?;
     let text = std::fs::read(&args.process)

@@ -15,7 +15,7 @@
 //!   (exec, same pid: see `src/bin/rrun-cri-monitor.rs` for why), which calls
 //!   `rrun-cri monitor --helper create|oom-kills|delete` back for the runtime's work (the
 //!   server starts that binary directly when it is there, with `--runtime-exe` first);
-//! - re-executes itself from a sealed copy of the binary, then forks: the parent waits for
+//! - re-executes itself from a protected view of the binary, then forks: the parent waits for
 //!   the child's report and exits (0 on success, 1 on failure); the child calls `setsid`
 //!   (it outlives the server and never gets its signals) and is the monitor, non-dumpable
 //!   and a child subreaper for its whole life;
@@ -275,8 +275,10 @@ pub fn parse_small_monitor_args(
 }
 
 fn run_with<B: Backend>(args: &MonitorArgs, backend: &B) -> i32 {
-    if let Err(e) = rrun::reexec_from_sealed_copy() {
-        return report_error(&format!("re-executing from a sealed copy: {e}"));
+    if let Err(e) = rrun::reexec_from_protected_exe() {
+        return report_error(&format!(
+            "re-executing from a protected view of the binary: {e}"
+        ));
     }
     if let Err(e) = sys::ensure_single_threaded() {
         return report_error(&e);

@@ -32,13 +32,14 @@ pub(crate) fn dispatch(cli: &Cli) -> Result<i32> {
              then one cgroup directory of that name, as with runc"
         );
     }
-    // The commands that start processes in a container run from a sealed copy of this
-    // binary, so a container can never reach the host's file (CVE-2019-5736).
+    // The commands that start processes in a container run from a protected view of this
+    // binary (a read-only overlay, else a sealed copy), so a container can never reach the
+    // host's file (CVE-2019-5736).
     if matches!(
         cli.command,
         Command::Create(_) | Command::Run { .. } | Command::Exec { .. }
     ) {
-        rrun::reexec_from_sealed_copy()?;
+        rrun::reexec_from_protected_exe()?;
     }
     let rt = Runtime::new(&cli.root);
     match &cli.command {

@@ -71,7 +71,7 @@ fn container_setup(
         plan.creates(LinuxNamespaceType::User) || plan.joins(LinuxNamespaceType::User);
     protect_runtime_binary(own_user_ns)?;
     if barriers.proceed {
-        chan.expect(Message::Proceed)?;
+        chan.wait_for(Message::Proceed)?;
     }
     // Into the container's v1 cgroups before anything else (the v2 one we were born in).
     placement.join_v1_self()?;

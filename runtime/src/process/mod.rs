@@ -101,19 +101,19 @@ pub fn spawn_init(
         parent_end.send(&Message::Proceed)?;
     }
     if barriers.hooks {
-        parent_end.expect(Message::RunCreateRuntimeHooks)?;
+        parent_end.wait_for(Message::RunCreateRuntimeHooks)?;
         let (create_container, start_container) = at_create_runtime(pid.as_raw())?;
         parent_end.send(&Message::HooksDone {
             create_container,
             start_container,
         })?;
-        parent_end.expect(Message::Ready)?;
+        parent_end.wait_for(Message::Ready)?;
     } else {
         // No hook to run between the child's mounts and its pivot_root: what the parent
         // does there (device rules, once the child's mknods are done; state.json) is done
         // once the child is ready, before `create` returns and so before the container's
         // program can run.
-        parent_end.expect(Message::Ready)?;
+        parent_end.wait_for(Message::Ready)?;
         at_create_runtime(pid.as_raw())?;
     }
     std::mem::forget(guard);
@@ -190,7 +190,7 @@ pub fn spawn_exec(cfg: &ExecConfig) -> Result<i32> {
     }
     drop(child_end);
     let guard = KillOnDrop(pid);
-    parent_end.expect(Message::Ready)?;
+    parent_end.wait_for(Message::Ready)?;
     // The channel closes on a successful execve (it is close-on-exec); anything else is
     // the child telling us why execve failed.
     match parent_end.recv()? {

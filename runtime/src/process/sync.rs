@@ -81,7 +81,7 @@ impl Channel {
     }
 
     /// Waits for `want`; a `Failed` from the child becomes its error, a hang-up a clear one.
-    pub fn expect(&self, want: Message) -> Result<()> {
+    pub fn wait_for(&self, want: Message) -> Result<()> {
         match self.recv()? {
             Some(m) if m == want => Ok(()),
             Some(Message::Failed(reason)) => Err(Error::Child(reason)),
@@ -109,9 +109,9 @@ mod tests {
             Some(Message::Failed("mount /proc: EPERM".into()))
         );
         a.send(&Message::Ready).unwrap();
-        b.expect(Message::Ready).unwrap();
+        b.wait_for(Message::Ready).unwrap();
         a.send(&Message::Failed("boom".into())).unwrap();
-        let err = b.expect(Message::Ready).unwrap_err().to_string();
+        let err = b.wait_for(Message::Ready).unwrap_err().to_string();
         assert!(err.contains("boom"), "{err}");
         drop(a);
         assert_eq!(b.recv().unwrap(), None);

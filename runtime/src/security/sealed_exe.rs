@@ -52,7 +52,7 @@ fn protected(exe: &File) -> bool {
 /// Re-executes the current process, same arguments and environment, from a protected view
 /// of its binary (see the module's documentation). Returns at once if it already runs from
 /// one; does not return otherwise (but for an error).
-pub fn reexec_from_sealed_copy() -> Result<()> {
+pub fn reexec_from_protected_exe() -> Result<()> {
     let mut exe = File::open("/proc/self/exe").ctx(|| "opening /proc/self/exe".into())?;
     if protected(&exe) {
         return Ok(());
