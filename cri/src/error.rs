@@ -166,8 +166,8 @@ impl From<crate::ocispec::SpecError> for Error {
     }
 }
 
-impl From<crate::store::StoreError> for Error {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<crate::records::StoreError> for Error {
+    fn from(e: crate::records::StoreError) -> Self {
         Error::internal(e)
     }
 }

@@ -1,7 +1,7 @@
 //! The CRI server's library: everything `rrun-cri` is made of, by concern, in the order of
 //! a pod's life.
 //!
-//! - [`store`]: the records of pods and containers on disk (nothing lives only in memory).
+//! - [`records`]: the records of pods and containers on disk (nothing lives only in memory).
 //! - [`sandbox`]: a pod without a pause process: pinned namespaces, hostname/hosts/DNS files.
 //! - [`network`]: pod networking through CNI plugins (ADD/DEL, cache, readiness).
 //! - [`image`]: the content-addressed image store (import, unpack, overlay rootfs).
@@ -16,8 +16,8 @@ pub mod image;
 pub mod monitor;
 pub mod network;
 pub mod ocispec;
+pub mod records;
 pub mod sandbox;
 pub mod seccomp_profile;
 pub mod server;
-pub mod store;
 pub mod streaming;

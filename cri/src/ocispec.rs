@@ -17,7 +17,7 @@ use oci_spec::runtime::{
     Spec, User,
 };
 
-use crate::store::SandboxRecord;
+use crate::records::SandboxRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {

@@ -12,7 +12,7 @@ use cri_proto::api;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
-use crate::store::{PinnedNamespaces, PodInit};
+use crate::records::{PinnedNamespaces, PodInit};
 use rrun::procfs::process_start_time;
 
 #[derive(Debug, thiserror::Error)]

@@ -165,7 +165,7 @@ pub fn remove(store: &ImageStore, root: &Path, reference: &str) -> anyhow::Resul
     let image = store
         .resolve(reference)?
         .with_context(|| format!("image {reference:?} not found"))?;
-    let records = crate::store::Store::open(root)
+    let records = crate::records::Store::open(root)
         .and_then(|s| s.load_containers())
         .with_context(|| format!("reading the container records under {}", root.display()))?;
     let users: Vec<String> = records

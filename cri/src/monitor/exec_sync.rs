@@ -69,7 +69,7 @@ pub fn run_exec_sync(args: &ExecSyncArgs) -> i32 {
         }
     };
     let doc = serde_json::to_vec(&status).unwrap_or_default();
-    if let Err(e) = crate::store::write_file_atomic(&args.status_file, &doc) {
+    if let Err(e) = crate::records::write_file_atomic(&args.status_file, &doc) {
         eprintln!(
             "rrun-cri exec-sync: writing {}: {e}",
             args.status_file.display()

@@ -473,7 +473,7 @@ fn start_container<B: Backend>(args: &MonitorArgs, backend: &B) -> Result<Runnin
     let attach = attach::bind_listener(&attach_path)?;
     let pid_path = pid_file(&args.state_dir);
     made.0.push(pid_path.clone());
-    crate::store::write_file_atomic(&pid_path, std::process::id().to_string().as_bytes())
+    crate::records::write_file_atomic(&pid_path, std::process::id().to_string().as_bytes())
         .map_err(|e| format!("writing {}: {e}", pid_path.display()))?;
 
     let ours = [control.as_raw_fd(), attach.as_raw_fd(), signals.as_raw_fd()];
@@ -946,7 +946,7 @@ impl Running {
         // The server learns the container's end from this file alone: try hard.
         let mut last_err = None;
         for attempt in 0..5 {
-            match crate::store::write_file_atomic(&path, &doc) {
+            match crate::records::write_file_atomic(&path, &doc) {
                 Ok(()) => return 0,
                 Err(e) => last_err = Some(e),
             }

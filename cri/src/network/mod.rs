@@ -47,7 +47,7 @@ pub enum NetworkError {
     #[error(transparent)]
     Plugin(#[from] exec::ExecError),
     #[error("the network's cache: {0}")]
-    Cache(#[from] crate::store::StoreError),
+    Cache(#[from] crate::records::StoreError),
     #[error("the network's cache {path}: {why}")]
     BadCache { path: PathBuf, why: String },
     #[error("{0}")]
@@ -234,7 +234,7 @@ impl Network {
         dir.filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .filter_map(|p| match crate::store::read_json::<CacheEntry>(&p) {
+            .filter_map(|p| match crate::records::read_json::<CacheEntry>(&p) {
                 Ok(e) => Some(e),
                 Err(e) => {
                     tracing::warn!("ignoring the CNI cache entry {}: {e}", p.display());
@@ -278,7 +278,7 @@ impl Network {
             why: e.to_string(),
         })?;
         let path = self.cache_path(pod_id);
-        crate::store::write_json_atomic(&path, &entry)?;
+        crate::records::write_json_atomic(&path, &entry)?;
         let netns_s = netns.display().to_string();
         let call = exec::Call {
             container_id: pod_id,
@@ -295,14 +295,14 @@ impl Network {
                 entry.result = partial;
                 if let Err(d) = self.del(&entry) {
                     tracing::warn!("pod {pod_id}: the DEL after a failed ADD failed too: {d}");
-                    let _ = crate::store::write_json_atomic(&path, &entry);
+                    let _ = crate::records::write_json_atomic(&path, &entry);
                 }
                 return Err(e.into());
             }
         };
         entry.result = Some(result.clone());
         let parsed = parse_result(&result).unwrap_or_default();
-        let saved = crate::store::write_json_atomic(&path, &entry)
+        let saved = crate::records::write_json_atomic(&path, &entry)
             .map_err(NetworkError::from)
             .and_then(|()| write_dns(pod_dir, config, &parsed.dns).map_err(NetworkError::Resolv));
         if let Err(e) = saved {
@@ -365,9 +365,9 @@ impl Network {
     /// DEL for a pod, if its ADD ran and no DEL succeeded since; else nothing.
     pub fn teardown(&self, pod_id: &str) -> Result<(), NetworkError> {
         let path = self.cache_path(pod_id);
-        let entry: CacheEntry = match crate::store::read_json(&path) {
+        let entry: CacheEntry = match crate::records::read_json(&path) {
             Ok(e) => e,
-            Err(crate::store::StoreError::Io { source, .. })
+            Err(crate::records::StoreError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
                 self.ips_map().remove(pod_id);
@@ -546,7 +546,7 @@ fn write_dns(
         searches,
         options: dns.options.clone(),
     });
-    crate::store::write_file_atomic(&pod_dir.join("resolv.conf"), text.as_bytes())
+    crate::records::write_file_atomic(&pod_dir.join("resolv.conf"), text.as_bytes())
 }
 
 #[cfg(test)]

@@ -167,7 +167,7 @@ impl cri_proto::ImageService for Cri {
         let me = self.clone();
         let usage = blocking(move || me.images().usage().map_err(internal)).await?;
         let fs = api::FilesystemUsage {
-            timestamp: crate::store::now_ns(),
+            timestamp: crate::records::now_ns(),
             fs_id: Some(api::FilesystemIdentifier {
                 mountpoint: usage.root.to_string_lossy().into_owned(),
             }),

@@ -1,6 +1,6 @@
 //! The CRI server's state and the operations behind its RPCs.
 //!
-//! Records live on disk ([`crate::store`]) and in memory (a map guarded by a mutex that is
+//! Records live on disk ([`crate::records`]) and in memory (a map guarded by a mutex that is
 //! never held across an await or a blocking call). Every operation that blocks on the
 //! kernel or the runtime library runs on tokio's blocking pool. Operations that clone into
 //! a container (create, exec) never run in this multi-threaded process: they run in a
@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 
 use crate::image::ImageStore;
 use crate::monitor;
-use crate::store::{ContainerRecord, ExitRecord, SandboxRecord, SandboxState, Store};
+use crate::records::{ContainerRecord, ExitRecord, SandboxRecord, SandboxState, Store};
 
 /// Where the server keeps what, and how it is reached.
 #[derive(Debug, Clone)]
@@ -416,7 +416,7 @@ impl Cri {
             id: id.to_string(),
             config,
             runtime_handler,
-            created_at: crate::store::now_ns(),
+            created_at: crate::records::now_ns(),
             state: SandboxState::Ready,
             namespaces: Default::default(),
             cgroup_parent,
@@ -537,7 +537,7 @@ impl Cri {
             // The network namespace goes with the pod's network (as containerd's stop);
             // IPC and UTS stay until removal, when no container can use them any more.
             if let Some(net) = rec2.namespaces.net.take() {
-                crate::sandbox::unpin_namespaces(&crate::store::PinnedNamespaces {
+                crate::sandbox::unpin_namespaces(&crate::records::PinnedNamespaces {
                     net: Some(net),
                     ..Default::default()
                 });
@@ -547,7 +547,7 @@ impl Cri {
                 crate::sandbox::stop_pod_init(init);
             }
             if let Some(pid) = rec2.namespaces.pid.take() {
-                crate::sandbox::unpin_namespaces(&crate::store::PinnedNamespaces {
+                crate::sandbox::unpin_namespaces(&crate::records::PinnedNamespaces {
                     pid: Some(pid),
                     ..Default::default()
                 });
@@ -707,7 +707,7 @@ impl Cri {
             config,
             image_id: image.id.clone(),
             image_ref,
-            created_at: crate::store::now_ns(),
+            created_at: crate::records::now_ns(),
             started_at: 0,
             pid: 0,
             log_path,
@@ -837,7 +837,7 @@ impl Cri {
             self.hugepage_policy(&rec.id, res)?;
         }
         let path = rec.dir.join("config.json");
-        crate::store::write_json_atomic(&path, &spec).map_err(internal)?;
+        crate::records::write_json_atomic(&path, &spec).map_err(internal)?;
         // Checked the way `rrun create` will check it, so a bad request is an
         // InvalidArgument here and not an error from the monitor.
         rrun::spec::validate(&spec, &rec.dir)
@@ -1002,7 +1002,7 @@ impl Cri {
             )));
         }
         // Taken before the start: the program runs (and may end) before `start` returns.
-        let started_at = crate::store::now_ns();
+        let started_at = crate::records::now_ns();
         let me = self.clone();
         let cid = rec.id.clone();
         blocking(move || me.inner.runtime.start(&cid).map_err(Error::from)).await?;
@@ -1346,7 +1346,7 @@ impl Cri {
         let tag = new_id()?;
         let process_file = rec.monitor_dir.join(format!("exec-{}.json", &tag[..12]));
         let status_file = rec.monitor_dir.join(format!("exec-{}.status", &tag[..12]));
-        crate::store::write_json_atomic(&process_file, &process).map_err(internal)?;
+        crate::records::write_json_atomic(&process_file, &process).map_err(internal)?;
         let mut child = tokio::process::Command::new(&self.inner.config.exe)
             .arg("exec-sync")
             .arg("--runtime-root")
@@ -1415,7 +1415,7 @@ impl Cri {
         cmd: Vec<String>,
     ) -> Result<oci_spec::runtime::Process, Error> {
         let spec: oci_spec::runtime::Spec =
-            crate::store::read_json(&rec.dir.join("config.json")).map_err(internal)?;
+            crate::records::read_json(&rec.dir.join("config.json")).map_err(internal)?;
         let mut process = spec.process().clone().unwrap_or_default();
         process.set_args(Some(cmd));
         process.set_terminal(Some(false));
@@ -1444,7 +1444,7 @@ impl Cri {
         let _ = self.inner.events.send(api::ContainerEventResponse {
             container_id: rec.id.clone(),
             container_event_type: typ as i32,
-            created_at: crate::store::now_ns(),
+            created_at: crate::records::now_ns(),
             pod_sandbox_status: pod,
             containers_statuses: statuses,
         });
@@ -1609,7 +1609,7 @@ fn read_exit(rec: &ContainerRecord) -> Option<ExitRecord> {
     let exit_code = exit.exit_code;
     let oom = exit.oom_killed;
     let finished_at = match i64::try_from(exit.finished_at_ns) {
-        Ok(0) | Err(_) => crate::store::now_ns(),
+        Ok(0) | Err(_) => crate::records::now_ns(),
         Ok(t) => t,
     };
     let reason = if oom {

@@ -87,7 +87,7 @@ impl cri_proto::RuntimeService for Cri {
             status: Some(status),
             info,
             containers_statuses: vec![],
-            timestamp: crate::store::now_ns(),
+            timestamp: crate::records::now_ns(),
         }))
     }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use cri_proto::api;
 use rrun::Stats;
 
-use crate::store::{now_ns, ContainerRecord, SandboxRecord};
+use crate::records::{now_ns, ContainerRecord, SandboxRecord};
 
 fn value(v: u64) -> Option<api::UInt64Value> {
     Some(api::UInt64Value { value: v })

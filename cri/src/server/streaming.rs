@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind};
 use cri_proto::api;
 
 use super::{new_id, ContainerPhase, Cri};
-use crate::store::SandboxState;
+use crate::records::SandboxState;
 use crate::streaming::{
     Backend, BoxFuture, Process, ProcessIo, RefusedError, Request, StreamConfig, StreamServer,
 };
@@ -103,7 +103,7 @@ impl Cri {
         };
         let process_file = dir.join("process.json");
         let status_file = dir.join("status.json");
-        crate::store::write_json_atomic(&process_file, &process).map_err(|e| e.to_string())?;
+        crate::records::write_json_atomic(&process_file, &process).map_err(|e| e.to_string())?;
         let mut cmd = tokio::process::Command::new(&self.inner.config.exe);
         cmd.arg("exec-sync")
             .arg("--runtime-root")
