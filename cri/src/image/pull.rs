@@ -26,6 +26,7 @@ use oci_client::{Client, Reference as OciReference};
 use oci_spec::image::{Arch, Descriptor, ImageConfiguration, ImageIndex, ImageManifest, Os};
 use tokio::sync::{OwnedMutexGuard, Semaphore};
 
+use super::auth::{self, Credentials};
 use super::fetch::{self, BlobJob, Feed, FeedReader};
 use super::import::{chain_ids, Prepared};
 use super::reference::{parse_reference, validate_digest};
@@ -226,12 +227,23 @@ impl Puller {
         auth: Option<&cri_proto::api::AuthConfig>,
         progress: Option<ProgressFn>,
     ) -> Result<Image, PullError> {
+        let creds = Credentials::from_cri(auth)?;
+        self.pull_with(reference, &creds, progress)
+            .await
+            .map_err(|e| creds.redact_error(e))
+    }
+
+    async fn pull_with(
+        &self,
+        reference: &str,
+        creds: &Credentials,
+        progress: Option<ProgressFn>,
+    ) -> Result<Image, PullError> {
         let started = Instant::now();
         let parsed =
             parse_reference(reference).map_err(|e| PullError::InvalidReference(e.to_string()))?;
         let name = parsed.to_string();
-        let auth = registry::registry_auth(auth)?;
-        let resolved = self.resolve(&parsed, &auth).await?;
+        let resolved = self.resolve(&parsed, creds).await?;
 
         // The same image pulled twice at once: the second waits here, then finds it stored.
         let image_lock = lock_for(
@@ -329,7 +341,7 @@ impl Puller {
     async fn resolve(
         &self,
         parsed: &super::Reference,
-        auth: &RegistryAuth,
+        creds: &Credentials,
     ) -> Result<Resolved, PullError> {
         let (registry_host, repo) = parsed
             .repository
@@ -341,9 +353,10 @@ impl Puller {
             if parsed.digest.is_none() && !ep.resolve {
                 continue;
             }
-            match self.resolve_at(&ep, repo, parsed, auth).await {
+            match self.resolve_at(&ep, repo, parsed, creds).await {
                 Ok(r) => return Ok(r),
                 Err(e) => {
+                    let e = creds.redact_error(e);
                     tracing::info!(endpoint = ?ep, error = %e, "could not resolve the image there");
                     last = Some(e);
                 }
@@ -359,14 +372,12 @@ impl Puller {
         ep: &Endpoint,
         repo: &str,
         parsed: &super::Reference,
-        auth: &RegistryAuth,
+        creds: &Credentials,
     ) -> Result<Resolved, PullError> {
+        let timeout = self.config.image_pull_progress_timeout;
         let client = Arc::new(
-            Client::try_from(registry::client_config(
-                ep,
-                self.config.image_pull_progress_timeout,
-            )?)
-            .map_err(|e| PullError::Registry(format!("{ep:?}: {e}")))?,
+            Client::try_from(registry::client_config(ep, timeout)?)
+                .map_err(|e| PullError::Registry(format!("{ep:?}: {e}")))?,
         );
         let reference = match (&parsed.digest, &parsed.tag) {
             (Some(d), _) => OciReference::with_digest(ep.host.clone(), repo.into(), d.clone()),
@@ -375,7 +386,9 @@ impl Puller {
         };
         // Credentials go to the image's own registry only, not to mirrors.
         let auth = if ep.upstream {
-            auth.clone()
+            creds
+                .for_endpoint(ep, &registry::client_config(ep, timeout)?, repo)
+                .await?
         } else {
             RegistryAuth::Anonymous
         };
@@ -389,10 +402,13 @@ impl Puller {
             let what = what.clone();
             let host = host.clone();
             async move {
-                client
-                    .pull_manifest_raw(&reference, &auth, ACCEPT)
-                    .await
-                    .map_err(|e| fetch::classify(e, &what, &host))
+                match client.pull_manifest_raw(&reference, &auth, ACCEPT).await {
+                    Ok(v) => Ok(v),
+                    Err(e) => Err(unauthorized(
+                        e, &client, ep, timeout, &reference, &auth, &what, &host,
+                    )
+                    .await),
+                }
             }
         })
         .await?;
@@ -427,10 +443,14 @@ impl Puller {
                     let what = what.clone();
                     let host = host.clone();
                     async move {
-                        client
-                            .pull_manifest_raw(&child_ref, &auth, &[OCI_MANIFEST, DOCKER_MANIFEST])
-                            .await
-                            .map_err(|e| fetch::classify(e, &what, &host))
+                        let accept = &[OCI_MANIFEST, DOCKER_MANIFEST];
+                        match client.pull_manifest_raw(&child_ref, &auth, accept).await {
+                            Ok(v) => Ok(v),
+                            Err(e) => Err(unauthorized(
+                                e, &client, ep, timeout, &child_ref, &auth, &what, &host,
+                            )
+                            .await),
+                        }
                     }
                 })
                 .await?;
@@ -693,6 +713,34 @@ impl Puller {
             ));
         }
         Ok((out, guards, fetched))
+    }
+}
+
+/// Classifies a failed manifest request; a 401 quotes the registry's own message, which
+/// oci-client drops (see `auth::registry_message`).
+#[allow(clippy::too_many_arguments)]
+async fn unauthorized(
+    e: oci_client::errors::OciDistributionError,
+    client: &Client,
+    ep: &Endpoint,
+    timeout: std::time::Duration,
+    reference: &OciReference,
+    auth: &RegistryAuth,
+    what: &str,
+    host: &str,
+) -> fetch::Failure {
+    let oci_client::errors::OciDistributionError::UnauthorizedError { url } = &e else {
+        return fetch::classify(e, what, host);
+    };
+    let said = match registry::client_config(ep, timeout) {
+        Ok(config) => auth::registry_message(client, &config, ep, reference, auth, url).await,
+        Err(_) => None,
+    };
+    match said {
+        Some(m) => fetch::Failure::Fatal(PullError::Unauthenticated(format!(
+            "{what} from {host}: 401 Unauthorized: {m}"
+        ))),
+        None => fetch::classify(e, what, host),
     }
 }
 
