@@ -814,6 +814,68 @@ async fn tls_registry_and_hosts_toml_mirrors() {
 /// A registry that stops answering (SIGSTOP: connections are accepted by the kernel, no
 /// byte comes back) fails the pull after `image_pull_progress_timeout` with
 /// DEADLINE_EXCEEDED; once it answers again, the pull works.
+/// A mirror of `hosts.toml` that resolves the manifest but lacks a layer blob: that blob
+/// alone comes from the upstream, the others from the mirror.
+#[tokio::test]
+async fn a_mirror_lacking_a_blob_falls_back_per_blob() {
+    if !tools_present() {
+        return;
+    }
+    let upstream = Registry::start(RegistryOptions::default());
+    let mirror = Registry::start(RegistryOptions::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs.d");
+    write_hosts(
+        &certs,
+        &upstream.host(),
+        &format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            upstream.host(),
+            mirror.host()
+        ),
+    );
+    let s = CriServer::start_with(
+        "pullfallback",
+        StartOptions {
+            config_toml: Some(format!(
+                "[registry]\nconfig_path = \"{}\"\n",
+                certs.display()
+            )),
+            ..Default::default()
+        },
+    )
+    .await;
+    let spec = marker_image("per-blob", Compression::Gzip);
+    let w = mirror.push(&spec, "rrun/fb:1");
+    upstream.push(&spec, "rrun/fb:1");
+    let top = w.layer_digests.last().expect("layers").clone();
+    let base = w.layer_digests.first().expect("layers").clone();
+    assert_ne!(top, base, "an image of two layers at least");
+    fs::remove_file(mirror.blob_file(&top)).expect("removing a blob from the mirror");
+
+    let name = format!("{}/rrun/fb:1", upstream.host());
+    let id = pull(&s, &name, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w.id);
+    assert!(
+        mirror.log_text().contains("\"GET /v2/rrun/fb/manifests/1"),
+        "the mirror resolved it:\n{}",
+        mirror.log_text()
+    );
+    assert!(
+        !upstream.log_text().contains("\"GET /v2/rrun/fb/manifests/"),
+        "the upstream was not asked for the manifest:\n{}",
+        upstream.log_text()
+    );
+    assert_eq!(mirror.blob_gets("rrun/fb", &base), 1);
+    assert_eq!(upstream.blob_gets("rrun/fb", &base), 0);
+    assert_eq!(upstream.blob_gets("rrun/fb", &top), 1, "the missing blob");
+    let log = run_in(&s, "p", &name, "cat /etc/marker; echo").await;
+    assert!(log.iter().any(|l| l == "per-blob"), "{log:?}");
+    assert_no_leftovers(&s);
+}
+
 #[tokio::test]
 async fn a_pull_without_progress_is_cancelled() {
     if !tools_present() {

@@ -38,6 +38,7 @@
 
 mod auth;
 pub mod command;
+mod fallback;
 mod fetch;
 mod import;
 pub mod pull;

@@ -27,6 +27,7 @@ use oci_spec::image::{Arch, Descriptor, ImageConfiguration, ImageIndex, ImageMan
 use tokio::sync::{OwnedMutexGuard, Semaphore};
 
 use super::auth::{self, Credentials};
+use super::fallback::{self, BlobHosts};
 use super::fetch::{self, BlobJob, Feed, FeedReader};
 use super::import::{chain_ids, Prepared};
 use super::reference::{parse_reference, validate_digest};
@@ -109,9 +110,8 @@ pub struct Puller {
 
 /// The manifest chosen for this machine, with what it came from.
 struct Resolved {
-    endpoint: Endpoint,
-    client: Arc<Client>,
-    reference: OciReference,
+    /// Where the blobs come from: the endpoint that resolved it, then the next ones.
+    hosts: Arc<BlobHosts>,
     /// The digest the name points at (an index's, for a multi-platform image).
     top_digest: String,
     manifest_digest: String,
@@ -349,11 +349,12 @@ impl Puller {
             .ok_or_else(|| PullError::InvalidReference(parsed.to_string()))?;
         let endpoints = registry::endpoints(self.config.config_path.as_deref(), registry_host)?;
         let mut last: Option<PullError> = None;
-        for ep in endpoints {
+        for (i, ep) in endpoints.iter().enumerate() {
             if parsed.digest.is_none() && !ep.resolve {
                 continue;
             }
-            match self.resolve_at(&ep, repo, parsed, creds).await {
+            let later = endpoints[i + 1..].to_vec();
+            match self.resolve_at(ep, later, repo, parsed, creds).await {
                 Ok(r) => return Ok(r),
                 Err(e) => {
                     let e = creds.redact_error(e);
@@ -370,6 +371,7 @@ impl Puller {
     async fn resolve_at(
         &self,
         ep: &Endpoint,
+        later: Vec<Endpoint>,
         repo: &str,
         parsed: &super::Reference,
         creds: &Credentials,
@@ -462,10 +464,19 @@ impl Puller {
             PullError::Unsupported(format!("{parsed}: manifest {manifest_digest}: {e}"))
         })?;
         validate_digest(&manifest_digest).map_err(|r| PullError::Unsupported(r.to_string()))?;
-        Ok(Resolved {
-            endpoint: ep.clone(),
+        let first = fallback::Source {
             client,
             reference,
+            host,
+        };
+        Ok(Resolved {
+            hosts: Arc::new(BlobHosts::new(
+                first,
+                later,
+                creds.clone(),
+                repo.to_string(),
+                timeout,
+            )),
             top_digest,
             manifest_digest,
             manifest_bytes,
@@ -494,23 +505,33 @@ impl Puller {
             return Ok((digest, bytes, None));
         }
         let what = format!("config {digest}");
-        let host = format!("{:?}", r.endpoint);
-        let bytes = fetch::retry(&what, 5, || {
-            let client = r.client.clone();
-            let reference = r.reference.clone();
-            let digest = digest.clone();
-            let what = what.clone();
-            let host = host.clone();
-            async move {
-                let mut out = Vec::new();
-                client
-                    .pull_blob(&reference, digest.as_str(), &mut out)
-                    .await
-                    .map_err(|e| fetch::classify(e, &what, &host))?;
-                Ok(out)
+        let mut at = 0;
+        let bytes = loop {
+            let src = r.hosts.get(at).await?;
+            let last = at + 1 >= r.hosts.len();
+            let got = fetch::retry(&what, if last { 5 } else { 2 }, || {
+                let src = src.clone();
+                let digest = digest.clone();
+                let what = what.clone();
+                async move {
+                    let mut out = Vec::new();
+                    src.client
+                        .pull_blob(&src.reference, digest.as_str(), &mut out)
+                        .await
+                        .map_err(|e| fetch::classify(e, &what, &src.host))?;
+                    Ok(out)
+                }
+            })
+            .await;
+            match got {
+                Ok(b) => break b,
+                Err(e) if !last && fallback::worth_another_host(&e) => {
+                    tracing::info!(%what, from = %src.host, error = %e, "fetching the blob from the next host");
+                    at += 1;
+                }
+                Err(e) => return Err(e),
             }
-        })
-        .await?;
+        };
         if bytes.len() as u64 != desc.size() {
             return Err(PullError::Corrupt(format!(
                 "{what}: {} bytes, its descriptor says {}",
@@ -638,9 +659,7 @@ impl Puller {
             });
             let ingest_path = ingest.path.clone();
             let job = BlobJob {
-                client: r.client.clone(),
-                reference: r.reference.clone(),
-                host: format!("{:?}", r.endpoint),
+                hosts: r.hosts.clone(),
                 digest: digest.clone(),
                 size: d.size(),
                 path: path.clone(),
