@@ -216,11 +216,16 @@ fn main() {
         Some(Command::PodInit) => std::process::exit(rrun_cri::monitor::run_pod_init()),
         _ => {}
     }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    // oci-client logs a token service's refusal verbatim at debug level, and services may
+    // echo the credentials they were sent: its client module never logs below info.
+    let filter = match "oci_client::client=info".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(cli) {

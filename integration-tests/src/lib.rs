@@ -29,6 +29,7 @@ pub mod engines;
 pub mod kubelet;
 pub mod netns;
 pub mod registry;
+pub mod registry_fakes;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;

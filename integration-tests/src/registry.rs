@@ -45,6 +45,10 @@ pub struct RegistryOptions {
     pub credentials: Option<(String, String)>,
     /// TLS with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Token authentication: the token service's realm and the certificate of the key that
+    /// signs its tokens (see `registry_fakes::TokenService`); `credentials` are then what
+    /// skopeo pushes with.
+    pub token: Option<(String, PathBuf)>,
 }
 
 pub struct Registry {
@@ -105,7 +109,15 @@ impl Registry {
                 key.display()
             ));
         }
-        if let Some((user, pass)) = &self.options.credentials {
+        if let Some((realm, cert)) = &self.options.token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    \
+                 rootcertbundle: {}\n",
+                crate::registry_fakes::SERVICE,
+                crate::registry_fakes::ISSUER,
+                cert.display()
+            ));
+        } else if let Some((user, pass)) = &self.options.credentials {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, pass])
                 .output()

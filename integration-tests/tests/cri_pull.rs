@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use integration_tests::cri::*;
 use integration_tests::registry::{tools_present, Registry, RegistryOptions};
+use integration_tests::registry_fakes::{TokenAccount, TokenService};
 use rootfs_fixtures::image::{digest_of, go_arch};
 
 const T30: Duration = Duration::from_secs(30);
@@ -415,6 +416,148 @@ async fn htpasswd_registry_right_wrong_and_missing_credentials() {
     assert_no_leftovers(&s);
 }
 
+/// A token service and a registry in token mode (`auth: token:`) that trusts it.
+fn token_registry(dir: &Path) -> (TokenAccount, TokenService, Registry) {
+    let account = TokenAccount {
+        user: "tester".into(),
+        password: "t0ken-Pa55-rrun".into(),
+        refresh_token: "refresh-7f3a9c-rrun".into(),
+    };
+    let tokens = TokenService::start(dir, account.clone());
+    let reg = Registry::start(RegistryOptions {
+        credentials: Some((account.user.clone(), account.password.clone())),
+        token: Some((tokens.realm(), tokens.cert().to_path_buf())),
+        ..Default::default()
+    });
+    (account, tokens, reg)
+}
+
+/// A registry in token mode (`auth: token:`) with the test's token service: the bearer
+/// flow with right, wrong and missing credentials, each answer quoting the service or the
+/// registry, and no secret in an answer or the server's log.
+#[tokio::test]
+async fn token_registry_right_wrong_and_missing_credentials() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (account, tokens, reg) = token_registry(dir.path());
+    let s = CriServer::start("pulltoken").await;
+    let w = reg.push(&marker_image("tokened", Compression::Gzip), "rrun/tok:1");
+    let name = format!("{}/rrun/tok:1", reg.host());
+
+    // Anonymous: the service gives a token without access, which the registry refuses.
+    let e = expect_code(
+        pull(&s, &name, None).await,
+        Code::Unauthenticated,
+        "anonymous",
+    );
+    assert!(e.message().contains("rrun/tok"), "{}", show(&e));
+    assert!(
+        e.message()
+            .contains("the registry says: authentication required"),
+        "the registry's own words: {}",
+        show(&e)
+    );
+    let wrong = api::AuthConfig {
+        username: account.user.clone(),
+        password: "wrong-t0ken-pass".into(),
+        ..Default::default()
+    };
+    let e = expect_code(
+        pull(&s, &name, Some(wrong)).await,
+        Code::Unauthenticated,
+        "wrong password",
+    );
+    assert!(
+        e.message()
+            .contains("test token service: invalid credentials"),
+        "the token service's own words: {}",
+        show(&e)
+    );
+    assert!(!e.message().contains("wrong-t0ken-pass"), "{}", show(&e));
+    assert!(list(&s).await.is_empty(), "nothing kept from failed pulls");
+
+    let right = api::AuthConfig {
+        username: account.user.clone(),
+        password: account.password.clone(),
+        ..Default::default()
+    };
+    let id = pull(&s, &name, Some(right))
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w.id);
+    assert!(
+        tokens.requests().iter().any(|r| r == "GET basic ok"),
+        "{:?}",
+        tokens.requests()
+    );
+    let log = run_in(&s, "p", &name, "cat /etc/marker; echo").await;
+    assert!(log.iter().any(|l| l == "tokened"), "{log:?}");
+    let server_log = s.stderr();
+    for secret in [&account.password, "wrong-t0ken-pass"] {
+        assert!(!server_log.contains(secret), "a secret in the server's log");
+    }
+    assert_no_leftovers(&s);
+}
+
+/// `identity_token`: the OAuth2 refresh-token grant (POST) at the token realm, the GET
+/// fallback where the service answers POST with 405, a wrong token refused with the
+/// service's message, and the token never in an answer or the server's log.
+#[tokio::test]
+async fn identity_token_refresh_grant_and_get_fallback() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (account, tokens, reg) = token_registry(dir.path());
+    let s = CriServer::start("pullidtoken").await;
+    let w = reg.push(&marker_image("identity", Compression::Gzip), "rrun/idt:1");
+    let name = format!("{}/rrun/idt:1", reg.host());
+    let with_token = |t: &str| api::AuthConfig {
+        identity_token: t.into(),
+        ..Default::default()
+    };
+
+    let e = expect_code(
+        pull(&s, &name, Some(with_token("refresh-wrong-4242"))).await,
+        Code::Unauthenticated,
+        "wrong identity token",
+    );
+    assert!(
+        e.message().contains("test token service"),
+        "the token service's own words: {}",
+        show(&e)
+    );
+    assert!(!e.message().contains("refresh-wrong-4242"), "{}", show(&e));
+    assert!(list(&s).await.is_empty());
+
+    let before = tokens.requests().len();
+    let id = pull(&s, &name, Some(with_token(&account.refresh_token)))
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w.id);
+    let made: Vec<String> = tokens.requests()[before..].to_vec();
+    assert_eq!(made, ["POST refresh_token ok"], "one refresh-token grant");
+
+    // A service without the OAuth2 endpoint: the refresh token as a basic-auth password.
+    tokens.set_post_supported(false);
+    let by_digest = format!("{}/rrun/idt@{}", reg.host(), w.manifest_digest);
+    let before = tokens.requests().len();
+    let id = pull(&s, &by_digest, Some(with_token(&account.refresh_token)))
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w.id);
+    let made: Vec<String> = tokens.requests()[before..].to_vec();
+    assert_eq!(made, ["POST unsupported", "GET basic ok"]);
+
+    let server_log = s.stderr();
+    for secret in [&account.refresh_token, "refresh-wrong-4242"] {
+        assert!(!server_log.contains(secret), "a secret in the server's log");
+    }
+    assert_no_leftovers(&s);
+}
+
 #[tokio::test]
 async fn two_concurrent_pulls_download_once() {
     if !tools_present() {
@@ -671,6 +814,68 @@ async fn tls_registry_and_hosts_toml_mirrors() {
 /// A registry that stops answering (SIGSTOP: connections are accepted by the kernel, no
 /// byte comes back) fails the pull after `image_pull_progress_timeout` with
 /// DEADLINE_EXCEEDED; once it answers again, the pull works.
+/// A mirror of `hosts.toml` that resolves the manifest but lacks a layer blob: that blob
+/// alone comes from the upstream, the others from the mirror.
+#[tokio::test]
+async fn a_mirror_lacking_a_blob_falls_back_per_blob() {
+    if !tools_present() {
+        return;
+    }
+    let upstream = Registry::start(RegistryOptions::default());
+    let mirror = Registry::start(RegistryOptions::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs.d");
+    write_hosts(
+        &certs,
+        &upstream.host(),
+        &format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            upstream.host(),
+            mirror.host()
+        ),
+    );
+    let s = CriServer::start_with(
+        "pullfallback",
+        StartOptions {
+            config_toml: Some(format!(
+                "[registry]\nconfig_path = \"{}\"\n",
+                certs.display()
+            )),
+            ..Default::default()
+        },
+    )
+    .await;
+    let spec = marker_image("per-blob", Compression::Gzip);
+    let w = mirror.push(&spec, "rrun/fb:1");
+    upstream.push(&spec, "rrun/fb:1");
+    let top = w.layer_digests.last().expect("layers").clone();
+    let base = w.layer_digests.first().expect("layers").clone();
+    assert_ne!(top, base, "an image of two layers at least");
+    fs::remove_file(mirror.blob_file(&top)).expect("removing a blob from the mirror");
+
+    let name = format!("{}/rrun/fb:1", upstream.host());
+    let id = pull(&s, &name, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w.id);
+    assert!(
+        mirror.log_text().contains("\"GET /v2/rrun/fb/manifests/1"),
+        "the mirror resolved it:\n{}",
+        mirror.log_text()
+    );
+    assert!(
+        !upstream.log_text().contains("\"GET /v2/rrun/fb/manifests/"),
+        "the upstream was not asked for the manifest:\n{}",
+        upstream.log_text()
+    );
+    assert_eq!(mirror.blob_gets("rrun/fb", &base), 1);
+    assert_eq!(upstream.blob_gets("rrun/fb", &base), 0);
+    assert_eq!(upstream.blob_gets("rrun/fb", &top), 1, "the missing blob");
+    let log = run_in(&s, "p", &name, "cat /etc/marker; echo").await;
+    assert!(log.iter().any(|l| l == "per-blob"), "{log:?}");
+    assert_no_leftovers(&s);
+}
+
 #[tokio::test]
 async fn a_pull_without_progress_is_cancelled() {
     if !tools_present() {

@@ -21,9 +21,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use nix::fcntl::{Flock, FlockArg};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::{Client, Reference};
 use sha2::{Digest as _, Sha256};
 
+use super::fallback::{worth_another_host, BlobHosts};
 use super::pull::PullError;
 
 const ATTEMPTS: u32 = 5;
@@ -386,9 +386,8 @@ fn hash_prefix(file: &File, len: u64) -> io::Result<Sha256> {
 
 /// A blob to download.
 pub(crate) struct BlobJob {
-    pub(crate) client: Arc<Client>,
-    pub(crate) reference: Reference,
-    pub(crate) host: String,
+    /// The hosts to fetch it from, in order (see `fallback.rs`).
+    pub(crate) hosts: Arc<BlobHosts>,
     pub(crate) digest: String,
     pub(crate) size: u64,
     /// Where the verified blob goes (renamed from the ingest file).
@@ -459,13 +458,15 @@ async fn download_inner(job: &mut BlobJob) -> Result<(), PullError> {
     let file: &mut File = &mut job.ingest.file;
     let mut delay = FIRST_BACKOFF;
     let mut attempt = 1;
+    let mut at = 0;
+    let mut src = job.hosts.first();
     loop {
         let outcome: Result<(), Failure> = async {
-            let response = job
+            let response = src
                 .client
-                .pull_blob_stream_partial(&job.reference, job.digest.as_str(), written, None)
+                .pull_blob_stream_partial(&src.reference, job.digest.as_str(), written, None)
                 .await
-                .map_err(|e| classify(e, &what, &job.host))?;
+                .map_err(|e| classify(e, &what, &src.host))?;
             let (mut stream, mut skip) = match response {
                 oci_client::client::BlobResponse::Partial(s) => (s, 0),
                 // No range support: the part already written comes again; skip it.
@@ -473,7 +474,7 @@ async fn download_inner(job: &mut BlobJob) -> Result<(), PullError> {
             };
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk
-                    .map_err(|e| classify(OciDistributionError::IoError(e), &what, &job.host))?;
+                    .map_err(|e| classify(OciDistributionError::IoError(e), &what, &src.host))?;
                 let mut data: &[u8] = &chunk;
                 if skip > 0 {
                     let n = data.len().min(usize::try_from(skip).unwrap_or(usize::MAX));
@@ -486,7 +487,7 @@ async fn download_inner(job: &mut BlobJob) -> Result<(), PullError> {
                 if written + data.len() as u64 > job.size {
                     return Err(Failure::Fatal(PullError::Corrupt(format!(
                         "{what} from {}: more than the {} bytes its descriptor says",
-                        job.host, job.size
+                        src.host, job.size
                     ))));
                 }
                 hasher.update(data);
@@ -502,26 +503,34 @@ async fn download_inner(job: &mut BlobJob) -> Result<(), PullError> {
             Ok(())
         }
         .await;
-        match outcome {
+        let failed = match outcome {
             Ok(()) if written == job.size => break,
-            Ok(()) => {
-                // The response ended early: resumed like a dropped connection.
-                if attempt >= ATTEMPTS {
-                    return Err(PullError::Unavailable(format!(
-                        "{what} from {}: ended after {written} of {} bytes",
-                        job.host, job.size
-                    )));
-                }
-            }
-            Err(Failure::Fatal(e)) => return Err(e),
-            Err(Failure::Transient(m)) if attempt >= ATTEMPTS => {
-                return Err(PullError::Unavailable(format!(
-                    "{m} (gave up after {attempt} attempts)"
-                )))
-            }
+            // The response ended early: resumed like a dropped connection.
+            Ok(()) if attempt < ATTEMPTS => None,
+            Ok(()) => Some(PullError::Unavailable(format!(
+                "{what} from {}: ended after {written} of {} bytes",
+                src.host, job.size
+            ))),
+            Err(Failure::Fatal(e)) => Some(e),
+            Err(Failure::Transient(m)) if attempt >= ATTEMPTS => Some(PullError::Unavailable(
+                format!("{m} (gave up after {attempt} attempts)"),
+            )),
             Err(Failure::Transient(m)) => {
                 tracing::info!(%what, attempt, resume_at = written, error = %m, "resuming a blob download");
+                None
             }
+        };
+        if let Some(e) = failed {
+            if at + 1 >= job.hosts.len() || !worth_another_host(&e) {
+                return Err(e);
+            }
+            at += 1;
+            let next = job.hosts.get(at).await?;
+            tracing::info!(%what, from = %src.host, to = %next.host, resume_at = written, error = %e, "fetching the blob from the next host");
+            src = next;
+            delay = FIRST_BACKOFF;
+            attempt = 1;
+            continue;
         }
         tokio::time::sleep(delay).await;
         delay *= 2;
@@ -531,7 +540,7 @@ async fn download_inner(job: &mut BlobJob) -> Result<(), PullError> {
     if actual != job.digest {
         return Err(PullError::Corrupt(format!(
             "{what} from {}: digest mismatch: got {actual}",
-            job.host
+            src.host
         )));
     }
     file.sync_data().map_err(|e| io_err("syncing", e))?;

@@ -36,7 +36,9 @@
 //! (`list`, `resolve`) take no lock and always re-read the records from disk. The flock
 //! calls block: from async code call the store in `spawn_blocking`.
 
+mod auth;
 pub mod command;
+mod fallback;
 mod fetch;
 mod import;
 pub mod pull;

@@ -26,6 +26,8 @@ use oci_client::{Client, Reference as OciReference};
 use oci_spec::image::{Arch, Descriptor, ImageConfiguration, ImageIndex, ImageManifest, Os};
 use tokio::sync::{OwnedMutexGuard, Semaphore};
 
+use super::auth::{self, Credentials};
+use super::fallback::{self, BlobHosts};
 use super::fetch::{self, BlobJob, Feed, FeedReader};
 use super::import::{chain_ids, Prepared};
 use super::reference::{parse_reference, validate_digest};
@@ -108,9 +110,8 @@ pub struct Puller {
 
 /// The manifest chosen for this machine, with what it came from.
 struct Resolved {
-    endpoint: Endpoint,
-    client: Arc<Client>,
-    reference: OciReference,
+    /// Where the blobs come from: the endpoint that resolved it, then the next ones.
+    hosts: Arc<BlobHosts>,
     /// The digest the name points at (an index's, for a multi-platform image).
     top_digest: String,
     manifest_digest: String,
@@ -226,12 +227,23 @@ impl Puller {
         auth: Option<&cri_proto::api::AuthConfig>,
         progress: Option<ProgressFn>,
     ) -> Result<Image, PullError> {
+        let creds = Credentials::from_cri(auth)?;
+        self.pull_with(reference, &creds, progress)
+            .await
+            .map_err(|e| creds.redact_error(e))
+    }
+
+    async fn pull_with(
+        &self,
+        reference: &str,
+        creds: &Credentials,
+        progress: Option<ProgressFn>,
+    ) -> Result<Image, PullError> {
         let started = Instant::now();
         let parsed =
             parse_reference(reference).map_err(|e| PullError::InvalidReference(e.to_string()))?;
         let name = parsed.to_string();
-        let auth = registry::registry_auth(auth)?;
-        let resolved = self.resolve(&parsed, &auth).await?;
+        let resolved = self.resolve(&parsed, creds).await?;
 
         // The same image pulled twice at once: the second waits here, then finds it stored.
         let image_lock = lock_for(
@@ -329,7 +341,7 @@ impl Puller {
     async fn resolve(
         &self,
         parsed: &super::Reference,
-        auth: &RegistryAuth,
+        creds: &Credentials,
     ) -> Result<Resolved, PullError> {
         let (registry_host, repo) = parsed
             .repository
@@ -337,13 +349,15 @@ impl Puller {
             .ok_or_else(|| PullError::InvalidReference(parsed.to_string()))?;
         let endpoints = registry::endpoints(self.config.config_path.as_deref(), registry_host)?;
         let mut last: Option<PullError> = None;
-        for ep in endpoints {
+        for (i, ep) in endpoints.iter().enumerate() {
             if parsed.digest.is_none() && !ep.resolve {
                 continue;
             }
-            match self.resolve_at(&ep, repo, parsed, auth).await {
+            let later = endpoints[i + 1..].to_vec();
+            match self.resolve_at(ep, later, repo, parsed, creds).await {
                 Ok(r) => return Ok(r),
                 Err(e) => {
+                    let e = creds.redact_error(e);
                     tracing::info!(endpoint = ?ep, error = %e, "could not resolve the image there");
                     last = Some(e);
                 }
@@ -357,16 +371,15 @@ impl Puller {
     async fn resolve_at(
         &self,
         ep: &Endpoint,
+        later: Vec<Endpoint>,
         repo: &str,
         parsed: &super::Reference,
-        auth: &RegistryAuth,
+        creds: &Credentials,
     ) -> Result<Resolved, PullError> {
+        let timeout = self.config.image_pull_progress_timeout;
         let client = Arc::new(
-            Client::try_from(registry::client_config(
-                ep,
-                self.config.image_pull_progress_timeout,
-            )?)
-            .map_err(|e| PullError::Registry(format!("{ep:?}: {e}")))?,
+            Client::try_from(registry::client_config(ep, timeout)?)
+                .map_err(|e| PullError::Registry(format!("{ep:?}: {e}")))?,
         );
         let reference = match (&parsed.digest, &parsed.tag) {
             (Some(d), _) => OciReference::with_digest(ep.host.clone(), repo.into(), d.clone()),
@@ -375,7 +388,9 @@ impl Puller {
         };
         // Credentials go to the image's own registry only, not to mirrors.
         let auth = if ep.upstream {
-            auth.clone()
+            creds
+                .for_endpoint(ep, &registry::client_config(ep, timeout)?, repo)
+                .await?
         } else {
             RegistryAuth::Anonymous
         };
@@ -389,10 +404,13 @@ impl Puller {
             let what = what.clone();
             let host = host.clone();
             async move {
-                client
-                    .pull_manifest_raw(&reference, &auth, ACCEPT)
-                    .await
-                    .map_err(|e| fetch::classify(e, &what, &host))
+                match client.pull_manifest_raw(&reference, &auth, ACCEPT).await {
+                    Ok(v) => Ok(v),
+                    Err(e) => Err(unauthorized(
+                        e, &client, ep, timeout, &reference, &auth, &what, &host,
+                    )
+                    .await),
+                }
             }
         })
         .await?;
@@ -427,10 +445,14 @@ impl Puller {
                     let what = what.clone();
                     let host = host.clone();
                     async move {
-                        client
-                            .pull_manifest_raw(&child_ref, &auth, &[OCI_MANIFEST, DOCKER_MANIFEST])
-                            .await
-                            .map_err(|e| fetch::classify(e, &what, &host))
+                        let accept = &[OCI_MANIFEST, DOCKER_MANIFEST];
+                        match client.pull_manifest_raw(&child_ref, &auth, accept).await {
+                            Ok(v) => Ok(v),
+                            Err(e) => Err(unauthorized(
+                                e, &client, ep, timeout, &child_ref, &auth, &what, &host,
+                            )
+                            .await),
+                        }
                     }
                 })
                 .await?;
@@ -442,10 +464,19 @@ impl Puller {
             PullError::Unsupported(format!("{parsed}: manifest {manifest_digest}: {e}"))
         })?;
         validate_digest(&manifest_digest).map_err(|r| PullError::Unsupported(r.to_string()))?;
-        Ok(Resolved {
-            endpoint: ep.clone(),
+        let first = fallback::Source {
             client,
             reference,
+            host,
+        };
+        Ok(Resolved {
+            hosts: Arc::new(BlobHosts::new(
+                first,
+                later,
+                creds.clone(),
+                repo.to_string(),
+                timeout,
+            )),
             top_digest,
             manifest_digest,
             manifest_bytes,
@@ -474,23 +505,33 @@ impl Puller {
             return Ok((digest, bytes, None));
         }
         let what = format!("config {digest}");
-        let host = format!("{:?}", r.endpoint);
-        let bytes = fetch::retry(&what, 5, || {
-            let client = r.client.clone();
-            let reference = r.reference.clone();
-            let digest = digest.clone();
-            let what = what.clone();
-            let host = host.clone();
-            async move {
-                let mut out = Vec::new();
-                client
-                    .pull_blob(&reference, digest.as_str(), &mut out)
-                    .await
-                    .map_err(|e| fetch::classify(e, &what, &host))?;
-                Ok(out)
+        let mut at = 0;
+        let bytes = loop {
+            let src = r.hosts.get(at).await?;
+            let last = at + 1 >= r.hosts.len();
+            let got = fetch::retry(&what, if last { 5 } else { 2 }, || {
+                let src = src.clone();
+                let digest = digest.clone();
+                let what = what.clone();
+                async move {
+                    let mut out = Vec::new();
+                    src.client
+                        .pull_blob(&src.reference, digest.as_str(), &mut out)
+                        .await
+                        .map_err(|e| fetch::classify(e, &what, &src.host))?;
+                    Ok(out)
+                }
+            })
+            .await;
+            match got {
+                Ok(b) => break b,
+                Err(e) if !last && fallback::worth_another_host(&e) => {
+                    tracing::info!(%what, from = %src.host, error = %e, "fetching the blob from the next host");
+                    at += 1;
+                }
+                Err(e) => return Err(e),
             }
-        })
-        .await?;
+        };
         if bytes.len() as u64 != desc.size() {
             return Err(PullError::Corrupt(format!(
                 "{what}: {} bytes, its descriptor says {}",
@@ -618,9 +659,7 @@ impl Puller {
             });
             let ingest_path = ingest.path.clone();
             let job = BlobJob {
-                client: r.client.clone(),
-                reference: r.reference.clone(),
-                host: format!("{:?}", r.endpoint),
+                hosts: r.hosts.clone(),
                 digest: digest.clone(),
                 size: d.size(),
                 path: path.clone(),
@@ -693,6 +732,34 @@ impl Puller {
             ));
         }
         Ok((out, guards, fetched))
+    }
+}
+
+/// Classifies a failed manifest request; a 401 quotes the registry's own message, which
+/// oci-client drops (see `auth::registry_message`).
+#[allow(clippy::too_many_arguments)]
+async fn unauthorized(
+    e: oci_client::errors::OciDistributionError,
+    client: &Client,
+    ep: &Endpoint,
+    timeout: std::time::Duration,
+    reference: &OciReference,
+    auth: &RegistryAuth,
+    what: &str,
+    host: &str,
+) -> fetch::Failure {
+    let oci_client::errors::OciDistributionError::UnauthorizedError { url } = &e else {
+        return fetch::classify(e, what, host);
+    };
+    let said = match registry::client_config(ep, timeout) {
+        Ok(config) => auth::registry_message(client, &config, ep, reference, auth, url).await,
+        Err(_) => None,
+    };
+    match said {
+        Some(m) => fetch::Failure::Fatal(PullError::Unauthenticated(format!(
+            "{what} from {host}: 401 Unauthorized: {m}"
+        ))),
+        None => fetch::classify(e, what, host),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Where and how a registry is reached: containerd's `hosts.toml` format (a `config_path`
-//! directory with `<host>/hosts.toml`), per-endpoint TLS, and the CRI's credentials.
+//! directory with `<host>/hosts.toml`), and per-endpoint TLS (credentials: `auth.rs`).
 //!
 //! For a pull from `HOST`, the endpoints are the `[host."..."]` mirrors of
 //! `<config_path>/HOST/hosts.toml` (else of `_default/hosts.toml`), in the order the file
@@ -13,9 +13,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
 use super::pull::PullError;
@@ -334,46 +332,6 @@ pub(crate) fn client_config(
     })
 }
 
-/// The CRI's `AuthConfig`, as the kubelet sends it, into oci-client's credentials.
-/// `registry_token` is a bearer token used as is; `auth` is base64 `user:password`;
-/// `identity_token` (an OAuth2 refresh token) is sent as the password with basic auth
-/// to the token service, which is how registries that issue them (ACR, ECR helpers)
-/// accept it: oci-client has no refresh-token grant.
-pub(crate) fn registry_auth(
-    auth: Option<&cri_proto::api::AuthConfig>,
-) -> Result<RegistryAuth, PullError> {
-    let Some(a) = auth else {
-        return Ok(RegistryAuth::Anonymous);
-    };
-    if !a.registry_token.is_empty() {
-        return Ok(RegistryAuth::Bearer(a.registry_token.clone()));
-    }
-    if !a.identity_token.is_empty() {
-        let user = if a.username.is_empty() {
-            "<token>".to_string()
-        } else {
-            a.username.clone()
-        };
-        return Ok(RegistryAuth::Basic(user, a.identity_token.clone()));
-    }
-    if !a.username.is_empty() || !a.password.is_empty() {
-        return Ok(RegistryAuth::Basic(a.username.clone(), a.password.clone()));
-    }
-    if !a.auth.is_empty() {
-        // The decoded value is a secret: errors say what is wrong, never what it holds.
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(a.auth.trim())
-            .map_err(|_| PullError::BadAuth("AuthConfig.auth is not valid base64".into()))?;
-        let text = String::from_utf8(raw)
-            .map_err(|_| PullError::BadAuth("AuthConfig.auth is not UTF-8".into()))?;
-        let (user, pass) = text.split_once(':').ok_or_else(|| {
-            PullError::BadAuth("AuthConfig.auth does not decode to user:password".into())
-        })?;
-        return Ok(RegistryAuth::Basic(user.to_string(), pass.to_string()));
-    }
-    Ok(RegistryAuth::Anonymous)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,34 +395,5 @@ server = "https://example.com:5000"
         assert_eq!(format!("{:?}", eps[0]), "http://127.0.0.1:5000");
         let eps = endpoints(None, "docker.io").unwrap();
         assert_eq!(format!("{:?}", eps[0]), "https://registry-1.docker.io");
-    }
-
-    #[test]
-    fn auth_config_forms() {
-        use cri_proto::api::AuthConfig;
-        let b64 = base64::engine::general_purpose::STANDARD.encode("u:p:q");
-        let a = AuthConfig {
-            auth: b64,
-            ..Default::default()
-        };
-        assert!(
-            matches!(registry_auth(Some(&a)).unwrap(), RegistryAuth::Basic(u, p) if u == "u" && p == "p:q")
-        );
-        let a = AuthConfig {
-            auth: "!!!".into(),
-            ..Default::default()
-        };
-        let e = registry_auth(Some(&a)).unwrap_err().to_string();
-        assert!(!e.contains("!!!"), "{e}");
-        let a = AuthConfig {
-            registry_token: "tok".into(),
-            username: "x".into(),
-            ..Default::default()
-        };
-        assert!(matches!(registry_auth(Some(&a)).unwrap(), RegistryAuth::Bearer(t) if t == "tok"));
-        assert!(matches!(
-            registry_auth(None).unwrap(),
-            RegistryAuth::Anonymous
-        ));
     }
 }
