@@ -533,28 +533,36 @@ async fn start(
         }
     };
     let pod_ip = shared.lock().pod_ips.get(sb).cloned().unwrap_or_default();
-    let facts = spec::PodFacts {
+    let objects = shared.lock().objects.clone();
+    let alloc = shared.config.allocatable();
+    let facts = crate::env::Facts {
         uid: &d.uid,
         node_name: &shared.config.node_name,
         pod_ip: &pod_ip,
+        host_ip: crate::env::host_ip(),
+        objects: &objects,
+        node_milli_cpu: alloc.milli_cpu,
+        node_memory: alloc.memory,
     };
     let (_, mem) = crate::resources::capacity();
-    let cfg = match spec::container_config(pod, c, &d.uid, attempt_no, &image_ref, &facts, mem) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            shared.event(pod, &d.uid, "Warning", "Failed", format!("Error: {e}"));
-            set_waiting(
-                shared,
-                &d.uid,
-                &c.name,
-                Some(Waiting {
-                    reason: "CreateContainerConfigError".into(),
-                    message: e,
-                }),
-            );
-            return false;
-        }
-    };
+    let mounts = Vec::new();
+    let cfg =
+        match spec::container_config(pod, c, &d.uid, attempt_no, &image_ref, &facts, mem, mounts) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                shared.event(pod, &d.uid, "Warning", "Failed", format!("Error: {e}"));
+                set_waiting(
+                    shared,
+                    &d.uid,
+                    &c.name,
+                    Some(Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message: e,
+                    }),
+                );
+                return false;
+            }
+        };
     let created = client
         .runtime
         .create_container(req(api::CreateContainerRequest {
