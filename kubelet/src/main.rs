@@ -16,6 +16,7 @@ mod objects;
 mod pod;
 mod print;
 mod probes;
+mod pull_secrets;
 mod quantity;
 mod reconcile;
 mod resources;
@@ -23,6 +24,7 @@ mod spec;
 mod state;
 mod status;
 mod store;
+mod volumes;
 
 use std::path::PathBuf;
 use std::time::Duration;
