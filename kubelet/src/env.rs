@@ -208,7 +208,7 @@ pub fn container_env(
             return Err(format!("{} \"{name}\" not found", kind.resource()));
         };
         let prefix = from.prefix.as_deref().unwrap_or("");
-        for (k, v) in &obj.data {
+        for (k, v) in obj.data.iter().filter(|(k, _)| !obj.binary.contains(*k)) {
             let key = format!("{prefix}{k}");
             // The kubelet skips keys that are not valid variable names (with an event).
             if valid_env_name(&key) {
@@ -273,7 +273,7 @@ fn key_ref(
             kind.resource()
         ));
     };
-    match obj.data.get(key) {
+    match obj.data.get(key).filter(|_| !obj.binary.contains(key)) {
         Some(v) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
         None if optional => Ok(None),
         None => Err(format!(
@@ -357,6 +357,7 @@ mod tests {
         assert_eq!(e, "configmap \"cm\" not found");
         let obj = |k: &str, v: &[u8]| crate::objects::Object {
             data: [(k.to_string(), v.to_vec())].into(),
+            binary: Default::default(),
             immutable: false,
             type_: String::new(),
         };

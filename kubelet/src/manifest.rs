@@ -156,6 +156,7 @@ pub fn parse_doc(doc: &Value) -> Result<Pod, String> {
             "apiVersion/kind: {api}/{kind} is not supported yet (only v1/Pod)"
         ));
     }
+    let doc = &crate::volumes::octal_modes(doc.clone());
     let mut pod: Pod = serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
         format!("{path}: {}", e.inner())

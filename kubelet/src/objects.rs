@@ -17,6 +17,8 @@ use serde_json::Value;
 pub struct Object {
     pub data: BTreeMap<String, Vec<u8>>,
     pub immutable: bool,
+    /// A ConfigMap's `binaryData` keys: in its volumes, not in env (as with the kubelet).
+    pub binary: std::collections::BTreeSet<String>,
     /// A Secret's type (`Opaque` when left out); empty for ConfigMaps.
     pub type_: String,
 }
@@ -104,6 +106,7 @@ fn parse_config_map(doc: &Value) -> Result<(Key, Object), String> {
         data.insert(k, v.into_bytes());
     }
     check_keys(data.keys(), "data")?;
+    let mut binary = std::collections::BTreeSet::new();
     for (k, v) in cm.binary_data.into_iter().flatten() {
         if data.contains_key(&k) {
             return Err(format!(
@@ -113,10 +116,12 @@ fn parse_config_map(doc: &Value) -> Result<(Key, Object), String> {
         if !valid_key(&k) {
             return Err(format!("binaryData[{k:?}]: Invalid value"));
         }
+        binary.insert(k.clone());
         data.insert(k, v.0);
     }
     let obj = Object {
         data,
+        binary,
         immutable: cm.immutable.unwrap_or(false),
         type_: String::new(),
     };
@@ -178,6 +183,7 @@ fn parse_secret(doc: &Value) -> Result<(Key, Object), String> {
     check_secret_type(&type_, &data)?;
     let obj = Object {
         data,
+        binary: Default::default(),
         immutable: s.immutable.unwrap_or(false),
         type_,
     };

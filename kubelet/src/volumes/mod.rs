@@ -24,6 +24,33 @@ use crate::env::Facts;
 use crate::objects::Kind;
 use crate::spec;
 
+/// File modes written as YAML 1.1 octals (`defaultMode: 0400`), which kubectl's YAML
+/// reads as numbers and a YAML 1.2 reader leaves as strings, made numbers.
+pub fn octal_modes(mut doc: serde_json::Value) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if k == "mode" || k == "defaultMode" {
+                        if let Some(n) = x
+                            .as_str()
+                            .filter(|s| s.len() > 1 && s.starts_with('0'))
+                            .and_then(|s| i64::from_str_radix(&s[1..], 8).ok())
+                        {
+                            *x = n.into();
+                        }
+                    }
+                    walk(x);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut doc);
+    doc
+}
+
 /// A volume ready for mounts: where it is on the node, and whether every mount of it is
 /// read-only (the kubelet mounts ConfigMap, Secret, downward API and projected volumes so).
 #[derive(Debug, Clone)]

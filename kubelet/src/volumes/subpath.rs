@@ -129,7 +129,12 @@ mod tests {
         // Missing beyond a symlink: refused at the symlink, nothing created outside.
         let e = prepare(&vol, "up/rrun-never-made", &t).unwrap_err();
         assert!(e.contains("symlink"), "{e}");
-        assert!(!dir.path().parent().unwrap().join("rrun-never-made").exists());
+        assert!(!dir
+            .path()
+            .parent()
+            .unwrap()
+            .join("rrun-never-made")
+            .exists());
         // A missing path is created inside the volume; a dangling escape is refused.
         std::os::unix::fs::symlink("/nonexistent-rrun", vol.join("dangling")).unwrap();
         assert!(open_beneath(&vol, Path::new("dangling/x")).is_err());
