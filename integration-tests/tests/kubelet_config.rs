@@ -373,7 +373,7 @@ async fn config(ep: Endpoint) {
             exec(
                 &socket,
                 &id,
-                "end=$(($(date +%s) + 8)); while [ $(date +%s) -lt $end ]; do a=$(tr -d B < /cm-all/big | wc -c); b=$(tr -d A < /cm-all/big | wc -c); echo $a,$b; done",
+                "end=$(($(date +%s) + 8)); while [ $(date +%s) -lt $end ]; do x=$(cat /cm-all/big); y=$(printf %s \"$x\" | tr -d A); echo ${#x},${#y}; done",
             )
             .await
         })
@@ -383,7 +383,8 @@ async fn config(ep: Endpoint) {
     let (code, reads, err) = reader.await.expect("the reader");
     assert_eq!(code, 0, "{err}");
     let reads = String::from_utf8_lossy(&reads).into_owned();
-    let (old, new) = (format!("{BIG},0"), format!("0,{BIG}"));
+    // One read per line: its length, then how many of its bytes are not the old fill.
+    let (old, new) = (format!("{BIG},0"), format!("{BIG},{BIG}"));
     assert!(
         reads.lines().all(|l| l == old || l == new),
         "a reader saw a mixed or partial file: {:?}",
