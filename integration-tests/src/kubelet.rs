@@ -261,9 +261,14 @@ impl Node {
         try_run_bounded(c, &self.dir.join("out"), None, timeout).ok()
     }
 
-    /// Mount points at or below `dir` in the node's mount namespace.
+    /// Mount points at or below `dir` in the node's mount namespace, except the node's own
+    /// shared bind of its temp dir.
     pub fn mounts_under(&self, dir: &Path) -> Vec<String> {
+        let own = self.dir.display().to_string();
         crate::engines::mounts_under_in(self.pid, dir)
+            .into_iter()
+            .filter(|m| *m != own)
+            .collect()
     }
 
     /// Network interfaces of the node (`ip -o link`), names only.
