@@ -521,7 +521,11 @@ disabled_plugins = [
             }
             None => Command::new("unshare"),
         };
-        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        // On a node, a slave of the node's mounts: the node agent's volume mounts (made
+        // under the node's shared temp dir after containerd starts) must reach it, as
+        // they reach a containerd beside a kubelet.
+        let propagation = if wrap.is_empty() { "private" } else { "slave" };
+        cmd.args(["--mount", "--propagation", propagation, "--", "sh", "-c"])
             .arg(
                 "mount -t tmpfs -o mode=0755 rrun-test-run /run && exec containerd --config \"$0\"",
             )

@@ -11,7 +11,9 @@
 //! writes `ip_forward` there), and the six tunables of [`KUBELET_TUNABLES`]: the kubelet
 //! writes them at start-up (`vm.overcommit_memory` 1, `kernel.panic` 10, ...) and exits when
 //! it cannot, so files of the test's own are bound over them; its writes land there. Its
-//! shared mount of its root dir stays in the private namespace. Nothing is bound to a host path: when the holder and
+//! shared mount of its root dir stays in the private namespace. The node's temp dir is a
+//! shared mount there, and containerd's own namespace a slave of it, so that the volume
+//! mounts a node agent makes under it after containerd started reach the containers. Nothing is bound to a host path: when the holder and
 //! the processes in its namespaces are gone, so are the namespaces.
 //!
 //! [`Kubelet`] is the kubelet process, with its root, cert, volume-plugin and seccomp dirs in
@@ -154,6 +156,8 @@ impl Node {
         let script = format!(
             "set -e\n\
              ip link set lo up\n\
+             mount --bind '{dir}' '{dir}'\n\
+             mount --make-shared '{dir}'\n\
              mount --bind '{var}' /var\n\
              mount --bind /proc/sys /proc/sys\n\
              mount -o remount,bind,ro /proc/sys\n\
@@ -162,6 +166,7 @@ impl Node {
              {tunables}\
              touch '{ready}'\n\
              exec sleep 1000000000\n",
+            dir = dir.display(),
             var = dir.join("var").display(),
             ready = ready.display(),
             tunables = tunables.join(""),
@@ -256,9 +261,14 @@ impl Node {
         try_run_bounded(c, &self.dir.join("out"), None, timeout).ok()
     }
 
-    /// Mount points at or below `dir` in the node's mount namespace.
+    /// Mount points at or below `dir` in the node's mount namespace, except the node's own
+    /// shared bind of its temp dir.
     pub fn mounts_under(&self, dir: &Path) -> Vec<String> {
+        let own = self.dir.display().to_string();
         crate::engines::mounts_under_in(self.pid, dir)
+            .into_iter()
+            .filter(|m| *m != own)
+            .collect()
     }
 
     /// Network interfaces of the node (`ip -o link`), names only.

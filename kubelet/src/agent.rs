@@ -176,17 +176,32 @@ pub fn run(args: &Args) -> Result<()> {
         let dir = config.manifest_dir.clone();
         tokio::spawn(async move {
             let mut m = manifest::Dir::default();
+            let mut objects = crate::objects::Objects::default();
             loop {
                 m.rescan(&dir);
+                objects.rescan(&dir);
                 let desired = m.desired();
                 {
                     let mut g = s3.lock();
-                    for (p, e) in &m.errors {
+                    if g.objects.generation != objects.generation {
+                        g.objects = Arc::new(objects.clone());
+                    }
+                    let mut errors = m.errors.clone();
+                    for (p, e) in &objects.errors {
+                        errors
+                            .entry(p.clone())
+                            .and_modify(|x| {
+                                x.push_str("; ");
+                                x.push_str(e);
+                            })
+                            .or_insert_with(|| e.clone());
+                    }
+                    for (p, e) in &errors {
                         if g.manifest_errors.get(p) != Some(e) {
                             tracing::error!("invalid manifest: {e}");
                         }
                     }
-                    g.manifest_errors = m.errors.clone();
+                    g.manifest_errors = errors;
                     g.desired = desired;
                 }
                 s3.wake.notify_one();

@@ -72,7 +72,7 @@ pub fn uid_of(file: &Path, doc: &Value) -> String {
     )
 }
 
-fn dns_label(s: &str) -> bool {
+pub fn dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -81,7 +81,7 @@ fn dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn dns_subdomain(s: &str) -> bool {
+pub fn dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(dns_label)
 }
 
@@ -156,6 +156,7 @@ pub fn parse_doc(doc: &Value) -> Result<Pod, String> {
             "apiVersion/kind: {api}/{kind} is not supported yet (only v1/Pod)"
         ));
     }
+    let doc = &crate::volumes::octal_modes(doc.clone());
     let mut pod: Pod = serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
         format!("{path}: {}", e.inner())
@@ -194,6 +195,9 @@ pub fn load_file(path: &Path) -> Result<Vec<Desired>, String> {
     let docs = documents(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut pods = Vec::new();
     for (i, doc) in docs.iter().enumerate() {
+        if crate::objects::is_object(doc) {
+            continue;
+        }
         let pod = parse_doc(doc).map_err(|e| format!("{}: document {i}: {e}", path.display()))?;
         pods.push(Desired {
             uid: uid_of(path, doc),

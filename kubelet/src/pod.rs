@@ -95,6 +95,7 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
         }
         return true;
     }
+    refresh_volumes(shared, d, &sb.id);
     let mut changed = gc(shared, v, &sb.id).await;
     let s = spec::spec(pod);
     for c in s.init_containers.iter().flatten() {
@@ -142,6 +143,36 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
         }
     }
     changed
+}
+
+/// Brings the pod's ConfigMap, Secret and downward API files up to date (a failure is
+/// reported when a container next starts).
+fn refresh_volumes(shared: &Shared, d: &Desired, sb: &str) {
+    if spec::spec(&d.pod)
+        .volumes
+        .as_ref()
+        .is_none_or(|v| v.is_empty())
+    {
+        return;
+    }
+    let (objects, pod_ip) = {
+        let g = shared.lock();
+        (
+            g.objects.clone(),
+            g.pod_ips.get(sb).cloned().unwrap_or_default(),
+        )
+    };
+    let alloc = shared.config.allocatable();
+    let facts = crate::env::Facts {
+        uid: &d.uid,
+        node_name: &shared.config.node_name,
+        pod_ip: &pod_ip,
+        host_ip: crate::env::host_ip(),
+        objects: &objects,
+        node_milli_cpu: alloc.milli_cpu,
+        node_memory: alloc.memory,
+    };
+    let _ = crate::volumes::setup(&shared.config.root_dir, &d.pod, &d.uid, &facts);
 }
 
 async fn new_sandbox(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
@@ -379,11 +410,13 @@ async fn ensure_image(
         "Pulling",
         format!("Pulling image \"{image}\""),
     );
+    let objects = shared.lock().objects.clone();
+    let auth = crate::pull_secrets::auth_for(&d.pod, &objects, &image);
     let r = client
         .image
         .pull_image(req(api::PullImageRequest {
             image: Some(spec_),
-            auth: None,
+            auth,
             sandbox_config: Some(sb_cfg.clone()),
         }))
         .await;
@@ -533,13 +566,41 @@ async fn start(
         }
     };
     let pod_ip = shared.lock().pod_ips.get(sb).cloned().unwrap_or_default();
-    let facts = spec::PodFacts {
+    let objects = shared.lock().objects.clone();
+    let alloc = shared.config.allocatable();
+    let facts = crate::env::Facts {
         uid: &d.uid,
         node_name: &shared.config.node_name,
         pod_ip: &pod_ip,
+        host_ip: crate::env::host_ip(),
+        objects: &objects,
+        node_milli_cpu: alloc.milli_cpu,
+        node_memory: alloc.memory,
     };
     let (_, mem) = crate::resources::capacity();
-    let cfg = match spec::container_config(pod, c, &d.uid, attempt_no, &image_ref, &facts, mem) {
+    let root = &shared.config.root_dir;
+    let ready = match crate::volumes::setup(root, pod, &d.uid, &facts) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.event(pod, &d.uid, "Warning", "FailedMount", e.clone());
+            set_waiting(
+                shared,
+                &d.uid,
+                &c.name,
+                Some(Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: e,
+                }),
+            );
+            return false;
+        }
+    };
+    let cfg = crate::env::container_env(pod, c, &facts)
+        .and_then(|env| crate::volumes::container_mounts(root, &d.uid, c, &ready, &env))
+        .and_then(|mounts| {
+            spec::container_config(pod, c, &d.uid, attempt_no, &image_ref, &facts, mem, mounts)
+        });
+    let cfg = match cfg {
         Ok(cfg) => cfg,
         Err(e) => {
             shared.event(pod, &d.uid, "Warning", "Failed", format!("Error: {e}"));
@@ -749,6 +810,9 @@ pub async fn kill_all(shared: &Arc<Shared>, uid: &str, v: &PodView, pod: Option<
         let _ = std::fs::remove_dir_all(dir);
     }
     crate::cgroups::remove_pod(&shared.config.cgroup_root, uid);
+    if let Err(e) = crate::volumes::teardown(&shared.config.root_dir, uid) {
+        tracing::warn!(pod = %uid, "removing the pod's volumes: {e}");
+    }
     let mut store = shared.store();
     if store.forget_pod(uid) {
         let _ = store.save();

@@ -187,90 +187,6 @@ pub fn sandbox_config(
     }
 }
 
-/// Expands `$(VAR)` references as the kubelet does (`$$(VAR)` escapes; unknown ones stay).
-pub fn expand(s: &str, env: &HashMap<String, String>) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(stripped) = after.strip_prefix('$') {
-            out.push('$');
-            rest = stripped;
-        } else if let Some(body) = after.strip_prefix('(') {
-            match body.find(')') {
-                Some(j) => {
-                    let var = &body[..j];
-                    match env.get(var) {
-                        Some(v) => out.push_str(v),
-                        None => {
-                            out.push_str("$(");
-                            out.push_str(var);
-                            out.push(')');
-                        }
-                    }
-                    rest = &body[j + 1..];
-                }
-                None => {
-                    out.push_str("$(");
-                    rest = body;
-                }
-            }
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Facts about the pod that env `fieldRef`s can name.
-pub struct PodFacts<'a> {
-    pub uid: &'a str,
-    pub node_name: &'a str,
-    pub pod_ip: &'a str,
-}
-
-/// The container's environment; an unsupported source is a CreateContainerConfigError.
-fn envs(pod: &Pod, c: &Container, facts: &PodFacts) -> Result<Vec<(String, String)>, String> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    let mut known = HashMap::new();
-    for e in c.env.iter().flatten() {
-        let value = if let Some(v) = &e.value {
-            expand(v, &known)
-        } else if let Some(from) = &e.value_from {
-            if let Some(f) = &from.field_ref {
-                match f.field_path.as_str() {
-                    "metadata.name" => name(pod).to_string(),
-                    "metadata.namespace" => namespace(pod).to_string(),
-                    "metadata.uid" => facts.uid.to_string(),
-                    "spec.nodeName" => facts.node_name.to_string(),
-                    "spec.serviceAccountName" => {
-                        spec(pod).service_account_name.clone().unwrap_or_default()
-                    }
-                    "status.podIP" | "status.hostIP" => facts.pod_ip.to_string(),
-                    other => return Err(format!("env {}: unsupported fieldRef {other:?}", e.name)),
-                }
-            } else {
-                return Err(format!(
-                    "env {}: valueFrom other than fieldRef (configMapKeyRef, secretKeyRef, resourceFieldRef) is not supported yet",
-                    e.name
-                ));
-            }
-        } else {
-            String::new()
-        };
-        known.insert(e.name.clone(), value.clone());
-        out.retain(|(k, _)| k != &e.name);
-        out.push((e.name.clone(), value));
-    }
-    if c.env_from.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err("envFrom is not supported yet".into());
-    }
-    Ok(out)
-}
-
 /// The container config of attempt `attempt` (= the restart count).
 #[allow(clippy::too_many_arguments)]
 pub fn container_config(
@@ -279,12 +195,14 @@ pub fn container_config(
     uid: &str,
     attempt: u32,
     image_ref: &str,
-    facts: &PodFacts,
+    facts: &crate::env::Facts,
     memory_capacity: i64,
+    mounts: Vec<api::Mount>,
 ) -> Result<api::ContainerConfig, String> {
     let s = spec(pod);
-    let env = envs(pod, c, facts)?;
+    let env = crate::env::container_env(pod, c, facts)?;
     let map: HashMap<String, String> = env.iter().cloned().collect();
+    let expand = |a: &String| crate::env::expand(a, |n| map.get(n).cloned());
     let qos = resources::qos(s);
     let amounts = resources::amounts(c)?;
     let psc = s.security_context.clone().unwrap_or_default();
@@ -315,18 +233,14 @@ pub fn container_config(
             user_specified_image: c.image.clone().unwrap_or_default(),
             ..Default::default()
         }),
-        command: c
-            .command
-            .iter()
-            .flatten()
-            .map(|a| expand(a, &map))
-            .collect(),
-        args: c.args.iter().flatten().map(|a| expand(a, &map)).collect(),
+        command: c.command.iter().flatten().map(expand).collect(),
+        args: c.args.iter().flatten().map(expand).collect(),
         working_dir: c.working_dir.clone().unwrap_or_default(),
         envs: env
             .into_iter()
             .map(|(key, value)| api::KeyValue { key, value })
             .collect(),
+        mounts,
         log_path: format!("{}/{attempt}.log", c.name),
         stdin: c.stdin.unwrap_or(false),
         stdin_once: c.stdin_once.unwrap_or(false),
@@ -379,15 +293,4 @@ pub fn kind_of(c: &Container, is_init: bool) -> Kind {
 
 pub fn qos(pod: &Pod) -> Qos {
     resources::qos(spec(pod))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expansion() {
-        let env: HashMap<String, String> = [("A".to_string(), "x".to_string())].into();
-        assert_eq!(expand("$(A)-$(B)-$$(A)-$", &env), "x-$(B)-$(A)-$");
-    }
 }

@@ -58,6 +58,8 @@ pub struct Waiting {
 pub struct Inner {
     pub desired: BTreeMap<String, Desired>,
     pub manifest_errors: BTreeMap<PathBuf, String>,
+    /// The ConfigMaps and Secrets in force.
+    pub objects: std::sync::Arc<crate::objects::Objects>,
     /// Pods with their last computed status, by `namespace/name`.
     pub pods: BTreeMap<String, Pod>,
     pub admitted: HashSet<String>,

@@ -1,0 +1,476 @@
+//! rrun-kubelet serves ConfigMaps, Secrets and volumes as the kubelet does, through
+//! rrun-cri and through containerd 1.6's CRI with runc as the control, on a node of the
+//! test's own namespaces.
+//!
+//! Every env source (value with `$(VAR)` and `$$`, configMapKeyRef, secretKeyRef, fieldRef,
+//! resourceFieldRef with a divisor, envFrom with a prefix) and every volume type (emptyDir
+//! on disk and as a sized tmpfs, hostPath, configMap with items and modes, secret on a
+//! tmpfs, projected, downwardAPI, subPath and subPathExpr) is read back from inside the
+//! container by ExecSync. A ConfigMap edited while the pod runs: a reader in the container
+//! sees the old file or the new one, never a mix, and the subPath mount and env keep the
+//! old value. A Secret's binary, newline-less bytes arrive exactly. A missing key fails the
+//! container (CreateContainerConfigError naming the key) until it appears. subPath escapes
+//! (a symlink out of the volume, `..`) are refused. The memory emptyDir's limit holds. No
+//! Secret value reaches the agent's log or its API. Removing the pods leaves no mount and
+//! no pod directory, and the hostPath's file stays.
+
+use std::time::Duration;
+
+use integration_tests::agent::{container_status, Agent};
+use integration_tests::cri::{api, Client};
+use integration_tests::engines::have;
+use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node, IMAGE};
+use integration_tests::Value;
+
+const SECRET: &str = "s3cr3t-XYZZY";
+const BIG: usize = 20000;
+
+fn skip_endpoint(ep: Endpoint) -> bool {
+    ep == Endpoint::Containerd && !(have("containerd") && have("ctr"))
+}
+
+fn objects_yaml(big: char, late_has_key: bool) -> String {
+    let fill = big.to_string().repeat(BIG);
+    let late = if late_has_key {
+        "data: {other: x, needed: arrived}"
+    } else {
+        "data: {other: x}"
+    };
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata:\n  greeting: hello\n  app.conf: \"a=1\\n\"\n  big: {fill}\nbinaryData: {{blob: AAEC/w==}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\ndata: {{pw: czNjcjN0LVhZWlpZ, bin: AP8KgA==}}\nstringData: {{user: admin}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: tls}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: CERT, tls.key: KEY}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: late}}\n{late}\n"
+    )
+}
+
+fn cfg_pod(hostdir: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: cfg
+  labels: {{app: cfg}}
+  annotations: {{note: hi}}
+spec:
+  terminationGracePeriodSeconds: 1
+  serviceAccountName: robot
+  containers:
+  - name: main
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: [sh, -c, "echo '$(GREETING) $$(GREETING)' > /tmp/cmdline; exec sleep 1000000"]
+    resources: {{limits: {{memory: 64Mi}}}}
+    envFrom:
+    - configMapRef: {{name: settings}}
+      prefix: CM_
+    - secretRef: {{name: tls}}
+    - secretRef: {{name: absent, optional: true}}
+    env:
+    - {{name: GREETING, valueFrom: {{configMapKeyRef: {{name: settings, key: greeting}}}}}}
+    - {{name: EXPANDED, value: '$(GREETING)-world-$$(GREETING)-$(NOPE)'}}
+    - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: pw}}}}}}
+    - {{name: MISSING_OK, valueFrom: {{secretKeyRef: {{name: creds, key: nokey, optional: true}}}}}}
+    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: POD_NS, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
+    - {{name: POD_UID, valueFrom: {{fieldRef: {{fieldPath: metadata.uid}}}}}}
+    - {{name: APP, valueFrom: {{fieldRef: {{fieldPath: "metadata.labels['app']"}}}}}}
+    - {{name: NODE, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
+    - {{name: SA, valueFrom: {{fieldRef: {{fieldPath: spec.serviceAccountName}}}}}}
+    - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+    - {{name: HOST_IP, valueFrom: {{fieldRef: {{fieldPath: status.hostIP}}}}}}
+    - {{name: MEM_MI, valueFrom: {{resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}}}}}
+    volumeMounts:
+    - {{name: scratch, mountPath: /scratch}}
+    - {{name: mem, mountPath: /mem}}
+    - {{name: host, mountPath: /host}}
+    - {{name: cm, mountPath: /cm}}
+    - {{name: cm, mountPath: /greeting, subPath: greeting}}
+    - {{name: cm-all, mountPath: /cm-all}}
+    - {{name: cm-all, mountPath: /big-pinned, subPath: big}}
+    - {{name: secret, mountPath: /secret}}
+    - {{name: proj, mountPath: /proj}}
+    - {{name: dapi, mountPath: /dapi}}
+    - {{name: scratch, mountPath: /per-pod, subPathExpr: '$(POD_NAME)'}}
+  volumes:
+  - {{name: scratch, emptyDir: {{}}}}
+  - {{name: mem, emptyDir: {{medium: Memory, sizeLimit: 1Mi}}}}
+  - {{name: host, hostPath: {{path: {hostdir}, type: DirectoryOrCreate}}}}
+  - name: cm
+    configMap:
+      name: settings
+      items: [{{key: app.conf, path: conf/app.conf, mode: 0600}}, {{key: greeting, path: greeting}}]
+  - {{name: cm-all, configMap: {{name: settings}}}}
+  - {{name: secret, secret: {{secretName: creds, defaultMode: 0400}}}}
+  - name: proj
+    projected:
+      sources:
+      - configMap: {{name: settings, items: [{{key: greeting, path: g}}]}}
+      - secret: {{name: creds, items: [{{key: user, path: u}}]}}
+      - downwardAPI: {{items: [{{path: name, fieldRef: {{fieldPath: metadata.name}}}}]}}
+  - name: dapi
+    downwardAPI:
+      items:
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+      - {{path: annotations, fieldRef: {{fieldPath: metadata.annotations}}}}
+      - {{path: mem, resourceFieldRef: {{containerName: main, resource: limits.memory, divisor: 1Mi}}}}
+"#
+    )
+}
+
+fn simple_pod(name: &str, extra_ctr: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n{extra_spec}  containers:\n  - name: main\n    image: {IMAGE}\n    imagePullPolicy: Never\n    command: [sh, -c, 'exec sleep 1000000']\n{extra_ctr}"
+    )
+}
+
+fn container_id(p: &Value, c: &str) -> String {
+    let id = container_status(p, c).expect("container status")["containerID"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    id.split_once("://")
+        .map(|(_, i)| i.to_string())
+        .unwrap_or(id)
+}
+
+async fn exec(socket: &std::path::Path, id: &str, script: &str) -> (i32, Vec<u8>, String) {
+    exec_argv(socket, id, &["sh", "-c", script]).await
+}
+
+async fn exec_argv(socket: &std::path::Path, id: &str, argv: &[&str]) -> (i32, Vec<u8>, String) {
+    let mut c = Client::connect(socket).await.expect("connect to the CRI");
+    let r = c
+        .runtime
+        .exec_sync(api::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: argv.iter().map(|a| a.to_string()).collect(),
+            timeout: 60,
+        })
+        .await
+        .expect("ExecSync")
+        .into_inner();
+    (
+        r.exit_code,
+        r.stdout,
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    )
+}
+
+async fn out(socket: &std::path::Path, id: &str, script: &str) -> String {
+    let (code, o, e) = exec(socket, id, script).await;
+    assert_eq!(code, 0, "{script}: exit {code}: {e}");
+    String::from_utf8_lossy(&o).into_owned()
+}
+
+fn waiting(p: &Value, c: &str) -> (String, String) {
+    let w = &container_status(p, c)
+        .map(|s| s["state"]["waiting"].clone())
+        .unwrap_or(Value::Null);
+    (
+        w["reason"].as_str().unwrap_or("").to_string(),
+        w["message"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// Mount points at or below `dir` in the node's mount namespace.
+fn node_mounts_under(node: &Node, dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_to_string(format!("/proc/{}/mountinfo", node.pid()))
+        .expect("the node's mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&dir))
+        .collect()
+}
+
+async fn config(ep: Endpoint) {
+    if skip_endpoint(ep) {
+        return;
+    }
+    let tag = format!("cfg-{ep:?}").to_lowercase();
+    let cgroups = CgroupRoot::new(&format!("agent-{tag}"));
+    let node = Node::start();
+    let engine = start_engine(ep, &node).await;
+    let socket = engine.socket();
+    let mut agent = Agent::start(&node, &socket, &cgroups, &tag, &[]);
+    let hostdir = node.dir().join("hostpath");
+    let escdir = node.dir().join("escvol");
+    std::fs::create_dir_all(&escdir).expect("mkdir");
+    std::os::unix::fs::symlink("/etc", escdir.join("esc")).expect("symlink");
+
+    agent.write_manifest("objects.yaml", &objects_yaml('A', false));
+    agent.write_manifest("cfg.yaml", &cfg_pod(&hostdir.display().to_string()));
+    agent.write_manifest(
+        "waiter.yaml",
+        &simple_pod(
+            "waiter",
+            "    env:\n    - {name: NEEDED, valueFrom: {configMapKeyRef: {name: late, key: needed}}}\n",
+            "",
+        ),
+    );
+    agent.write_manifest(
+        "escape.yaml",
+        &format!(
+            "{}  - name: dots\n    image: {IMAGE}\n    imagePullPolicy: Never\n    command: [sh, -c, 'exec sleep 1000000']\n    volumeMounts: [{{name: v, mountPath: /x, subPath: ../../etc}}]\n",
+            simple_pod(
+                "escape",
+                "    volumeMounts: [{name: v, mountPath: /x, subPath: esc}]\n",
+                &format!("  volumes: [{{name: v, hostPath: {{path: {}}}}}]\n", escdir.display()),
+            )
+        ),
+    );
+    agent.write_manifest(
+        "badsecret.yaml",
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: bad}}\ntype: kubernetes.io/basic-auth\nstringData: {{other: {SECRET}}}\n"),
+    );
+
+    let cfg = agent.wait_pod("cfg", Duration::from_secs(90), "cfg Running", |p| {
+        p["status"]["phase"] == "Running"
+            && container_status(p, "main").is_some_and(|s| s["state"]["running"].is_object())
+    });
+    let id = container_id(&cfg, "main");
+
+    // Env: every source.
+    // `env` run directly: a shell would drop names like `tls.crt`.
+    let env = exec_argv(&socket, &id, &["env"]).await;
+    assert_eq!(env.0, 0, "{}", env.2);
+    let env: String = String::from_utf8_lossy(&env.1)
+        .lines()
+        .filter(|l| !l.starts_with("CM_big="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let has = |kv: &str| env.lines().any(|l| l == kv);
+    for kv in [
+        "GREETING=hello",
+        "EXPANDED=hello-world-$(GREETING)-$(NOPE)",
+        &format!("PASSWORD={SECRET}"),
+        "POD_NAME=cfg",
+        "POD_NS=default",
+        "APP=cfg",
+        "NODE=rrun-node",
+        "SA=robot",
+        "MEM_MI=64",
+        "CM_greeting=hello",
+        "tls.crt=CERT",
+    ] {
+        assert!(has(kv), "{kv} not in the container's env:\n{env}");
+    }
+    let uid = cfg["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    assert!(has(&format!("POD_UID={uid}")), "{env}");
+    let pod_ip = cfg["status"]["podIP"].as_str().unwrap_or("");
+    assert!(has(&format!("POD_IP={pod_ip}")), "{env}");
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("HOST_IP=") && l.len() > 8),
+        "{env}"
+    );
+    assert!(!env.contains("MISSING_OK"), "{env}");
+    assert_eq!(
+        out(&socket, &id, "cat /tmp/cmdline").await,
+        "hello $(GREETING)\n"
+    );
+
+    // Volumes, read back.
+    let files = out(
+        &socket,
+        &id,
+        "cat /cm/greeting; echo; cat /cm/conf/app.conf; stat -c %a /cm/..data/conf/app.conf; cat /greeting; echo; cat /proj/g /proj/u /proj/name; echo; cat /dapi/labels; echo; cat /dapi/annotations; echo; cat /dapi/mem; echo; stat -c %a /secret/..data/pw; readlink /cm/..data",
+    )
+    .await;
+    let lines: Vec<&str> = files.lines().collect();
+    assert_eq!(
+        &lines[..9],
+        &[
+            "hello",
+            "a=1",
+            "600",
+            "hello",
+            "helloadmincfg",
+            "app=\"cfg\"",
+            "note=\"hi\"",
+            "64",
+            "400"
+        ],
+        "{files}"
+    );
+    assert!(lines[9].starts_with("..2"), "..data -> {}", lines[9]);
+    // The Secret's bytes, exactly (binary, no newline added).
+    let (code, pw, _) = exec(&socket, &id, "cat /secret/pw").await;
+    assert_eq!((code, pw.as_slice()), (0, SECRET.as_bytes()));
+    let (_, bin, _) = exec(&socket, &id, "cat /secret/bin").await;
+    assert_eq!(bin, [0x00, 0xff, 0x0a, 0x80]);
+    let (_, blob, _) = exec(&socket, &id, "cat /cm-all/blob").await;
+    assert_eq!(blob, [0, 1, 2, 255]);
+    // Secret, projected and memory volumes are tmpfs.
+    let mounts = out(&socket, &id, "cat /proc/mounts").await;
+    for m in ["/secret", "/proj", "/mem"] {
+        assert!(
+            mounts
+                .lines()
+                .any(|l| l.split(' ').nth(1) == Some(m) && l.starts_with("tmpfs ")),
+            "{m} is not a tmpfs:\n{mounts}"
+        );
+    }
+    // emptyDir, hostPath and subPathExpr are writable and shared with the node.
+    out(
+        &socket,
+        &id,
+        "echo disk > /scratch/f && echo node > /host/f && echo mine > /per-pod/f",
+    )
+    .await;
+    let voldir = agent.root_dir.join(format!("pods/{uid}/volumes"));
+    assert_eq!(
+        std::fs::read_to_string(voldir.join("kubernetes.io~empty-dir/scratch/cfg/f"))
+            .ok()
+            .as_deref(),
+        Some("mine\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(hostdir.join("f")).ok().as_deref(),
+        Some("node\n")
+    );
+    // The memory emptyDir's 1Mi limit holds.
+    let (code, _, _) = exec(&socket, &id, "dd if=/dev/zero of=/mem/f bs=1024 count=2048").await;
+    assert_ne!(
+        code, 0,
+        "writing 2 MiB into a 1Mi memory emptyDir succeeded"
+    );
+    let size = out(&socket, &id, "wc -c < /mem/f").await;
+    assert!(
+        size.trim().parse::<u64>().unwrap_or(u64::MAX) <= 1 << 20,
+        "{size}"
+    );
+
+    // A missing key fails the container, naming the key, until the key arrives; subPath
+    // escapes are refused.
+    let w = agent.wait_pod(
+        "waiter",
+        Duration::from_secs(60),
+        "waiter's config error",
+        |p| waiting(p, "main").0 == "CreateContainerConfigError",
+    );
+    assert_eq!(
+        waiting(&w, "main").1,
+        "couldn't find key needed in ConfigMap default/late"
+    );
+    let e = agent.wait_pod("escape", Duration::from_secs(60), "escape refused", |p| {
+        waiting(p, "main").0 == "CreateContainerConfigError"
+            && waiting(p, "dots").0 == "CreateContainerConfigError"
+    });
+    assert!(
+        waiting(&e, "main").1.contains("not within volume path"),
+        "{e}"
+    );
+    assert!(
+        waiting(&e, "dots").1.contains("must not contain '..'"),
+        "{e}"
+    );
+
+    // Live update: a reader loops over the big file while the ConfigMap changes; every read
+    // is all old or all new.
+    let reader = {
+        let socket = socket.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            exec(
+                &socket,
+                &id,
+                "end=$(($(date +%s) + 8)); while [ $(date +%s) -lt $end ]; do x=$(cat /cm-all/big); y=$(printf %s \"$x\" | tr -d A); echo ${#x},${#y}; done",
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    agent.write_manifest("objects.yaml", &objects_yaml('B', true));
+    let (code, reads, err) = reader.await.expect("the reader");
+    assert_eq!(code, 0, "{err}");
+    let reads = String::from_utf8_lossy(&reads).into_owned();
+    // One read per line: its length, then how many of its bytes are not the old fill.
+    let (old, new) = (format!("{BIG},0"), format!("{BIG},{BIG}"));
+    assert!(
+        reads.lines().all(|l| l == old || l == new),
+        "a reader saw a mixed or partial file: {:?}",
+        reads
+            .lines()
+            .filter(|l| *l != old && *l != new)
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    assert!(reads.lines().any(|l| l == old), "no read before the edit");
+    assert!(
+        reads.lines().any(|l| l == new),
+        "the edit did not reach the file within 6 s"
+    );
+    // subPath and env keep the old content.
+    let pinned = out(
+        &socket,
+        &id,
+        "tr -d A < /big-pinned | wc -c; echo $CM_big | tr -d A | wc -c",
+    )
+    .await;
+    assert_eq!(
+        pinned.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1"],
+        "{pinned}"
+    );
+    // The key arrived: the waiting pod starts with it.
+    let w = agent.wait_pod("waiter", Duration::from_secs(60), "waiter Running", |p| {
+        container_status(p, "main").is_some_and(|s| s["state"]["running"].is_object())
+    });
+    let wid = container_id(&w, "main");
+    assert_eq!(out(&socket, &wid, "echo $NEEDED").await, "arrived\n");
+
+    // The invalid Secret is reported without its content; no Secret value anywhere.
+    let log = agent.log_text();
+    assert!(
+        log.contains("badsecret.yaml: document 0: data[username]: Required value"),
+        "{}",
+        agent.log_tail(30)
+    );
+    let yaml = agent.cli(&["get", "pods", "-o", "yaml"]).stdout;
+    let describe = agent.cli(&["describe", "pod", "cfg"]).stdout;
+    let (_, pods) = agent.get("/pods").expect("/pods");
+    for (what, text) in [
+        ("log", &log),
+        ("get -o yaml", &yaml),
+        ("describe", &describe),
+        ("/pods", &pods),
+    ] {
+        assert!(
+            !text.contains(SECRET),
+            "the Secret's value is in the agent's {what}"
+        );
+    }
+
+    // Removed: no mount and no pod directory left; the hostPath stays.
+    for f in ["cfg.yaml", "waiter.yaml", "escape.yaml"] {
+        agent.remove_manifest(f);
+    }
+    for name in ["cfg", "waiter", "escape"] {
+        agent.wait_gone(name, Duration::from_secs(90));
+    }
+    assert_eq!(
+        node_mounts_under(&node, &agent.root_dir),
+        Vec::<String>::new()
+    );
+    let left: Vec<_> = std::fs::read_dir(agent.root_dir.join("pods"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "pod directories left: {left:?}");
+    assert_eq!(
+        std::fs::read_to_string(hostdir.join("f")).ok().as_deref(),
+        Some("node\n")
+    );
+    assert!(escdir.join("esc").symlink_metadata().is_ok());
+    agent.assert_alive();
+    drop(agent);
+    drop(engine);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_rrun_cri() {
+    config(Endpoint::RrunCri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_containerd() {
+    config(Endpoint::Containerd).await;
+}
