@@ -103,6 +103,7 @@ pub fn run(args: &Args) -> Result<()> {
     std::fs::create_dir_all(&config.manifest_dir)
         .with_context(|| format!("creating {}", config.manifest_dir.display()))?;
     let store = Store::open(&config.root_dir)?;
+    let workloads = crate::controllers::Ctl::open(&config.root_dir, args.service_cluster_ip_range)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -120,6 +121,7 @@ pub fn run(args: &Args) -> Result<()> {
             store: Mutex::new(store),
             wake: Notify::new(),
             metrics: Metrics::default(),
+            workloads,
         });
         let api = crate::api::rest::router(shared.clone());
         tokio::spawn(async move {
@@ -178,7 +180,8 @@ pub fn run(args: &Args) -> Result<()> {
             let mut m = manifest::Dir::default();
             loop {
                 m.rescan(&dir);
-                let desired = m.desired();
+                let mut desired = m.desired();
+                let objects = crate::controllers::scan(&dir);
                 {
                     let mut g = s3.lock();
                     for (p, e) in &m.errors {
@@ -186,7 +189,16 @@ pub fn run(args: &Args) -> Result<()> {
                             tracing::error!("invalid manifest: {e}");
                         }
                     }
+                    let mut ctl = crate::controllers::lock(&s3.workloads);
+                    for (p, e) in &objects.errors {
+                        if g.manifest_errors.get(p) != Some(e) {
+                            tracing::error!("invalid manifest: {e}");
+                        }
+                    }
                     g.manifest_errors = m.errors.clone();
+                    g.manifest_errors.extend(objects.errors.clone());
+                    ctl.set_objects(objects);
+                    desired.extend(ctl.pods.clone());
                     g.desired = desired;
                 }
                 s3.wake.notify_one();
@@ -202,6 +214,10 @@ pub fn run(args: &Args) -> Result<()> {
             "rrun-kubelet started"
         );
         let main = tokio::spawn(crate::reconcile::run(shared.clone()));
+        tokio::spawn(crate::controllers::run(
+            shared.clone(),
+            shared.workloads.clone(),
+        ));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => {}
@@ -210,6 +226,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
         // The pods keep running, as with the kubelet; the next start adopts them.
         let _ = std::fs::remove_file(&sock);
+        crate::controllers::shutdown(&shared.workloads);
         tracing::info!("rrun-kubelet stopping; pods keep running");
         Ok(())
     })

@@ -7,6 +7,7 @@ mod api;
 mod cgroups;
 mod cli;
 mod config;
+mod controllers;
 mod cri;
 mod logs;
 mod manifest;
@@ -14,6 +15,7 @@ mod metrics;
 mod pod;
 mod print;
 mod probes;
+mod proxy;
 mod quantity;
 mod reconcile;
 mod resources;
@@ -76,6 +78,9 @@ pub struct Args {
     /// Test knob: the longest crash-loop back-off (the kubelet's 5m).
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     pub backoff_cap: Duration,
+    /// The range Services' ClusterIPs come from.
+    #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]
+    pub service_cluster_ip_range: proxy::Range,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -194,6 +194,10 @@ pub fn load_file(path: &Path) -> Result<Vec<Desired>, String> {
     let docs = documents(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut pods = Vec::new();
     for (i, doc) in docs.iter().enumerate() {
+        // Deployments, ReplicaSets and Services are the controllers' (`controllers::scan`).
+        if crate::controllers::is_workload(doc) {
+            continue;
+        }
         let pod = parse_doc(doc).map_err(|e| format!("{}: document {i}: {e}", path.display()))?;
         pods.push(Desired {
             uid: uid_of(path, doc),
