@@ -14,6 +14,7 @@ mod manifest;
 mod metrics;
 mod pod;
 mod print;
+mod print_workloads;
 mod probes;
 mod proxy;
 mod quantity;
@@ -87,7 +88,7 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// List pods (as `kubectl get pods`).
+    /// List pods, deployments, replicasets, services or endpoints (as `kubectl get`).
     Get {
         /// The resource: pods (po).
         resource: String,
