@@ -183,13 +183,14 @@ pub fn run(args: &Args) -> Result<()> {
                 let mut desired = m.desired();
                 let objects = crate::controllers::scan(&dir);
                 {
+                    // The controllers' lock before the agent's, as the controllers take them.
+                    let mut ctl = crate::controllers::lock(&s3.workloads);
                     let mut g = s3.lock();
                     for (p, e) in &m.errors {
                         if g.manifest_errors.get(p) != Some(e) {
                             tracing::error!("invalid manifest: {e}");
                         }
                     }
-                    let mut ctl = crate::controllers::lock(&s3.workloads);
                     for (p, e) in &objects.errors {
                         if g.manifest_errors.get(p) != Some(e) {
                             tracing::error!("invalid manifest: {e}");

@@ -371,7 +371,9 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
             }
         }
     }
-    let pods = lock(h).pods.clone();
+    // Lock order: the controllers' state, then the agent's (as the manifest reader does).
+    let ctl = lock(h);
+    let pods = ctl.pods.clone();
     let mut g = shared.lock();
     let ours: HashSet<String> = g
         .desired
@@ -387,6 +389,7 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
         }
         g.desired.extend(pods);
         drop(g);
+        drop(ctl);
         shared.wake.notify_one();
     }
 }
