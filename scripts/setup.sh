@@ -35,11 +35,12 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 #   docker-registry, skopeo, apache2-utils  the registry the cri_pull test pulls from, what
 #                    fills it, and `htpasswd` for its authenticated registry
 #                    (and portmap's rules, which cri_network checks for leaks)
+#   nftables         `nft`: rrun-kubelet's Services (one nftables table), kubelet_deploy
 PACKAGES=(
     busybox-static runc hyperfine iproute2 libcap2-bin time strace
     build-essential pkg-config libseccomp-dev python3 jq util-linux ca-certificates
     protobuf-compiler crun containerd podman zstd containernetworking-plugins iptables
-    docker-registry skopeo apache2-utils
+    docker-registry skopeo apache2-utils nftables
 )
 
 if [[ ! -r /etc/debian_version ]] || ! command -v apt-get >/dev/null; then

@@ -103,6 +103,7 @@ pub fn run(args: &Args) -> Result<()> {
     std::fs::create_dir_all(&config.manifest_dir)
         .with_context(|| format!("creating {}", config.manifest_dir.display()))?;
     let store = Store::open(&config.root_dir)?;
+    let workloads = crate::controllers::Ctl::open(&config.root_dir, args.service_cluster_ip_range)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -120,6 +121,7 @@ pub fn run(args: &Args) -> Result<()> {
             store: Mutex::new(store),
             wake: Notify::new(),
             metrics: Metrics::default(),
+            workloads,
         });
         let api = crate::api::rest::router(shared.clone());
         tokio::spawn(async move {
@@ -180,14 +182,17 @@ pub fn run(args: &Args) -> Result<()> {
             loop {
                 m.rescan(&dir);
                 objects.rescan(&dir);
-                let desired = m.desired();
+                let mut desired = m.desired();
+                let workloads = crate::controllers::scan(&dir);
                 {
+                    // The controllers' lock before the agent's, as the controllers take them.
+                    let mut ctl = crate::controllers::lock(&s3.workloads);
                     let mut g = s3.lock();
                     if g.objects.generation != objects.generation {
                         g.objects = Arc::new(objects.clone());
                     }
                     let mut errors = m.errors.clone();
-                    for (p, e) in &objects.errors {
+                    for (p, e) in objects.errors.iter().chain(&workloads.errors) {
                         errors
                             .entry(p.clone())
                             .and_modify(|x| {
@@ -202,6 +207,8 @@ pub fn run(args: &Args) -> Result<()> {
                         }
                     }
                     g.manifest_errors = errors;
+                    ctl.set_objects(workloads);
+                    desired.extend(ctl.pods.clone());
                     g.desired = desired;
                 }
                 s3.wake.notify_one();
@@ -217,6 +224,10 @@ pub fn run(args: &Args) -> Result<()> {
             "rrun-kubelet started"
         );
         let main = tokio::spawn(crate::reconcile::run(shared.clone()));
+        tokio::spawn(crate::controllers::run(
+            shared.clone(),
+            shared.workloads.clone(),
+        ));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => {}
@@ -225,6 +236,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
         // The pods keep running, as with the kubelet; the next start adopts them.
         let _ = std::fs::remove_file(&sock);
+        crate::controllers::shutdown(&shared.workloads);
         tracing::info!("rrun-kubelet stopping; pods keep running");
         Ok(())
     })

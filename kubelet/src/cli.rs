@@ -107,7 +107,11 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
             namespace,
             all_namespaces,
         } => {
-            check_resource(resource)?;
+            let workload = crate::print_workloads::resource(resource);
+            if workload.is_none() {
+                check_resource(resource)?;
+            }
+            let (group, plural) = workload.unwrap_or(("/api/v1", "pods"));
             let out = output.as_deref().unwrap_or("");
             if !["", "wide", "json", "yaml", "name"].contains(&out) {
                 bail!("unable to match a printer suitable for the output format \"{out}\", allowed formats are: json,name,wide,yaml");
@@ -115,16 +119,16 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
             let (items, single) = match name {
                 Some(n) => (
                     vec![
-                        api.get(&format!("/api/v1/namespaces/{namespace}/pods/{n}"))
+                        api.get(&format!("{group}/namespaces/{namespace}/{plural}/{n}"))
                             .await?,
                     ],
                     true,
                 ),
                 None => {
                     let path = if *all_namespaces {
-                        "/api/v1/pods".to_string()
+                        format!("{group}/{plural}")
                     } else {
-                        format!("/api/v1/namespaces/{namespace}/pods")
+                        format!("{group}/namespaces/{namespace}/{plural}")
                     };
                     let list = api.get(&path).await?;
                     (list["items"].as_array().cloned().unwrap_or_default(), false)
@@ -149,7 +153,8 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
                     for p in &items {
                         writeln!(
                             stdout,
-                            "pod/{}",
+                            "{}/{}",
+                            crate::print_workloads::singular(plural),
                             p["metadata"]["name"].as_str().unwrap_or("")
                         )?;
                     }
@@ -163,7 +168,11 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
                         }
                         return Ok(());
                     }
-                    let text = print::pods_table(&items, out == "wide", *all_namespaces);
+                    let text = if workload.is_some() {
+                        crate::print_workloads::table(plural, &items, *all_namespaces)
+                    } else {
+                        print::pods_table(&items, out == "wide", *all_namespaces)
+                    };
                     stdout.write_all(text.as_bytes())?;
                 }
             }

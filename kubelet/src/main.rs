@@ -7,6 +7,7 @@ mod api;
 mod cgroups;
 mod cli;
 mod config;
+mod controllers;
 mod cri;
 mod env;
 mod logs;
@@ -15,8 +16,10 @@ mod metrics;
 mod objects;
 mod pod;
 mod print;
+mod print_workloads;
 mod probes;
 mod pull_secrets;
+mod proxy;
 mod quantity;
 mod reconcile;
 mod resources;
@@ -80,13 +83,16 @@ pub struct Args {
     /// Test knob: the longest crash-loop back-off (the kubelet's 5m).
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     pub backoff_cap: Duration,
+    /// The range Services' ClusterIPs come from.
+    #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]
+    pub service_cluster_ip_range: proxy::Range,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// List pods (as `kubectl get pods`).
+    /// List pods, deployments, replicasets, services or endpoints (as `kubectl get`).
     Get {
         /// The resource: pods (po).
         resource: String,

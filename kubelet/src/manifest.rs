@@ -195,7 +195,9 @@ pub fn load_file(path: &Path) -> Result<Vec<Desired>, String> {
     let docs = documents(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut pods = Vec::new();
     for (i, doc) in docs.iter().enumerate() {
-        if crate::objects::is_object(doc) {
+        // ConfigMaps and Secrets are `objects`'; Deployments, ReplicaSets and Services the
+        // controllers' (`controllers::scan`).
+        if crate::objects::is_object(doc) || crate::controllers::is_workload(doc) {
             continue;
         }
         let pod = parse_doc(doc).map_err(|e| format!("{}: document {i}: {e}", path.display()))?;

@@ -77,7 +77,7 @@ fn time(v: &Value) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn age(v: &Value) -> String {
+pub fn age(v: &Value) -> String {
     match time(v) {
         Some(t) => human_duration(Utc::now() - t),
         None => "<unknown>".into(),

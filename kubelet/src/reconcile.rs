@@ -261,9 +261,16 @@ pub async fn run(shared: Arc<Shared>) {
             let v = view(&shared, &snap, &uid);
             let s = shared.clone();
             let u = uid.clone();
+            // A pod the agent still knows (a scale-down) gets its preStop and grace period.
+            let known = shared
+                .lock()
+                .pods
+                .values()
+                .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+                .cloned();
             kills.insert(
                 uid,
-                tokio::spawn(async move { kill_pod(&s, &u, v, None).await }),
+                tokio::spawn(async move { kill_pod(&s, &u, v, known.as_ref()).await }),
             );
         }
         {

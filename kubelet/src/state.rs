@@ -90,6 +90,7 @@ pub struct Shared {
     pub store: Mutex<Store>,
     pub wake: Notify,
     pub metrics: Metrics,
+    pub workloads: crate::controllers::Handle,
 }
 
 impl Shared {

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod rest;
+pub mod workloads;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

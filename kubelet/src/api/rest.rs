@@ -35,6 +35,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
         .route("/api/v1/events", get(events_all))
         .route("/api/v1/namespaces/{ns}/events", get(events_ns))
+        .merge(super::workloads::routes())
         .fallback(|| async {
             status_error(
                 StatusCode::NOT_FOUND,

@@ -1,0 +1,189 @@
+//! The REST paths of the workloads: Deployments and ReplicaSets (apps/v1), Services and
+//! Endpoints (v1), as the API server serves them.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference,
+};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::not_found;
+use crate::controllers::{self, View};
+use crate::state::Shared;
+
+type S = State<Arc<Shared>>;
+
+pub fn routes() -> Router<Arc<Shared>> {
+    let mut r = Router::new();
+    for (group, plural) in [
+        ("/apis/apps/v1", "deployments"),
+        ("/apis/apps/v1", "replicasets"),
+        ("/api/v1", "services"),
+        ("/api/v1", "endpoints"),
+    ] {
+        r = r
+            .route(
+                &format!("{group}/{plural}"),
+                get(move |s: S| async move { Json(list(&s, plural, None)) }),
+            )
+            .route(
+                &format!("{group}/namespaces/{{ns}}/{plural}"),
+                get(move |s: S, Path(ns): Path<String>| async move {
+                    Json(list(&s, plural, Some(&ns)))
+                }),
+            )
+            .route(
+                &format!("{group}/namespaces/{{ns}}/{plural}/{{name}}"),
+                get(
+                    move |s: S, Path((ns, name)): Path<(String, String)>| async move {
+                        one(&s, plural, &ns, &name)
+                    },
+                ),
+            );
+    }
+    r
+}
+
+fn typed<T: Serialize>(o: &T, api: &str, kind: &str) -> Value {
+    let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+    v["apiVersion"] = api.into();
+    v["kind"] = kind.into();
+    v
+}
+
+/// The Endpoints object of a Service (one subset per port, as the endpoints controller
+/// writes them for a single port set).
+fn endpoints_of(view: &View, svc: &k8s_openapi::api::core::v1::Service) -> Endpoints {
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let by_port = view.endpoints.get(&format!("{ns}/{name}"));
+    let mut subsets = Vec::new();
+    for p in svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let eps = by_port
+            .and_then(|m| m.get(&crate::proxy::port_key(p)))
+            .cloned()
+            .unwrap_or_default();
+        if eps.is_empty() {
+            continue;
+        }
+        subsets.push(EndpointSubset {
+            addresses: Some(
+                eps.iter()
+                    .map(|e| EndpointAddress {
+                        ip: e.ip.to_string(),
+                        target_ref: Some(ObjectReference {
+                            kind: Some("Pod".into()),
+                            name: Some(e.pod.clone()),
+                            namespace: Some(ns.clone()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ports: Some(vec![EndpointPort {
+                name: p.name.clone(),
+                port: eps[0].port,
+                protocol: p.protocol.clone(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+    }
+    Endpoints {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name),
+            namespace: Some(ns),
+            creation_timestamp: svc.metadata.creation_timestamp.clone(),
+            labels: svc.metadata.labels.clone(),
+            ..Default::default()
+        },
+        subsets: (!subsets.is_empty()).then_some(subsets),
+    }
+}
+
+fn items(shared: &Shared, plural: &str) -> Vec<(String, String, Value)> {
+    let c = controllers::lock(&shared.workloads);
+    let v = &c.view;
+    let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        (
+            m.namespace.clone().unwrap_or_default(),
+            m.name.clone().unwrap_or_default(),
+        )
+    };
+    match plural {
+        "deployments" => v
+            .deployments
+            .iter()
+            .map(|d| {
+                let (n, m) = key(&d.metadata);
+                (n, m, typed(d, "apps/v1", "Deployment"))
+            })
+            .collect(),
+        "replicasets" => v
+            .replicasets
+            .iter()
+            .map(|r| {
+                let (n, m) = key(&r.metadata);
+                (n, m, typed(r, "apps/v1", "ReplicaSet"))
+            })
+            .collect(),
+        "services" => v
+            .services
+            .iter()
+            .map(|s| {
+                let (n, m) = key(&s.metadata);
+                (n, m, typed(s, "v1", "Service"))
+            })
+            .collect(),
+        _ => v
+            .services
+            .iter()
+            .map(|s| {
+                let (n, m) = key(&s.metadata);
+                (n, m, typed(&endpoints_of(v, s), "v1", "Endpoints"))
+            })
+            .collect(),
+    }
+}
+
+fn list_kind(plural: &str) -> (&'static str, &'static str) {
+    match plural {
+        "deployments" => ("apps/v1", "DeploymentList"),
+        "replicasets" => ("apps/v1", "ReplicaSetList"),
+        "services" => ("v1", "ServiceList"),
+        _ => ("v1", "EndpointsList"),
+    }
+}
+
+fn list(shared: &Shared, plural: &str, ns: Option<&str>) -> Value {
+    let items: Vec<Value> = items(shared, plural)
+        .into_iter()
+        .filter(|(n, _, _)| ns.is_none_or(|x| x == n))
+        .map(|(_, _, v)| v)
+        .collect();
+    let (api, kind) = list_kind(plural);
+    json!({"kind": kind, "apiVersion": api, "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
+fn one(shared: &Shared, plural: &str, ns: &str, name: &str) -> Response {
+    match items(shared, plural)
+        .into_iter()
+        .find(|(n, m, _)| n == ns && m == name)
+    {
+        Some((_, _, v)) => Json(v).into_response(),
+        None => not_found(plural, name),
+    }
+}
