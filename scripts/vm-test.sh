@@ -37,10 +37,10 @@ test_args=(--skip run_true_1000_times)
 # code of their own). Under emulation each costs ten minutes or more; the pass must fit
 # in CI's time with the host pass. stock_kubelet runs a kubelet built on the host into its
 # cache, and cri_clients is about gRPC clients (its hugepage case is not yet checked here).
-# cri_pull needs a registry and skopeo on the host. cri_network, cri_streaming and
-# kubelet_pods drive CNI plugins, containerd or the agent in a node network namespace: no
+# cri_pull needs a registry and skopeo on the host. cri_network, cri_streaming,
+# kubelet_pods, kubelet_probes, kubelet_config and kubelet_deploy drive CNI plugins, containerd or the agent in a node network namespace: no
 # cgroup code of their own beyond cri_runtime's.
-vm_skip=(compat_containerd compat_podman cri_images cri_restart cri_bad_requests cri_clients stock_kubelet cri_pull cri_network cri_streaming kubelet_pods)
+vm_skip=(compat_containerd compat_podman cri_images cri_restart cri_bad_requests cri_clients stock_kubelet cri_pull cri_network cri_streaming kubelet_pods kubelet_probes kubelet_config kubelet_deploy)
 [[ "${VM_ALL:-0}" == 1 ]] && vm_skip=()
 while (($#)); do
     if [[ "$1" == "--" ]]; then

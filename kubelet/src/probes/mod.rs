@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cri_proto::api;
-use k8s_openapi::api::core::v1::{HTTPGetAction, LifecycleHandler, Probe};
+use k8s_openapi::api::core::v1::{LifecycleHandler, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod grpc;
+mod http;
 
 use crate::metrics::ProbeLabels;
 use crate::state::{ProbeKind, Shared, Verdict};
@@ -39,57 +41,6 @@ fn port_of(p: &IntOrString, t: &Target) -> Result<u16, String> {
             .and_then(|(_, p)| u16::try_from(*p).ok())
             .ok_or_else(|| format!("unknown named port {name:?}")),
     }
-}
-
-/// An HTTP GET as the kubelet's prober makes it: success on 2xx and 3xx.
-async fn http_get(a: &HTTPGetAction, t: &Target, timeout: Duration) -> Result<(), String> {
-    if a.scheme
-        .as_deref()
-        .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
-    {
-        return Err("HTTPS probes are not supported yet".into());
-    }
-    let host = a.host.clone().unwrap_or_else(|| t.host.clone());
-    let port = port_of(&a.port, t)?;
-    let path = a.path.clone().unwrap_or_else(|| "/".into());
-    let mut headers = String::new();
-    for h in a.http_headers.iter().flatten() {
-        headers.push_str(&format!("{}: {}\r\n", h.name, h.value));
-    }
-    let work = async {
-        let mut s = TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| format!("Get \"http://{host}:{port}{path}\": {e}"))?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.34\r\nAccept: */*\r\n{headers}Connection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; 1024];
-        let mut n = 0;
-        while n < 12 {
-            let got = s.read(&mut buf[n..]).await.map_err(|e| e.to_string())?;
-            if got == 0 {
-                break;
-            }
-            n += got;
-        }
-        let line = String::from_utf8_lossy(&buf[..n]);
-        let code: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("malformed HTTP answer from {host}:{port}"))?;
-        if (200..400).contains(&code) {
-            Ok(())
-        } else {
-            Err(format!("HTTP probe failed with statuscode: {code}"))
-        }
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("Get \"http://{host}:{port}{path}\": context deadline exceeded"))?
 }
 
 async fn exec(shared: &Shared, id: &str, cmd: &[String], timeout: Duration) -> Result<(), String> {
@@ -142,17 +93,16 @@ pub async fn run_once(shared: &Shared, p: &Probe, t: &Target) -> Result<(), Stri
         .await;
     }
     if let Some(h) = &p.http_get {
-        return http_get(h, t, timeout).await;
+        let port = port_of(&h.port, t)?;
+        return http::get(h, &t.host, port, timeout).await;
     }
     if let Some(s) = &p.tcp_socket {
         let host = s.host.clone().unwrap_or_else(|| t.host.clone());
         return tcp(&host, port_of(&s.port, t)?, timeout).await;
     }
     if let Some(g) = &p.grpc {
-        // The grpc health protocol needs a gRPC client of its own; until then a grpc probe
-        // checks that the port accepts connections.
         let port = u16::try_from(g.port).map_err(|_| format!("invalid port {}", g.port))?;
-        return tcp(&t.host, port, timeout).await;
+        return grpc::check(&t.host, port, g.service.as_deref().unwrap_or(""), timeout).await;
     }
     Err("probe has no handler".into())
 }
@@ -174,7 +124,8 @@ pub async fn run_hook(
         .await;
     }
     if let Some(g) = &h.http_get {
-        return http_get(g, t, timeout).await;
+        let port = port_of(&g.port, t)?;
+        return http::get(g, &t.host, port, timeout).await;
     }
     if let Some(s) = &h.sleep {
         tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(timeout)).await;
