@@ -95,6 +95,26 @@ async fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
+/// The node as the controllers see it: labels, taints, the claims' data root (made 0711:
+/// pods reach their claims' directories through it, nobody lists them).
+fn node_conf(
+    args: &Args,
+    config: &crate::config::Config,
+) -> Result<crate::controllers::daemonset::NodeConf> {
+    use crate::controllers::daemonset::{parse_labels, parse_taints, NodeConf};
+    let labels =
+        parse_labels(&args.node_labels).map_err(|e| anyhow::anyhow!("--node-labels: {e}"))?;
+    let taints = parse_taints(&args.register_with_taints)
+        .map_err(|e| anyhow::anyhow!("--register-with-taints: {e}"))?;
+    let storage = args
+        .default_local_storage_path
+        .clone()
+        .unwrap_or_else(|| config.root_dir.join("storage"));
+    std::fs::create_dir_all(&storage).with_context(|| format!("creating {}", storage.display()))?;
+    std::fs::set_permissions(&storage, std::fs::Permissions::from_mode(0o711))?;
+    Ok(NodeConf::new(&config.node_name, &labels, taints, storage))
+}
+
 pub fn run(args: &Args) -> Result<()> {
     let config = settings(args)?;
     std::fs::create_dir_all(&config.root_dir)
@@ -104,6 +124,7 @@ pub fn run(args: &Args) -> Result<()> {
         .with_context(|| format!("creating {}", config.manifest_dir.display()))?;
     let store = Store::open(&config.root_dir)?;
     let workloads = crate::controllers::Ctl::open(&config.root_dir, args.service_cluster_ip_range)?;
+    crate::controllers::lock(&workloads).node = node_conf(args, &config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -183,10 +204,11 @@ pub fn run(args: &Args) -> Result<()> {
                 m.rescan(&dir);
                 objects.rescan(&dir);
                 let mut desired = m.desired();
-                let workloads = crate::controllers::scan(&dir);
+                let mut workloads = crate::controllers::scan(&dir);
                 {
                     // The controllers' lock before the agent's, as the controllers take them.
                     let mut ctl = crate::controllers::lock(&s3.workloads);
+                    crate::controllers::stateful::vet(&ctl, &mut workloads);
                     let mut g = s3.lock();
                     if g.objects.generation != objects.generation {
                         g.objects = Arc::new(objects.clone());

@@ -16,6 +16,7 @@ mod metrics;
 mod objects;
 mod pod;
 mod print;
+mod print_stateful;
 mod print_workloads;
 mod probes;
 mod proxy;
@@ -26,6 +27,7 @@ mod resources;
 mod spec;
 mod state;
 mod status;
+mod storage;
 mod store;
 mod volumes;
 
@@ -86,6 +88,15 @@ pub struct Args {
     /// The range Services' ClusterIPs come from.
     #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]
     pub service_cluster_ip_range: proxy::Range,
+    /// Labels of the node, `key=value,...` (DaemonSets' nodeSelector and affinity).
+    #[arg(long, default_value = "", value_name = "LABELS")]
+    pub node_labels: String,
+    /// Taints of the node, `key=value:Effect,...` (DaemonSets' tolerations).
+    #[arg(long, default_value = "", value_name = "TAINTS")]
+    pub register_with_taints: String,
+    /// Where the local provisioner makes claims' directories (default <root-dir>/storage).
+    #[arg(long, value_name = "DIR")]
+    pub default_local_storage_path: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

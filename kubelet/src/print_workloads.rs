@@ -11,7 +11,7 @@ pub fn resource(r: &str) -> Option<(&'static str, &'static str)> {
         "replicasets" | "replicaset" | "rs" => ("/apis/apps/v1", "replicasets"),
         "services" | "service" | "svc" => ("/api/v1", "services"),
         "endpoints" | "ep" => ("/api/v1", "endpoints"),
-        _ => return None,
+        _ => return crate::print_stateful::resource(r),
     })
 }
 
@@ -21,7 +21,7 @@ pub fn singular(plural: &str) -> &str {
         "replicasets" => "replicaset.apps",
         "services" => "service",
         "endpoints" => "endpoints",
-        _ => "pod",
+        _ => crate::print_stateful::singular(plural).unwrap_or("pod"),
     }
 }
 
@@ -71,6 +71,9 @@ fn endpoints(ep: &Value) -> String {
 }
 
 pub fn table(plural: &str, items: &[Value], namespaces: bool) -> String {
+    if let Some(t) = crate::print_stateful::table(plural, items, namespaces) {
+        return t;
+    }
     let header: &[&str] = match plural {
         "deployments" => &["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
         "replicasets" => &["NAME", "DESIRED", "CURRENT", "READY", "AGE"],

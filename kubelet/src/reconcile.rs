@@ -329,7 +329,9 @@ fn admit(shared: &Shared, desired: &[Desired], snap: &Snapshot) {
             .filter(|o| g.admitted.contains(&o.uid))
             .map(|o| &o.pod)
             .collect();
-        match crate::resources::admit(&d.pod, &admitted, &alloc) {
+        let verdict = crate::resources::admit(&d.pod, &admitted, &alloc)
+            .and_then(|()| crate::storage::admit(&d.pod, &admitted));
+        match verdict {
             Ok(()) => {
                 g.admitted.insert(d.uid.clone());
             }

@@ -31,7 +31,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/configz", get(configz))
         .route("/api/v1/pods", get(list_all))
         .route("/api/v1/namespaces/{ns}/pods", get(list_ns))
-        .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}",
+            get(get_pod).delete(super::workloads::delete_pod),
+        )
         .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
         .route("/api/v1/events", get(events_all))
         .route("/api/v1/namespaces/{ns}/events", get(events_ns))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference,
@@ -26,6 +26,10 @@ pub fn routes() -> Router<Arc<Shared>> {
         ("/apis/apps/v1", "replicasets"),
         ("/api/v1", "services"),
         ("/api/v1", "endpoints"),
+        ("/apis/apps/v1", "statefulsets"),
+        ("/apis/apps/v1", "daemonsets"),
+        ("/apis/apps/v1", "controllerrevisions"),
+        ("/api/v1", "persistentvolumeclaims"),
     ] {
         r = r
             .route(
@@ -47,7 +51,38 @@ pub fn routes() -> Router<Arc<Shared>> {
                 ),
             );
     }
-    r
+    r.route(
+        "/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}",
+        delete(|s: S, Path((ns, name)): Path<(String, String)>| async move {
+            delete_claim(&s, &ns, &name)
+        }),
+    )
+}
+
+/// DELETE of a pod a controller owns: the controller replaces it (the manifests' own pods
+/// go with their file). The answer is the pod, as the API server's.
+pub async fn delete_pod(s: S, Path((ns, name)): Path<(String, String)>) -> Response {
+    let mut c = controllers::lock(&s.workloads);
+    match controllers::stateful::delete_pod(&mut c, &ns, &name) {
+        Some(p) => {
+            c.pods = c.wanted_pods();
+            Json(typed(&p, "v1", "Pod")).into_response()
+        }
+        None => not_found("pods", &name),
+    }
+}
+
+fn delete_claim(s: &Shared, ns: &str, name: &str) -> Response {
+    let mut c = controllers::lock(&s.workloads);
+    if !controllers::stateful::delete_claim(&mut c, ns, name) {
+        return not_found("persistentvolumeclaims", name);
+    }
+    match c.view.claims.iter().find(|x| {
+        x.metadata.namespace.as_deref() == Some(ns) && x.metadata.name.as_deref() == Some(name)
+    }) {
+        Some(x) => Json(typed(x, "v1", "PersistentVolumeClaim")).into_response(),
+        None => not_found("persistentvolumeclaims", name),
+    }
 }
 
 fn typed<T: Serialize>(o: &T, api: &str, kind: &str) -> Value {
@@ -148,6 +183,38 @@ fn items(shared: &Shared, plural: &str) -> Vec<(String, String, Value)> {
                 (n, m, typed(s, "v1", "Service"))
             })
             .collect(),
+        "statefulsets" => v
+            .statefulsets
+            .iter()
+            .map(|s| {
+                let (n, m) = key(&s.metadata);
+                (n, m, typed(s, "apps/v1", "StatefulSet"))
+            })
+            .collect(),
+        "daemonsets" => v
+            .daemonsets
+            .iter()
+            .map(|d| {
+                let (n, m) = key(&d.metadata);
+                (n, m, typed(d, "apps/v1", "DaemonSet"))
+            })
+            .collect(),
+        "persistentvolumeclaims" => v
+            .claims
+            .iter()
+            .map(|c| {
+                let (n, m) = key(&c.metadata);
+                (n, m, typed(c, "v1", "PersistentVolumeClaim"))
+            })
+            .collect(),
+        "controllerrevisions" => v
+            .revisions
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r["metadata"][k].as_str().unwrap_or("").to_string();
+                (s("namespace"), s("name"), r.clone())
+            })
+            .collect(),
         _ => v
             .services
             .iter()
@@ -164,6 +231,10 @@ fn list_kind(plural: &str) -> (&'static str, &'static str) {
         "deployments" => ("apps/v1", "DeploymentList"),
         "replicasets" => ("apps/v1", "ReplicaSetList"),
         "services" => ("v1", "ServiceList"),
+        "statefulsets" => ("apps/v1", "StatefulSetList"),
+        "daemonsets" => ("apps/v1", "DaemonSetList"),
+        "controllerrevisions" => ("apps/v1", "ControllerRevisionList"),
+        "persistentvolumeclaims" => ("v1", "PersistentVolumeClaimList"),
         _ => ("v1", "EndpointsList"),
     }
 }

@@ -3,8 +3,12 @@
 //! node's nftables rules. Their state (ReplicaSets, pods' names and uids, ClusterIPs) is
 //! kept in `<root>/controllers.json`, so a restarted agent adopts the same pods.
 
+pub mod daemonset;
 pub mod deployment;
+pub mod record;
 pub mod replicaset;
+pub mod stateful;
+pub mod statefulset;
 pub mod sync;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -14,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
@@ -32,7 +37,13 @@ pub fn is_workload(doc: &Value) -> bool {
     let api = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     matches!(
         (api, kind),
-        ("apps/v1", "Deployment") | ("apps/v1", "ReplicaSet") | ("v1", "Service")
+        ("apps/v1", "Deployment")
+            | ("apps/v1", "ReplicaSet")
+            | ("v1", "Service")
+            | ("apps/v1", "StatefulSet")
+            | ("apps/v1", "DaemonSet")
+            | ("v1", "PersistentVolumeClaim")
+            | ("storage.k8s.io/v1", "StorageClass")
     )
 }
 
@@ -42,6 +53,10 @@ pub struct Objects {
     pub deployments: Vec<(Deployment, PathBuf)>,
     pub replicasets: Vec<(ReplicaSet, PathBuf)>,
     pub services: Vec<(Service, PathBuf)>,
+    pub statefulsets: Vec<(StatefulSet, PathBuf)>,
+    pub daemonsets: Vec<(DaemonSet, PathBuf)>,
+    pub claims: Vec<(PersistentVolumeClaim, PathBuf)>,
+    pub classes: Vec<(StorageClass, PathBuf)>,
     pub errors: BTreeMap<PathBuf, String>,
 }
 
@@ -106,6 +121,39 @@ pub fn scan(dir: &Path) -> Objects {
                     out.replicasets.push((r, p.clone()));
                     Ok(())
                 }),
+                "StatefulSet" => parse::<StatefulSet>(doc).and_then(|mut s| {
+                    default_ns(&mut s.metadata)?;
+                    statefulset::validate(&s, None)?;
+                    out.statefulsets.push((s, p.clone()));
+                    Ok(())
+                }),
+                "DaemonSet" => parse::<DaemonSet>(doc).and_then(|mut d| {
+                    default_ns(&mut d.metadata)?;
+                    check_selector(
+                        d.spec
+                            .as_ref()
+                            .map(|s| (&s.selector, s.template.metadata.as_ref())),
+                    )?;
+                    out.daemonsets.push((d, p.clone()));
+                    Ok(())
+                }),
+                "PersistentVolumeClaim" => parse::<PersistentVolumeClaim>(doc).and_then(|mut c| {
+                    default_ns(&mut c.metadata)?;
+                    crate::storage::validate(&c, "")?;
+                    out.claims.push((c, p.clone()));
+                    Ok(())
+                }),
+                "StorageClass" => parse::<StorageClass>(doc).and_then(|s| {
+                    if s.provisioner != crate::storage::PROVISIONER {
+                        return Err(format!(
+                            "provisioner: Unsupported value: \"{}\": this node provisions {}",
+                            s.provisioner,
+                            crate::storage::PROVISIONER
+                        ));
+                    }
+                    out.classes.push((s, p.clone()));
+                    Ok(())
+                }),
                 _ => parse::<Service>(doc).and_then(|mut s| {
                     default_ns(&mut s.metadata)?;
                     out.services.push((s, p.clone()));
@@ -122,7 +170,7 @@ pub fn scan(dir: &Path) -> Objects {
 }
 
 /// A Deployment's selector must select its template's labels (the API server's rule).
-fn check_selector(
+pub(crate) fn check_selector(
     v: Option<(
         &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
         Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
@@ -151,6 +199,10 @@ pub struct View {
     pub deployments: Vec<Deployment>,
     pub replicasets: Vec<ReplicaSet>,
     pub services: Vec<Service>,
+    pub statefulsets: Vec<StatefulSet>,
+    pub daemonsets: Vec<DaemonSet>,
+    pub claims: Vec<PersistentVolumeClaim>,
+    pub revisions: Vec<Value>,
     /// Service key → port key → endpoints.
     pub endpoints: BTreeMap<String, BTreeMap<String, Vec<proxy::Endpoint>>>,
 }
@@ -165,6 +217,8 @@ pub struct Ctl {
     range: Range,
     /// The nft table as last written (None: none).
     written: Option<Option<String>>,
+    /// The node, for DaemonSets and the claims' provisioner.
+    pub node: daemonset::NodeConf,
 }
 
 pub type Handle = Arc<Mutex<Ctl>>;
@@ -187,6 +241,7 @@ impl Ctl {
             pods: BTreeMap::new(),
             range,
             written: None,
+            node: daemonset::NodeConf::default(),
         };
         c.pods = c.wanted_pods();
         Ok(Arc::new(Mutex::new(c)))
@@ -219,7 +274,7 @@ impl Ctl {
             .unwrap_or_default()
     }
 
-    fn wanted_pods(&self) -> BTreeMap<String, Desired> {
+    pub fn wanted_pods(&self) -> BTreeMap<String, Desired> {
         let mut out = BTreeMap::new();
         for (k, r) in &self.state.replicasets {
             for p in &r.pods {
@@ -231,6 +286,7 @@ impl Ctl {
                 out.insert(d.key(), d);
             }
         }
+        stateful::wanted_pods(self, &mut out);
         out
     }
 
@@ -339,6 +395,23 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
             .collect();
         changed |= sync::sync_standalone(&mut c.state, &sets);
         changed |= sync::sync_pods(&mut c.state, &obs);
+        let (used, cri_up) = {
+            let g = shared.lock();
+            let used: std::collections::BTreeSet<String> = g
+                .desired
+                .values()
+                .map(|d| &d.pod)
+                .chain(g.pods.values())
+                .flat_map(crate::storage::claims_of)
+                .collect();
+            (used, g.cri_up)
+        };
+        // Until the agent has listed the node, a pod that is still there looks gone.
+        if cri_up {
+            let (ch, evs) = stateful::pass(c, &obs, &used, now);
+            changed |= ch;
+            record::emit(&mut shared.lock(), evs);
+        }
         c.view.deployments = deployments;
         c.view.replicasets = c
             .state
@@ -381,8 +454,15 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
         .filter(|(_, d)| is_controlled(&d.pod))
         .map(|(k, _)| k.clone())
         .collect();
-    let before: HashSet<&String> = ours.iter().collect();
-    let now_keys: HashSet<&String> = pods.keys().collect();
+    // A pod replaced under the same name (a new uid) counts as a change.
+    let before: HashSet<(String, String)> = ours
+        .iter()
+        .filter_map(|k| g.desired.get(k).map(|d| (k.clone(), d.uid.clone())))
+        .collect();
+    let now_keys: HashSet<(String, String)> = pods
+        .iter()
+        .map(|(k, d)| (k.clone(), d.uid.clone()))
+        .collect();
     if before != now_keys {
         for k in &ours {
             g.desired.remove(k);
@@ -396,11 +476,10 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
 
 /// A pod a ReplicaSet of this agent made.
 pub fn is_controlled(pod: &Pod) -> bool {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.kind == "ReplicaSet" && o.controller == Some(true))
+    pod.metadata.owner_references.iter().flatten().any(|o| {
+        matches!(o.kind.as_str(), "ReplicaSet" | "StatefulSet" | "DaemonSet")
+            && o.controller == Some(true)
+    })
 }
 
 /// Allocates the Services' addresses and computes their endpoints: the Ready pods the

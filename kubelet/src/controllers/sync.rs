@@ -111,6 +111,12 @@ pub struct State {
     pub replicasets: BTreeMap<String, RsRec>,
     #[serde(default)]
     pub services: BTreeMap<String, crate::proxy::SvcRec>,
+    #[serde(default)]
+    pub statefulsets: BTreeMap<String, super::statefulset::StsRec>,
+    #[serde(default)]
+    pub daemonsets: BTreeMap<String, super::daemonset::DsRec>,
+    #[serde(default)]
+    pub claims: BTreeMap<String, crate::storage::ClaimRec>,
 }
 
 pub fn key(ns: &str, name: &str) -> String {

@@ -200,6 +200,13 @@ fn setup_one(
             read_only: false,
         });
     }
+    if let Some(c) = &v.persistent_volume_claim {
+        // The claim's own directory, shared by every pod that mounts it.
+        return Ok(Ready {
+            path: crate::storage::claim_path(ns, &c.claim_name)?,
+            read_only: c.read_only.unwrap_or(false),
+        });
+    }
     if let Some(c) = &v.config_map {
         payload::object(
             facts,
@@ -262,7 +269,7 @@ fn setup_one(
         }
         return files("projected", true, &p);
     }
-    Err("unsupported volume type (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected)".into())
+    Err("unsupported volume type (supported: emptyDir, hostPath, persistentVolumeClaim, configMap, secret, downwardAPI, projected)".into())
 }
 
 /// The CRI mounts of a container's `volumeMounts`; `env` expands `subPathExpr`.
