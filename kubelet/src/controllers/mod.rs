@@ -219,6 +219,8 @@ pub struct Ctl {
     written: Option<Option<String>>,
     /// The node, for DaemonSets and the claims' provisioner.
     pub node: daemonset::NodeConf,
+    /// The manifests were read once (before, every object would look deleted).
+    loaded: bool,
 }
 
 pub type Handle = Arc<Mutex<Ctl>>;
@@ -242,6 +244,7 @@ impl Ctl {
             range,
             written: None,
             node: daemonset::NodeConf::default(),
+            loaded: false,
         };
         c.pods = c.wanted_pods();
         Ok(Arc::new(Mutex::new(c)))
@@ -249,6 +252,7 @@ impl Ctl {
 
     pub fn set_objects(&mut self, o: Objects) {
         self.objects = o;
+        self.loaded = true;
     }
 
     fn file_of(&self, owner: Option<&str>, rs_key: &str) -> PathBuf {
@@ -346,6 +350,9 @@ fn observe(shared: &Shared) -> HashMap<String, Observed> {
 /// One pass: controllers, then Services; the new rules are in place before the pods that
 /// leave are handed to the reconcile loop, so traffic stops going to a pod before its stop.
 pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
+    if !lock(h).loaded {
+        return;
+    }
     let obs = observe(shared);
     let now = Utc::now();
     let (rules, ready_to_write) = {

@@ -1,0 +1,608 @@
+//! rrun-kubelet's StatefulSets, DaemonSets and PersistentVolumeClaims (local-path
+//! provisioner) end to end through rrun-cri, on a node of the test's own namespaces.
+//!
+//! `stateful_rrun_cri`: a StatefulSet of 3 with a claim template: pods start in order (no
+//! pod N while N-1 is not Ready, in any listing), each pod's claim is a directory of the
+//! data root that keeps what the pod wrote when the pod is deleted, when the set is scaled
+//! to 1 and back to 3 (the same data per ordinal) and across a kill -9 of the agent; a
+//! rolling update replaces 2, 1, 0 in that order. DaemonSets on a node labelled
+//! `disk=ssd` and tainted `dedicated=infra:NoSchedule`: the one that selects ssd and
+//! tolerates the taint runs one pod, the one that selects hdd and the one that does not
+//! tolerate run none. A ReadWriteOncePod claim is refused to a second pod. Everything
+//! removed: no pods, no sandboxes, and the directories of the claims under `Delete` gone.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use integration_tests::agent::{condition, Agent};
+use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Engine, Node, IMAGE};
+use integration_tests::{scaled, Value};
+
+fn api(agent: &Agent, path: &str) -> Option<Value> {
+    let (code, body) = agent.get(path)?;
+    (code == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
+}
+
+/// `DELETE path` on the agent's socket: (status code, body).
+fn delete(agent: &Agent, path: &str) -> (u16, String) {
+    let mut s = UnixStream::connect(agent.socket()).expect("agent socket");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(s, "DELETE {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_string())
+}
+
+/// Polls `path` until `done` holds; `each` sees every answer (for invariants).
+fn wait_for(
+    agent: &mut Agent,
+    path: &str,
+    timeout: Duration,
+    what: &str,
+    mut each: impl FnMut(&Value),
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let timeout = scaled(timeout);
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        agent.assert_alive();
+        let v = api(agent, path);
+        if let Some(v) = &v {
+            each(v);
+            if done(v) {
+                return v.clone();
+            }
+        }
+        last = v.or(last);
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last {path}:\n{}\nagent log:\n{}",
+            serde_json::to_string_pretty(&last).unwrap_or_default(),
+            agent.log_tail(60)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn name(v: &Value) -> String {
+    v["metadata"]["name"].as_str().unwrap_or("").to_string()
+}
+
+fn owned_by(p: &Value, kind: &str, owner: &str) -> bool {
+    p["metadata"]["ownerReferences"][0]["kind"] == kind
+        && p["metadata"]["ownerReferences"][0]["name"] == owner
+}
+
+fn sts_pods(list: &Value) -> Vec<Value> {
+    let mut v: Vec<Value> = items(list)
+        .into_iter()
+        .filter(|p| owned_by(p, "StatefulSet", "db"))
+        .collect();
+    v.sort_by_key(name);
+    v
+}
+
+fn statefulset(replicas: usize, version: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  replicas: {replicas}
+  serviceName: db
+  selector:
+    matchLabels: {{app: db}}
+  persistentVolumeClaimRetentionPolicy: {{whenDeleted: Delete, whenScaled: Retain}}
+  template:
+    metadata:
+      labels: {{app: db}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: db
+        image: {IMAGE}
+        imagePullPolicy: Never
+        env: [{{name: VERSION, value: {version}}}]
+        command: [sh, -c, 'test -f /data/id || echo "$(hostname) $(cat /proc/sys/kernel/random/uuid)" > /data/id; echo "$VERSION $(hostname)" >> /data/boots; trap "exit 0" TERM; while :; do sleep 1; done']
+        readinessProbe:
+          exec: {{command: [cat, /data/id]}}
+          periodSeconds: 1
+        volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {{requests: {{storage: 16Mi}}}}
+"#
+    )
+}
+
+fn daemonsets() -> String {
+    let one = |n: &str, extra: &str| {
+        format!(
+            r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: {n}
+spec:
+  selector:
+    matchLabels: {{app: {n}}}
+  template:
+    metadata:
+      labels: {{app: {n}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+{extra}      containers:
+      - name: agent
+        image: {IMAGE}
+        imagePullPolicy: Never
+        command: [sh, -c, 'trap "exit 0" TERM; while :; do sleep 1; done']
+"#
+        )
+    };
+    let tol = "      tolerations: [{key: dedicated, operator: Equal, value: infra, effect: NoSchedule}]\n";
+    [
+        one("ssd", &format!("      nodeSelector: {{disk: ssd}}\n{tol}")),
+        one("hdd", &format!("      nodeSelector: {{disk: hdd}}\n{tol}")),
+        one("plain", "      nodeSelector: {disk: ssd}\n"),
+    ]
+    .join("---\n")
+}
+
+fn rwop_pod(pod: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {pod}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: c
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: [sh, -c, 'echo {pod} >> /solo/users; trap "exit 0" TERM; while :; do sleep 1; done']
+    volumeMounts: [{{name: solo, mountPath: /solo}}]
+  volumes:
+  - name: solo
+    persistentVolumeClaim: {{claimName: solo}}
+"#
+    )
+}
+
+const SOLO_CLAIM: &str = r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: solo
+spec:
+  accessModes: [ReadWriteOncePod]
+  resources: {requests: {storage: 8Mi}}
+"#;
+
+fn ready(p: &Value) -> bool {
+    p["status"]["phase"] == "Running" && condition(p, "Ready")
+}
+
+/// The claim directories of the data root.
+fn claim_dirs(storage: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(storage)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn dir_of(storage: &Path, claim: &str) -> PathBuf {
+    claim_dirs(storage)
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(&format!("_default_{claim}")))
+        })
+        .unwrap_or_else(|| panic!("no directory for claim {claim} in {}", storage.display()))
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The messages of the set's events (in order), after the first `skip`.
+fn sts_events(agent: &Agent, reason: &str) -> Vec<String> {
+    let ev = api(
+        agent,
+        "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name=db",
+    )
+    .expect("events");
+    items(&ev)
+        .iter()
+        .filter(|e| e["reason"] == reason && e["involvedObject"]["kind"] == "StatefulSet")
+        .map(|e| e["message"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// No pod db-N listed while db-(N-1) is not Ready (the OrderedReady rule).
+fn ordered(list: &Value) {
+    let pods = sts_pods(list);
+    for p in &pods {
+        let n = name(p);
+        let ord: usize = n.trim_start_matches("db-").parse().unwrap_or(0);
+        if ord == 0 {
+            continue;
+        }
+        let prev = format!("db-{}", ord - 1);
+        let before = pods.iter().find(|q| name(q) == prev);
+        assert!(
+            before.is_some_and(ready),
+            "{n} exists while {prev} is not Ready: {list}"
+        );
+    }
+}
+
+async fn sandboxes(engine: &Engine) -> usize {
+    match engine {
+        Engine::RrunCri(s) => s.list_pods(None).await.len(),
+        Engine::Containerd(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_rrun_cri() {
+    let tag = "stateful";
+    let cgroups = CgroupRoot::new(tag);
+    let node = Node::start();
+    let engine = start_engine(Endpoint::RrunCri, &node).await;
+    let mut agent = Agent::start(
+        &node,
+        &engine.socket(),
+        &cgroups,
+        tag,
+        &[
+            "--node-labels=disk=ssd,zone=a".into(),
+            "--register-with-taints=dedicated=infra:NoSchedule".into(),
+        ],
+    );
+    let storage = agent.root_dir.join("storage");
+    let pods_path = "/api/v1/namespaces/default/pods";
+    let sts_path = "/apis/apps/v1/namespaces/default/statefulsets/db";
+
+    // Ordered start.
+    agent.write_manifest("db.yaml", &statefulset(3, "v1"));
+    let t0 = Instant::now();
+    wait_for(
+        &mut agent,
+        pods_path,
+        Duration::from_secs(180),
+        "3 ready pods in order",
+        ordered,
+        |l| {
+            let p = sts_pods(l);
+            p.len() == 3 && p.iter().all(ready)
+        },
+    );
+    eprintln!("db-0..2 Running and Ready in {:?}", t0.elapsed());
+    let created = sts_events(&agent, "SuccessfulCreate");
+    let pods_created: Vec<&String> = created
+        .iter()
+        .filter(|m| m.starts_with("create Pod"))
+        .collect();
+    assert_eq!(
+        pods_created,
+        [
+            "create Pod db-0 in StatefulSet db successful",
+            "create Pod db-1 in StatefulSet db successful",
+            "create Pod db-2 in StatefulSet db successful"
+        ],
+        "{created:?}"
+    );
+    let st = wait_for(
+        &mut agent,
+        sts_path,
+        Duration::from_secs(10),
+        "status 3 ready",
+        |_| {},
+        |s| s["status"]["readyReplicas"] == 3,
+    );
+    assert_eq!(
+        st["status"]["currentRevision"],
+        st["status"]["updateRevision"]
+    );
+    let pod0 = agent.pod("db-0").expect("db-0");
+    assert_eq!(pod0["spec"]["hostname"], "db-0");
+    assert_eq!(pod0["spec"]["subdomain"], "db");
+
+    // Claims: one per ordinal, bound to a directory of the data root.
+    let pvcs = api(&agent, "/api/v1/namespaces/default/persistentvolumeclaims").expect("pvcs");
+    let mut names: Vec<String> = items(&pvcs).iter().map(name).collect();
+    names.sort();
+    assert_eq!(names, ["data-db-0", "data-db-1", "data-db-2"]);
+    for c in items(&pvcs) {
+        assert_eq!(c["status"]["phase"], "Bound", "{c}");
+        assert_eq!(c["spec"]["storageClassName"], "local-path", "{c}");
+        assert_eq!(c["status"]["capacity"]["storage"], "16Mi", "{c}");
+        let q = c["metadata"]["annotations"]["rrun.io/storage-quota"]
+            .as_str()
+            .unwrap_or("");
+        assert!(q == "enforced" || q.starts_with("not enforced: "), "{c}");
+        eprintln!("{}: quota {q}", name(&c));
+    }
+    let out = agent.cli(&["get", "pvc"]);
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stdout.starts_with("NAME        STATUS   VOLUME"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("Bound") && out.stdout.contains("16Mi       RWO            local-path"),
+        "{out}"
+    );
+    let out = agent.cli(&["get", "statefulsets"]);
+    assert!(out.stdout.contains("db     3/3"), "{out}");
+    let ids: Vec<String> = (0..3)
+        .map(|i| read(&dir_of(&storage, &format!("data-db-{i}")).join("id")))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        assert!(id.starts_with(&format!("db-{i} ")), "{id}");
+    }
+
+    // A deleted pod comes back under its name, with its data.
+    let old_uid = agent.pod("db-1").expect("db-1")["metadata"]["uid"].clone();
+    let (code, body) = delete(&agent, "/api/v1/namespaces/default/pods/db-1");
+    assert_eq!(code, 200, "{body}");
+    wait_for(
+        &mut agent,
+        pods_path,
+        Duration::from_secs(60),
+        "db-1 replaced and Ready",
+        |_| {},
+        |l| {
+            sts_pods(l)
+                .iter()
+                .any(|p| name(p) == "db-1" && p["metadata"]["uid"] != old_uid && ready(p))
+        },
+    );
+    let d1 = dir_of(&storage, "data-db-1");
+    assert_eq!(read(&d1.join("id")), ids[1]);
+    assert_eq!(read(&d1.join("boots")), "v1 db-1\nv1 db-1\n");
+
+    // Scale to 1 (highest first, one at a time), the claims stay; back to 3: same data.
+    agent.write_manifest("db.yaml", &statefulset(1, "v1"));
+    wait_for(
+        &mut agent,
+        pods_path,
+        Duration::from_secs(60),
+        "only db-0",
+        |_| {},
+        |l| sts_pods(l).iter().map(name).collect::<Vec<_>>() == ["db-0"],
+    );
+    let deleted = sts_events(&agent, "SuccessfulDelete");
+    assert_eq!(
+        deleted,
+        [
+            "delete Pod db-2 in StatefulSet db successful",
+            "delete Pod db-1 in StatefulSet db successful"
+        ]
+    );
+    assert_eq!(claim_dirs(&storage).len(), 3);
+    agent.write_manifest("db.yaml", &statefulset(3, "v1"));
+    wait_for(
+        &mut agent,
+        pods_path,
+        Duration::from_secs(120),
+        "3 ready pods again",
+        ordered,
+        |l| {
+            let p = sts_pods(l);
+            p.len() == 3 && p.iter().all(ready)
+        },
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let d = dir_of(&storage, &format!("data-db-{i}"));
+        assert_eq!(&read(&d.join("id")), id, "db-{i}");
+    }
+    assert_eq!(
+        read(&dir_of(&storage, "data-db-2").join("boots")),
+        "v1 db-2\nv1 db-2\n"
+    );
+
+    // A rolling update: 2, then 1, then 0 (the order in which the pods are replaced).
+    let orig: Vec<Value> = (0..3)
+        .map(|i| agent.pod(&format!("db-{i}")).expect("pod")["metadata"]["uid"].clone())
+        .collect();
+    agent.write_manifest("db.yaml", &statefulset(3, "v2"));
+    let mut order: Vec<String> = Vec::new();
+    wait_for(
+        &mut agent,
+        pods_path,
+        Duration::from_secs(180),
+        "every pod replaced",
+        |l| {
+            let pods = sts_pods(l);
+            for (i, u) in orig.iter().enumerate() {
+                let n = format!("db-{i}");
+                let same = pods
+                    .iter()
+                    .any(|p| name(p) == n && &p["metadata"]["uid"] == u);
+                if !same && !order.contains(&n) {
+                    order.push(n);
+                }
+            }
+        },
+        |l| {
+            let pods = sts_pods(l);
+            pods.len() == 3
+                && pods.iter().all(ready)
+                && pods.iter().all(|p| !orig.contains(&p["metadata"]["uid"]))
+        },
+    );
+    assert_eq!(order, ["db-2", "db-1", "db-0"]);
+    wait_for(
+        &mut agent,
+        sts_path,
+        Duration::from_secs(30),
+        "v2 everywhere",
+        |_| {},
+        |s| {
+            s["status"]["updatedReplicas"] == 3
+                && s["status"]["readyReplicas"] == 3
+                && s["status"]["currentRevision"] == s["status"]["updateRevision"]
+        },
+    );
+    for i in 0..3 {
+        let boots = read(&dir_of(&storage, &format!("data-db-{i}")).join("boots"));
+        assert!(boots.ends_with(&format!("v2 db-{i}\n")), "{boots}");
+    }
+    let revs = api(
+        &agent,
+        "/apis/apps/v1/namespaces/default/controllerrevisions",
+    )
+    .expect("revs");
+    assert_eq!(items(&revs).len(), 2, "{revs}");
+
+    // A kill -9 of the agent: the same pods, the same claims.
+    let uids: Vec<Value> = (0..3)
+        .map(|i| agent.pod(&format!("db-{i}")).expect("pod")["metadata"]["uid"].clone())
+        .collect();
+    agent.kill9();
+    agent.restart();
+    wait_for(
+        &mut agent,
+        sts_path,
+        Duration::from_secs(60),
+        "3 ready after the restart",
+        |_| {},
+        |s| s["status"]["readyReplicas"] == 3,
+    );
+    for (i, u) in uids.iter().enumerate() {
+        let p = agent.pod(&format!("db-{i}")).expect("pod");
+        assert_eq!(&p["metadata"]["uid"], u);
+        assert_eq!(
+            p["status"]["containerStatuses"][0]["restartCount"], 0,
+            "{p}"
+        );
+    }
+    assert_eq!(claim_dirs(&storage).len(), 3);
+
+    // DaemonSets: only the one that fits the node's labels and taints runs.
+    agent.write_manifest("ds.yaml", &daemonsets());
+    wait_for(
+        &mut agent,
+        pods_path,
+        Duration::from_secs(60),
+        "the ssd daemon",
+        |l| {
+            let others = items(l)
+                .iter()
+                .any(|p| owned_by(p, "DaemonSet", "hdd") || owned_by(p, "DaemonSet", "plain"));
+            assert!(!others, "a daemon pod on a node it does not fit: {l}");
+        },
+        |l| {
+            items(l)
+                .iter()
+                .any(|p| owned_by(p, "DaemonSet", "ssd") && ready(p))
+        },
+    );
+    let ds = wait_for(
+        &mut agent,
+        "/apis/apps/v1/namespaces/default/daemonsets",
+        Duration::from_secs(10),
+        "daemon statuses",
+        |_| {},
+        |l| {
+            items(l).len() == 3
+                && items(l)
+                    .iter()
+                    .any(|d| name(d) == "ssd" && d["status"]["numberAvailable"] == 1)
+        },
+    );
+    for d in items(&ds) {
+        let want = i64::from(name(&d) == "ssd");
+        assert_eq!(d["status"]["desiredNumberScheduled"], want, "{d}");
+    }
+    let pod = items(&api(&agent, pods_path).expect("pods"))
+        .into_iter()
+        .find(|p| owned_by(p, "DaemonSet", "ssd"))
+        .expect("ssd pod");
+    let tols = pod["spec"]["tolerations"].to_string();
+    assert!(tols.contains("node.kubernetes.io/unreachable"), "{tols}");
+    let out = agent.cli(&["get", "ds"]);
+    assert!(out.stdout.contains("NODE SELECTOR"), "{out}");
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("ssd ")
+            && l.contains("1         1         1       1            1           disk=ssd")),
+        "{out}"
+    );
+
+    // ReadWriteOncePod: a second pod is refused.
+    agent.write_manifest(
+        "solo.yaml",
+        &format!("{SOLO_CLAIM}---\n{}", rwop_pod("solo-a")),
+    );
+    agent.wait_pod("solo-a", Duration::from_secs(60), "solo-a Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    agent.write_manifest("solo-b.yaml", &rwop_pod("solo-b"));
+    let b = agent.wait_pod("solo-b", Duration::from_secs(30), "solo-b refused", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(b["status"]["reason"], "Unschedulable", "{b}");
+    assert!(
+        b["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode"),
+        "{b}"
+    );
+    assert_eq!(read(&dir_of(&storage, "solo").join("users")), "solo-a\n");
+
+    // Everything removed: no pods, no sandboxes, no claim directories (all under Delete).
+    for f in ["db.yaml", "ds.yaml", "solo.yaml", "solo-b.yaml"] {
+        agent.remove_manifest(f);
+    }
+    wait_for(
+        &mut agent,
+        pods_path,
+        Duration::from_secs(90),
+        "no pods",
+        |_| {},
+        |l| items(l).is_empty(),
+    );
+    wait_for(
+        &mut agent,
+        "/api/v1/namespaces/default/persistentvolumeclaims",
+        Duration::from_secs(30),
+        "no claims",
+        |_| {},
+        |l| items(l).is_empty(),
+    );
+    assert!(
+        claim_dirs(&storage).is_empty(),
+        "{:?}",
+        claim_dirs(&storage)
+    );
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    while sandboxes(&engine).await > 0 {
+        assert!(Instant::now() < deadline, "sandboxes left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(agent);
+    drop(engine);
+}
