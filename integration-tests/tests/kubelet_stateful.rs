@@ -501,6 +501,41 @@ async fn stateful_rrun_cri() {
     }
     assert_eq!(claim_dirs(&storage).len(), 3);
 
+    // Bad input: the API server's words, with the file; the set keeps running as it was.
+    agent.write_manifest(
+        "bad.yaml",
+        &statefulset(1, "v1")
+            .replace("db", "bad")
+            .replace("      resources: {requests: {storage: 16Mi}}\n", ""),
+    );
+    agent.write_manifest(
+        "db.yaml",
+        &statefulset(3, "v2").replace("serviceName: db", "serviceName: other"),
+    );
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    loop {
+        let log = agent.log_text();
+        let bad = log.contains("bad.yaml: document 0: spec.volumeClaimTemplates[0].spec.resources[storage]: Required value");
+        let immutable = log.contains("db.yaml: StatefulSet.apps \"db\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than");
+        if bad && immutable {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no validation errors:\n{}",
+            agent.log_tail(30)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    for (i, u) in uids.iter().enumerate() {
+        let p = agent.pod(&format!("db-{i}")).expect("pod");
+        assert_eq!(&p["metadata"]["uid"], u);
+        assert_eq!(p["spec"]["subdomain"], "db");
+    }
+    assert!(agent.pod("bad-0").is_none());
+    agent.remove_manifest("bad.yaml");
+    agent.write_manifest("db.yaml", &statefulset(3, "v2"));
+
     // DaemonSets: only the one that fits the node's labels and taints runs.
     agent.write_manifest("ds.yaml", &daemonsets());
     wait_for(
