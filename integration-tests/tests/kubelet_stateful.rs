@@ -641,3 +641,139 @@ async fn stateful_rrun_cri() {
     drop(agent);
     drop(engine);
 }
+
+/// Runs `args` in the node's mount namespace; its output.
+fn in_node_mounts(node: &Node, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("nsenter")
+        .arg("--target")
+        .arg(node.pid().to_string())
+        .args(["--mount", "--"])
+        .args(args)
+        .output()
+        .expect("nsenter")
+}
+
+/// `quota_rrun_cri`: a claim's `requests.storage` is a project quota where the data root's
+/// filesystem has them (an ext4 image with the `quota,project` features, loop-mounted with
+/// `prjquota` in the node's mount namespace only): a pod that writes past it gets EDQUOT.
+/// Skipped where such a filesystem cannot be mounted (a kernel without quota support); the
+/// claims then say `not enforced`, which `stateful_rrun_cri` checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_rrun_cri() {
+    let tag = "quota";
+    let cgroups = CgroupRoot::new(tag);
+    let node = Node::start();
+    let img = node.dir().join("qfs.img");
+    let mnt = node.dir().join("qfs");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("image");
+    let out = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-O", "quota,project"])
+        .arg(&img)
+        .output()
+        .expect("mkfs.ext4");
+    assert!(out.status.success(), "mkfs.ext4: {out:?}");
+    let (i, m) = (img.display().to_string(), mnt.display().to_string());
+    let out = in_node_mounts(&node, &["mount", "-o", "loop,prjquota", &i, &m]);
+    if !out.status.success() {
+        // A kernel without CONFIG_QUOTA and CONFIG_QFMT_V2 mounts no ext4 with quotas.
+        eprintln!(
+            "quota_rrun_cri: skipped: no ext4 with project quotas here: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return;
+    }
+    let storage = mnt.join("storage");
+    let engine = start_engine(Endpoint::RrunCri, &node).await;
+    let mut agent = Agent::start(
+        &node,
+        &engine.socket(),
+        &cgroups,
+        tag,
+        &[format!(
+            "--default-local-storage-path={}",
+            storage.display()
+        )],
+    );
+    agent.write_manifest(
+        "q.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: q
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 4Mi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: filler
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: c
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: [sh, -c, 'dd if=/dev/zero of=/q/big bs=1M count=16 2>/q/dd.err; echo $? > /q/rc; trap "exit 0" TERM; while :; do sleep 1; done']
+    volumeMounts: [{{name: q, mountPath: /q}}]
+  volumes:
+  - name: q
+    persistentVolumeClaim: {{claimName: q}}
+"#
+        ),
+    );
+    let c = wait_for(
+        &mut agent,
+        "/api/v1/namespaces/default/persistentvolumeclaims/q",
+        Duration::from_secs(60),
+        "q bound",
+        |_| {},
+        |c| c["status"]["phase"] == "Bound",
+    );
+    assert_eq!(
+        c["metadata"]["annotations"]["rrun.io/storage-quota"], "enforced",
+        "{c}"
+    );
+    // The claim's directory, as the node sees it.
+    let deadline = Instant::now() + scaled(Duration::from_secs(60));
+    let find = format!("cat {}/pvc-*_default_q/rc", storage.display());
+    let rc = loop {
+        agent.assert_alive();
+        let out = in_node_mounts(&node, &["sh", "-c", &find]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "no rc:\n{}", agent.log_tail(30));
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(rc, "0", "dd wrote 16Mi into a 4Mi claim");
+    let err = in_node_mounts(
+        &node,
+        &[
+            "sh",
+            "-c",
+            &format!("cat {}/pvc-*_default_q/dd.err", storage.display()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&err.stdout).to_string();
+    assert!(err.contains("Disk quota exceeded"), "{err}");
+    agent.remove_manifest("q.yaml");
+    wait_for(
+        &mut agent,
+        "/api/v1/namespaces/default/persistentvolumeclaims",
+        Duration::from_secs(60),
+        "the claim gone",
+        |_| {},
+        |l| items(l).is_empty(),
+    );
+    let left = in_node_mounts(&node, &["ls", "-A", &storage.display().to_string()]);
+    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "{left:?}");
+    drop(agent);
+    drop(engine);
+    let out = in_node_mounts(&node, &["umount", &m]);
+    assert!(out.status.success(), "umount: {out:?}");
+}
