@@ -523,4 +523,34 @@ mod tests {
         let (_, ev) = sync(&mut claims, &[c2], &[], &none, root.path(), Utc::now());
         assert!(ev[0].message.contains("\"fast\" not found"), "{ev:?}");
     }
+
+    #[test]
+    fn retain_class_keeps_the_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let class: StorageClass = serde_yaml_ng::from_str(
+            "metadata: {name: keep}\nprovisioner: rancher.io/local-path\n\
+             reclaimPolicy: Retain\nvolumeBindingMode: Immediate\n",
+        )
+        .unwrap();
+        let mut c = claim("kept", RWO);
+        c.spec.as_mut().unwrap().storage_class_name = Some("keep".into());
+        let mut claims = BTreeMap::new();
+        let none = BTreeSet::new();
+        let classes = std::slice::from_ref(&class);
+        // Immediate: bound with no pod.
+        sync(
+            &mut claims,
+            std::slice::from_ref(&c),
+            classes,
+            &none,
+            root.path(),
+            Utc::now(),
+        );
+        let b = claims["default/kept"].bound.clone().unwrap();
+        assert_eq!((b.class.as_str(), b.reclaim.as_str()), ("keep", "Retain"));
+        std::fs::write(b.path.join("f"), "x").unwrap();
+        sync(&mut claims, &[], classes, &none, root.path(), Utc::now());
+        assert!(claims.is_empty());
+        assert_eq!(std::fs::read_to_string(b.path.join("f")).unwrap(), "x");
+    }
 }
