@@ -299,6 +299,13 @@ async fn stateful_rrun_cri() {
         },
     );
     eprintln!("db-0..2 Running and Ready in {:?}", t0.elapsed());
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap_or("VmRSS: ?");
+    eprintln!("the agent with a StatefulSet of 3: {rss}");
     let created = sts_events(&agent, "SuccessfulCreate");
     let pods_created: Vec<&String> = created
         .iter()

@@ -48,7 +48,6 @@ impl Ev {
 pub fn emit(g: &mut Inner, evs: Vec<Ev>) {
     let now = Time(Utc::now());
     for e in evs {
-        tracing::info!(object = %format!("{}/{}/{}", e.kind, e.ns, e.name), reason = e.reason, "{}", e.message);
         let same = g.events.iter_mut().rev().take(50).find(|x| {
             x.involved_object.uid.as_deref() == Some(e.uid.as_str())
                 && x.reason.as_deref() == Some(e.reason)
@@ -59,6 +58,8 @@ pub fn emit(g: &mut Inner, evs: Vec<Ev>) {
             x.last_timestamp = Some(now.clone());
             continue;
         }
+        // Only a new event is logged (a repeat just counts).
+        tracing::info!(object = %format!("{}/{}/{}", e.kind, e.ns, e.name), reason = e.reason, "{}", e.message);
         let n = g.events.len();
         g.events.push_back(Event {
             metadata: ObjectMeta {

@@ -421,6 +421,15 @@ pub fn sync(
         };
         let waits = class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer");
         if waits && !used.contains(k) {
+            let ev = ClaimEvent {
+                claim: r.published(),
+                type_: "Normal",
+                reason: "WaitForFirstConsumer",
+                message: "waiting for first consumer to be created before binding".into(),
+            };
+            if !events.contains(&ev) {
+                events.push(ev);
+            }
             continue;
         }
         match provision(r, class, root) {
@@ -486,7 +495,7 @@ mod tests {
         let mut claims = BTreeMap::new();
         let c = claim("data", RWO);
         let none = BTreeSet::new();
-        let (ch, _) = sync(
+        let (ch, ev) = sync(
             &mut claims,
             std::slice::from_ref(&c),
             &[],
@@ -496,6 +505,7 @@ mod tests {
         );
         assert!(ch);
         assert!(claims["default/data"].bound.is_none());
+        assert_eq!(ev[0].reason, "WaitForFirstConsumer");
         let used: BTreeSet<String> = ["default/data".to_string()].into();
         let (_, ev) = sync(
             &mut claims,
