@@ -86,6 +86,10 @@ pub struct Args {
     /// The range Services' ClusterIPs come from.
     #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]
     pub service_cluster_ip_range: proxy::Range,
+    /// The Kubernetes API over HTTPS (kubeconfig at <root-dir>/kubeconfig); empty disables it.
+    /// Loopback unless another address is given here.
+    #[arg(long, default_value = "127.0.0.1:6443", value_name = "ADDR:PORT")]
+    pub api_address: String,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
