@@ -417,3 +417,271 @@ async fn reads() {
         |s| s.is_empty(),
     );
 }
+
+/// The file `kubectl apply -f` gets: `version` goes into the pods' env and the ConfigMap.
+fn apps_file(version: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: apps
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cfg
+  namespace: apps
+data: {{version: "{version}"}}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: sec
+  namespace: apps
+stringData: {{password: hunter2}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: apps
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  strategy:
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {IMAGE}
+        imagePullPolicy: Never
+        env: [{{name: VERSION, value: "{version}"}}]
+        command: [sh, -c, 'exec sleep 1000000']
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: apps
+spec:
+  selector: {{app: web}}
+  ports:
+  - port: 80
+    targetPort: 8080
+"#
+    )
+}
+
+/// `apply -f` (kubectl 1.27) creates a Namespace, ConfigMap, Secret, Deployment and Service;
+/// an edited file applied again (1.33) rolls the Deployment (`rollout status`); a stale
+/// `replace` gets 409; an object of a user's manifest file is refused; a restart keeps the
+/// API-made objects; `delete -f` removes them and the Deployment's pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes() {
+    let bins: Vec<PathBuf> = VERSIONS.iter().map(|v| kubectl_bin(v)).collect();
+    if !bins.iter().all(|b| b.is_file()) || !have("nft") {
+        eprintln!("skipped: needs {KUBECTL_DIR}/kubectl.{{1.27,1.33}} and nft");
+        return;
+    }
+    let tag = "kapi-writes";
+    let cgroups = CgroupRoot::new(tag);
+    let node = Node::start();
+    let engine = start_engine(Endpoint::RrunCri, &node).await;
+    let mut agent = Agent::start(
+        &node,
+        &engine.socket(),
+        &cgroups,
+        tag,
+        &["--service-cluster-ip-range=10.98.1.0/24".into()],
+    );
+    let kubeconfig = agent.root_dir.join("kubeconfig");
+    let k = |i: usize| Kubectl {
+        node: &node,
+        bin: bins[i].clone(),
+        kubeconfig: kubeconfig.clone(),
+        cache: node.dir().join(format!("kcache-w{i}")),
+    };
+    let (old, new) = (k(0), k(1));
+    let file = node.dir().join("apps.yaml");
+    let file_s = file.display().to_string();
+
+    fs::write(&file, apps_file("v1")).expect("apps.yaml");
+    let out = old.ok(&["apply", "-f", &file_s]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "namespace/apps created",
+            "configmap/cfg created",
+            "secret/sec created",
+            "deployment.apps/web created",
+            "service/web created"
+        ],
+        "{out}"
+    );
+    let envs = [
+        "get",
+        "pods",
+        "-n",
+        "apps",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].env[0].value}",
+    ];
+    wait_until(&new, &mut agent, &envs, "2 pods of v1", |s| s == "v1 v1");
+    wait_until(
+        &new,
+        &mut agent,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "apps",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ],
+        "v1 ready",
+        |s| s == "2",
+    );
+    let cm = rows(&new.ok(&["get", "cm", "cfg", "-n", "apps"]));
+    assert_eq!(cm[1][..2], ["cfg", "1"], "{cm:?}");
+
+    // The edit: a rolling update, watched to its end by rollout status.
+    fs::write(&file, apps_file("v2")).expect("apps.yaml");
+    let out = new.ok(&["apply", "-f", &file_s]);
+    for want in [
+        "namespace/apps unchanged",
+        "configmap/cfg configured",
+        "deployment.apps/web configured",
+        "service/web unchanged",
+    ] {
+        assert!(out.lines().any(|l| l == want), "{want}:\n{out}");
+    }
+    wait_until(&new, &mut agent, &envs, "2 pods of v2 only", |s| {
+        s == "v2 v2"
+    });
+    let o = new.ok(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "apps",
+        "--timeout=120s",
+    ]);
+    assert!(o.contains("successfully rolled out"), "{o}");
+    let gen = new.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "apps",
+        "-o",
+        "jsonpath={.metadata.generation}",
+    ]);
+    assert_eq!(gen, "2");
+
+    // A stale update: replace with the resourceVersion from before a patch.
+    let before = new.ok(&["get", "cm", "cfg", "-n", "apps", "-o", "json"]);
+    let stale = node.dir().join("stale.json");
+    fs::write(&stale, &before).expect("stale.json");
+    let o = new.ok(&[
+        "patch",
+        "cm",
+        "cfg",
+        "-n",
+        "apps",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"b":"x"}}"#,
+    ]);
+    assert_eq!(o.trim(), "configmap/cfg patched");
+    wait_until(
+        &new,
+        &mut agent,
+        &["get", "cm", "cfg", "-n", "apps", "-o", "jsonpath={.data.b}"],
+        "the patch",
+        |s| s == "x",
+    );
+    let o = new.run(&["replace", "-f", &stale.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        o.stderr.contains("Error from server (Conflict)")
+            && o.stderr.contains(
+                "Operation cannot be fulfilled on configmaps \"cfg\": the object has been modified"
+            ),
+        "{}",
+        o.stderr
+    );
+
+    // An object of a user's manifest file: read-only through the API, and why.
+    agent.write_manifest(
+        "own.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: own}\ndata: {a: '1'}\n",
+    );
+    wait_until(
+        &new,
+        &mut agent,
+        &["get", "cm", "own", "-o", "name"],
+        "the file's ConfigMap",
+        |s| s.trim() == "configmap/own",
+    );
+    let o = new.run(&["label", "cm", "own", "x=y"]);
+    assert!(
+        o.stderr.contains("Error from server (Forbidden)")
+            && o.stderr.contains("defined by a manifest file"),
+        "{}",
+        o.stderr
+    );
+
+    // A restart keeps what the API made.
+    let names = new.ok(&["get", "pods", "-n", "apps", "-o", "name"]);
+    agent.kill9();
+    agent.restart();
+    wait_until(
+        &new,
+        &mut agent,
+        &["get", "pods", "-n", "apps", "-o", "name"],
+        "the same pods",
+        |s| s == names,
+    );
+    let o = new.ok(&[
+        "get",
+        "ns/apps",
+        "cm/cfg",
+        "secret/sec",
+        "deploy/web",
+        "svc/web",
+        "-n",
+        "apps",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(o.lines().count(), 5, "{o}");
+
+    let out = new.ok(&["delete", "-f", &file_s]);
+    for want in [
+        "namespace \"apps\" deleted",
+        "configmap \"cfg\" deleted",
+        "deployment.apps \"web\" deleted",
+        "service \"web\" deleted",
+    ] {
+        assert!(out.lines().any(|l| l == want), "{want}:\n{out}");
+    }
+    wait_until(
+        &new,
+        &mut agent,
+        &["get", "pods", "-n", "apps", "-o", "name"],
+        "the Deployment's pods collected",
+        |s| s.is_empty(),
+    );
+    let o = new.run(&["get", "deploy", "web", "-n", "apps"]);
+    assert!(
+        o.status.code() == Some(1) && o.stderr.contains("Error from server (NotFound)"),
+        "{}",
+        o.stderr
+    );
+}

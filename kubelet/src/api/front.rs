@@ -31,8 +31,8 @@ pub const WATCH_POLL: Duration = Duration::from_millis(200);
 /// How often a watch that asked for bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 
-struct Front {
-    shared: Arc<Shared>,
+pub(super) struct Front {
+    pub(super) shared: Arc<Shared>,
     inner: Router,
     rv: Mutex<Versions>,
 }
@@ -63,11 +63,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// What a resource path names.
-struct Target {
-    kind: &'static Kind,
-    ns: Option<String>,
-    name: Option<String>,
-    sub: Option<String>,
+pub(super) struct Target {
+    pub(super) kind: &'static Kind,
+    pub(super) ns: Option<String>,
+    pub(super) name: Option<String>,
+    pub(super) sub: Option<String>,
 }
 
 fn parse_path(path: &str) -> Option<Target> {
@@ -169,12 +169,30 @@ impl Front {
     async fn handle(self: Arc<Self>, req: Request) -> Response {
         let path = req.uri().path().to_string();
         if req.method() == Method::GET {
+            if path == "/openapi/v2" {
+                let accept = req
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|h| h.to_str().ok());
+                if accept.is_some_and(|a| a.contains("protobuf")) {
+                    let ct = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+                    return (
+                        [(header::CONTENT_TYPE, ct)],
+                        discovery::openapi_v2_protobuf(),
+                    )
+                        .into_response();
+                }
+                return Json(discovery::openapi_v2_json()).into_response();
+            }
             if let Some(doc) = discovery::document(&path) {
                 return Json(doc).into_response();
             }
         }
         let target = match parse_path(&path) {
             Some(t) if req.method() == Method::GET => t,
+            Some(t) if t.sub.is_none() || t.sub.as_deref() == Some("status") => {
+                return self.write(t, req).await
+            }
             _ => return self.pass(req).await,
         };
         if matches!(target.sub.as_deref(), Some(s) if s != "status") {
@@ -234,6 +252,13 @@ impl Front {
         }
     }
 
+    /// A new resourceVersion, for an object just written.
+    pub(super) fn bump(&self) -> String {
+        let mut v = self.rv.lock().unwrap_or_else(|e| e.into_inner());
+        v.next += 1;
+        v.next.to_string()
+    }
+
     fn list_version(&self) -> String {
         let v = self.rv.lock().unwrap_or_else(|e| e.into_inner());
         v.next.to_string()
@@ -248,6 +273,13 @@ impl Front {
             }
             o["apiVersion"] = kind.api_version().into();
             o["kind"] = kind.kind.into();
+            if kind.plural == "deployments" && o["status"].is_object() {
+                // The controllers compute a Deployment's status from the spec they show in
+                // the same pass: that status has observed that generation.
+                let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
+                o["metadata"]["generation"] = g.into();
+                o["status"]["observedGeneration"] = g.into();
+            }
             let key = format!(
                 "{}/{}/{}",
                 kind.plural,
@@ -269,7 +301,11 @@ impl Front {
     }
 
     /// All objects of `kind` (in `ns` when given), stamped.
-    async fn objects(&self, kind: &'static Kind, ns: Option<&str>) -> Result<Vec<Value>, Response> {
+    pub(super) async fn objects(
+        &self,
+        kind: &'static Kind,
+        ns: Option<&str>,
+    ) -> Result<Vec<Value>, Response> {
         let mut items = match (kind.group, kind.plural) {
             ("", "namespaces") => local::namespaces(&self.shared, self.seen_namespaces()),
             ("", "nodes") => {
@@ -297,6 +333,7 @@ impl Front {
             };
             k(a).cmp(&k(b))
         });
+        self.overlay(kind, &mut items);
         self.stamp(kind, &mut items);
         Ok(items)
     }
@@ -342,6 +379,7 @@ impl Front {
                 .chain(g.objects.iter().map(|((_, ns, _), _, _)| ns.clone()))
                 .collect()
         };
+        out.extend(self.stored_namespaces());
         let c = crate::controllers::lock(&self.shared.workloads);
         out.extend(
             c.view

@@ -75,8 +75,12 @@ impl Kind {
     }
 }
 
-/// What the agent serves today: reads and watches (writes answer MethodNotAllowed).
+/// Reads and watches (writes answer MethodNotAllowed).
 const READ: &[&str] = &["get", "list", "watch"];
+/// The kinds the API also writes (`write::WRITABLE`).
+const WRITE: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 const ALL: &[&str] = &["all"];
 const GET: &[&str] = &["get"];
 
@@ -103,7 +107,7 @@ pub static KINDS: &[Kind] = &[
         group: "",
         version: "v1",
         namespaced: true,
-        verbs: READ,
+        verbs: WRITE,
         categories: &[],
         subresources: &[],
         columns: table::CONFIGMAP,
@@ -117,7 +121,7 @@ pub static KINDS: &[Kind] = &[
         group: "",
         version: "v1",
         namespaced: true,
-        verbs: READ,
+        verbs: WRITE,
         categories: &[],
         subresources: &[],
         columns: table::SECRET,
@@ -131,7 +135,7 @@ pub static KINDS: &[Kind] = &[
         group: "",
         version: "v1",
         namespaced: true,
-        verbs: READ,
+        verbs: WRITE,
         categories: ALL,
         subresources: &[("status", "Service", GET)],
         columns: table::SERVICE,
@@ -173,7 +177,7 @@ pub static KINDS: &[Kind] = &[
         group: "",
         version: "v1",
         namespaced: false,
-        verbs: READ,
+        verbs: WRITE,
         categories: &[],
         subresources: &[("status", "Namespace", GET)],
         columns: table::NAMESPACE,
@@ -215,7 +219,7 @@ pub static KINDS: &[Kind] = &[
         group: "apps",
         version: "v1",
         namespaced: true,
-        verbs: READ,
+        verbs: WRITE,
         categories: ALL,
         subresources: &[("status", "Deployment", GET), ("scale", "Scale", GET)],
         columns: table::DEPLOYMENT,
@@ -361,5 +365,13 @@ mod tests {
             "deployments.apps"
         );
         assert_eq!(groups()[0], ("apps", "v1"));
+        for k in KINDS {
+            assert_eq!(
+                k.verbs.contains(&"create"),
+                super::super::write::WRITABLE.contains(&k.plural),
+                "{}",
+                k.plural
+            );
+        }
     }
 }
