@@ -478,7 +478,7 @@ spec:
 }
 
 /// `apply -f` (kubectl 1.27) creates a Namespace, ConfigMap, Secret, Deployment and Service;
-/// an edited file applied again (1.33) rolls the Deployment (`rollout status`); a stale
+/// an edited file applied again (1.33) rolls the Deployment (`rollout status`), `scale`; a stale
 /// `replace` gets 409; an object of a user's manifest file is refused; a restart keeps the
 /// API-made objects; `delete -f` removes them and the Deployment's pods.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -583,6 +583,9 @@ async fn writes() {
         "jsonpath={.metadata.generation}",
     ]);
     assert_eq!(gen, "2");
+    let o = new.ok(&["scale", "deployment/web", "-n", "apps", "--replicas=3"]);
+    assert_eq!(o.trim(), "deployment.apps/web scaled");
+    wait_until(&old, &mut agent, &envs, "3 pods of v2", |s| s == "v2 v2 v2");
 
     // A stale update: replace with the resourceVersion from before a patch.
     let before = new.ok(&["get", "cm", "cfg", "-n", "apps", "-o", "json"]);

@@ -189,6 +189,7 @@ impl Front {
             }
         }
         let target = match parse_path(&path) {
+            Some(t) if t.sub.as_deref() == Some("scale") => return self.scale(t, req).await,
             Some(t) if req.method() == Method::GET => t,
             Some(t) if t.sub.is_none() || t.sub.as_deref() == Some("status") => {
                 return self.write(t, req).await

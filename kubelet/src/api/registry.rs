@@ -83,6 +83,7 @@ const WRITE: &[&str] = &[
 ];
 const ALL: &[&str] = &["all"];
 const GET: &[&str] = &["get"];
+const SCALE: &[&str] = &["get", "patch", "update"];
 
 pub static KINDS: &[Kind] = &[
     Kind {
@@ -221,7 +222,7 @@ pub static KINDS: &[Kind] = &[
         namespaced: true,
         verbs: WRITE,
         categories: ALL,
-        subresources: &[("status", "Deployment", GET), ("scale", "Scale", GET)],
+        subresources: &[("status", "Deployment", GET), ("scale", "Scale", SCALE)],
         columns: table::DEPLOYMENT,
         cells: table::deployment,
     },

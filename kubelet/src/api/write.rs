@@ -205,6 +205,14 @@ impl Front {
             .and_then(|h| h.to_str().ok())
             .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
+        if ctype.contains("protobuf") || ctype.contains("cbor") {
+            return status_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ctype})"),
+                None,
+            );
+        }
         let dry = req
             .uri()
             .query()
@@ -438,5 +446,97 @@ impl Front {
                         "uid": stored["metadata"]["uid"]},
         }))
         .into_response())
+    }
+
+    /// `deployments/scale` (autoscaling/v1 Scale): get, and replace or patch of
+    /// `spec.replicas`, which `kubectl scale` sends.
+    pub(super) async fn scale(&self, t: Target, req: Request) -> Response {
+        let kind = t.kind;
+        let (ns, Some(name)) = (t.ns.clone().unwrap_or_default(), t.name.clone()) else {
+            return bad_request("a scale needs a name".into());
+        };
+        if kind.plural != "deployments" {
+            return status_error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource".into(),
+                None,
+            );
+        }
+        let method = req.method().clone();
+        let ctype = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|h| h.to_str().ok())
+            .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        let cur = match self.current(kind, &ns, &name).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return not_found(kind, &name),
+            Err(r) => return r,
+        };
+        let scale_of = |o: &Value, replicas: Value| {
+            json!({
+                "kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {"name": name, "namespace": ns, "uid": o["metadata"]["uid"],
+                             "resourceVersion": o["metadata"]["resourceVersion"],
+                             "creationTimestamp": o["metadata"]["creationTimestamp"]},
+                "spec": {"replicas": replicas},
+                "status": {"replicas": o["status"]["replicas"].as_i64().unwrap_or(0),
+                           "selector": o["spec"]["selector"]["matchLabels"].as_object()
+                               .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                                    .collect::<Vec<_>>().join(",")).unwrap_or_default()},
+            })
+        };
+        let current = scale_of(&cur, cur["spec"]["replicas"].clone());
+        if method == Method::GET {
+            return Json(current).into_response();
+        }
+        let Some(stored) = self.stored(kind, &ns, &name) else {
+            return self.file_owned(kind, &name);
+        };
+        let p: Value = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => return bad_request(format!("the request body is not JSON: {e}")),
+        };
+        let mut next = current.clone();
+        match (method, ctype.as_str()) {
+            (Method::PUT, _) => next = p,
+            (Method::PATCH, "application/json-patch+json") => {
+                if let Err(e) = patch::json_patch(&mut next, &p) {
+                    return status_error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e, None);
+                }
+            }
+            (Method::PATCH, _) => patch::merge(&mut next, &p),
+            _ => {
+                return status_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource".into(),
+                    None,
+                )
+            }
+        }
+        let given = next["metadata"]["resourceVersion"].as_str().unwrap_or("");
+        if !given.is_empty() && cur["metadata"]["resourceVersion"].as_str() != Some(given) {
+            return conflict(kind, &name);
+        }
+        let Some(replicas) = next["spec"]["replicas"].as_i64().filter(|r| *r >= 0) else {
+            return invalid(
+                kind,
+                &name,
+                "spec.replicas",
+                "Invalid value: must be greater than or equal to 0",
+            );
+        };
+        let mut obj = stored.clone();
+        obj["spec"]["replicas"] = replicas.into();
+        match self.finish(kind, &ns, &name, &mut obj, &stored, false) {
+            Ok(_) => Json(scale_of(&obj, replicas.into())).into_response(),
+            Err(r) => r,
+        }
     }
 }
