@@ -5,8 +5,8 @@
 //! `reads`: the admin kubeconfig works right after the start; a wrong token gets kubectl's
 //! Unauthorized; with a Deployment, Service, ConfigMap and Secret from the manifest dir:
 //! `get pods` (and `-o wide|yaml|json|jsonpath`, `-l`), `get all`, `get deploy,svc,cm`,
-//! `get ns`, `get nodes`, NotFound worded as the API server words it; `get pods -w` seeing a
-//! pod come; and after a kill -9 and restart of the agent, the same kubeconfig lists the
+//! `get ns`, `get nodes`, `logs`, `describe pod`, NotFound worded as the API server words
+//! it; `get pods -w --output-watch-events` seeing a pod come and go; and after a kill -9 and restart of the agent, the same kubeconfig lists the
 //! same pods.
 
 use std::fs;
@@ -46,7 +46,7 @@ spec:
       - name: main
         image: IMAGE
         imagePullPolicy: Never
-        command: [sh, -c, 'exec sleep 1000000']
+        command: [sh, -c, 'echo started; exec sleep 1000000']
 ---
 apiVersion: v1
 kind: Service
@@ -288,6 +288,20 @@ fn check_reads(k: &Kubectl, agent: &mut Agent) {
     ]);
     assert!(rt.contains("://") && !rt.starts_with("unknown"), "{rt}");
 
+    // Logs and describe through the same API.
+    let pod = names.split(' ').next().unwrap_or("").to_string();
+    assert_eq!(k.ok(&["logs", &pod]), "started\n");
+    assert!(k.ok(&["logs", "deployment/web"]).contains("started"));
+    let d = k.ok(&["describe", "pod", &pod]);
+    assert!(
+        d.lines()
+            .next()
+            .is_some_and(|l| l.starts_with("Name:") && l.ends_with(&pod))
+            && d.contains("Events:")
+            && d.contains("Started"),
+        "{d}"
+    );
+
     let o = k.run(&["get", "pod", "nosuch"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
@@ -314,7 +328,14 @@ fn check_watch(k: &Kubectl, agent: &mut Agent) {
         .arg(&k.bin)
         .arg(format!("--kubeconfig={}", k.kubeconfig.display()))
         .arg(format!("--cache-dir={}", k.cache.display()))
-        .args(["get", "pods", "-w", "-l", "app=late"])
+        .args([
+            "get",
+            "pods",
+            "-w",
+            "--output-watch-events",
+            "-l",
+            "app=late",
+        ])
         .stdout(file)
         .stderr(Stdio::null())
         .spawn()
@@ -325,28 +346,37 @@ fn check_watch(k: &Kubectl, agent: &mut Agent) {
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: late, labels: {{app: late}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: main, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, '1000000']}}\n"
         ),
     );
-    let deadline = Instant::now() + scaled(Duration::from_secs(60));
-    loop {
-        let text = fs::read_to_string(&out).unwrap_or_default();
-        if text
-            .lines()
-            .any(|l| l.starts_with("late") && l.contains("Running"))
-        {
-            break;
+    // The pod comes (ADDED, then MODIFIED up to Running) and goes (DELETED).
+    let mut seen = |what: &str, done: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + scaled(Duration::from_secs(60));
+        loop {
+            let text = fs::read_to_string(&out).unwrap_or_default();
+            if text.lines().any(done) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "get pods -w never showed {what}:\n{text}\n{}",
+                    agent.log_tail(30)
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "get pods -w never showed late Running:\n{text}\n{}",
-                agent.log_tail(30)
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    };
+    seen("late ADDED", &|l| {
+        l.starts_with("ADDED") && l.contains(" late ")
+    });
+    seen("late Running", &|l| {
+        l.contains(" late ") && l.contains("Running")
+    });
+    agent.remove_manifest("late.yaml");
+    seen("late DELETED", &|l| {
+        l.starts_with("DELETED") && l.contains(" late ")
+    });
     let _ = child.kill();
     let _ = child.wait();
-    agent.remove_manifest("late.yaml");
     agent.wait_gone("late", Duration::from_secs(60));
 }
 
