@@ -125,6 +125,7 @@ pub fn run(args: &Args) -> Result<()> {
     let store = Store::open(&config.root_dir)?;
     let workloads = crate::controllers::Ctl::open(&config.root_dir, args.service_cluster_ip_range)?;
     crate::controllers::lock(&workloads).node = node_conf(args, &config)?;
+    let api_address = args.api_address.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -144,7 +145,14 @@ pub fn run(args: &Args) -> Result<()> {
             metrics: Metrics::default(),
             workloads,
         });
-        let api = crate::api::rest::router(shared.clone());
+        let api = crate::api::router(shared.clone());
+        if !api_address.is_empty() {
+            let addr: std::net::SocketAddr = api_address
+                .parse()
+                .with_context(|| format!("--api-address {api_address:?}: expected ADDR:PORT"))?;
+            let kc = crate::api::tls::start(&config.root_dir, addr, api.clone()).await?;
+            tracing::info!(address = %addr, kubeconfig = %kc.display(), "the Kubernetes API");
+        }
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, api).await {
                 tracing::error!("the API socket: {e}");
@@ -197,7 +205,11 @@ pub fn run(args: &Args) -> Result<()> {
             .with_context(|| format!("watching {}", config.manifest_dir.display()))?;
         let s3 = shared.clone();
         let dir = config.manifest_dir.clone();
+        // The controllers start after the first scan: a pass over no objects would forget
+        // the Deployments of the last run and replace their pods instead of adopting them.
+        let (scanned_tx, scanned_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
+            let mut scanned_tx = Some(scanned_tx);
             let mut m = manifest::Dir::default();
             let mut objects = crate::objects::Objects::default();
             loop {
@@ -234,6 +246,9 @@ pub fn run(args: &Args) -> Result<()> {
                     g.desired = desired;
                 }
                 s3.wake.notify_one();
+                if let Some(tx) = scanned_tx.take() {
+                    let _ = tx.send(());
+                }
                 if rx.recv().await.is_none() {
                     return;
                 }
@@ -246,10 +261,12 @@ pub fn run(args: &Args) -> Result<()> {
             "rrun-kubelet started"
         );
         let main = tokio::spawn(crate::reconcile::run(shared.clone()));
-        tokio::spawn(crate::controllers::run(
-            shared.clone(),
-            shared.workloads.clone(),
-        ));
+        let (s4, h4) = (shared.clone(), shared.workloads.clone());
+        tokio::spawn(async move {
+            if scanned_rx.await.is_ok() {
+                crate::controllers::run(s4, h4).await;
+            }
+        });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => {}

@@ -97,6 +97,10 @@ pub struct Args {
     /// Where the local provisioner makes claims' directories (default <root-dir>/storage).
     #[arg(long, value_name = "DIR")]
     pub default_local_storage_path: Option<PathBuf>,
+    /// The Kubernetes API over HTTPS (kubeconfig at <root-dir>/kubeconfig); empty disables it.
+    /// Loopback unless another address is given here.
+    #[arg(long, default_value = "127.0.0.1:6443", value_name = "ADDR:PORT")]
+    pub api_address: String,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -289,6 +289,11 @@ impl Objects {
     fn origin_of(&self, key: &Key) -> Option<&PathBuf> {
         self.origins.get(key)
     }
+
+    /// The objects in force with the file each came from (the API lists them).
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Object, Option<&PathBuf>)> {
+        self.items.iter().map(|(k, o)| (k, o, self.origins.get(k)))
+    }
 }
 
 #[cfg(test)]

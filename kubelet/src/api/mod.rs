@@ -2,9 +2,23 @@
 //! the CLI is a client of it) and the kubelet's HTTP ports on loopback (read-only: `/pods`,
 //! `/healthz`, `/metrics`; healthz).
 
+pub mod discovery;
+pub mod front;
 pub mod http;
+pub mod local;
+pub mod patch;
+pub mod registry;
 pub mod rest;
+pub mod select;
+pub mod table;
+pub mod tls;
 pub mod workloads;
+pub mod write;
+
+/// The API's routes, the same on the unix socket and on the HTTPS port.
+pub fn router(shared: std::sync::Arc<crate::state::Shared>) -> axum::Router {
+    front::router(shared)
+}
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

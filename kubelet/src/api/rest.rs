@@ -60,8 +60,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn version() -> Json<Value> {
     Json(json!({
-        "major": "1", "minor": "34",
-        "gitVersion": concat!("v1.34.0-rrun+", env!("CARGO_PKG_VERSION")),
+        "major": "1", "minor": "33",
+        "gitVersion": concat!("v1.33.0-rrun+", env!("CARGO_PKG_VERSION")),
         "platform": "linux/amd64",
     }))
 }
