@@ -191,6 +191,16 @@ impl Front {
         let target = match parse_path(&path) {
             Some(t) if t.sub.as_deref() == Some("scale") => return self.scale(t, req).await,
             Some(t) if req.method() == Method::GET => t,
+            // A controller's pod or a StatefulSet's claim is deleted by its controller
+            // (`workloads.rs`), not as a file of the manifest dir.
+            Some(t)
+                if req.method() == Method::DELETE
+                    && t.sub.is_none()
+                    && t.name.is_some()
+                    && matches!(t.kind.plural, "pods" | "persistentvolumeclaims") =>
+            {
+                return self.pass(req).await
+            }
             Some(t) if t.sub.is_none() || t.sub.as_deref() == Some("status") => {
                 return self.write(t, req).await
             }
