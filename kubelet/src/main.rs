@@ -16,6 +16,7 @@ mod metrics;
 mod objects;
 mod pod;
 mod print;
+mod print_batch;
 mod print_workloads;
 mod probes;
 mod proxy;

@@ -1,5 +1,5 @@
 //! The REST paths of the workloads: Deployments and ReplicaSets (apps/v1), Services and
-//! Endpoints (v1), as the API server serves them.
+//! Endpoints (v1), Jobs and CronJobs (batch/v1), as the API server serves them.
 
 use std::sync::Arc;
 
@@ -26,6 +26,8 @@ pub fn routes() -> Router<Arc<Shared>> {
         ("/apis/apps/v1", "replicasets"),
         ("/api/v1", "services"),
         ("/api/v1", "endpoints"),
+        ("/apis/batch/v1", "jobs"),
+        ("/apis/batch/v1", "cronjobs"),
     ] {
         r = r
             .route(
@@ -148,6 +150,22 @@ fn items(shared: &Shared, plural: &str) -> Vec<(String, String, Value)> {
                 (n, m, typed(s, "v1", "Service"))
             })
             .collect(),
+        "jobs" => v
+            .jobs
+            .iter()
+            .map(|j| {
+                let (n, m) = key(&j.metadata);
+                (n, m, typed(j, "batch/v1", "Job"))
+            })
+            .collect(),
+        "cronjobs" => v
+            .cronjobs
+            .iter()
+            .map(|j| {
+                let (n, m) = key(&j.metadata);
+                (n, m, typed(j, "batch/v1", "CronJob"))
+            })
+            .collect(),
         _ => v
             .services
             .iter()
@@ -164,6 +182,8 @@ fn list_kind(plural: &str) -> (&'static str, &'static str) {
         "deployments" => ("apps/v1", "DeploymentList"),
         "replicasets" => ("apps/v1", "ReplicaSetList"),
         "services" => ("v1", "ServiceList"),
+        "jobs" => ("batch/v1", "JobList"),
+        "cronjobs" => ("batch/v1", "CronJobList"),
         _ => ("v1", "EndpointsList"),
     }
 }

@@ -3,7 +3,10 @@
 //! node's nftables rules. Their state (ReplicaSets, pods' names and uids, ClusterIPs) is
 //! kept in `<root>/controllers.json`, so a restarted agent adopts the same pods.
 
+pub mod batch;
+pub mod cronjob;
 pub mod deployment;
+pub mod job;
 pub mod replicaset;
 pub mod sync;
 
@@ -32,7 +35,11 @@ pub fn is_workload(doc: &Value) -> bool {
     let api = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     matches!(
         (api, kind),
-        ("apps/v1", "Deployment") | ("apps/v1", "ReplicaSet") | ("v1", "Service")
+        ("apps/v1", "Deployment")
+            | ("apps/v1", "ReplicaSet")
+            | ("v1", "Service")
+            | ("batch/v1", "Job")
+            | ("batch/v1", "CronJob")
     )
 }
 
@@ -42,6 +49,8 @@ pub struct Objects {
     pub deployments: Vec<(Deployment, PathBuf)>,
     pub replicasets: Vec<(ReplicaSet, PathBuf)>,
     pub services: Vec<(Service, PathBuf)>,
+    pub jobs: Vec<(k8s_openapi::api::batch::v1::Job, PathBuf)>,
+    pub cronjobs: Vec<(k8s_openapi::api::batch::v1::CronJob, PathBuf)>,
     pub errors: BTreeMap<PathBuf, String>,
 }
 
@@ -106,6 +115,7 @@ pub fn scan(dir: &Path) -> Objects {
                     out.replicasets.push((r, p.clone()));
                     Ok(())
                 }),
+                "Job" | "CronJob" => batch::scan_doc(kind, doc, &p, &mut out),
                 _ => parse::<Service>(doc).and_then(|mut s| {
                     default_ns(&mut s.metadata)?;
                     out.services.push((s, p.clone()));
@@ -122,7 +132,7 @@ pub fn scan(dir: &Path) -> Objects {
 }
 
 /// A Deployment's selector must select its template's labels (the API server's rule).
-fn check_selector(
+pub(crate) fn check_selector(
     v: Option<(
         &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
         Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
@@ -151,6 +161,8 @@ pub struct View {
     pub deployments: Vec<Deployment>,
     pub replicasets: Vec<ReplicaSet>,
     pub services: Vec<Service>,
+    pub jobs: Vec<k8s_openapi::api::batch::v1::Job>,
+    pub cronjobs: Vec<k8s_openapi::api::batch::v1::CronJob>,
     /// Service key → port key → endpoints.
     pub endpoints: BTreeMap<String, BTreeMap<String, Vec<proxy::Endpoint>>>,
 }
@@ -231,6 +243,7 @@ impl Ctl {
                 out.insert(d.key(), d);
             }
         }
+        out.extend(self.batch_pods());
         out
     }
 
@@ -291,6 +304,7 @@ fn observe(shared: &Shared) -> HashMap<String, Observed> {
 /// leave are handed to the reconcile loop, so traffic stops going to a pod before its stop.
 pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
     let obs = observe(shared);
+    let job_obs = batch::observe(shared);
     let now = Utc::now();
     let (rules, ready_to_write) = {
         let mut c = lock(h);
@@ -339,6 +353,9 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
             .collect();
         changed |= sync::sync_standalone(&mut c.state, &sets);
         changed |= sync::sync_pods(&mut c.state, &obs);
+        let mut notes = Vec::new();
+        changed |= c.sync_batch(&job_obs, now, &mut notes);
+        batch::record(shared, notes);
         c.view.deployments = deployments;
         c.view.replicasets = c
             .state
@@ -400,7 +417,7 @@ pub fn is_controlled(pod: &Pod) -> bool {
         .owner_references
         .iter()
         .flatten()
-        .any(|o| o.kind == "ReplicaSet" && o.controller == Some(true))
+        .any(|o| (o.kind == "ReplicaSet" || o.kind == "Job") && o.controller == Some(true))
 }
 
 /// Allocates the Services' addresses and computes their endpoints: the Ready pods the

@@ -111,6 +111,10 @@ pub struct State {
     pub replicasets: BTreeMap<String, RsRec>,
     #[serde(default)]
     pub services: BTreeMap<String, crate::proxy::SvcRec>,
+    #[serde(default)]
+    pub jobs: BTreeMap<String, super::job::JobRec>,
+    #[serde(default)]
+    pub cronjobs: BTreeMap<String, super::cronjob::CronRec>,
 }
 
 pub fn key(ns: &str, name: &str) -> String {
