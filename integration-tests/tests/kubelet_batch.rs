@@ -168,6 +168,9 @@ async fn jobs(ep: Endpoint) {
         ),
     );
 
+    // A broken manifest beside them: said, and the others run.
+    agent.write_manifest("bad.yaml", BAD_CRONJOB);
+
     // Parallelism observed while the Jobs run.
     let deadline = Instant::now() + scaled(Duration::from_secs(180));
     let mut most = 0;
@@ -298,9 +301,55 @@ async fn jobs(ep: Endpoint) {
     );
     let reasons = event_reasons(&agent, "Job", "par");
     assert!(reasons.iter().any(|r| r == "Completed"), "{reasons:?}");
+    assert!(
+        agent
+            .log_text()
+            .contains("bad.yaml: document 0: spec.schedule: Invalid value: \"every minute\""),
+        "{}",
+        agent.log_tail(40)
+    );
+    let bad = node.dir().join("bad.yaml");
+    std::fs::write(&bad, BAD_CRONJOB).expect("write");
+    let out = agent.cli(&["apply", "-f", &bad.display().to_string()]);
+    assert!(
+        !out.status.success()
+            && out.stderr.contains("error validating")
+            && out.stderr.contains("spec.schedule: Invalid value"),
+        "{out}"
+    );
+
+    // A Job's template is immutable: `apply` refuses the change, and written to the
+    // manifest dir anyway it is refused by the agent, naming the file and field.
+    let changed = job(
+        "par",
+        "  completions: 6\n  parallelism: 2\n",
+        "Never",
+        "sleep 1; echo changed",
+    );
+    let f = node.dir().join("par.yaml");
+    std::fs::write(&f, &changed).expect("write");
+    let out = agent.cli(&["apply", "-f", &f.display().to_string()]);
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        out.stderr
+            .contains("The Job \"par\" is invalid: spec.template: Invalid value")
+            && out.stderr.contains("field is immutable"),
+        "{out}"
+    );
+    agent.write_manifest("par.yaml", &changed);
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
+    while !agent
+        .log_text()
+        .contains("par.yaml: Job.batch \"par\" is invalid: spec.template: Invalid value")
+    {
+        assert!(Instant::now() < deadline, "{}", agent.log_tail(40));
+        thread::sleep(Duration::from_millis(100));
+    }
+    let par = api(&agent, "/apis/batch/v1/namespaces/default/jobs/par").expect("par");
+    assert_eq!(par["status"]["succeeded"], 6, "{par}");
 
     // Gone with the manifests: Jobs, pods.
-    for f in ["par.yaml", "fail.yaml", "idx.yaml"] {
+    for f in ["par.yaml", "fail.yaml", "idx.yaml", "bad.yaml"] {
         agent.remove_manifest(f);
     }
     wait_for(
@@ -330,6 +379,22 @@ async fn jobs_rrun_cri() {
 async fn jobs_containerd() {
     jobs(Endpoint::Containerd).await;
 }
+
+const BAD_CRONJOB: &str = r#"apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: bad
+spec:
+  schedule: every minute
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: work
+            image: busybox
+"#;
 
 const CRONJOB: &str = r#"apiVersion: batch/v1
 kind: CronJob
@@ -446,6 +511,23 @@ async fn cronjob_forbid_and_history() {
         "{out}"
     );
 
+    // kubectl's `create job --from=cronjob/`.
+    let out = agent.cli(&["create", "job", "by-hand", "--from=cronjob/tick"]);
+    assert!(out.status.success(), "{out}");
+    assert_eq!(out.stdout, "job.batch/by-hand created\n");
+    let j = wait_for(
+        &mut agent,
+        "/apis/batch/v1/namespaces/default/jobs/by-hand",
+        Duration::from_secs(10),
+        "the manual job",
+        |j| j["status"]["startTime"].is_string(),
+    );
+    assert_eq!(
+        j["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
+        "manual"
+    );
+
+    agent.remove_manifest("by-hand.json");
     agent.remove_manifest("tick.yaml");
     wait_for(
         &mut agent,

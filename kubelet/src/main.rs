@@ -132,6 +132,18 @@ pub enum Command {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
+    /// Create a Job from a CronJob's template (`create job NAME --from=cronjob/NAME`): its
+    /// manifest goes into the agent's manifest directory.
+    Create {
+        /// The kind: job.
+        resource: String,
+        name: String,
+        /// The CronJob: `cronjob/NAME`.
+        #[arg(long)]
+        from: String,
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
+    },
     /// Take a manifest out of the agent's manifest directory.
     Delete {
         #[arg(short = 'f', long = "filename")]

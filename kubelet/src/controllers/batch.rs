@@ -51,6 +51,30 @@ pub fn scan_doc(
     Ok(())
 }
 
+/// The Jobs and CronJobs of one file, validated as the agent will (`apply`'s check):
+/// (`job.batch/NAME`, the document), or the error naming file, document and field.
+pub fn check_file(path: &std::path::Path) -> Result<Vec<(String, Value)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let docs =
+        crate::manifest::documents(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        if doc.get("apiVersion").and_then(Value::as_str) != Some("batch/v1") {
+            continue;
+        }
+        let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+        if kind != "Job" && kind != "CronJob" {
+            continue;
+        }
+        let mut o = Objects::default();
+        scan_doc(kind, doc, path, &mut o)
+            .map_err(|e| format!("{}: document {i}: {e}", path.display()))?;
+        let name = doc["metadata"]["name"].as_str().unwrap_or("");
+        out.push((format!("{}.batch/{name}", kind.to_lowercase()), doc.clone()));
+    }
+    Ok(out)
+}
+
 fn meta_key(m: &ObjectMeta) -> String {
     sync::key(
         m.namespace.as_deref().unwrap_or("default"),
@@ -211,7 +235,7 @@ impl Ctl {
                         j.metadata.name.as_deref().unwrap_or("")
                     );
                 }
-                Some(r) => match job::immutable_change(r, j) {
+                Some(r) => match job::immutable_change(&r.job, j) {
                     Some(e) => {
                         let e = format!("{}: {e}", file.display());
                         if r.refused.as_ref() != Some(&e) {

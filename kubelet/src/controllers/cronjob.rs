@@ -168,6 +168,39 @@ pub fn job_for(cj: &CronJob, uid: &str, at: DateTime<Utc>, sched: &Schedule) -> 
     }
 }
 
+/// kubectl's `create job NAME --from=cronjob/CJ`: the template's Job, marked as made by hand.
+pub fn manual_job(cj: &serde_json::Value, name: &str) -> Result<serde_json::Value, String> {
+    let cj: CronJob =
+        serde_json::from_value(cj.clone()).map_err(|e| format!("the CronJob: {e}"))?;
+    let t = cj.spec.clone().unwrap_or_default().job_template;
+    let m = t.metadata.unwrap_or_default();
+    let mut annotations = m.annotations.unwrap_or_default();
+    annotations.insert("cronjob.kubernetes.io/instantiate".into(), "manual".into());
+    let job = Job {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: cj.metadata.namespace.clone(),
+            labels: m.labels,
+            annotations: Some(annotations),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "CronJob".into(),
+                name: cj.metadata.name.clone().unwrap_or_default(),
+                uid: cj.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..Default::default()
+        },
+        spec: t.spec,
+        status: None,
+    };
+    let mut v = serde_json::to_value(&job).map_err(|e| e.to_string())?;
+    v["apiVersion"] = "batch/v1".into();
+    v["kind"] = "Job".into();
+    Ok(v)
+}
+
 fn note(cj: &CronJob, uid: &str, warning: bool, reason: &'static str, message: String) -> Note {
     Note {
         kind: "CronJob",
@@ -585,6 +618,21 @@ mod tests {
         let n = run(&late, &mut rec, &mut jobs, utc("2026-03-03T00:00:10Z"));
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].reason, "SuccessfulCreate");
+    }
+
+    #[test]
+    fn manual_job_from_the_template() {
+        let mut cj = cronjob("* * * * *", "Allow", None);
+        cj.metadata.uid = Some("u1".into());
+        let v = manual_job(&serde_json::to_value(&cj).unwrap(), "by-hand").unwrap();
+        assert_eq!(v["kind"], "Job");
+        assert_eq!(v["metadata"]["name"], "by-hand");
+        assert_eq!(
+            v["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
+            "manual"
+        );
+        assert_eq!(v["metadata"]["ownerReferences"][0]["uid"], "u1");
+        assert_eq!(v["spec"]["template"]["spec"]["restartPolicy"], "Never");
     }
 
     #[test]

@@ -268,8 +268,8 @@ fn user_template(t: &PodTemplateSpec) -> PodTemplateSpec {
 }
 
 /// The fields the API server refuses to change on an update, compared with the adopted Job.
-pub fn immutable_change(rec: &JobRec, job: &Job) -> Option<String> {
-    let (old, new) = (spec_of(&rec.job), spec_of(job));
+pub fn immutable_change(adopted: &Job, job: &Job) -> Option<String> {
+    let (old, new) = (spec_of(adopted), spec_of(job));
     let (old_t, new_t) = (user_template(&old.template), user_template(&new.template));
     let name = job.metadata.name.as_deref().unwrap_or("");
     let what = if old_t != new_t {
@@ -1099,7 +1099,7 @@ mod tests {
             .contains("`selector` will be auto-generated"));
         let j = job("v", Some(1), 1);
         let rec = adopt(&j, PathBuf::new(), None, at(0));
-        assert_eq!(immutable_change(&rec, &j), None);
+        assert_eq!(immutable_change(&rec.job, &j), None);
         let mut j2 = j.clone();
         j2.spec
             .as_mut()
@@ -1110,7 +1110,7 @@ mod tests {
             .unwrap()
             .containers[0]
             .image = Some("other".into());
-        let e = immutable_change(&rec, &j2).unwrap();
+        let e = immutable_change(&rec.job, &j2).unwrap();
         assert!(
             e.starts_with("Job.batch \"v\" is invalid: spec.template: Invalid value"),
             "{e}"
@@ -1118,7 +1118,7 @@ mod tests {
         assert!(e.ends_with("field is immutable"));
         let mut j3 = j.clone();
         j3.spec.as_mut().unwrap().parallelism = Some(3);
-        assert_eq!(immutable_change(&rec, &j3), None);
+        assert_eq!(immutable_change(&rec.job, &j3), None);
         assert_eq!(ranges(&[0, 1, 2, 4, 6, 7].into()), "0-2,4,6-7");
     }
 }
