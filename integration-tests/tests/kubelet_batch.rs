@@ -258,6 +258,15 @@ async fn jobs(ep: Endpoint) {
         reasons.iter().filter(|r| *r == "SuccessfulCreate").count(),
         3
     );
+    let out = agent.cli(&["describe", "job", "fail"]);
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stdout
+            .contains("Pods Statuses:    0 Active (0 Ready) / 0 Succeeded / 3 Failed\n")
+            && out.stdout.contains("BackoffLimitExceeded")
+            && out.stdout.contains("job-controller"),
+        "{out}"
+    );
 
     // Indexed: each pod knows its index and is named after it.
     let idx = api(&agent, "/apis/batch/v1/namespaces/default/jobs/idx").expect("idx");
@@ -433,6 +442,8 @@ async fn cronjob_forbid_and_history() {
     let mut names: BTreeSet<String> = BTreeSet::new();
     let mut most_active = 0;
     let mut most_pods = 0;
+    // From the scheduled minute to the first container running (whole seconds).
+    let mut latency = None;
     let first = loop {
         agent.assert_alive();
         let js = items(&api(&agent, "/apis/batch/v1/namespaces/default/jobs").unwrap_or_default());
@@ -443,6 +454,17 @@ async fn cronjob_forbid_and_history() {
                 .count(),
         );
         most_pods = most_pods.max(pods.iter().filter(|p| !finished(p)).count());
+        if latency.is_none() {
+            for p in &pods {
+                let started = &p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"];
+                let minutes = owner(p)
+                    .strip_prefix("tick-")
+                    .and_then(|m| m.parse::<i64>().ok());
+                if let (true, Some(m)) = (started.is_string(), minutes) {
+                    latency = Some(time(started) - m * 60);
+                }
+            }
+        }
         let before = names.len();
         names.extend(
             js.iter()
@@ -467,6 +489,7 @@ async fn cronjob_forbid_and_history() {
         );
         thread::sleep(Duration::from_millis(200));
     };
+    eprintln!("scheduled minute to the first run's container running: {latency:?} s");
     assert_eq!(most_active, 1, "Forbid: never two Jobs at once");
     assert_eq!(most_pods, 1, "Forbid: never two pods at once");
     // Named after the scheduled minute.
@@ -494,6 +517,14 @@ async fn cronjob_forbid_and_history() {
         e["reason"] == "SuccessfulDelete" && e["message"] == format!("Deleted job {first}")
     });
     assert!(deleted, "{first}");
+    let out = agent.cli(&["describe", "cronjob", "tick"]);
+    assert!(
+        out.stdout
+            .contains("Concurrency Policy:            Forbid\n")
+            && out.stdout.contains("SawCompletedJob")
+            && out.stdout.contains("cronjob-controller"),
+        "{out}"
+    );
     let out = agent.cli(&["get", "cronjobs"]);
     let lines: Vec<Vec<&str>> = out
         .stdout

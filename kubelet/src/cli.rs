@@ -183,6 +183,21 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
             name,
             namespace,
         } => {
+            if let Some((group, plural @ ("jobs" | "cronjobs"))) =
+                crate::print_workloads::resource(resource)
+            {
+                let o = api
+                    .get(&format!("{group}/namespaces/{namespace}/{plural}/{name}"))
+                    .await?;
+                let uid = o["metadata"]["uid"].as_str().unwrap_or("");
+                let events = api
+                    .get(&format!(
+                        "/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.uid={uid}"
+                    ))
+                    .await?;
+                print!("{}", crate::print_batch::describe(plural, &o, &events));
+                return Ok(());
+            }
             check_resource(resource)?;
             let pod = api
                 .get(&format!("/api/v1/namespaces/{namespace}/pods/{name}"))

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::print::{age, human_duration};
+use crate::print::{age, events_table, human_duration, map_lines, rfc1123};
 
 fn time(v: &Value) -> Option<DateTime<Utc>> {
     v.as_str()
@@ -81,6 +81,152 @@ pub fn cronjob_row(name: String, c: &Value) -> Vec<String> {
         },
         age(&c["metadata"]["creationTimestamp"]),
     ]
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "<unset>".into(),
+        other => other.to_string(),
+    }
+}
+
+fn selector(v: &Value) -> String {
+    let m: Vec<String> = v["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    if m.is_empty() {
+        "<unset>".into()
+    } else {
+        m.join(",")
+    }
+}
+
+fn none(s: String) -> String {
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s
+    }
+}
+
+/// `kubectl describe job|cronjob`, its main sections.
+pub fn describe(plural: &str, o: &Value, events: &Value) -> String {
+    let md = &o["metadata"];
+    let spec = &o["spec"];
+    let st = &o["status"];
+    let mut rows: Vec<(&str, String)> = vec![
+        ("Name", text(&md["name"])),
+        ("Namespace", text(&md["namespace"])),
+    ];
+    let w = if plural == "jobs" {
+        rows.push(("Selector", selector(&spec["selector"])));
+        rows.push(("Labels", none(map_lines(&md["labels"], 18))));
+        rows.push(("Annotations", none(map_lines(&md["annotations"], 18))));
+        rows.push(("Parallelism", text(&spec["parallelism"])));
+        rows.push(("Completions", text(&spec["completions"])));
+        rows.push(("Completion Mode", text(&spec["completionMode"])));
+        rows.push(("Suspend", text(&spec["suspend"])));
+        rows.push(("Backoff Limit", text(&spec["backoffLimit"])));
+        if st["startTime"].is_string() {
+            rows.push(("Start Time", rfc1123(&st["startTime"])));
+        }
+        if st["completionTime"].is_string() {
+            rows.push(("Completed At", rfc1123(&st["completionTime"])));
+        }
+        let d = job_row(String::new(), o)[3].clone();
+        if !d.is_empty() {
+            rows.push(("Duration", d));
+        }
+        if spec["activeDeadlineSeconds"].is_i64() {
+            rows.push((
+                "Active Deadline Seconds",
+                format!("{}s", spec["activeDeadlineSeconds"]),
+            ));
+        }
+        let n = |k: &str| st[k].as_i64().unwrap_or(0);
+        rows.push((
+            "Pods Statuses",
+            format!(
+                "{} Active ({} Ready) / {} Succeeded / {} Failed",
+                n("active"),
+                n("ready"),
+                n("succeeded"),
+                n("failed")
+            ),
+        ));
+        if spec["completionMode"] == "Indexed" {
+            rows.push((
+                "Completed Indexes",
+                none(st["completedIndexes"].as_str().unwrap_or("").into()),
+            ));
+        }
+        for c in st["conditions"].as_array().into_iter().flatten() {
+            if c["status"] == "True" && c["reason"].is_string() {
+                rows.push((
+                    "Condition",
+                    format!("{} ({})", text(&c["type"]), text(&c["reason"])),
+                ));
+            }
+        }
+        18
+    } else {
+        rows.push(("Labels", none(map_lines(&md["labels"], 31))));
+        rows.push(("Annotations", none(map_lines(&md["annotations"], 31))));
+        rows.push(("Schedule", text(&spec["schedule"])));
+        if spec["timeZone"].is_string() {
+            rows.push(("Time Zone", text(&spec["timeZone"])));
+        }
+        rows.push(("Concurrency Policy", text(&spec["concurrencyPolicy"])));
+        rows.push((
+            "Suspend",
+            if spec["suspend"] == true {
+                "True"
+            } else {
+                "False"
+            }
+            .into(),
+        ));
+        rows.push((
+            "Successful Job History Limit",
+            text(&spec["successfulJobsHistoryLimit"]),
+        ));
+        rows.push((
+            "Failed Job History Limit",
+            text(&spec["failedJobsHistoryLimit"]),
+        ));
+        rows.push((
+            "Starting Deadline Seconds",
+            match spec["startingDeadlineSeconds"].as_i64() {
+                Some(s) => format!("{s}s"),
+                None => "<unset>".into(),
+            },
+        ));
+        rows.push((
+            "Last Schedule Time",
+            match st["lastScheduleTime"].is_string() {
+                true => rfc1123(&st["lastScheduleTime"]),
+                false => "<unset>".into(),
+            },
+        ));
+        let active: Vec<String> = st["active"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| text(&a["name"]))
+            .collect();
+        rows.push(("Active Jobs", none(active.join(", "))));
+        31
+    };
+    let mut out = String::new();
+    for (k, v) in rows {
+        out.push_str(&format!("{:<w$}{v}\n", format!("{k}:")));
+    }
+    out.push_str(&events_table(events));
+    out
 }
 
 #[cfg(test)]
