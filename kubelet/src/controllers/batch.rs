@@ -334,3 +334,83 @@ impl Ctl {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOB: &str = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: once}\nspec:\n  ttlSecondsAfterFinished: 5\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: busybox}]\n";
+    const CRON: &str = "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: tick}\nspec:\n  schedule: '*/5 * * * *'\n  timeZone: UTC\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: c, image: busybox}]\n";
+
+    fn at(s: i64) -> DateTime<Utc> {
+        // 2026-03-01T10:00:00Z
+        DateTime::from_timestamp(1_772_359_200 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn manifests_to_pods_ttl_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m");
+        std::fs::create_dir(&m).unwrap();
+        std::fs::write(m.join("once.yaml"), JOB).unwrap();
+        std::fs::write(m.join("tick.yaml"), CRON).unwrap();
+        std::fs::write(m.join("bad.yaml"), CRON.replace("*/5 * * * *", "*/5 * * *")).unwrap();
+        let objects = super::super::scan(&m);
+        assert_eq!((objects.jobs.len(), objects.cronjobs.len()), (1, 1));
+        let e = &objects.errors[&m.join("bad.yaml")];
+        assert!(
+            e.contains("bad.yaml: document 0: spec.schedule: Invalid value"),
+            "{e}"
+        );
+        let h = Ctl::open(dir.path(), "10.96.0.0/12".parse().unwrap()).unwrap();
+        let mut c = super::super::lock(&h);
+        c.set_objects(objects);
+        let mut notes = Vec::new();
+        assert!(c.sync_batch(&HashMap::new(), at(1), &mut notes));
+        let pods = c.batch_pods();
+        assert_eq!(pods.len(), 1);
+        assert!(pods.keys().next().unwrap().starts_with("default/once-"));
+        // The CronJob's run at 10:05 makes a Job and its pod.
+        c.sync_batch(&HashMap::new(), at(301), &mut notes);
+        assert_eq!(c.view.jobs.len(), 2);
+        assert_eq!(c.batch_pods().len(), 2);
+        assert_eq!(
+            c.view.cronjobs[0]
+                .status
+                .as_ref()
+                .unwrap()
+                .active
+                .as_ref()
+                .map(Vec::len),
+            Some(1)
+        );
+        // The manifest Job succeeds; 5 s later its TTL removes it (and its pod), for good
+        // while its manifest stays.
+        let uid = c.state.jobs["default/once"].pods[0].uid.clone();
+        let obs: HashMap<String, PodObs> = [(
+            uid,
+            PodObs {
+                phase: "Succeeded".into(),
+                ..Default::default()
+            },
+        )]
+        .into();
+        c.sync_batch(&obs, at(302), &mut notes);
+        assert!(notes
+            .iter()
+            .any(|n| n.reason == "Completed" && n.name == "once"));
+        c.sync_batch(&obs, at(306), &mut notes);
+        c.sync_batch(&obs, at(310), &mut notes);
+        assert_eq!(c.view.jobs.len(), 1);
+        assert_eq!(c.batch_pods().len(), 1);
+        assert!(c.state.jobs["default/once"].expired);
+        // The CronJob's manifest goes: its Job and pod go with it.
+        let mut o = c.objects.clone();
+        o.cronjobs.clear();
+        c.set_objects(o);
+        c.sync_batch(&obs, at(311), &mut notes);
+        assert!(c.batch_pods().is_empty());
+        assert!(c.view.cronjobs.is_empty());
+        assert_eq!(c.state.jobs.len(), 1);
+    }
+}
