@@ -5,7 +5,9 @@
 //! unfinished, observed every 100 ms; 6 successes), one whose pods exit 3 until its
 //! backoffLimit of 2 (Failed, BackoffLimitExceeded, the second wait longer than the first:
 //! the controller's 10 s, 20 s), an Indexed one whose pods print their index and hostname
-//! (read back with `logs`); `get jobs`; the events; everything gone after the manifests are.
+//! (read back with `logs`); `get jobs`, `describe job`; the events; a broken manifest and a
+//! refused template change beside them; after the manifests go, no pod in the API and no
+//! sandbox or container in the CRI.
 //!
 //! `cronjob`: every minute, Forbid, one success kept, a job of 62 s: the next minute's Job
 //! starts only after the running one finished (never two at once), JobAlreadyActive said,
@@ -17,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use integration_tests::agent::Agent;
+use integration_tests::cri::{api, Client};
 use integration_tests::engines::have;
 use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node, IMAGE};
 use integration_tests::{scaled, Value};
@@ -97,6 +100,38 @@ fn has_cond(j: &Value, t: &str) -> Option<Value> {
         .flatten()
         .find(|c| c["type"] == t && c["status"] == "True")
         .cloned()
+}
+
+/// Waits until the CRI has no sandbox and no container left (the agent removed its pods').
+async fn no_cri_leftovers(socket: &std::path::Path) {
+    let deadline = Instant::now() + scaled(Duration::from_secs(60));
+    loop {
+        let mut c = Client::connect(socket).await.expect("connect to the CRI");
+        let pods = c
+            .runtime
+            .list_pod_sandbox(api::ListPodSandboxRequest::default())
+            .await
+            .expect("ListPodSandbox")
+            .into_inner()
+            .items;
+        let ctrs = c
+            .runtime
+            .list_containers(api::ListContainersRequest::default())
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers;
+        if pods.is_empty() && ctrs.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left in the CRI: {} sandboxes, {} containers",
+            pods.len(),
+            ctrs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn job(name: &str, extra: &str, policy: &str, script: &str) -> String {
@@ -375,6 +410,7 @@ async fn jobs(ep: Endpoint) {
         "no jobs",
         |l| items(l).is_empty(),
     );
+    no_cri_leftovers(&engine.socket()).await;
     drop(agent);
     drop(engine);
 }
@@ -574,6 +610,7 @@ async fn cronjob_forbid_and_history() {
         "no jobs",
         |l| items(l).is_empty(),
     );
+    no_cri_leftovers(&engine.socket()).await;
     drop(agent);
     drop(engine);
 }
