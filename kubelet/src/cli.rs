@@ -183,6 +183,21 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
             name,
             namespace,
         } => {
+            if let Some((group, plural @ ("jobs" | "cronjobs"))) =
+                crate::print_workloads::resource(resource)
+            {
+                let o = api
+                    .get(&format!("{group}/namespaces/{namespace}/{plural}/{name}"))
+                    .await?;
+                let uid = o["metadata"]["uid"].as_str().unwrap_or("");
+                let events = api
+                    .get(&format!(
+                        "/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.uid={uid}"
+                    ))
+                    .await?;
+                print!("{}", crate::print_batch::describe(plural, &o, &events));
+                return Ok(());
+            }
             check_resource(resource)?;
             let pod = api
                 .get(&format!("/api/v1/namespaces/{namespace}/pods/{name}"))
@@ -239,7 +254,39 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
         }
         Command::Apply { file } => apply(api, file).await,
         Command::Delete { file } => delete(api, file).await,
+        Command::Create {
+            resource,
+            name,
+            from,
+            namespace,
+        } => create_job(api, resource, name, from, namespace).await,
     }
+}
+
+/// `create job NAME --from=cronjob/CJ`: kubectl's Job of a CronJob's template (the
+/// `cronjob.kubernetes.io/instantiate: manual` annotation, owned by the CronJob), written
+/// as `NAME.json` into the manifest dir.
+async fn create_job(api: &Api, kind: &str, name: &str, from: &str, ns: &str) -> Result<()> {
+    if !matches!(kind, "job" | "jobs") {
+        bail!("only \"create job NAME --from=cronjob/NAME\" is supported");
+    }
+    let cj = match from.split_once('/') {
+        Some(("cronjob" | "cronjobs" | "cj", n)) => n,
+        _ => bail!("from must be of the form cronjob/NAME"),
+    };
+    let c = api
+        .get(&format!("/apis/batch/v1/namespaces/{ns}/cronjobs/{cj}"))
+        .await?;
+    let job = crate::controllers::cronjob::manual_job(&c, name).map_err(|e| anyhow!(e))?;
+    let dir = manifest_dir(api).await?;
+    let dest = dir.join(format!("{name}.json"));
+    if dest.exists() {
+        bail!("Error from server (AlreadyExists): jobs.batch \"{name}\" already exists");
+    }
+    crate::store::write_atomic(&dest, &serde_json::to_vec_pretty(&job)?)
+        .with_context(|| format!("writing {}", dest.display()))?;
+    println!("job.batch/{name} created");
+    Ok(())
 }
 
 async fn manifest_dir(api: &Api) -> Result<PathBuf> {
@@ -268,8 +315,36 @@ fn target(dir: &Path, file: &Path) -> Result<PathBuf> {
 /// under its own name.
 async fn apply(api: &Api, file: &Path) -> Result<()> {
     let pods = crate::manifest::load_file(file).map_err(|e| anyhow!("error validating {e}"))?;
+    let batch =
+        crate::controllers::batch::check_file(file).map_err(|e| anyhow!("error validating {e}"))?;
     let dir = manifest_dir(api).await?;
     let dest = target(&dir, file)?;
+    // A Job's template cannot change (the API server's rule).
+    for (name, doc) in &batch {
+        let Some(n) = name.strip_prefix("job.batch/") else {
+            continue;
+        };
+        let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
+        if let Ok(old) = api
+            .get(&format!("/apis/batch/v1/namespaces/{ns}/jobs/{n}"))
+            .await
+        {
+            let (Ok(old), Ok(new)) = (
+                serde_json::from_value(old),
+                serde_json::from_value(doc.clone()),
+            ) else {
+                continue;
+            };
+            if let Some(e) = crate::controllers::job::immutable_change(&old, &new) {
+                bail!("The {}", e.replacen("Job.batch", "Job", 1));
+            }
+        }
+    }
+    let old_batch = if dest.exists() {
+        crate::controllers::batch::check_file(&dest).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let old: Vec<crate::manifest::Desired> = if dest.exists() {
         crate::manifest::load_file(&dest).unwrap_or_default()
     } else {
@@ -286,6 +361,14 @@ async fn apply(api: &Api, file: &Path) -> Result<()> {
             None => "created",
         };
         println!("pod/{name} {verb}");
+    }
+    for (name, doc) in batch {
+        let verb = match old_batch.iter().find(|(n, _)| *n == name) {
+            Some((_, d)) if *d == doc => "unchanged",
+            Some(_) => "configured",
+            None => "created",
+        };
+        println!("{name} {verb}");
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ mod metrics;
 mod objects;
 mod pod;
 mod print;
+mod print_batch;
 mod print_stateful;
 mod print_workloads;
 mod probes;
@@ -145,6 +146,18 @@ pub enum Command {
     Apply {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+    },
+    /// Create a Job from a CronJob's template (`create job NAME --from=cronjob/NAME`): its
+    /// manifest goes into the agent's manifest directory.
+    Create {
+        /// The kind: job.
+        resource: String,
+        name: String,
+        /// The CronJob: `cronjob/NAME`.
+        #[arg(long)]
+        from: String,
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
     },
     /// Take a manifest out of the agent's manifest directory.
     Delete {

@@ -279,13 +279,13 @@ pub fn pods_table(items: &[Value], wide: bool, namespaces: bool) -> String {
     table(&rows)
 }
 
-fn rfc1123(v: &Value) -> String {
+pub(crate) fn rfc1123(v: &Value) -> String {
     time(v)
         .map(|t| t.format("%a, %d %b %Y %H:%M:%S %z").to_string())
         .unwrap_or_default()
 }
 
-fn map_lines(v: &Value, indent: usize) -> String {
+pub(crate) fn map_lines(v: &Value, indent: usize) -> String {
     match v.as_object() {
         Some(m) if !m.is_empty() => {
             let pad = " ".repeat(indent);
@@ -475,6 +475,13 @@ pub fn describe(p: &Value, events: &Value) -> String {
         out.push_str(&table(&rows));
     }
     line(&mut out, "QoS Class", s(&st["qosClass"]));
+    out.push_str(&events_table(events));
+    out
+}
+
+/// The Events section of `describe`.
+pub fn events_table(events: &Value) -> String {
+    let mut out = String::new();
     let evs = events["items"].as_array().cloned().unwrap_or_default();
     if evs.is_empty() {
         out.push_str("Events:            <none>\n");

@@ -11,6 +11,8 @@ pub fn resource(r: &str) -> Option<(&'static str, &'static str)> {
         "replicasets" | "replicaset" | "rs" => ("/apis/apps/v1", "replicasets"),
         "services" | "service" | "svc" => ("/api/v1", "services"),
         "endpoints" | "ep" => ("/api/v1", "endpoints"),
+        "jobs" | "job" => ("/apis/batch/v1", "jobs"),
+        "cronjobs" | "cronjob" | "cj" => ("/apis/batch/v1", "cronjobs"),
         _ => return crate::print_stateful::resource(r),
     })
 }
@@ -21,6 +23,8 @@ pub fn singular(plural: &str) -> &str {
         "replicasets" => "replicaset.apps",
         "services" => "service",
         "endpoints" => "endpoints",
+        "jobs" => "job.batch",
+        "cronjobs" => "cronjob.batch",
         _ => crate::print_stateful::singular(plural).unwrap_or("pod"),
     }
 }
@@ -85,6 +89,16 @@ pub fn table(plural: &str, items: &[Value], namespaces: bool) -> String {
             "PORT(S)",
             "AGE",
         ],
+        "jobs" => &["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+        "cronjobs" => &[
+            "NAME",
+            "SCHEDULE",
+            "TIMEZONE",
+            "SUSPEND",
+            "ACTIVE",
+            "LAST SCHEDULE",
+            "AGE",
+        ],
         _ => &["NAME", "ENDPOINTS", "AGE"],
     };
     let mut rows = Vec::new();
@@ -124,6 +138,8 @@ pub fn table(plural: &str, items: &[Value], namespaces: bool) -> String {
                 ports(it),
                 age(created),
             ],
+            "jobs" => crate::print_batch::job_row(name, it),
+            "cronjobs" => crate::print_batch::cronjob_row(name, it),
             _ => vec![name, endpoints(it), age(created)],
         };
         if namespaces {

@@ -20,7 +20,7 @@ use crate::resources::Refusal;
 use crate::store::Store;
 
 /// Events kept for `describe` (a ring: the oldest go first).
-const MAX_EVENTS: usize = 1000;
+pub const MAX_EVENTS: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeKind {

@@ -1,5 +1,5 @@
 //! The REST paths of the workloads: Deployments and ReplicaSets (apps/v1), Services and
-//! Endpoints (v1), as the API server serves them.
+//! Endpoints (v1), Jobs and CronJobs (batch/v1), as the API server serves them.
 
 use std::sync::Arc;
 
@@ -30,6 +30,8 @@ pub fn routes() -> Router<Arc<Shared>> {
         ("/apis/apps/v1", "daemonsets"),
         ("/apis/apps/v1", "controllerrevisions"),
         ("/api/v1", "persistentvolumeclaims"),
+        ("/apis/batch/v1", "jobs"),
+        ("/apis/batch/v1", "cronjobs"),
     ] {
         r = r
             .route(
@@ -215,6 +217,22 @@ fn items(shared: &Shared, plural: &str) -> Vec<(String, String, Value)> {
                 (s("namespace"), s("name"), r.clone())
             })
             .collect(),
+        "jobs" => v
+            .jobs
+            .iter()
+            .map(|j| {
+                let (n, m) = key(&j.metadata);
+                (n, m, typed(j, "batch/v1", "Job"))
+            })
+            .collect(),
+        "cronjobs" => v
+            .cronjobs
+            .iter()
+            .map(|j| {
+                let (n, m) = key(&j.metadata);
+                (n, m, typed(j, "batch/v1", "CronJob"))
+            })
+            .collect(),
         _ => v
             .services
             .iter()
@@ -235,6 +253,8 @@ fn list_kind(plural: &str) -> (&'static str, &'static str) {
         "daemonsets" => ("apps/v1", "DaemonSetList"),
         "controllerrevisions" => ("apps/v1", "ControllerRevisionList"),
         "persistentvolumeclaims" => ("v1", "PersistentVolumeClaimList"),
+        "jobs" => ("batch/v1", "JobList"),
+        "cronjobs" => ("batch/v1", "CronJobList"),
         _ => ("v1", "EndpointsList"),
     }
 }

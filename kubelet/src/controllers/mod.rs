@@ -3,8 +3,11 @@
 //! node's nftables rules. Their state (ReplicaSets, pods' names and uids, ClusterIPs) is
 //! kept in `<root>/controllers.json`, so a restarted agent adopts the same pods.
 
+pub mod batch;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod job;
 pub mod record;
 pub mod replicaset;
 pub mod stateful;
@@ -44,6 +47,8 @@ pub fn is_workload(doc: &Value) -> bool {
             | ("apps/v1", "DaemonSet")
             | ("v1", "PersistentVolumeClaim")
             | ("storage.k8s.io/v1", "StorageClass")
+            | ("batch/v1", "Job")
+            | ("batch/v1", "CronJob")
     )
 }
 
@@ -57,6 +62,8 @@ pub struct Objects {
     pub daemonsets: Vec<(DaemonSet, PathBuf)>,
     pub claims: Vec<(PersistentVolumeClaim, PathBuf)>,
     pub classes: Vec<(StorageClass, PathBuf)>,
+    pub jobs: Vec<(k8s_openapi::api::batch::v1::Job, PathBuf)>,
+    pub cronjobs: Vec<(k8s_openapi::api::batch::v1::CronJob, PathBuf)>,
     pub errors: BTreeMap<PathBuf, String>,
 }
 
@@ -154,6 +161,7 @@ pub fn scan(dir: &Path) -> Objects {
                     out.classes.push((s, p.clone()));
                     Ok(())
                 }),
+                "Job" | "CronJob" => batch::scan_doc(kind, doc, &p, &mut out),
                 _ => parse::<Service>(doc).and_then(|mut s| {
                     default_ns(&mut s.metadata)?;
                     out.services.push((s, p.clone()));
@@ -203,6 +211,8 @@ pub struct View {
     pub daemonsets: Vec<DaemonSet>,
     pub claims: Vec<PersistentVolumeClaim>,
     pub revisions: Vec<Value>,
+    pub jobs: Vec<k8s_openapi::api::batch::v1::Job>,
+    pub cronjobs: Vec<k8s_openapi::api::batch::v1::CronJob>,
     /// Service key → port key → endpoints.
     pub endpoints: BTreeMap<String, BTreeMap<String, Vec<proxy::Endpoint>>>,
 }
@@ -291,6 +301,7 @@ impl Ctl {
             }
         }
         stateful::wanted_pods(self, &mut out);
+        out.extend(self.batch_pods());
         out
     }
 
@@ -354,6 +365,7 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
         return;
     }
     let obs = observe(shared);
+    let job_obs = batch::observe(shared);
     let now = Utc::now();
     let (rules, ready_to_write) = {
         let mut c = lock(h);
@@ -419,6 +431,9 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
             changed |= ch;
             record::emit(&mut shared.lock(), evs);
         }
+        let mut notes = Vec::new();
+        changed |= c.sync_batch(&job_obs, now, &mut notes);
+        batch::record(shared, notes);
         c.view.deployments = deployments;
         c.view.replicasets = c
             .state
@@ -484,8 +499,10 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
 /// A pod a ReplicaSet of this agent made.
 pub fn is_controlled(pod: &Pod) -> bool {
     pod.metadata.owner_references.iter().flatten().any(|o| {
-        matches!(o.kind.as_str(), "ReplicaSet" | "StatefulSet" | "DaemonSet")
-            && o.controller == Some(true)
+        matches!(
+            o.kind.as_str(),
+            "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job"
+        ) && o.controller == Some(true)
     })
 }
 

@@ -117,6 +117,9 @@ pub struct State {
     pub daemonsets: BTreeMap<String, super::daemonset::DsRec>,
     #[serde(default)]
     pub claims: BTreeMap<String, crate::storage::ClaimRec>,
+    pub jobs: BTreeMap<String, super::job::JobRec>,
+    #[serde(default)]
+    pub cronjobs: BTreeMap<String, super::cronjob::CronRec>,
 }
 
 pub fn key(ns: &str, name: &str) -> String {
