@@ -16,6 +16,8 @@
 //!   new pod, never Ready), v1 keeps serving with never fewer than 3 available, the
 //!   Deployment says Progressing=False, ProgressDeadlineExceeded; the v1 manifest put back
 //!   recovers; 0 failed requests throughout.
+//! - `session_affinity`: a Service with `sessionAffinity: ClientIP`: every request of the
+//!   client is answered by the same one of 3 pods.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -582,14 +584,10 @@ async fn self_healing(ep: Endpoint) {
     let boxes = sandboxes(&mut cri).await;
     assert_eq!(boxes.len(), 3, "{boxes:?}");
     let (victim, id) = boxes[0].clone();
-    cri.runtime
-        .stop_pod_sandbox(api::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .expect("StopPodSandbox");
-    // The agent, seeing the pod's containers stop, may be removing them at the same time:
-    // the engine then refuses for a moment (containerd: "already in removing state").
+    // RemovePodSandbox alone (it stops what runs, as the CRI says), so that the agent does
+    // not restart the container into a stopped sandbox in between. The agent may be
+    // removing a container of it at the same moment: the engine then refuses for a moment
+    // (containerd: "already in removing state").
     let deadline = Instant::now() + scaled(Duration::from_secs(30));
     loop {
         let r = cri
@@ -755,6 +753,48 @@ async fn bad_rollout(ep: Endpoint) {
         log.0.len(),
         log.answers()
     );
+}
+
+async fn session_affinity(ep: Endpoint) {
+    if skip_endpoint(ep) {
+        return;
+    }
+    let mut s = Setup::start(ep, "affinity").await;
+    let t = s.token.clone();
+    // Each pod's page is its own name.
+    let d = deployment("web", "", "v1", 3, "/", &t).replace("echo $VERSION", "hostname");
+    s.deploy("web.yaml", &d);
+    let svc = service("").replace(
+        "  ports:",
+        "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n  ports:",
+    );
+    s.deploy("svc.yaml", &svc);
+    wait_complete(&mut s.agent, "web", 3, Duration::from_secs(120));
+    wait_endpoints(&mut s.agent, "3 endpoints", |p| p.len() == 3);
+    let addr = s.service_addr();
+    let log = burst(&s.node, addr, 300);
+    log.assert_no_failures("session affinity");
+    let answers = log.answers();
+    let pods: Vec<String> = s
+        .pods()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    // Random choice among 3 would give all three (all one: 3 in 3^300).
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let (pod, n) = answers.iter().next().expect("an answer");
+    assert!(pods.contains(pod), "{pod} is not one of {pods:?}");
+    eprintln!("{ep:?}: session affinity: {n} requests, all answered by {pod}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_affinity_rrun_cri() {
+    session_affinity(Endpoint::RrunCri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_affinity_containerd() {
+    session_affinity(Endpoint::Containerd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
