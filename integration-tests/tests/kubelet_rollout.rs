@@ -17,7 +17,8 @@
 //!   Deployment says Progressing=False, ProgressDeadlineExceeded; the v1 manifest put back
 //!   recovers; 0 failed requests throughout.
 //! - `session_affinity`: a Service with `sessionAffinity: ClientIP`: every request of the
-//!   client is answered by the same one of 3 pods.
+//!   client is answered by the same one of 3 pods; a pod made after the Service has its
+//!   `WEB_SERVICE_HOST`/`_PORT` and Docker link variables.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -785,6 +786,35 @@ async fn session_affinity(ep: Endpoint) {
     let (pod, n) = answers.iter().next().expect("an answer");
     assert!(pods.contains(pod), "{pod} is not one of {pods:?}");
     eprintln!("{ep:?}: session affinity: {n} requests, all answered by {pod}");
+
+    // A pod made after the Service has its variables (enableServiceLinks): its page shows them.
+    let d = deployment("env", "", "x", 1, "/", &t)
+        .replace("app: web", "app: envcheck")
+        .replace(
+            "echo $VERSION",
+            "echo $WEB_SERVICE_HOST:$WEB_SERVICE_PORT,$WEB_PORT,$WEB_PORT_80_TCP_ADDR",
+        );
+    s.deploy("env.yaml", &d);
+    wait_complete(&mut s.agent, "env", 1, Duration::from_secs(60));
+    let pod_ip = s
+        .pods()
+        .iter()
+        .find(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("env-"))
+        })
+        .and_then(|p| p["status"]["podIP"].as_str().map(str::to_string))
+        .expect("the env pod's IP");
+    let page = burst(
+        &s.node,
+        format!("{pod_ip}:8080").parse().expect("address"),
+        1,
+    );
+    page.assert_no_failures("the env pod");
+    let ip = addr.ip();
+    let want = format!("{ip}:80,tcp://{ip}:80,{ip}");
+    assert_eq!(page.answers().keys().collect::<Vec<_>>(), [&want]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
