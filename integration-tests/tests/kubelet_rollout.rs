@@ -14,8 +14,9 @@
 //!   Service keeps answering, and is whole (3 Ready) again.
 //! - `bad_rollout`: a v3 whose readiness never passes: the rollout stalls at the surge (one
 //!   new pod, never Ready), v1 keeps serving with never fewer than 3 available, the
-//!   Deployment says Progressing=False, ProgressDeadlineExceeded; the v1 manifest put back
-//!   recovers; 0 failed requests throughout.
+//!   Deployment says Progressing=False, ProgressDeadlineExceeded and `rollout status`
+//!   (started with the rollout) exits 1 with kubectl's message; the v1 manifest put back
+//!   recovers (`rollout status` exits 0); 0 failed requests throughout.
 //! - `session_affinity`: a Service with `sessionAffinity: ClientIP`: every request of the
 //!   client is answered by the same one of 3 pods; a pod made after the Service has its
 //!   `WEB_SERVICE_HOST`/`_PORT` and Docker link variables.
@@ -679,6 +680,25 @@ async fn bad_rollout(ep: Endpoint) {
 
     // v3: its readiness probe asks for a page that does not exist.
     s.deploy("web.yaml", &deployment("web", "", "v3", 3, "/ready", &t));
+    // Once the agent has taken v3 (the agent keeps no `generation` for `rollout status` to
+    // wait on), `rollout status` follows it, and fails at the deadline.
+    wait_for(
+        &mut s.agent,
+        &deployment_path("web"),
+        Duration::from_secs(30),
+        "the v3 ReplicaSet",
+        |d| {
+            d["status"]["updatedReplicas"]
+                .as_i64()
+                .is_some_and(|n| n < 3)
+        },
+    );
+    let status = {
+        let mut c = std::process::Command::new(integration_tests::agent::agent_binary());
+        c.arg(format!("--root-dir={}", s.agent.root_dir.display()))
+            .args(["rollout", "status", "deployment/web", "--timeout=120s"]);
+        thread::spawn(move || c.output().expect("rrun-kubelet rollout status"))
+    };
     let deadline = Instant::now() + scaled(Duration::from_secs(90));
     let mut most_pods = 0;
     let mut least_available = i64::MAX;
@@ -713,6 +733,20 @@ async fn bad_rollout(ep: Endpoint) {
     assert_eq!(st["availableReplicas"], 3, "{stalled}");
     assert!(most_pods <= 4, "{most_pods} pods at once");
     assert!(least_available >= 3, "only {least_available} available");
+    let out = status.join().expect("rollout status");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Waiting for deployment \"web\" rollout to finish: 1 out of 3 new replicas have been updated..."),
+        "{stdout}"
+    );
+    assert_eq!(
+        stderr.trim(),
+        "error: deployment \"web\" exceeded its progress deadline"
+    );
     let mid = traffic.sent();
     traffic.wait_sent(mid + 200);
 
@@ -738,6 +772,14 @@ async fn bad_rollout(ep: Endpoint) {
         Duration::from_secs(60),
         "3 pods",
         |l| l["items"].as_array().map(Vec::len) == Some(3),
+    );
+    let out = s.agent.cli(&["rollout", "status", "deploy/web"]);
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stdout
+            .trim_end()
+            .ends_with("deployment \"web\" successfully rolled out"),
+        "{out}"
     );
     let end = traffic.sent();
     traffic.wait_sent(end + 100);
