@@ -309,7 +309,9 @@ while :; do
     kubectl get deployments
     kubectl get replicasets | tail -n +2 | sed 's/^/  replicaset /'
     line="$(kubectl get deployments web -o json | jq -r '[.status.replicas, .status.updatedReplicas, .status.availableReplicas] | map(. // 0) | join(" ")')"
-    if [[ "$line" == "3 3 3" ]] && [[ "$(kubectl get pods -o json | jq '.items | length')" == 3 ]]; then
+    # Done: v2's ReplicaSet beside v1's (so the agent has seen v2), 3 pods, all v2 and available.
+    if [[ "$line" == "3 3 3" ]] && [[ "$(kubectl get replicasets -o json | jq '.items | length')" == 2 ]] &&
+        [[ "$(kubectl get pods -o json | jq '.items | length')" == 3 ]]; then
         break
     fi
     ((SECONDS - start < 120)) || die "the rollout did not finish in 120 s"
