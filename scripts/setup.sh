@@ -87,6 +87,13 @@ for component in rustfmt clippy; do
     fi
 done
 
+# RRUN_SETUP_MINIMAL=1 (scripts/demo.sh): the packages and the toolchain only; the test
+# tools below (nextest, grpcio, the stock kubelet's 6-minute build) are left out.
+if [[ "${RRUN_SETUP_MINIMAL:-}" == 1 ]]; then
+    log "ready (minimal: no test tools)"
+    exit 0
+fi
+
 # cargo-nextest: optional (scripts/test.sh falls back to `cargo test`).
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest from crates.io"

@@ -252,6 +252,12 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Rollout {
+            action,
+            target,
+            namespace,
+            timeout,
+        } => rollout_status(api, action, target, namespace, *timeout).await,
         Command::Apply { file } => apply(api, file).await,
         Command::Delete { file } => delete(api, file).await,
         Command::Create {
@@ -422,4 +428,136 @@ async fn delete(api: &Api, file: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One step of `kubectl rollout status` for a Deployment (its `DeploymentStatusViewer`):
+/// the line to print and whether the rollout is complete; an error once the Deployment says
+/// its progress deadline is exceeded.
+fn deployment_status(d: &Value) -> Result<(String, bool)> {
+    let name = d["metadata"]["name"].as_str().unwrap_or("");
+    let st = &d["status"];
+    if st.is_null() {
+        return Ok((
+            "Waiting for deployment spec update to be observed...".into(),
+            false,
+        ));
+    }
+    let timed_out = st["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Progressing" && c["reason"] == "ProgressDeadlineExceeded");
+    if timed_out {
+        bail!("deployment \"{name}\" exceeded its progress deadline");
+    }
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let (replicas, updated, available) = (
+        n(&st["replicas"]),
+        n(&st["updatedReplicas"]),
+        n(&st["availableReplicas"]),
+    );
+    let waiting = |m: String| {
+        Ok((
+            format!("Waiting for deployment \"{name}\" rollout to finish: {m}"),
+            false,
+        ))
+    };
+    if updated < want {
+        return waiting(format!(
+            "{updated} out of {want} new replicas have been updated..."
+        ));
+    }
+    if replicas > updated {
+        return waiting(format!(
+            "{} old replicas are pending termination...",
+            replicas - updated
+        ));
+    }
+    if available < updated {
+        return waiting(format!(
+            "{available} of {updated} updated replicas are available..."
+        ));
+    }
+    Ok((
+        format!("deployment \"{name}\" successfully rolled out"),
+        true,
+    ))
+}
+
+/// `rollout status deployment/NAME`: prints each new state until the rollout completes.
+async fn rollout_status(
+    api: &Api,
+    action: &str,
+    target: &str,
+    namespace: &str,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    if action != "status" {
+        bail!("unknown rollout action \"{action}\": only status is supported");
+    }
+    let name = match target.split_once('/') {
+        Some(("deployment" | "deployments" | "deploy", n)) if !n.is_empty() => n,
+        _ => bail!("{target}: expected deployment/NAME"),
+    };
+    let path = format!("/apis/apps/v1/namespaces/{namespace}/deployments/{name}");
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut last = String::new();
+    loop {
+        let d = api.get(&path).await?;
+        let (line, done) = deployment_status(&d)?;
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        if done {
+            return Ok(());
+        }
+        if deadline.is_some_and(|t| Instant::now() >= t) {
+            bail!("timed out waiting for the condition");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_status_lines() {
+        let d = |replicas: i64, st: Value| serde_json::json!({"metadata": {"name": "web"}, "spec": {"replicas": replicas}, "status": st});
+        let line = |v: &Value| deployment_status(v).unwrap().0;
+        assert_eq!(
+            line(&d(3, serde_json::json!({"replicas": 4, "updatedReplicas": 1, "availableReplicas": 3}))),
+            "Waiting for deployment \"web\" rollout to finish: 1 out of 3 new replicas have been updated..."
+        );
+        assert_eq!(
+            line(&d(3, serde_json::json!({"replicas": 4, "updatedReplicas": 3, "availableReplicas": 3}))),
+            "Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination..."
+        );
+        assert_eq!(
+            line(&d(3, serde_json::json!({"replicas": 3, "updatedReplicas": 3, "availableReplicas": 2}))),
+            "Waiting for deployment \"web\" rollout to finish: 2 of 3 updated replicas are available..."
+        );
+        let ok = d(
+            3,
+            serde_json::json!({"replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}),
+        );
+        assert_eq!(
+            deployment_status(&ok).unwrap(),
+            (
+                "deployment \"web\" successfully rolled out".to_string(),
+                true
+            )
+        );
+        let stuck = d(
+            3,
+            serde_json::json!({"replicas": 4, "updatedReplicas": 1, "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}),
+        );
+        assert_eq!(
+            deployment_status(&stuck).unwrap_err().to_string(),
+            "deployment \"web\" exceeded its progress deadline"
+        );
+    }
 }

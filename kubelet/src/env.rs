@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod, ResourceFieldSelector};
+use k8s_openapi::api::core::v1::{Container, Pod, ResourceFieldSelector, Service};
 
 use crate::objects::{Kind, Objects};
 use crate::spec;
@@ -24,6 +24,9 @@ pub struct Facts<'a> {
     /// as these, as with the kubelet.
     pub node_milli_cpu: i64,
     pub node_memory: i64,
+    /// The node's Services (as the API shows them, ClusterIPs given), for the service
+    /// environment variables.
+    pub services: &'a [Service],
 }
 
 /// The node's address (`status.hostIP`): the source address of its default route, found
@@ -172,14 +175,79 @@ fn valid_env_name(name: &str) -> bool {
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// `my-svc` → `MY_SVC`, as the kubelet names a Service's variables.
+fn env_name(s: &str) -> String {
+    s.to_uppercase().replace('-', "_")
+}
+
+/// The variables the kubelet gives a pod for each Service (`getServiceEnvVarMap`): those of
+/// its own namespace when `enableServiceLinks` (the default), and the `kubernetes` Service
+/// of `default` always; only Services with a ClusterIP. For each: `<SVC>_SERVICE_HOST`,
+/// `<SVC>_SERVICE_PORT` (the first port), `<SVC>_SERVICE_PORT_<NAME>` per named port, and
+/// Docker's link variables (`<SVC>_PORT=tcp://ip:port`, `<SVC>_PORT_<port>_<PROTO>` with
+/// `_PROTO`, `_PORT`, `_ADDR`).
+pub fn service_env(pod: &Pod, services: &[Service]) -> Vec<(String, String)> {
+    let ns = spec::namespace(pod);
+    let links = spec::spec(pod).enable_service_links.unwrap_or(true);
+    let mut chosen: Vec<&Service> = services
+        .iter()
+        .filter(|s| {
+            let sns = s.metadata.namespace.as_deref().unwrap_or("default");
+            let name = s.metadata.name.as_deref().unwrap_or("");
+            (links && sns == ns) || (sns == "default" && name == "kubernetes")
+        })
+        .collect();
+    chosen.sort_by_key(|s| s.metadata.name.clone());
+    let mut out = Vec::new();
+    for s in chosen {
+        let Some(spec) = s.spec.as_ref() else {
+            continue;
+        };
+        let ip = match spec.cluster_ip.as_deref() {
+            None | Some("") | Some("None") => continue,
+            Some(ip) => ip,
+        };
+        let name = env_name(s.metadata.name.as_deref().unwrap_or(""));
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        out.push((format!("{name}_SERVICE_HOST"), ip.to_string()));
+        if let Some(p) = ports.first() {
+            out.push((format!("{name}_SERVICE_PORT"), p.port.to_string()));
+        }
+        for p in ports {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!("{name}_SERVICE_PORT_{}", env_name(pn)),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        for (i, p) in ports.iter().enumerate() {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            let lower = proto.to_lowercase();
+            let url = format!("{lower}://{ip}:{}", p.port);
+            let prefix = format!("{name}_PORT_{}_{}", p.port, proto.to_uppercase());
+            if i == 0 {
+                out.push((format!("{name}_PORT"), url.clone()));
+            }
+            out.push((prefix.clone(), url));
+            out.push((format!("{prefix}_PROTO"), lower));
+            out.push((format!("{prefix}_PORT"), p.port.to_string()));
+            out.push((format!("{prefix}_ADDR"), ip.to_string()));
+        }
+    }
+    out
+}
+
 /// The container's environment, in definition order (a redefined name keeps its first
-/// place and takes the last value).
+/// place and takes the last value), then the service variables not defined otherwise
+/// (which `$(VAR)` references may also name), as the kubelet orders them.
 pub fn container_env(
     pod: &Pod,
     c: &Container,
     facts: &Facts,
 ) -> Result<Vec<(String, String)>, String> {
     let ns = spec::namespace(pod);
+    let svc_env = service_env(pod, facts.services);
     let mut out: Vec<(String, String)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut set = |out: &mut Vec<(String, String)>, k: String, v: String| match index.get(&k) {
@@ -218,8 +286,11 @@ pub fn container_env(
     }
     for e in c.env.iter().flatten() {
         let value = if let Some(v) = e.value.as_deref().filter(|v| !v.is_empty()) {
-            let known: HashMap<&str, &str> =
-                out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let known: HashMap<&str, &str> = svc_env
+                .iter()
+                .chain(out.iter())
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             expand(v, |n| known.get(n).map(|s| s.to_string()))
         } else if let Some(from) = &e.value_from {
             if let Some(f) = &from.field_ref {
@@ -245,6 +316,8 @@ pub fn container_env(
         };
         set(&mut out, e.name.clone(), value);
     }
+    let defined: std::collections::HashSet<String> = out.iter().map(|(k, _)| k.clone()).collect();
+    out.extend(svc_env.into_iter().filter(|(k, _)| !defined.contains(k)));
     Ok(out)
 }
 
@@ -350,6 +423,7 @@ mod tests {
                 objects: o,
                 node_milli_cpu: 2000,
                 node_memory: 1 << 30,
+                services: &[],
             }
         }
         let c = &p.spec.as_ref().unwrap().containers[0];
@@ -394,5 +468,76 @@ mod tests {
             field_value(&p, &facts(&objs), "metadata.labels").unwrap(),
             "a=\"1\"\nb=\"2\""
         );
+    }
+
+    #[test]
+    fn service_variables() {
+        let svc = |ns: &str, name: &str, ip: &str, ports: serde_json::Value| -> Service {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": ns}, "spec": {"clusterIP": ip, "ports": ports}})).unwrap()
+        };
+        let services = vec![
+            svc(
+                "ns",
+                "my-web",
+                "10.96.0.5",
+                serde_json::json!([{"name": "http", "port": 80}, {"name": "dns-udp", "port": 53, "protocol": "UDP"}]),
+            ),
+            svc("ns", "headless", "None", serde_json::json!([{"port": 80}])),
+            svc(
+                "other",
+                "far",
+                "10.96.0.6",
+                serde_json::json!([{"port": 81}]),
+            ),
+            svc(
+                "default",
+                "kubernetes",
+                "10.96.0.1",
+                serde_json::json!([{"name": "https", "port": 443}]),
+            ),
+        ];
+        let p = pod("metadata: {name: p, namespace: ns}\nspec:\n  containers:\n  - name: c\n    image: i\n    env:\n    - {name: MY_WEB_SERVICE_PORT, value: mine}\n    - {name: URL, value: 'http://$(MY_WEB_SERVICE_HOST)/'}\n");
+        let objs = Objects::default();
+        let f = Facts {
+            uid: "u",
+            node_name: "n",
+            pod_ip: "",
+            host_ip: "",
+            objects: &objs,
+            node_milli_cpu: 1,
+            node_memory: 1,
+            services: &services,
+        };
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let env: HashMap<String, String> = container_env(&p, c, &f).unwrap().into_iter().collect();
+        let get = |k: &str| env.get(k).map(String::as_str);
+        assert_eq!(get("MY_WEB_SERVICE_HOST"), Some("10.96.0.5"));
+        // Defined by the pod: the pod's value wins.
+        assert_eq!(get("MY_WEB_SERVICE_PORT"), Some("mine"));
+        assert_eq!(get("URL"), Some("http://10.96.0.5/"));
+        assert_eq!(get("MY_WEB_SERVICE_PORT_HTTP"), Some("80"));
+        assert_eq!(get("MY_WEB_SERVICE_PORT_DNS_UDP"), Some("53"));
+        assert_eq!(get("MY_WEB_PORT"), Some("tcp://10.96.0.5:80"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP"), Some("udp://10.96.0.5:53"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP_PROTO"), Some("udp"));
+        assert_eq!(get("MY_WEB_PORT_80_TCP_PORT"), Some("80"));
+        assert_eq!(get("MY_WEB_PORT_80_TCP_ADDR"), Some("10.96.0.5"));
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), Some("443"));
+        assert!(!env
+            .keys()
+            .any(|k| k.starts_with("HEADLESS_") || k.starts_with("FAR_")));
+        // enableServiceLinks: false: only the kubernetes Service's.
+        let mut q = p.clone();
+        q.spec.as_mut().unwrap().enable_service_links = Some(false);
+        let keys: Vec<String> = service_env(&q, &services)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            keys.iter().all(|k| k.starts_with("KUBERNETES_")),
+            "{keys:?}"
+        );
+        assert!(keys.contains(&"KUBERNETES_PORT_443_TCP".to_string()));
     }
 }

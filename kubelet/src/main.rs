@@ -164,6 +164,19 @@ pub enum Command {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
+    /// Follow a Deployment's rollout (`rollout status deployment/NAME`, as kubectl): exit 0
+    /// when complete, 1 when its progress deadline is exceeded or on --timeout.
+    Rollout {
+        /// The action: status.
+        action: String,
+        /// deployment/NAME (or deploy/NAME).
+        target: String,
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
+        /// How long to wait (e.g. 2m); without it, until done.
+        #[arg(long = "timeout", value_parser = parse_duration)]
+        timeout: Option<Duration>,
+    },
 }
 
 /// `10s`, `500ms`, `5m`, `1h`.

@@ -163,6 +163,11 @@ fn refresh_volumes(shared: &Shared, d: &Desired, sb: &str) {
         )
     };
     let alloc = shared.config.allocatable();
+    // Taken alone: the controllers' lock comes before the agent's, never inside it.
+    let services = crate::controllers::lock(&shared.workloads)
+        .view
+        .services
+        .clone();
     let facts = crate::env::Facts {
         uid: &d.uid,
         node_name: &shared.config.node_name,
@@ -171,6 +176,7 @@ fn refresh_volumes(shared: &Shared, d: &Desired, sb: &str) {
         objects: &objects,
         node_milli_cpu: alloc.milli_cpu,
         node_memory: alloc.memory,
+        services: &services,
     };
     let _ = crate::volumes::setup(&shared.config.root_dir, &d.pod, &d.uid, &facts);
 }
@@ -568,6 +574,11 @@ async fn start(
     let pod_ip = shared.lock().pod_ips.get(sb).cloned().unwrap_or_default();
     let objects = shared.lock().objects.clone();
     let alloc = shared.config.allocatable();
+    // Taken alone: the controllers' lock comes before the agent's, never inside it.
+    let services = crate::controllers::lock(&shared.workloads)
+        .view
+        .services
+        .clone();
     let facts = crate::env::Facts {
         uid: &d.uid,
         node_name: &shared.config.node_name,
@@ -576,6 +587,7 @@ async fn start(
         objects: &objects,
         node_milli_cpu: alloc.milli_cpu,
         node_memory: alloc.memory,
+        services: &services,
     };
     let (_, mem) = crate::resources::capacity();
     let root = &shared.config.root_dir;

@@ -629,6 +629,7 @@ fn rules(c: &Ctl) -> Vec<Rule> {
                     .and_then(|e| e.get(&pk))
                     .cloned()
                     .unwrap_or_default(),
+                affinity: proxy::affinity(s).ok().flatten(),
             });
         }
     }

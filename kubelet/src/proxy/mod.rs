@@ -118,6 +118,7 @@ pub fn allocate(
             .ok_or("no ClusterIP is free in --service-cluster-ip-range")?;
         rec.cluster_ip = Some(ip);
     }
+    affinity(svc)?;
     let node_port = spec.type_.as_deref() == Some("NodePort");
     let mut ports = BTreeMap::new();
     if node_port {
@@ -160,6 +161,34 @@ pub fn allocate(
     }
     rec.node_ports = ports;
     Ok(())
+}
+
+/// The default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
+pub const AFFINITY_TIMEOUT: i32 = 10800;
+
+/// `sessionAffinity: ClientIP`: how long a client stays with its endpoint (seconds), with
+/// the API server's validation; `None` without affinity.
+pub fn affinity(svc: &Service) -> Result<Option<i32>, String> {
+    let spec = svc.spec.clone().unwrap_or_default();
+    match spec.session_affinity.as_deref() {
+        None | Some("") | Some("None") => Ok(None),
+        Some("ClientIP") => {
+            let t = spec
+                .session_affinity_config
+                .and_then(|c| c.client_ip)
+                .and_then(|c| c.timeout_seconds)
+                .unwrap_or(AFFINITY_TIMEOUT);
+            if !(1..=86400).contains(&t) {
+                return Err(format!(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: {t}: must be greater than 0 and less than 86400"
+                ));
+            }
+            Ok(Some(t))
+        }
+        Some(other) => Err(format!(
+            "spec.sessionAffinity: Unsupported value: {other:?}: supported values: \"ClientIP\", \"None\""
+        )),
+    }
 }
 
 /// One endpoint of a Service port.
@@ -238,6 +267,8 @@ pub struct Rule {
     pub port: i32,
     pub node_port: Option<i32>,
     pub endpoints: Vec<Endpoint>,
+    /// `sessionAffinity: ClientIP`'s timeout in seconds.
+    pub affinity: Option<i32>,
 }
 
 #[cfg(test)]
@@ -276,6 +307,28 @@ mod tests {
             svc(serde_json::json!({"metadata": {"name": "h"}, "spec": {"clusterIP": "None"}}));
         allocate(&headless, "default/h", range, &mut b, &[&a]).unwrap();
         assert_eq!(b.cluster_ip, None);
+    }
+
+    #[test]
+    fn session_affinity() {
+        let s =
+            |v: serde_json::Value| svc(serde_json::json!({"metadata": {"name": "a"}, "spec": v}));
+        assert_eq!(affinity(&s(serde_json::json!({}))), Ok(None));
+        assert_eq!(
+            affinity(&s(serde_json::json!({"sessionAffinity": "ClientIP"}))),
+            Ok(Some(AFFINITY_TIMEOUT))
+        );
+        assert_eq!(
+            affinity(&s(
+                serde_json::json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 30}}})
+            )),
+            Ok(Some(30))
+        );
+        assert!(affinity(&s(
+            serde_json::json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}})
+        ))
+        .is_err());
+        assert!(affinity(&s(serde_json::json!({"sessionAffinity": "Cookie"}))).is_err());
     }
 
     #[test]

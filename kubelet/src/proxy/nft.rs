@@ -44,6 +44,20 @@ pub fn render(rules: &[Rule]) -> Option<String> {
     );
     let mut services = String::new();
     let mut chains = String::new();
+    // ClientIP affinity, as kube-proxy's nftables mode keeps it: one set of client
+    // addresses per endpoint, each entry living `timeout` seconds from its last use; a
+    // client found in one goes to that endpoint, the others are spread at random. The
+    // sets are declared before the chains that name them.
+    for (i, r) in rules.iter().enumerate() {
+        if let Some(t) = r.affinity {
+            for j in 0..r.endpoints.len() {
+                let _ = writeln!(
+                    s,
+                    "  set affinity-{i}-{j} {{ type ipv4_addr; flags dynamic,timeout; timeout {t}s; }}"
+                );
+            }
+        }
+    }
     for (i, r) in rules.iter().enumerate() {
         let proto = r.protocol.to_lowercase();
         let comment = format!("comment \"{}:{}/{}\"", r.service, r.port, r.protocol);
@@ -71,15 +85,27 @@ pub fn render(rules: &[Rule]) -> Option<String> {
             continue;
         }
         let vmap: Vec<String> = (0..n).map(|j| format!("{j} : jump ep-{i}-{j}")).collect();
+        let sticky: String = if r.affinity.is_some() {
+            (0..n)
+                .map(|j| format!("ip saddr @affinity-{i}-{j} goto ep-{i}-{j}; "))
+                .collect()
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             chains,
-            "  chain svc-{i} {{ numgen random mod {n} vmap {{ {} }}; }}",
+            "  chain svc-{i} {{ {sticky}numgen random mod {n} vmap {{ {} }}; }}",
             vmap.join(", ")
         );
         for (j, e) in r.endpoints.iter().enumerate() {
+            let remember = if r.affinity.is_some() {
+                format!("update @affinity-{i}-{j} {{ ip saddr }}; ")
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 chains,
-                "  chain ep-{i}-{j} {{ meta l4proto {proto} dnat to {ip}:{port}; }}",
+                "  chain ep-{i}-{j} {{ {remember}meta l4proto {proto} dnat to {ip}:{port}; }}",
                 ip = e.ip,
                 port = e.port
             );
@@ -147,8 +173,25 @@ mod tests {
                     pod: "b".into(),
                 },
             ],
+            affinity: None,
         };
+        let mut sticky = r.clone();
+        sticky.affinity = Some(30);
+        let t = render(&[sticky]).unwrap();
+        assert!(
+            t.contains("set affinity-0-1 { type ipv4_addr; flags dynamic,timeout; timeout 30s; }"),
+            "{t}"
+        );
+        assert!(
+            t.contains("chain svc-0 { ip saddr @affinity-0-0 goto ep-0-0; ip saddr @affinity-0-1 goto ep-0-1; numgen"),
+            "{t}"
+        );
+        assert!(
+            t.contains("chain ep-0-1 { update @affinity-0-1 { ip saddr }; meta l4proto tcp dnat to 10.88.0.3:8080; }"),
+            "{t}"
+        );
         let t = render(&[r]).unwrap();
+        assert!(!t.contains("affinity"), "{t}");
         assert!(
             t.contains("ip daddr 10.96.0.10 tcp dport 80 jump svc-0"),
             "{t}"
