@@ -12,7 +12,7 @@
 //! Wrong credentials get 401 with a JSON message that, like a careless service's, echoes
 //! the secret it was given: the client must redact it.
 //!
-//! Also here: [`CorruptingProxy`], a loopback proxy that damages one blob on its way from
+//! Also here: [`BlobProxy`], a loopback proxy that damages or stalls one blob on its way from
 //! the registry.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -404,44 +404,68 @@ fn serve(shared: &Shared, mut conn: TcpStream) -> std::io::Result<()> {
     }
 }
 
-/// A proxy on 127.0.0.1 in front of a registry that flips one byte in the middle of every
-/// response body to `GET .../blobs/<digest>`: a registry or a network that serves a blob
-/// whose bytes do not match its digest, while the registry's own copy stays good. Everything
-/// else passes unchanged. It speaks HTTP/1.1 as registry clients do (one request at a time
-/// per connection); a response it cannot frame (no Content-Length) ends its parsing of that
-/// connection, whose bytes then pass through as they are.
-pub struct CorruptingProxy {
+/// What a [`BlobProxy`] does to the answers to `GET .../blobs/<digest>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobFault {
+    /// Flips one byte in the middle of every answer's body: a registry or a network that
+    /// serves bytes that do not match the digest, while the registry's own copy stays good.
+    FlipMiddleByte,
+    /// Passes the first this many bytes of the first answer's body, then holds that
+    /// connection without a byte more until the proxy is dropped: a pull stopped at a known
+    /// point of a download, however busy the machine. Later answers pass whole.
+    StallAfter(u64),
+}
+
+/// A proxy on 127.0.0.1 in front of a registry that applies a [`BlobFault`] to one blob's
+/// downloads; everything else passes unchanged. It speaks HTTP/1.1 as registry clients do
+/// (one request at a time per connection); a response it cannot frame (no Content-Length)
+/// ends its parsing of that connection, whose bytes then pass through as they are.
+pub struct BlobProxy {
     port: u16,
     stop: Arc<AtomicBool>,
-    corrupted: Arc<std::sync::atomic::AtomicUsize>,
+    shared: Arc<ProxyShared>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl CorruptingProxy {
-    pub fn start(target: String, digest: &str) -> CorruptingProxy {
+struct ProxyShared {
+    fault: BlobFault,
+    blob_path: String,
+    /// Answers to the blob's GETs that got the fault so far.
+    faulted: Mutex<usize>,
+    /// Woken when a fault is applied or the proxy stops.
+    cond: std::sync::Condvar,
+    stopping: AtomicBool,
+}
+
+impl BlobProxy {
+    pub fn start(target: String, digest: &str, fault: BlobFault) -> BlobProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
         let port = listener.local_addr().expect("proxy addr").port();
         let stop = Arc::new(AtomicBool::new(false));
-        let corrupted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (stop2, corrupted2) = (stop.clone(), corrupted.clone());
-        let blob_path = format!("/blobs/{digest}");
+        let shared = Arc::new(ProxyShared {
+            fault,
+            blob_path: format!("/blobs/{digest}"),
+            faulted: Mutex::new(0),
+            cond: std::sync::Condvar::new(),
+            stopping: AtomicBool::new(false),
+        });
+        let (stop2, shared2) = (stop.clone(), shared.clone());
         let thread = std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(client) = client else { continue };
-                let (target, blob_path, corrupted) =
-                    (target.clone(), blob_path.clone(), corrupted2.clone());
+                let (target, shared) = (target.clone(), shared2.clone());
                 std::thread::spawn(move || {
-                    let _ = relay(client, &target, &blob_path, &corrupted);
+                    let _ = relay(client, &target, &shared);
                 });
             }
         });
-        CorruptingProxy {
+        BlobProxy {
             port,
             stop,
-            corrupted,
+            shared,
             thread: Some(thread),
         }
     }
@@ -451,15 +475,28 @@ impl CorruptingProxy {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// How many blob responses it corrupted so far.
-    pub fn corrupted(&self) -> usize {
-        self.corrupted.load(Ordering::SeqCst)
+    /// How many answers to the blob's GETs got the fault so far.
+    pub fn faulted(&self) -> usize {
+        *self
+            .shared
+            .faulted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl Drop for CorruptingProxy {
+impl Drop for BlobProxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Releases a stalled answer (its connection then closes).
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let guard = self
+            .shared
+            .faulted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.shared.cond.notify_all();
+        drop(guard);
         // Wakes the accept loop, which then sees the flag.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
         if let Some(t) = self.thread.take() {
@@ -526,12 +563,7 @@ fn copy_body(
     Ok(())
 }
 
-fn relay(
-    client: TcpStream,
-    target: &str,
-    blob_path: &str,
-    corrupted: &std::sync::atomic::AtomicUsize,
-) -> std::io::Result<()> {
+fn relay(client: TcpStream, target: &str, shared: &ProxyShared) -> std::io::Result<()> {
     let server = TcpStream::connect(target)?;
     let mut c_read = BufReader::new(client.try_clone()?);
     let mut c_write = client;
@@ -544,7 +576,7 @@ fn relay(
         let request_text = String::from_utf8_lossy(&request).into_owned();
         let line = request_text.lines().next().unwrap_or_default().to_string();
         let is_head = line.starts_with("HEAD ");
-        let the_blob = line.starts_with("GET ") && line.contains(blob_path);
+        let the_blob = line.starts_with("GET ") && line.contains(&shared.blob_path);
         s_write.write_all(&request)?;
         if let Some(n) = content_length(&request_text) {
             copy_body(&mut c_read, &mut s_write, n, None)?;
@@ -570,10 +602,32 @@ fn relay(
             std::io::copy(&mut s_read, &mut c_write)?;
             return Ok(());
         };
-        let flip = (the_blob && matches!(status, 200 | 206) && n > 0).then_some(n / 2);
-        copy_body(&mut s_read, &mut c_write, n, flip)?;
-        if flip.is_some() {
-            corrupted.fetch_add(1, Ordering::SeqCst);
+        if !(the_blob && matches!(status, 200 | 206) && n > 0) {
+            copy_body(&mut s_read, &mut c_write, n, None)?;
+            continue;
+        }
+        let mut faulted = shared.faulted.lock().unwrap_or_else(|p| p.into_inner());
+        match shared.fault {
+            BlobFault::FlipMiddleByte => {
+                *faulted += 1;
+                drop(faulted);
+                copy_body(&mut s_read, &mut c_write, n, Some(n / 2))?;
+            }
+            BlobFault::StallAfter(first) if *faulted == 0 && first < n => {
+                *faulted += 1;
+                drop(faulted);
+                copy_body(&mut s_read, &mut c_write, first, None)?;
+                c_write.flush()?;
+                let mut held = shared.faulted.lock().unwrap_or_else(|p| p.into_inner());
+                while !shared.stopping.load(Ordering::SeqCst) {
+                    held = shared.cond.wait(held).unwrap_or_else(|p| p.into_inner());
+                }
+                return Ok(());
+            }
+            BlobFault::StallAfter(_) => {
+                drop(faulted);
+                copy_body(&mut s_read, &mut c_write, n, None)?;
+            }
         }
     }
 }

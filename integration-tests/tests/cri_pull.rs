@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use integration_tests::cri::*;
 use integration_tests::registry::{tools_present, Registry, RegistryOptions};
-use integration_tests::registry_fakes::{CorruptingProxy, TokenAccount, TokenService};
+use integration_tests::registry_fakes::{BlobFault, BlobProxy, TokenAccount, TokenService};
 use rootfs_fixtures::image::{digest_of, go_arch};
 
 const T30: Duration = Duration::from_secs(30);
@@ -637,14 +637,14 @@ async fn a_blob_corrupted_on_the_way_is_refused() {
         "rrun/mangled:1",
     );
     let top = w.layer_digests.last().expect("layers").clone();
-    let proxy = CorruptingProxy::start(reg.host(), &top);
+    let proxy = BlobProxy::start(reg.host(), &top, BlobFault::FlipMiddleByte);
     let via_proxy = format!("{}/rrun/mangled:1", proxy.host());
     let e = expect_code(
         pull(&s, &via_proxy, None).await,
         Code::DataLoss,
         "a blob damaged on the way",
     );
-    assert!(proxy.corrupted() >= 1, "the proxy damaged the blob");
+    assert!(proxy.faulted() >= 1, "the proxy damaged the blob");
     assert!(
         e.message().contains(&top) && e.message().contains("digest mismatch"),
         "the error names the blob and the mismatch: {}",
@@ -1061,20 +1061,17 @@ async fn a_pull_without_progress_is_cancelled() {
     assert_no_leftovers(&s);
 }
 
-/// kill -9 of the server in the middle of a blob download (over a slow proxy), then the
-/// pull again: it resumes the partial blob with a range request (the registry sends only
-/// the rest) and the image is whole.
+/// kill -9 of the server in the middle of a blob download (a proxy passes the first 4 MiB
+/// of the layer and then holds the connection, so the kill lands mid-blob however busy the
+/// machine is), then the pull again: it resumes the partial blob with a range request (the
+/// registry sends only the rest) and the image is whole.
 #[tokio::test]
 async fn a_pull_killed_half_way_resumes() {
     if !tools_present() {
         return;
     }
+    const FIRST: u64 = 4 << 20;
     let reg = Registry::start(RegistryOptions::default());
-    let proxy = integration_tests::registry::SlowProxy::start(
-        reg.host(),
-        64 << 10,
-        Duration::from_millis(10),
-    );
     let s = CriServer::start("pullkill").await;
     let big: Vec<u8> = (0..24u32 << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
@@ -1089,6 +1086,7 @@ async fn a_pull_killed_half_way_resumes() {
     };
     let w = reg.push(&spec, "rrun/big:1");
     let top = w.layer_digests.last().expect("layers").clone();
+    let proxy = BlobProxy::start(reg.host(), &top, BlobFault::StallAfter(FIRST));
     let name = format!("{}/rrun/big:1", proxy.host());
     let ingest = s
         .root()
@@ -1110,29 +1108,43 @@ async fn a_pull_killed_half_way_resumes() {
     });
     wait_until(
         scaled_secs(60),
-        "a part of the big layer downloaded",
-        || fs::metadata(&ingest).is_ok_and(|m| m.len() >= 2 << 20),
+        "the first 4 MiB of the big layer downloaded",
+        || fs::metadata(&ingest).is_ok_and(|m| m.len() >= FIRST),
     )
     .await;
     s.kill9();
     let _ = first.await;
     let partial = fs::metadata(&ingest).map(|m| m.len()).unwrap_or(0);
-    assert!(partial > 0, "the partial blob is kept for the next pull");
+    assert_eq!(partial, FIRST, "the partial blob is kept for the next pull");
+    assert_eq!(proxy.faulted(), 1);
     s.restart().await;
     let id = pull(&s, &name, None)
         .await
         .unwrap_or_else(|e| panic!("{}", show(&e)));
     assert_eq!(id, w.id);
-    let sizes = integration_tests::registry::blob_get_sizes(&reg.log_text(), "rrun/big", &top);
     let blob_size = fs::metadata(reg.blob_file(&top)).expect("blob").len();
-    // The killed request may never be logged (the registry logs a request when its
-    // handler returns); the resumed one is.
-    let last = *sizes
-        .last()
-        .expect("the resumed GET is in the registry's log");
+    // Every GET of the blob asks for a range (`bytes=OFFSET-`). The resumed one is the
+    // rest; the killed one, which the proxy still holds, is logged only if the registry
+    // could write all of it into the sockets' buffers (then as the whole blob).
+    let rest = blob_size - partial;
+    let sizes = || integration_tests::registry::blob_get_sizes(&reg.log_text(), "rrun/big", &top);
+    // The registry logs a request once its handler returned, which may come after the
+    // client has the last byte.
+    wait_until(
+        scaled_secs(10),
+        "the registry's log line of the resumed GET",
+        || sizes().contains(&rest),
+    )
+    .await;
+    let sizes = sizes();
+    assert_eq!(
+        sizes.iter().filter(|&&n| n == rest).count(),
+        1,
+        "one GET of the rest ({blob_size} bytes, {partial} kept): {sizes:?}"
+    );
     assert!(
-        last <= blob_size - partial,
-        "the resumed GET sent only the rest ({last} of {blob_size}, {partial} kept): {sizes:?}"
+        sizes.len() <= 2 && sizes.iter().all(|&n| n == rest || n == blob_size),
+        "no other download of the blob: {sizes:?}"
     );
     assert!(!ingest.exists(), "the partial blob is gone once stored");
     let log = run_in(&s, "p", &name, "wc -c < /big").await;
