@@ -187,6 +187,7 @@ impl From<crate::image::ImageError> for Error {
                 ErrorKind::InvalidArgument
             }
             ImageError::DigestMismatch { .. } => ErrorKind::DataLoss,
+            e if e.is_no_space() => ErrorKind::ResourceExhausted,
             _ => ErrorKind::Internal,
         };
         Error::new(kind, e.to_string())
@@ -197,7 +198,7 @@ impl From<crate::image::ImageError> for Error {
 pub fn pull_error(name: &str, e: crate::image::PullError) -> Error {
     use crate::image::PullError;
     let msg = format!("pulling image {name:?}: {e}");
-    let kind = match e {
+    let kind = match &e {
         PullError::InvalidReference(_) | PullError::BadAuth(_) => ErrorKind::InvalidArgument,
         PullError::NotFound(_) => ErrorKind::NotFound,
         PullError::Unauthenticated(_) => ErrorKind::Unauthenticated,
@@ -206,6 +207,9 @@ pub fn pull_error(name: &str, e: crate::image::PullError) -> Error {
         PullError::Timeout(_) => ErrorKind::DeadlineExceeded,
         PullError::Corrupt(_) => ErrorKind::DataLoss,
         PullError::Unsupported(_) | PullError::Config { .. } => ErrorKind::FailedPrecondition,
+        // A full disk (ENOSPC, EDQUOT) is a limit of the node, as containerd's
+        // "no space left on device" is the kubelet's cue for image garbage collection.
+        PullError::Store(s) if s.is_no_space() => ErrorKind::ResourceExhausted,
         PullError::Registry(_) | PullError::Store(_) => ErrorKind::Internal,
     };
     Error::new(kind, msg)
@@ -328,6 +332,45 @@ mod tests {
             pulled(PullError::InvalidReference("::".into())),
             Code::InvalidArgument
         );
+    }
+
+    #[test]
+    fn a_full_disk_is_resource_exhausted() {
+        use crate::image::{ImageError, PullError};
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let io = ImageError::Io {
+                op: "writing",
+                path: "/x/tmp/ingest-1".into(),
+                source: std::io::Error::from_raw_os_error(errno),
+            };
+            assert!(io.is_no_space());
+            assert_eq!(
+                tonic::Status::from(pull_error("i", PullError::Store(io))).code(),
+                Code::ResourceExhausted
+            );
+        }
+        let full = ImageError::NoSpace {
+            disk: "/x (tmpfs t, 8.0 MiB)".into(),
+            reason: "layer 0: writing: No space left on device".into(),
+        };
+        let e = pull_error("i", PullError::Store(full));
+        assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+        assert!(e
+            .message()
+            .contains("no space left on the image filesystem /x (tmpfs t"));
+        // Imports too; any other I/O failure stays the server's own.
+        let import = ImageError::Io {
+            op: "writing",
+            path: "/x/blob".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert_eq!(code(import), Code::ResourceExhausted);
+        let other = ImageError::Io {
+            op: "writing",
+            path: "/x/blob".into(),
+            source: std::io::Error::from_raw_os_error(libc::EIO),
+        };
+        assert_eq!(code(other), Code::Internal);
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //!
 //! Wrong credentials get 401 with a JSON message that, like a careless service's, echoes
 //! the secret it was given: the client must redact it.
+//!
+//! Also here: [`BlobProxy`], a loopback proxy that damages or stalls one blob on its way from
+//! the registry.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -398,5 +401,233 @@ fn serve(shared: &Shared, mut conn: TcpStream) -> std::io::Result<()> {
             )
         }
         _ => respond(&mut conn, "405 Method Not Allowed", "{}"),
+    }
+}
+
+/// What a [`BlobProxy`] does to the answers to `GET .../blobs/<digest>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobFault {
+    /// Flips one byte in the middle of every answer's body: a registry or a network that
+    /// serves bytes that do not match the digest, while the registry's own copy stays good.
+    FlipMiddleByte,
+    /// Passes the first this many bytes of the first answer's body, then holds that
+    /// connection without a byte more until the proxy is dropped: a pull stopped at a known
+    /// point of a download, however busy the machine. Later answers pass whole.
+    StallAfter(u64),
+}
+
+/// A proxy on 127.0.0.1 in front of a registry that applies a [`BlobFault`] to one blob's
+/// downloads; everything else passes unchanged. It speaks HTTP/1.1 as registry clients do
+/// (one request at a time per connection); a response it cannot frame (no Content-Length)
+/// ends its parsing of that connection, whose bytes then pass through as they are.
+pub struct BlobProxy {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    shared: Arc<ProxyShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct ProxyShared {
+    fault: BlobFault,
+    blob_path: String,
+    /// Answers to the blob's GETs that got the fault so far.
+    faulted: Mutex<usize>,
+    /// Woken when a fault is applied or the proxy stops.
+    cond: std::sync::Condvar,
+    stopping: AtomicBool,
+}
+
+impl BlobProxy {
+    pub fn start(target: String, digest: &str, fault: BlobFault) -> BlobProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(ProxyShared {
+            fault,
+            blob_path: format!("/blobs/{digest}"),
+            faulted: Mutex::new(0),
+            cond: std::sync::Condvar::new(),
+            stopping: AtomicBool::new(false),
+        });
+        let (stop2, shared2) = (stop.clone(), shared.clone());
+        let thread = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let (target, shared) = (target.clone(), shared2.clone());
+                std::thread::spawn(move || {
+                    let _ = relay(client, &target, &shared);
+                });
+            }
+        });
+        BlobProxy {
+            port,
+            stop,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// How many answers to the blob's GETs got the fault so far.
+    pub fn faulted(&self) -> usize {
+        *self
+            .shared
+            .faulted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for BlobProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Releases a stalled answer (its connection then closes).
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let guard = self
+            .shared
+            .faulted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.shared.cond.notify_all();
+        drop(guard);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A request's or response's head (up to and with the empty line); `None` at end of stream.
+fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    loop {
+        let start = head.len();
+        if r.read_until(b'\n', &mut head)? == 0 {
+            return Ok(None);
+        }
+        if &head[start..] == b"\r\n" || &head[start..] == b"\n" {
+            return Ok(Some(head));
+        }
+    }
+}
+
+/// The head's Content-Length; `None` when it has none or the body is chunked.
+fn content_length(head: &str) -> Option<u64> {
+    let mut len = None;
+    for line in head.lines().skip(1) {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let k = k.trim().to_ascii_lowercase();
+        if k == "transfer-encoding" {
+            return None;
+        }
+        if k == "content-length" {
+            len = v.trim().parse().ok();
+        }
+    }
+    len
+}
+
+/// Copies `n` bytes, flipping the one at offset `flip` (if any).
+fn copy_body(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    n: u64,
+    flip: Option<u64>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut off = 0u64;
+    while off < n {
+        let want = buf
+            .len()
+            .min(usize::try_from(n - off).unwrap_or(usize::MAX));
+        let got = from.read(&mut buf[..want])?;
+        if got == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Some(at) = flip.filter(|at| (off..off + got as u64).contains(at)) {
+            buf[(at - off) as usize] ^= 0xff;
+        }
+        to.write_all(&buf[..got])?;
+        off += got as u64;
+    }
+    Ok(())
+}
+
+fn relay(client: TcpStream, target: &str, shared: &ProxyShared) -> std::io::Result<()> {
+    let server = TcpStream::connect(target)?;
+    let mut c_read = BufReader::new(client.try_clone()?);
+    let mut c_write = client;
+    let mut s_read = BufReader::new(server.try_clone()?);
+    let mut s_write = server;
+    loop {
+        let Some(request) = read_head(&mut c_read)? else {
+            return Ok(());
+        };
+        let request_text = String::from_utf8_lossy(&request).into_owned();
+        let line = request_text.lines().next().unwrap_or_default().to_string();
+        let is_head = line.starts_with("HEAD ");
+        let the_blob = line.starts_with("GET ") && line.contains(&shared.blob_path);
+        s_write.write_all(&request)?;
+        if let Some(n) = content_length(&request_text) {
+            copy_body(&mut c_read, &mut s_write, n, None)?;
+        }
+        let Some(response) = read_head(&mut s_read)? else {
+            return Ok(());
+        };
+        let response_text = String::from_utf8_lossy(&response).into_owned();
+        c_write.write_all(&response)?;
+        let status: u16 = response_text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if is_head || status < 200 || status == 204 || status == 304 {
+            continue;
+        }
+        let Some(n) = content_length(&response_text) else {
+            // Unframed: the rest of the connection passes through untouched.
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+            });
+            std::io::copy(&mut s_read, &mut c_write)?;
+            return Ok(());
+        };
+        if !(the_blob && matches!(status, 200 | 206) && n > 0) {
+            copy_body(&mut s_read, &mut c_write, n, None)?;
+            continue;
+        }
+        let mut faulted = shared.faulted.lock().unwrap_or_else(|p| p.into_inner());
+        match shared.fault {
+            BlobFault::FlipMiddleByte => {
+                *faulted += 1;
+                drop(faulted);
+                copy_body(&mut s_read, &mut c_write, n, Some(n / 2))?;
+            }
+            BlobFault::StallAfter(first) if *faulted == 0 && first < n => {
+                *faulted += 1;
+                drop(faulted);
+                copy_body(&mut s_read, &mut c_write, first, None)?;
+                c_write.flush()?;
+                let mut held = shared.faulted.lock().unwrap_or_else(|p| p.into_inner());
+                while !shared.stopping.load(Ordering::SeqCst) {
+                    held = shared.cond.wait(held).unwrap_or_else(|p| p.into_inner());
+                }
+                return Ok(());
+            }
+            BlobFault::StallAfter(_) => {
+                drop(faulted);
+                copy_body(&mut s_read, &mut c_write, n, None)?;
+            }
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! container runs from the pulled image; a multi-platform index; gzip, zstd and plain
 //! layers; layers with whiteouts; an htpasswd-protected registry with right, wrong and
 //! missing credentials; two pulls of one image at once (one download each blob, counted in
-//! the registry's access log); a corrupt blob; RemoveImage back to an empty store.
+//! the registry's access log); a corrupt blob (in the registry, and damaged on the way by
+//! a proxy); a full disk under the store (a small tmpfs); RemoveImage back to an empty store.
 
 use std::fs;
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use integration_tests::cri::*;
 use integration_tests::registry::{tools_present, Registry, RegistryOptions};
-use integration_tests::registry_fakes::{TokenAccount, TokenService};
+use integration_tests::registry_fakes::{BlobFault, BlobProxy, TokenAccount, TokenService};
 use rootfs_fixtures::image::{digest_of, go_arch};
 
 const T30: Duration = Duration::from_secs(30);
@@ -621,6 +622,156 @@ async fn corrupt_blob_fails_and_leaves_nothing() {
     assert_no_leftovers(&s);
 }
 
+/// A blob damaged on its way (a proxy flips a byte in the middle of the registry's answer):
+/// the pull fails with DATA_LOSS naming the blob and the digest mismatch, nothing of it is
+/// stored or staged, and the same image straight from the registry then pulls whole.
+#[tokio::test]
+async fn a_blob_corrupted_on_the_way_is_refused() {
+    if !tools_present() {
+        return;
+    }
+    let reg = Registry::start(RegistryOptions::default());
+    let s = CriServer::start("pullmangled").await;
+    let w = reg.push(
+        &marker_image("mangled", Compression::Gzip),
+        "rrun/mangled:1",
+    );
+    let top = w.layer_digests.last().expect("layers").clone();
+    let proxy = BlobProxy::start(reg.host(), &top, BlobFault::FlipMiddleByte);
+    let via_proxy = format!("{}/rrun/mangled:1", proxy.host());
+    let e = expect_code(
+        pull(&s, &via_proxy, None).await,
+        Code::DataLoss,
+        "a blob damaged on the way",
+    );
+    assert!(proxy.faulted() >= 1, "the proxy damaged the blob");
+    assert!(
+        e.message().contains(&top) && e.message().contains("digest mismatch"),
+        "the error names the blob and the mismatch: {}",
+        show(&e)
+    );
+    assert!(list(&s).await.is_empty());
+    assert_eq!(
+        store_entries(&s),
+        Vec::<String>::new(),
+        "the store after a failed pull"
+    );
+    let direct = format!("{}/rrun/mangled:1", reg.host());
+    let id = pull(&s, &direct, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w.id);
+    assert_no_leftovers(&s);
+}
+
+/// The files of the store's content dirs under `images`, as a process sees them through
+/// `/proc/PID/root` (the server's own mount namespace).
+fn store_entries_of(pid: i32, root: &Path) -> Vec<String> {
+    let images = Path::new(&format!("/proc/{pid}/root")).join(
+        root.join("images")
+            .strip_prefix("/")
+            .expect("an absolute root"),
+    );
+    let mut out = Vec::new();
+    for d in ["blobs/sha256", "layers", "images", "tmp"] {
+        if let Ok(rd) = fs::read_dir(images.join(d)) {
+            for e in rd.flatten() {
+                out.push(format!("{d}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
+
+/// A full disk under the store: the server runs in a private mount namespace with a 16 MiB
+/// tmpfs as its image store. A layer whose download fills it, and a small layer whose
+/// unpacked files fill it, each fail the pull with RESOURCE_EXHAUSTED naming the full
+/// filesystem; nothing of them stays, and a small image then pulls into the space they gave
+/// back.
+#[tokio::test]
+async fn a_full_disk_fails_the_pull_cleanly() {
+    if !tools_present() {
+        return;
+    }
+    let reg = Registry::start(RegistryOptions::default());
+    // The server's command line names its root: the tmpfs goes on `<root>/images`, in a
+    // mount namespace of the server's own (gone with it: nothing to unmount).
+    let script = r#"for a; do [ "$prev" = --root ] && root=$a; prev=$a; done
+mkdir -p "$root/images" && mount -t tmpfs -o size=16m,mode=0700 rrun-test-images "$root/images" && exec "$@""#;
+    let s = CriServer::start_with(
+        "pullfull",
+        StartOptions {
+            wrap: ["unshare", "--mount", "--propagation", "private", "--"]
+                .into_iter()
+                .chain(["sh", "-c", script, "sh"])
+                .map(String::from)
+                .collect(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let pid = s.server_pid().expect("the server runs");
+    let mounts = fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    let images = s.root().join("images");
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.contains(" tmpfs rrun-test-images ")
+                && l.contains(&format!(" {} ", images.display()))),
+        "the store is on the test's tmpfs:\n{mounts}"
+    );
+
+    // A download bigger than the disk (24 MiB, stored uncompressed), and a 48 MiB layer
+    // of zeros that downloads as a few KiB of gzip and fills the disk when unpacked.
+    let noise: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    let zeros = vec![0u8; 48 << 20];
+    for (tag, data, compression) in [
+        ("download", noise, Compression::None),
+        ("unpack", zeros, Compression::Gzip),
+    ] {
+        let spec = FixtureImage {
+            compression,
+            extra_layers: vec![LayerSpec {
+                files: vec![("big".into(), data, 0o644)],
+                ..Default::default()
+            }],
+            ..FixtureImage::default()
+        };
+        reg.push(&spec, &format!("rrun/full:{tag}"));
+        let name = format!("{}/rrun/full:{tag}", reg.host());
+        let e = expect_code(
+            pull(&s, &name, None).await,
+            Code::ResourceExhausted,
+            &format!("a pull that fills the disk ({tag})"),
+        );
+        let m = e.message();
+        assert!(
+            m.contains(&format!(
+                "no space left on the image filesystem {} (tmpfs rrun-test-images, 16.0 MiB)",
+                images.display()
+            )),
+            "{tag}: the error names the full disk: {}",
+            show(&e)
+        );
+        assert!(list(&s).await.is_empty(), "{tag}: no image");
+        assert_eq!(
+            store_entries_of(pid, s.root()),
+            Vec::<String>::new(),
+            "{tag}: nothing of the failed pull stays on the disk"
+        );
+    }
+
+    // The space came back: a small image fits.
+    let w = reg.push(&marker_image("fits", Compression::Gzip), "rrun/full:small");
+    let id = pull(&s, &format!("{}/rrun/full:small", reg.host()), None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w.id);
+    assert_no_leftovers(&s);
+}
+
 fn flip_last_byte(path: &Path) {
     let mut data = fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let last = data.last_mut().expect("a non-empty blob");
@@ -910,20 +1061,17 @@ async fn a_pull_without_progress_is_cancelled() {
     assert_no_leftovers(&s);
 }
 
-/// kill -9 of the server in the middle of a blob download (over a slow proxy), then the
-/// pull again: it resumes the partial blob with a range request (the registry sends only
-/// the rest) and the image is whole.
+/// kill -9 of the server in the middle of a blob download (a proxy passes the first 4 MiB
+/// of the layer and then holds the connection, so the kill lands mid-blob however busy the
+/// machine is), then the pull again: it resumes the partial blob with a range request (the
+/// registry sends only the rest) and the image is whole.
 #[tokio::test]
 async fn a_pull_killed_half_way_resumes() {
     if !tools_present() {
         return;
     }
+    const FIRST: u64 = 4 << 20;
     let reg = Registry::start(RegistryOptions::default());
-    let proxy = integration_tests::registry::SlowProxy::start(
-        reg.host(),
-        64 << 10,
-        Duration::from_millis(10),
-    );
     let s = CriServer::start("pullkill").await;
     let big: Vec<u8> = (0..24u32 << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
@@ -938,6 +1086,7 @@ async fn a_pull_killed_half_way_resumes() {
     };
     let w = reg.push(&spec, "rrun/big:1");
     let top = w.layer_digests.last().expect("layers").clone();
+    let proxy = BlobProxy::start(reg.host(), &top, BlobFault::StallAfter(FIRST));
     let name = format!("{}/rrun/big:1", proxy.host());
     let ingest = s
         .root()
@@ -959,29 +1108,43 @@ async fn a_pull_killed_half_way_resumes() {
     });
     wait_until(
         scaled_secs(60),
-        "a part of the big layer downloaded",
-        || fs::metadata(&ingest).is_ok_and(|m| m.len() >= 2 << 20),
+        "the first 4 MiB of the big layer downloaded",
+        || fs::metadata(&ingest).is_ok_and(|m| m.len() >= FIRST),
     )
     .await;
     s.kill9();
     let _ = first.await;
     let partial = fs::metadata(&ingest).map(|m| m.len()).unwrap_or(0);
-    assert!(partial > 0, "the partial blob is kept for the next pull");
+    assert_eq!(partial, FIRST, "the partial blob is kept for the next pull");
+    assert_eq!(proxy.faulted(), 1);
     s.restart().await;
     let id = pull(&s, &name, None)
         .await
         .unwrap_or_else(|e| panic!("{}", show(&e)));
     assert_eq!(id, w.id);
-    let sizes = integration_tests::registry::blob_get_sizes(&reg.log_text(), "rrun/big", &top);
     let blob_size = fs::metadata(reg.blob_file(&top)).expect("blob").len();
-    // The killed request may never be logged (the registry logs a request when its
-    // handler returns); the resumed one is.
-    let last = *sizes
-        .last()
-        .expect("the resumed GET is in the registry's log");
+    // Every GET of the blob asks for a range (`bytes=OFFSET-`). The resumed one is the
+    // rest; the killed one, which the proxy still holds, is logged only if the registry
+    // could write all of it into the sockets' buffers (then as the whole blob).
+    let rest = blob_size - partial;
+    let sizes = || integration_tests::registry::blob_get_sizes(&reg.log_text(), "rrun/big", &top);
+    // The registry logs a request once its handler returned, which may come after the
+    // client has the last byte.
+    wait_until(
+        scaled_secs(10),
+        "the registry's log line of the resumed GET",
+        || sizes().contains(&rest),
+    )
+    .await;
+    let sizes = sizes();
+    assert_eq!(
+        sizes.iter().filter(|&&n| n == rest).count(),
+        1,
+        "one GET of the rest ({blob_size} bytes, {partial} kept): {sizes:?}"
+    );
     assert!(
-        last <= blob_size - partial,
-        "the resumed GET sent only the rest ({last} of {blob_size}, {partial} kept): {sizes:?}"
+        sizes.len() <= 2 && sizes.iter().all(|&n| n == rest || n == blob_size),
+        "no other download of the blob: {sizes:?}"
     );
     assert!(!ingest.exists(), "the partial blob is gone once stored");
     let log = run_in(&s, "p", &name, "wc -c < /big").await;

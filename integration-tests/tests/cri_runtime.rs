@@ -578,12 +578,14 @@ async fn host_pid_and_ipc_options() {
         host_ns("net"),
         "the pod keeps its own netns"
     );
-    // The host's processes are visible: the test process among them.
-    let me = std::process::id().to_string();
-    let out = s.exec_ok(&c, &["ls", "/proc"]).await;
+    // The host's processes are visible: the test process among them, under its host pid.
+    // (Not `ls /proc`: ls stats every entry, and a host process that ends in between makes
+    // it fail on a busy machine.)
+    let me = std::process::id();
+    let out = s.exec_ok(&c, &["cat", &format!("/proc/{me}/stat")]).await;
     assert!(
-        out.split_whitespace().any(|p| p == me),
-        "hostPID container does not see the test process {me}"
+        out.starts_with(&format!("{me} (")),
+        "hostPID container does not see the test process {me}: {out:?}"
     );
     s.stop_and_remove_pod(&pod_id).await;
     assert_no_leftovers(&s);

@@ -461,6 +461,12 @@ async fn download_inner(job: &mut BlobJob) -> Result<(), PullError> {
     let mut at = 0;
     let mut src = job.hosts.first();
     loop {
+        // Everything is there already (a pull killed after the last byte, before the
+        // rename): nothing to ask for, and a range request from the end would be refused
+        // (416). The digest check below decides whether it is kept.
+        if written == job.size {
+            break;
+        }
         let outcome: Result<(), Failure> = async {
             let response = src
                 .client

@@ -768,7 +768,13 @@ impl ImageStore {
                 )
                 .map_err(ImageError::io("chmod", &dest))?;
                 let lowers: Vec<PathBuf> = dirs.iter().rev().cloned().collect();
-                let got = unpack::unpack(&blob.path, &dest, &lowers).map_err(layer_err)?;
+                let got = unpack::unpack(&blob.path, &dest, &lowers).map_err(|e| match e {
+                    unpack::UnpackError::NoSpace(reason) => ImageError::NoSpace {
+                        disk: super::store::describe_disk(&dest),
+                        reason: format!("layer {}: {reason}", blob.digest),
+                    },
+                    unpack::UnpackError::Layer(m) => layer_err(m),
+                })?;
                 if got != diff_ids[i] {
                     return Err(ImageError::DigestMismatch {
                         archive: archive.to_path_buf(),

@@ -52,7 +52,7 @@ pub mod unpack;
 mod tests;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +96,9 @@ pub enum ImageError {
     Ambiguous { reference: String, ids: Vec<String> },
     #[error("image store {}: {reason}", root.display())]
     Store { root: PathBuf, reason: String },
+    /// A filesystem of the store is full; `disk` names it (mount point, device, space).
+    #[error("no space left on the image filesystem {disk}: {reason}")]
+    NoSpace { disk: String, reason: String },
     #[error("{op} {}: {source}", path.display())]
     Mount {
         op: &'static str,
@@ -106,6 +109,33 @@ pub enum ImageError {
 }
 
 impl ImageError {
+    /// Is this a full filesystem (ENOSPC, EDQUOT), whichever step met it?
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            ImageError::NoSpace { .. } => true,
+            ImageError::Io { source, .. } => unpack::is_no_space(source.raw_os_error()),
+            _ => false,
+        }
+    }
+
+    /// A failure for want of space, as [`ImageError::NoSpace`] naming the filesystem of
+    /// `path`; any other error unchanged.
+    pub(crate) fn naming_the_disk(self, path: &Path) -> ImageError {
+        if !self.is_no_space() {
+            return self;
+        }
+        match self {
+            ImageError::NoSpace { reason, .. } => ImageError::NoSpace {
+                disk: store::describe_disk(path),
+                reason,
+            },
+            other => ImageError::NoSpace {
+                disk: store::describe_disk(path),
+                reason: other.to_string(),
+            },
+        }
+    }
+
     pub(crate) fn io(
         op: &'static str,
         path: impl Into<PathBuf>,

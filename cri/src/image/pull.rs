@@ -230,7 +230,12 @@ impl Puller {
         let creds = Credentials::from_cri(auth)?;
         self.pull_with(reference, &creds, progress)
             .await
-            .map_err(|e| creds.redact_error(e))
+            .map_err(|e| match e {
+                // Wherever the disk filled up (a download, untar, the commit), the answer
+                // names the filesystem.
+                PullError::Store(e) => PullError::Store(e.naming_the_disk(self.store.root())),
+                e => creds.redact_error(e),
+            })
     }
 
     async fn pull_with(
@@ -819,7 +824,13 @@ fn unpack_all(
                 got
             }
         }
-        .map_err(layer)?;
+        .map_err(|e| match e {
+            unpack::UnpackError::NoSpace(reason) => PullError::Store(ImageError::NoSpace {
+                disk: super::store::describe_disk(&dest),
+                reason: format!("{name}: layer {i}: {reason}"),
+            }),
+            unpack::UnpackError::Layer(m) => layer(m),
+        })?;
         if got != diff_ids[i] {
             return Err(layer(format!(
                 "uncompressed digest {got}, the config says {}",

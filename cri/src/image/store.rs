@@ -43,6 +43,47 @@ pub(crate) fn unique_name() -> String {
     )
 }
 
+/// The filesystem holding `path`, for an error saying it is full: its mount point, type and
+/// source, and its size ("/var/lib/rrun-cri (ext4 /dev/vda1, 20.0 GiB)"; not its free space,
+/// which a failed pull gives back by removing what it staged). As much as can be found: the
+/// path alone when the mount table cannot be read.
+pub(crate) fn describe_disk(path: &Path) -> String {
+    let mounts = rrun::procfs::mountinfo().unwrap_or_default();
+    // The last of the longest matches: a later mount over the same point hides earlier ones.
+    let mount = mounts
+        .iter()
+        .filter(|m| path.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.as_os_str().len());
+    let Some(m) = mount else {
+        return path.display().to_string();
+    };
+    let space = match nix::sys::statvfs::statvfs(&m.mount_point) {
+        Ok(st) => format!(", {}", human_bytes(st.blocks() * st.fragment_size())),
+        Err(_) => String::new(),
+    };
+    format!(
+        "{} ({} {}{space})",
+        m.mount_point.display(),
+        m.fstype,
+        m.source
+    )
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 /// Is the process whose id starts `name` (`<pid>-...`) gone?
 fn owner_is_gone(name: &str) -> bool {
     let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {

@@ -54,6 +54,64 @@ const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 
+/// Why a layer could not be unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The destination's filesystem is full (ENOSPC, EDQUOT): not the layer's fault, and
+    /// the caller answers it as such (RESOURCE_EXHAUSTED, not a corrupt layer).
+    #[error("{0}")]
+    NoSpace(String),
+    /// The layer is malformed, or could not be read or written.
+    #[error("{0}")]
+    Layer(String),
+}
+
+impl From<String> for UnpackError {
+    fn from(m: String) -> Self {
+        UnpackError::Layer(m)
+    }
+}
+
+impl From<&str> for UnpackError {
+    fn from(m: &str) -> Self {
+        UnpackError::Layer(m.to_string())
+    }
+}
+
+/// Is this the error of a full filesystem (blocks, inodes or a quota)?
+pub(crate) fn is_no_space(errno: Option<i32>) -> bool {
+    matches!(errno, Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+impl UnpackError {
+    /// A failed call that may allocate on the destination's filesystem.
+    fn errno(what: impl std::fmt::Display, e: Errno) -> Self {
+        let m = format!("{what}: {e}");
+        if is_no_space(Some(e as i32)) {
+            UnpackError::NoSpace(m)
+        } else {
+            UnpackError::Layer(m)
+        }
+    }
+
+    fn io(what: impl std::fmt::Display, e: io::Error) -> Self {
+        let m = format!("{what}: {e}");
+        if is_no_space(e.raw_os_error()) {
+            UnpackError::NoSpace(m)
+        } else {
+            UnpackError::Layer(m)
+        }
+    }
+
+    /// The same error, its message prefixed with what was being done.
+    pub(crate) fn context(self, what: impl std::fmt::Display) -> Self {
+        match self {
+            UnpackError::NoSpace(m) => UnpackError::NoSpace(format!("{what}: {m}")),
+            UnpackError::Layer(m) => UnpackError::Layer(format!("{what}: {m}")),
+        }
+    }
+}
+
 /// How a blob is compressed, by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -144,7 +202,7 @@ pub fn diff_id(blob: &Path) -> Result<String, String> {
 /// (see the module documentation). `lowers` are the unpacked layers below it, top first,
 /// for the metadata of implicit directories. Returns the diff id of what it read; the
 /// caller compares it with the config's and discards `dest` when they differ.
-pub fn unpack(blob: &Path, dest: &Path, lowers: &[PathBuf]) -> Result<String, String> {
+pub fn unpack(blob: &Path, dest: &Path, lowers: &[PathBuf]) -> Result<String, UnpackError> {
     let file = File::open(blob).map_err(|e| format!("opening {}: {e}", blob.display()))?;
     unpack_from(file, dest, lowers)
 }
@@ -154,7 +212,7 @@ pub fn unpack_from<R: Read + 'static>(
     blob: R,
     dest: &Path,
     lowers: &[PathBuf],
-) -> Result<String, String> {
+) -> Result<String, UnpackError> {
     let reader =
         HashingReader::new(decompressed(blob).map_err(|e| format!("reading the layer: {e}"))?);
     let root = File::open(dest).map_err(|e| format!("opening {}: {e}", dest.display()))?;
@@ -173,7 +231,7 @@ pub fn unpack_from<R: Read + 'static>(
             let path = entry.path_bytes().into_owned();
             unpacker
                 .entry(&mut entry)
-                .map_err(|e| format!("entry {:?}: {e}", String::from_utf8_lossy(&path)))?;
+                .map_err(|e| e.context(format!("entry {:?}", String::from_utf8_lossy(&path))))?;
         }
     }
     unpacker.finish()?;
@@ -373,7 +431,7 @@ struct Unpacker<'a> {
 }
 
 impl Unpacker<'_> {
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
         let comps = components(&entry.path_bytes())?;
         let mut kind = entry.header().entry_type();
         // Old tars mark directories as regular entries whose name ends in '/' (Go's
@@ -405,7 +463,7 @@ impl Unpacker<'_> {
         if let Some(target) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX) {
             let dir = self.dir_at(parents, true)?;
             if name.as_bytes() == OPAQUE_MARKER {
-                return set_opaque(&dir);
+                return Ok(set_opaque(&dir)?);
             }
             if name.as_bytes().starts_with(AUFS_META_PREFIX) {
                 return Ok(());
@@ -418,8 +476,8 @@ impl Unpacker<'_> {
                 // Made by this layer: a whiteout hides only what is below.
                 Ok(_) => Ok(()),
                 Err(Errno::ENOENT) => mknodat(&dir, target, SFlag::S_IFCHR, Mode::empty(), 0)
-                    .map_err(|e| format!("making the whiteout device: {e}")),
-                Err(e) => Err(format!("stat {}: {e}", target.to_string_lossy())),
+                    .map_err(|e| UnpackError::errno("making the whiteout device", e)),
+                Err(e) => Err(format!("stat {}: {e}", target.to_string_lossy()).into()),
             };
         }
 
@@ -442,9 +500,9 @@ impl Unpacker<'_> {
                         | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
                 )
-                .map_err(|e| format!("creating: {e}"))?;
+                .map_err(|e| UnpackError::errno("creating", e))?;
                 let mut file = File::from(fd);
-                io::copy(entry, &mut file).map_err(|e| format!("writing: {e}"))?;
+                io::copy(entry, &mut file).map_err(|e| UnpackError::io("writing", e))?;
                 meta.apply_fd(&file, true)?;
             }
             EntryType::Symlink => {
@@ -454,7 +512,7 @@ impl Unpacker<'_> {
                     .into_owned();
                 remove_non_dir(&parent, name)?;
                 symlinkat(OsStr::from_bytes(&target), &parent, name.as_os_str())
-                    .map_err(|e| format!("symlink: {e}"))?;
+                    .map_err(|e| UnpackError::errno("symlink", e))?;
                 meta.apply_at(&parent, name, false)?;
             }
             EntryType::Link => {
@@ -481,11 +539,14 @@ impl Unpacker<'_> {
                     AtFlags::empty(),
                 )
                 .map_err(|e| match e {
-                    Errno::ENOENT => format!(
+                    Errno::ENOENT => UnpackError::Layer(format!(
                         "hard link to {}, which this layer does not hold",
                         String::from_utf8_lossy(&raw)
+                    )),
+                    e => UnpackError::errno(
+                        format_args!("hard link to {}", String::from_utf8_lossy(&raw)),
+                        e,
                     ),
-                    e => format!("hard link to {}: {e}", String::from_utf8_lossy(&raw)),
                 })?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -500,25 +561,26 @@ impl Unpacker<'_> {
                 remove_non_dir(&parent, name)?;
                 let dev = nix::sys::stat::makedev(u64::from(major), u64::from(minor));
                 mknodat(&parent, name.as_os_str(), sflag, meta.mode(), dev)
-                    .map_err(|e| format!("mknod: {e}"))?;
+                    .map_err(|e| UnpackError::errno("mknod", e))?;
                 meta.apply_at(&parent, name, true)?;
             }
-            other => return Err(format!("unsupported tar entry type {other:?}")),
+            other => return Err(format!("unsupported tar entry type {other:?}").into()),
         }
         Ok(())
     }
 
     /// Opens (or, with `create`, makes) the directory at `comps`, one component at a time
     /// without following symlinks.
-    fn dir_at(&self, comps: &[OsString], create: bool) -> Result<File, String> {
+    fn dir_at(&self, comps: &[OsString], create: bool) -> Result<File, UnpackError> {
         let mut cur: Option<File> = None;
         for (i, c) in comps.iter().enumerate() {
             let parent = cur.as_ref().unwrap_or(&self.root);
             let next = match open_dir(parent, c) {
                 Ok(f) => f,
                 Err(Errno::ENOENT) if create => {
-                    mkdirat(parent, c.as_os_str(), Mode::from_bits_truncate(0o755))
-                        .map_err(|e| format!("mkdir {}: {e}", show(&comps[..=i])))?;
+                    mkdirat(parent, c.as_os_str(), Mode::from_bits_truncate(0o755)).map_err(
+                        |e| UnpackError::errno(format_args!("mkdir {}", show(&comps[..=i])), e),
+                    )?;
                     let dir = open_dir(parent, c)
                         .map_err(|e| format!("opening {}: {e}", show(&comps[..=i])))?;
                     self.inherit(&dir, &comps[..=i])?;
@@ -533,34 +595,41 @@ impl Unpacker<'_> {
                         return Err(format!(
                             "the path goes through the symlink {}",
                             show(&comps[..=i])
-                        ));
+                        )
+                        .into());
                     } else {
                         return Err(format!(
                             "the path goes through the non-directory {}",
                             show(&comps[..=i])
-                        ));
+                        )
+                        .into());
                     }
                 }
-                Err(e) => return Err(format!("opening {}: {e}", show(&comps[..=i]))),
+                Err(e) => return Err(format!("opening {}: {e}", show(&comps[..=i])).into()),
             };
             cur = Some(next);
         }
         match cur {
             Some(f) => Ok(f),
             None => open_dir(&self.root, OsStr::new("."))
-                .map_err(|e| format!("opening the layer root: {e}")),
+                .map_err(|e| format!("opening the layer root: {e}").into()),
         }
     }
 
     /// The directory `name` in `parent` for an explicit directory entry: kept if there,
     /// made if not, replacing a non-directory.
-    fn child_dir(&self, parent: &File, name: &OsStr, comps: &[OsString]) -> Result<File, String> {
+    fn child_dir(
+        &self,
+        parent: &File,
+        name: &OsStr,
+        comps: &[OsString],
+    ) -> Result<File, UnpackError> {
         match open_dir(parent, name) {
             Ok(f) => Ok(f),
             Err(Errno::ENOENT) => {
                 mkdirat(parent, name, Mode::from_bits_truncate(0o755))
-                    .map_err(|e| format!("mkdir: {e}"))?;
-                open_dir(parent, name).map_err(|e| format!("opening: {e}"))
+                    .map_err(|e| UnpackError::errno("mkdir", e))?;
+                Ok(open_dir(parent, name).map_err(|e| format!("opening: {e}"))?)
             }
             Err(Errno::ELOOP | Errno::ENOTDIR) => {
                 let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)
@@ -571,10 +640,10 @@ impl Unpacker<'_> {
                 unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
                     .map_err(|e| format!("removing the non-directory: {e}"))?;
                 mkdirat(parent, name, Mode::from_bits_truncate(0o755))
-                    .map_err(|e| format!("mkdir: {e}"))?;
-                open_dir(parent, name).map_err(|e| format!("opening: {e}"))
+                    .map_err(|e| UnpackError::errno("mkdir", e))?;
+                Ok(open_dir(parent, name).map_err(|e| format!("opening: {e}"))?)
             }
-            Err(e) => Err(format!("opening: {e}")),
+            Err(e) => Err(format!("opening: {e}").into()),
         }
     }
 
@@ -585,11 +654,11 @@ impl Unpacker<'_> {
         parent: &File,
         name: &OsStr,
         comps: &[OsString],
-    ) -> Result<File, String> {
+    ) -> Result<File, UnpackError> {
         unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
             .map_err(|e| format!("removing the whiteout {}: {e}", show(comps)))?;
         mkdirat(parent, name, Mode::from_bits_truncate(0o755))
-            .map_err(|e| format!("mkdir {}: {e}", show(comps)))?;
+            .map_err(|e| UnpackError::errno(format_args!("mkdir {}", show(comps)), e))?;
         let dir = open_dir(parent, name).map_err(|e| format!("opening {}: {e}", show(comps)))?;
         set_opaque(&dir)?;
         Ok(dir)
@@ -732,7 +801,7 @@ mod tests {
         std::fs::write(&blob, tar).unwrap();
         let dest = dir.path().join("layer");
         std::fs::create_dir(&dest).unwrap();
-        let r = unpack(&blob, &dest, lowers);
+        let r = unpack(&blob, &dest, lowers).map_err(|e| e.to_string());
         (dir, r)
     }
 

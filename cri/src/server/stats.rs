@@ -170,6 +170,94 @@ pub fn pod_stats(
     }
 }
 
+use super::{labels_match, ContainerPhase, Error, SandboxState};
+
+/// The CRI's stats RPCs, from the containers' and pods' cgroups.
+impl super::Cri {
+    pub fn container_stats(&self, id: &str) -> Result<api::ContainerStats, Error> {
+        let rec = self.container(id)?;
+        Ok(self.stats_of(&rec))
+    }
+
+    pub(super) fn stats_of(&self, rec: &ContainerRecord) -> api::ContainerStats {
+        let raw = if self.phase(rec) == ContainerPhase::Exited {
+            None
+        } else {
+            self.inner.runtime.stats(&rec.id).ok()
+        };
+        container_stats(rec, raw.as_ref())
+    }
+
+    pub fn list_container_stats(
+        &self,
+        filter: Option<api::ContainerStatsFilter>,
+    ) -> Vec<api::ContainerStats> {
+        let f = filter.unwrap_or_default();
+        let recs: Vec<ContainerRecord> = {
+            let st = self.state();
+            st.containers
+                .values()
+                .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
+                .filter(|c| {
+                    f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id)
+                })
+                .filter(|c| labels_match(&c.config.labels, &f.label_selector))
+                .cloned()
+                .collect()
+        };
+        // Like the kubelet's cadvisor-less path: only containers that run have stats.
+        recs.iter()
+            .filter(|c| self.phase(c) != ContainerPhase::Exited)
+            .map(|c| self.stats_of(c))
+            .collect()
+    }
+
+    pub fn pod_sandbox_stats(&self, id: &str) -> Result<api::PodSandboxStats, Error> {
+        let rec = self.sandbox(id)?;
+        let containers: Vec<ContainerRecord> = self
+            .state()
+            .containers
+            .values()
+            .filter(|c| c.sandbox_id == rec.id)
+            .cloned()
+            .collect();
+        let running: Vec<api::ContainerStats> = containers
+            .iter()
+            .filter(|c| self.phase(c) != ContainerPhase::Exited)
+            .map(|c| self.stats_of(c))
+            .collect();
+        let pod_raw = rec
+            .cgroup
+            .as_ref()
+            .and_then(|cg| rrun::pod_cgroup::PodCgroup::open(cg).stats().ok());
+        let pids = rec
+            .cgroup
+            .as_ref()
+            .and_then(|cg| rrun::pod_cgroup::PodCgroup::open(cg).pids().ok())
+            .map(|p| p.len() as u64);
+        Ok(pod_stats(&rec, pod_raw.as_ref(), pids, running))
+    }
+
+    pub fn list_pod_sandbox_stats(
+        &self,
+        filter: Option<api::PodSandboxStatsFilter>,
+    ) -> Vec<api::PodSandboxStats> {
+        let f = filter.unwrap_or_default();
+        let ids: Vec<String> = self
+            .state()
+            .sandboxes
+            .values()
+            .filter(|s| f.id.is_empty() || s.id.starts_with(&f.id))
+            .filter(|s| labels_match(&s.config.labels, &f.label_selector))
+            .filter(|s| s.state == SandboxState::Ready)
+            .map(|s| s.id.clone())
+            .collect();
+        ids.iter()
+            .filter_map(|id| self.pod_sandbox_stats(id).ok())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
