@@ -30,6 +30,10 @@ export RUSTC_BOOTSTRAP=1
 cd fuzz
 cargo fuzz build -O
 
+# The targets' scratch files (config_parse's bundle) go to a temp dir of this run only.
+scratch="$(mktemp -d /tmp/rrun-fuzz.XXXXXX)"
+trap 'rm -rf "$scratch"' EXIT
+
 status=0
 for t in $targets; do
     mkdir -p "corpus/$t"
@@ -40,7 +44,7 @@ for t in $targets; do
     fi
     printf '\n==> fuzz %s (%s runs%s)\n' "$t" "$runs" "$( ((seconds > 0)) && echo ", at most ${seconds}s")"
     log="$(mktemp)"
-    if cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- "${args[@]}" >"$log" 2>&1; then
+    if TMPDIR="$scratch" cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- "${args[@]}" >"$log" 2>&1; then
         grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)|^Done ' "$log" || true
     else
         status=1

@@ -84,14 +84,20 @@ run_tests() {
 }
 
 summary() {
-    printf '\n==> summary (%ds; logs in %s)\n' "$SECONDS" "$logs"
-    local f
+    local rc=$? f
+    # The logs stay only when something failed, for reading; a green run leaves nothing.
+    if ((rc == 0)); then
+        printf '\n==> summary (%ds)\n' "$SECONDS"
+    else
+        printf '\n==> summary (%ds; logs in %s)\n' "$SECONDS" "$logs"
+    fi
     for f in "$logs"/*.log; do
         [[ -e "$f" ]] || continue
         printf -- '--- %s\n' "$(basename "$f" .log)"
         # nextest's final lines, or cargo test's per-binary result lines.
         grep -E '^\s*(Summary|FAIL|SIGSEGV|SIGABRT|TIMEOUT|LEAK)\b|^test result:|^error: ' "$f" || true
     done
+    ((rc != 0)) || rm -rf "$logs"
 }
 trap summary EXIT
 
