@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 use crate::kubelet::{CgroupRoot, Node};
 use crate::{scaled, Value};
 
+fn pod_path(name: &str) -> String {
+    format!("/api/v1/namespaces/default/pods/{name}")
+}
+
 /// The agent binary under test.
 pub fn agent_binary() -> PathBuf {
     if let Some(b) = std::env::var_os("RRUN_KUBELET_AGENT_BIN").filter(|b| !b.is_empty()) {
@@ -126,9 +130,18 @@ impl Agent {
 
     /// `GET path` on the API socket: (status code, body), `None` when nothing answers.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        self.request("GET", path)
+    }
+
+    /// `DELETE path` on the API socket: (status code, body), `None` when nothing answers.
+    pub fn delete(&self, path: &str) -> Option<(u16, String)> {
+        self.request("DELETE", path)
+    }
+
+    fn request(&self, method: &str, path: &str) -> Option<(u16, String)> {
         let mut s = UnixStream::connect(self.socket()).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        write!(s, "{method} {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).ok()?;
         let (head, body) = buf.split_once("\r\n\r\n")?;
@@ -136,12 +149,17 @@ impl Agent {
         Some((code, body.to_string()))
     }
 
-    /// The pod `name` of namespace default as the API shows it (`None`: not found).
-    pub fn pod(&self, name: &str) -> Option<Value> {
-        let (code, body) = self.get(&format!("/api/v1/namespaces/default/pods/{name}"))?;
+    /// The object at `path` (`None`: not found, or nothing answers).
+    pub fn get_json(&self, path: &str) -> Option<Value> {
+        let (code, body) = self.get(path)?;
         (code == 200)
             .then(|| serde_json::from_str(&body).ok())
             .flatten()
+    }
+
+    /// The pod `name` of namespace default as the API shows it (`None`: not found).
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        self.get_json(&pod_path(name))
     }
 
     /// Polls the pod until `done` holds, checking the agent lives.
@@ -152,25 +170,48 @@ impl Agent {
         what: &str,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_for(&pod_path(name), timeout, what, done)
+    }
+
+    /// Polls `path` until `done` holds, checking the agent lives.
+    pub fn wait_for(
+        &mut self,
+        path: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        self.wait_for_each(path, timeout, what, |_| {}, done)
+    }
+
+    /// [`Agent::wait_for`], with `each` seeing every answer (for invariants).
+    pub fn wait_for_each(
+        &mut self,
+        path: &str,
+        timeout: Duration,
+        what: &str,
+        mut each: impl FnMut(&Value),
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let timeout = scaled(timeout);
         let deadline = Instant::now() + timeout;
         let mut last = None;
         loop {
             self.assert_alive();
-            let p = self.pod(name);
-            if let Some(p) = &p {
-                if done(p) {
-                    return p.clone();
+            let v = self.get_json(path);
+            if let Some(v) = &v {
+                each(v);
+                if done(v) {
+                    return v.clone();
                 }
             }
-            last = p.or(last);
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}; last pod:\n{}\nagent log:\n{}",
-                    serde_json::to_string_pretty(&last).unwrap_or_default(),
-                    self.log_tail(40)
-                );
-            }
+            last = v.or(last);
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; last {path}:\n{}\nagent log:\n{}",
+                serde_json::to_string_pretty(&last).unwrap_or_default(),
+                self.log_tail(60)
+            );
             thread::sleep(Duration::from_millis(100));
         }
     }

@@ -28,43 +28,6 @@ fn skip_endpoint(ep: Endpoint) -> bool {
     ep == Endpoint::Containerd && !(have("containerd") && have("ctr"))
 }
 
-fn api(agent: &Agent, path: &str) -> Option<Value> {
-    let (code, body) = agent.get(path)?;
-    (code == 200)
-        .then(|| serde_json::from_str(&body).ok())
-        .flatten()
-}
-
-/// Polls `path` until `done` holds.
-fn wait_for(
-    agent: &mut Agent,
-    path: &str,
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let timeout = scaled(timeout);
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        agent.assert_alive();
-        let v = api(agent, path);
-        if let Some(v) = &v {
-            if done(v) {
-                return v.clone();
-            }
-        }
-        last = v.or(last);
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; last {path}:\n{}\nagent log:\n{}",
-            serde_json::to_string_pretty(&last).unwrap_or_default(),
-            agent.log_tail(40)
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn items(v: &Value) -> Vec<Value> {
     v["items"].as_array().cloned().unwrap_or_default()
 }
@@ -155,7 +118,11 @@ spec:
 }
 
 fn events(agent: &Agent) -> Vec<Value> {
-    items(&api(agent, "/api/v1/namespaces/default/events").unwrap_or_default())
+    items(
+        &agent
+            .get_json("/api/v1/namespaces/default/events")
+            .unwrap_or_default(),
+    )
 }
 
 fn event_reasons(agent: &Agent, kind: &str, name: &str) -> Vec<String> {
@@ -212,14 +179,22 @@ async fn jobs(ep: Endpoint) {
     let mut seen_par = BTreeSet::new();
     loop {
         agent.assert_alive();
-        let pods = items(&api(&agent, "/api/v1/namespaces/default/pods").unwrap_or_default());
+        let pods = items(
+            &agent
+                .get_json("/api/v1/namespaces/default/pods")
+                .unwrap_or_default(),
+        );
         let par: Vec<&Value> = pods.iter().filter(|p| owner(p) == "par").collect();
         most = most.max(par.iter().filter(|p| !finished(p)).count());
         seen_par.extend(
             par.iter()
                 .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string()),
         );
-        let js = items(&api(&agent, "/apis/batch/v1/namespaces/default/jobs").unwrap_or_default());
+        let js = items(
+            &agent
+                .get_json("/apis/batch/v1/namespaces/default/jobs")
+                .unwrap_or_default(),
+        );
         let done = |n: &str| {
             js.iter().any(|j| {
                 j["metadata"]["name"] == n
@@ -240,12 +215,18 @@ async fn jobs(ep: Endpoint) {
     assert_eq!(most, 2, "unfinished pods of par at once");
     assert_eq!(seen_par.len(), 6, "{seen_par:?}");
 
-    let par = api(&agent, "/apis/batch/v1/namespaces/default/jobs/par").expect("par");
+    let par = agent
+        .get_json("/apis/batch/v1/namespaces/default/jobs/par")
+        .expect("par");
     assert_eq!(par["status"]["succeeded"], 6, "{par}");
     assert!(has_cond(&par, "Complete").is_some(), "{par}");
     assert!(par["status"]["completionTime"].is_string(), "{par}");
     let uid = par["metadata"]["uid"].as_str().unwrap_or("");
-    let pods = items(&api(&agent, "/api/v1/namespaces/default/pods").expect("pods"));
+    let pods = items(
+        &agent
+            .get_json("/api/v1/namespaces/default/pods")
+            .expect("pods"),
+    );
     let par_pods: Vec<&Value> = pods.iter().filter(|p| owner(p) == "par").collect();
     assert_eq!(par_pods.len(), 6);
     for p in &par_pods {
@@ -263,7 +244,9 @@ async fn jobs(ep: Endpoint) {
     assert!(out.status.success() && out.stdout == "done\n", "{out}");
 
     // Back-off until the limit.
-    let fail = api(&agent, "/apis/batch/v1/namespaces/default/jobs/fail").expect("fail");
+    let fail = agent
+        .get_json("/apis/batch/v1/namespaces/default/jobs/fail")
+        .expect("fail");
     let c = has_cond(&fail, "Failed").expect("Failed");
     assert_eq!(c["reason"], "BackoffLimitExceeded", "{fail}");
     assert_eq!(c["message"], "Job has reached the specified backoff limit");
@@ -304,7 +287,9 @@ async fn jobs(ep: Endpoint) {
     );
 
     // Indexed: each pod knows its index and is named after it.
-    let idx = api(&agent, "/apis/batch/v1/namespaces/default/jobs/idx").expect("idx");
+    let idx = agent
+        .get_json("/apis/batch/v1/namespaces/default/jobs/idx")
+        .expect("idx");
     assert_eq!(idx["status"]["completedIndexes"], "0-2", "{idx}");
     let mut seen = BTreeSet::new();
     for p in pods.iter().filter(|p| owner(p) == "idx") {
@@ -389,22 +374,22 @@ async fn jobs(ep: Endpoint) {
         assert!(Instant::now() < deadline, "{}", agent.log_tail(40));
         thread::sleep(Duration::from_millis(100));
     }
-    let par = api(&agent, "/apis/batch/v1/namespaces/default/jobs/par").expect("par");
+    let par = agent
+        .get_json("/apis/batch/v1/namespaces/default/jobs/par")
+        .expect("par");
     assert_eq!(par["status"]["succeeded"], 6, "{par}");
 
     // Gone with the manifests: Jobs, pods.
     for f in ["par.yaml", "fail.yaml", "idx.yaml", "bad.yaml"] {
         agent.remove_manifest(f);
     }
-    wait_for(
-        &mut agent,
+    agent.wait_for(
         "/api/v1/namespaces/default/pods",
         Duration::from_secs(60),
         "no pods",
         |l| items(l).is_empty(),
     );
-    wait_for(
-        &mut agent,
+    agent.wait_for(
         "/apis/batch/v1/namespaces/default/jobs",
         Duration::from_secs(10),
         "no jobs",
@@ -482,8 +467,16 @@ async fn cronjob_forbid_and_history() {
     let mut latency = None;
     let first = loop {
         agent.assert_alive();
-        let js = items(&api(&agent, "/apis/batch/v1/namespaces/default/jobs").unwrap_or_default());
-        let pods = items(&api(&agent, "/api/v1/namespaces/default/pods").unwrap_or_default());
+        let js = items(
+            &agent
+                .get_json("/apis/batch/v1/namespaces/default/jobs")
+                .unwrap_or_default(),
+        );
+        let pods = items(
+            &agent
+                .get_json("/api/v1/namespaces/default/pods")
+                .unwrap_or_default(),
+        );
         most_active = most_active.max(
             js.iter()
                 .filter(|j| has_cond(j, "Complete").is_none() && has_cond(j, "Failed").is_none())
@@ -536,7 +529,9 @@ async fn cronjob_forbid_and_history() {
             .unwrap_or_else(|| panic!("job name {n}"));
         assert!(minutes > 28_000_000, "{n}");
     }
-    let cj = api(&agent, "/apis/batch/v1/namespaces/default/cronjobs/tick").expect("cronjob");
+    let cj = agent
+        .get_json("/apis/batch/v1/namespaces/default/cronjobs/tick")
+        .expect("cronjob");
     let last = time(&cj["status"]["lastScheduleTime"]);
     assert_eq!(last % 60, 0, "{cj}");
     assert!(cj["status"]["lastSuccessfulTime"].is_string(), "{cj}");
@@ -582,8 +577,7 @@ async fn cronjob_forbid_and_history() {
     let out = agent.cli(&["create", "job", "by-hand", "--from=cronjob/tick"]);
     assert!(out.status.success(), "{out}");
     assert_eq!(out.stdout, "job.batch/by-hand created\n");
-    let j = wait_for(
-        &mut agent,
+    let j = agent.wait_for(
         "/apis/batch/v1/namespaces/default/jobs/by-hand",
         Duration::from_secs(10),
         "the manual job",
@@ -596,15 +590,13 @@ async fn cronjob_forbid_and_history() {
 
     agent.remove_manifest("by-hand.json");
     agent.remove_manifest("tick.yaml");
-    wait_for(
-        &mut agent,
+    agent.wait_for(
         "/api/v1/namespaces/default/pods",
         Duration::from_secs(60),
         "no pods",
         |l| items(l).is_empty(),
     );
-    wait_for(
-        &mut agent,
+    agent.wait_for(
         "/apis/batch/v1/namespaces/default/jobs",
         Duration::from_secs(10),
         "no jobs",

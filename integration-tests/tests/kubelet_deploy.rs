@@ -80,43 +80,6 @@ spec:
     )
 }
 
-fn api(agent: &Agent, path: &str) -> Option<Value> {
-    let (code, body) = agent.get(path)?;
-    (code == 200)
-        .then(|| serde_json::from_str(&body).ok())
-        .flatten()
-}
-
-/// Polls `path` until `done` holds.
-fn wait_for(
-    agent: &mut Agent,
-    path: &str,
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let timeout = scaled(timeout);
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        agent.assert_alive();
-        let v = api(agent, path);
-        if let Some(v) = &v {
-            if done(v) {
-                return v.clone();
-            }
-        }
-        last = v.or(last);
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; last {path}:\n{}\nagent log:\n{}",
-            serde_json::to_string_pretty(&last).unwrap_or_default(),
-            agent.log_tail(40)
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The Deployment is complete: `version`'s pods only, all available.
 fn complete(d: &Value) -> bool {
     let st = &d["status"];
@@ -244,15 +207,8 @@ async fn rolling(ep: Endpoint) {
     );
     agent.write_manifest("web.yaml", &manifests("v1", &token));
     let dpath = "/apis/apps/v1/namespaces/default/deployments/web";
-    wait_for(
-        &mut agent,
-        dpath,
-        Duration::from_secs(120),
-        "v1 available",
-        complete,
-    );
-    let svc = wait_for(
-        &mut agent,
+    agent.wait_for(dpath, Duration::from_secs(120), "v1 available", complete);
+    let svc = agent.wait_for(
         "/api/v1/namespaces/default/services/web",
         Duration::from_secs(10),
         "the service",
@@ -262,8 +218,7 @@ async fn rolling(ep: Endpoint) {
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap_or(0);
     assert!(cluster_ip.starts_with("10.97.0."), "{svc}");
     assert!((30000..=32767).contains(&node_port), "{svc}");
-    wait_for(
-        &mut agent,
+    agent.wait_for(
         "/api/v1/namespaces/default/endpoints/web",
         Duration::from_secs(10),
         "3 endpoints",
@@ -316,7 +271,9 @@ async fn rolling(ep: Endpoint) {
     let mut most_pods = 0;
     loop {
         agent.assert_alive();
-        let rs = api(&agent, "/apis/apps/v1/namespaces/default/replicasets").expect("replicasets");
+        let rs = agent
+            .get_json("/apis/apps/v1/namespaces/default/replicasets")
+            .expect("replicasets");
         let pods: i64 = rs["items"]
             .as_array()
             .into_iter()
@@ -324,7 +281,7 @@ async fn rolling(ep: Endpoint) {
             .map(|r| r["status"]["replicas"].as_i64().unwrap_or(0))
             .sum();
         most_pods = most_pods.max(pods);
-        let d = api(&agent, dpath).expect("deployment");
+        let d = agent.get_json(dpath).expect("deployment");
         let revs: Vec<(String, i64)> = rs["items"]
             .as_array()
             .into_iter()
@@ -351,8 +308,7 @@ async fn rolling(ep: Endpoint) {
         thread::sleep(Duration::from_millis(100));
     }
     // The old pods have left the endpoints and the node.
-    wait_for(
-        &mut agent,
+    agent.wait_for(
         "/api/v1/namespaces/default/pods",
         Duration::from_secs(60),
         "only v2 pods",
@@ -386,8 +342,7 @@ async fn rolling(ep: Endpoint) {
     unsafe {
         libc::kill(pids[0], libc::SIGKILL);
     }
-    wait_for(
-        &mut agent,
+    agent.wait_for(
         "/api/v1/namespaces/default/pods",
         Duration::from_secs(60),
         "the killed replica restarted and Ready",
@@ -405,13 +360,7 @@ async fn rolling(ep: Endpoint) {
                 })
         },
     );
-    wait_for(
-        &mut agent,
-        dpath,
-        Duration::from_secs(30),
-        "whole again",
-        complete,
-    );
+    agent.wait_for(dpath, Duration::from_secs(30), "whole again", complete);
     assert_eq!(httpd_pids(&token).len(), REPLICAS);
 
     // The NodePort, on the node's address.
@@ -425,8 +374,7 @@ async fn rolling(ep: Endpoint) {
     // Removed: pods, endpoints and the table go.
     assert!(nft_table(&node));
     agent.remove_manifest("web.yaml");
-    wait_for(
-        &mut agent,
+    agent.wait_for(
         "/api/v1/namespaces/default/pods",
         Duration::from_secs(60),
         "no pods",

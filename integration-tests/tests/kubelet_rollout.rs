@@ -103,43 +103,6 @@ spec:
     )
 }
 
-fn api_get(agent: &Agent, path: &str) -> Option<Value> {
-    let (code, body) = agent.get(path)?;
-    (code == 200)
-        .then(|| serde_json::from_str(&body).ok())
-        .flatten()
-}
-
-/// Polls `path` until `done` holds.
-fn wait_for(
-    agent: &mut Agent,
-    path: &str,
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let timeout = scaled(timeout);
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        agent.assert_alive();
-        let v = api_get(agent, path);
-        if let Some(v) = &v {
-            if done(v) {
-                return v.clone();
-            }
-        }
-        last = v.or(last);
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; last {path}:\n{}\nagent log:\n{}",
-            serde_json::to_string_pretty(&last).unwrap_or_default(),
-            agent.log_tail(40)
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn deployment_path(name: &str) -> String {
     format!("/apis/apps/v1/namespaces/default/deployments/{name}")
 }
@@ -152,8 +115,7 @@ fn complete(d: &Value, n: usize) -> bool {
 }
 
 fn wait_complete(agent: &mut Agent, name: &str, n: usize, timeout: Duration) {
-    wait_for(
-        agent,
+    agent.wait_for(
         &deployment_path(name),
         timeout,
         &format!("deployment {name}: {n} available"),
@@ -172,8 +134,7 @@ fn endpoint_pods(e: &Value) -> Vec<String> {
 }
 
 fn wait_endpoints(agent: &mut Agent, what: &str, done: impl Fn(&[String]) -> bool) {
-    wait_for(
-        agent,
+    agent.wait_for(
         "/api/v1/namespaces/default/endpoints/web",
         Duration::from_secs(30),
         what,
@@ -360,8 +321,7 @@ impl Setup {
 
     /// The Service's ClusterIP:80, once it has one; adds the node's route to the range.
     fn service_addr(&mut self) -> SocketAddr {
-        let svc = wait_for(
-            &mut self.agent,
+        let svc = self.agent.wait_for(
             "/api/v1/namespaces/default/services/web",
             Duration::from_secs(10),
             "the service",
@@ -385,12 +345,15 @@ impl Setup {
     }
 
     fn deployment(&self, name: &str) -> Value {
-        api_get(&self.agent, &deployment_path(name)).expect("deployment")
+        self.agent
+            .get_json(&deployment_path(name))
+            .expect("deployment")
     }
 
     /// The pods the API lists (name → object).
     fn pods(&self) -> Vec<Value> {
-        api_get(&self.agent, "/api/v1/namespaces/default/pods")
+        self.agent
+            .get_json("/api/v1/namespaces/default/pods")
             .and_then(|l| l["items"].as_array().cloned())
             .unwrap_or_default()
     }
@@ -562,8 +525,7 @@ async fn self_healing(ep: Endpoint) {
         libc::kill(pids[0], libc::SIGKILL);
     }
     let killed = Instant::now();
-    wait_for(
-        &mut s.agent,
+    s.agent.wait_for(
         "/api/v1/namespaces/default/pods",
         Duration::from_secs(60),
         "the killed replica restarted and Ready",
@@ -682,8 +644,7 @@ async fn bad_rollout(ep: Endpoint) {
     s.deploy("web.yaml", &deployment("web", "", "v3", 3, "/ready", &t));
     // Once the agent has taken v3 (the agent keeps no `generation` for `rollout status` to
     // wait on), `rollout status` follows it, and fails at the deadline.
-    wait_for(
-        &mut s.agent,
+    s.agent.wait_for(
         &deployment_path("web"),
         Duration::from_secs(30),
         "the v3 ReplicaSet",
@@ -752,8 +713,7 @@ async fn bad_rollout(ep: Endpoint) {
 
     // Back to v1 (what `rollout undo` writes): the v3 pod goes, v1 stays whole.
     s.deploy("web.yaml", &deployment("web", "", "v1", 3, "/", &t));
-    wait_for(
-        &mut s.agent,
+    s.agent.wait_for(
         &deployment_path("web"),
         Duration::from_secs(60),
         "v1 complete again",
@@ -766,8 +726,7 @@ async fn bad_rollout(ep: Endpoint) {
                     .any(|c| c["type"] == "Progressing" && c["reason"] == "NewReplicaSetAvailable")
         },
     );
-    wait_for(
-        &mut s.agent,
+    s.agent.wait_for(
         "/api/v1/namespaces/default/pods",
         Duration::from_secs(60),
         "3 pods",

@@ -21,62 +21,6 @@ use integration_tests::agent::{condition, Agent};
 use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Engine, Node, IMAGE};
 use integration_tests::{scaled, Value};
 
-fn api(agent: &Agent, path: &str) -> Option<Value> {
-    let (code, body) = agent.get(path)?;
-    (code == 200)
-        .then(|| serde_json::from_str(&body).ok())
-        .flatten()
-}
-
-/// `DELETE path` on the agent's socket: (status code, body).
-fn delete(agent: &Agent, path: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(agent.socket()).expect("agent socket");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(s, "DELETE {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).expect("read");
-    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body.to_string())
-}
-
-/// Polls `path` until `done` holds; `each` sees every answer (for invariants).
-fn wait_for(
-    agent: &mut Agent,
-    path: &str,
-    timeout: Duration,
-    what: &str,
-    mut each: impl FnMut(&Value),
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let timeout = scaled(timeout);
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        agent.assert_alive();
-        let v = api(agent, path);
-        if let Some(v) = &v {
-            each(v);
-            if done(v) {
-                return v.clone();
-            }
-        }
-        last = v.or(last);
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; last {path}:\n{}\nagent log:\n{}",
-            serde_json::to_string_pretty(&last).unwrap_or_default(),
-            agent.log_tail(60)
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn items(v: &Value) -> Vec<Value> {
     v["items"].as_array().cloned().unwrap_or_default()
 }
@@ -227,11 +171,9 @@ fn read(p: &Path) -> String {
 
 /// The messages of the set's events (in order), after the first `skip`.
 fn sts_events(agent: &Agent, reason: &str) -> Vec<String> {
-    let ev = api(
-        agent,
-        "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name=db",
-    )
-    .expect("events");
+    let ev = agent
+        .get_json("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name=db")
+        .expect("events");
     items(&ev)
         .iter()
         .filter(|e| e["reason"] == reason && e["involvedObject"]["kind"] == "StatefulSet")
@@ -287,8 +229,7 @@ async fn stateful_rrun_cri() {
     // Ordered start.
     agent.write_manifest("db.yaml", &statefulset(3, "v1"));
     let t0 = Instant::now();
-    wait_for(
-        &mut agent,
+    agent.wait_for_each(
         pods_path,
         Duration::from_secs(180),
         "3 ready pods in order",
@@ -320,8 +261,7 @@ async fn stateful_rrun_cri() {
         ],
         "{created:?}"
     );
-    let st = wait_for(
-        &mut agent,
+    let st = agent.wait_for_each(
         sts_path,
         Duration::from_secs(10),
         "status 3 ready",
@@ -337,7 +277,9 @@ async fn stateful_rrun_cri() {
     assert_eq!(pod0["spec"]["subdomain"], "db");
 
     // Claims: one per ordinal, bound to a directory of the data root.
-    let pvcs = api(&agent, "/api/v1/namespaces/default/persistentvolumeclaims").expect("pvcs");
+    let pvcs = agent
+        .get_json("/api/v1/namespaces/default/persistentvolumeclaims")
+        .expect("pvcs");
     let mut names: Vec<String> = items(&pvcs).iter().map(name).collect();
     names.sort();
     assert_eq!(names, ["data-db-0", "data-db-1", "data-db-2"]);
@@ -372,10 +314,11 @@ async fn stateful_rrun_cri() {
 
     // A deleted pod comes back under its name, with its data.
     let old_uid = agent.pod("db-1").expect("db-1")["metadata"]["uid"].clone();
-    let (code, body) = delete(&agent, "/api/v1/namespaces/default/pods/db-1");
+    let (code, body) = agent
+        .delete("/api/v1/namespaces/default/pods/db-1")
+        .expect("agent socket");
     assert_eq!(code, 200, "{body}");
-    wait_for(
-        &mut agent,
+    agent.wait_for_each(
         pods_path,
         Duration::from_secs(60),
         "db-1 replaced and Ready",
@@ -392,8 +335,7 @@ async fn stateful_rrun_cri() {
 
     // Scale to 1 (highest first, one at a time), the claims stay; back to 3: same data.
     agent.write_manifest("db.yaml", &statefulset(1, "v1"));
-    wait_for(
-        &mut agent,
+    agent.wait_for_each(
         pods_path,
         Duration::from_secs(60),
         "only db-0",
@@ -410,8 +352,7 @@ async fn stateful_rrun_cri() {
     );
     assert_eq!(claim_dirs(&storage).len(), 3);
     agent.write_manifest("db.yaml", &statefulset(3, "v1"));
-    wait_for(
-        &mut agent,
+    agent.wait_for_each(
         pods_path,
         Duration::from_secs(120),
         "3 ready pods again",
@@ -436,8 +377,7 @@ async fn stateful_rrun_cri() {
         .collect();
     agent.write_manifest("db.yaml", &statefulset(3, "v2"));
     let mut order: Vec<String> = Vec::new();
-    wait_for(
-        &mut agent,
+    agent.wait_for_each(
         pods_path,
         Duration::from_secs(180),
         "every pod replaced",
@@ -461,8 +401,7 @@ async fn stateful_rrun_cri() {
         },
     );
     assert_eq!(order, ["db-2", "db-1", "db-0"]);
-    wait_for(
-        &mut agent,
+    agent.wait_for_each(
         sts_path,
         Duration::from_secs(30),
         "v2 everywhere",
@@ -477,11 +416,9 @@ async fn stateful_rrun_cri() {
         let boots = read(&dir_of(&storage, &format!("data-db-{i}")).join("boots"));
         assert!(boots.ends_with(&format!("v2 db-{i}\n")), "{boots}");
     }
-    let revs = api(
-        &agent,
-        "/apis/apps/v1/namespaces/default/controllerrevisions",
-    )
-    .expect("revs");
+    let revs = agent
+        .get_json("/apis/apps/v1/namespaces/default/controllerrevisions")
+        .expect("revs");
     assert_eq!(items(&revs).len(), 2, "{revs}");
 
     // A kill -9 of the agent: the same pods, the same claims.
@@ -490,8 +427,7 @@ async fn stateful_rrun_cri() {
         .collect();
     agent.kill9();
     agent.restart();
-    wait_for(
-        &mut agent,
+    agent.wait_for_each(
         sts_path,
         Duration::from_secs(60),
         "3 ready after the restart",
@@ -545,8 +481,7 @@ async fn stateful_rrun_cri() {
 
     // DaemonSets: only the one that fits the node's labels and taints runs.
     agent.write_manifest("ds.yaml", &daemonsets());
-    wait_for(
-        &mut agent,
+    agent.wait_for_each(
         pods_path,
         Duration::from_secs(60),
         "the ssd daemon",
@@ -562,8 +497,7 @@ async fn stateful_rrun_cri() {
                 .any(|p| owned_by(p, "DaemonSet", "ssd") && ready(p))
         },
     );
-    let ds = wait_for(
-        &mut agent,
+    let ds = agent.wait_for_each(
         "/apis/apps/v1/namespaces/default/daemonsets",
         Duration::from_secs(10),
         "daemon statuses",
@@ -579,7 +513,7 @@ async fn stateful_rrun_cri() {
         let want = i64::from(name(&d) == "ssd");
         assert_eq!(d["status"]["desiredNumberScheduled"], want, "{d}");
     }
-    let pod = items(&api(&agent, pods_path).expect("pods"))
+    let pod = items(&agent.get_json(pods_path).expect("pods"))
         .into_iter()
         .find(|p| owned_by(p, "DaemonSet", "ssd"))
         .expect("ssd pod");
@@ -619,16 +553,14 @@ async fn stateful_rrun_cri() {
     for f in ["db.yaml", "ds.yaml", "solo.yaml", "solo-b.yaml"] {
         agent.remove_manifest(f);
     }
-    wait_for(
-        &mut agent,
+    agent.wait_for_each(
         pods_path,
         Duration::from_secs(90),
         "no pods",
         |_| {},
         |l| items(l).is_empty(),
     );
-    wait_for(
-        &mut agent,
+    agent.wait_for_each(
         "/api/v1/namespaces/default/persistentvolumeclaims",
         Duration::from_secs(30),
         "no claims",
@@ -733,8 +665,7 @@ spec:
 "#
         ),
     );
-    let c = wait_for(
-        &mut agent,
+    let c = agent.wait_for_each(
         "/api/v1/namespaces/default/persistentvolumeclaims/q",
         Duration::from_secs(60),
         "q bound",
@@ -769,8 +700,7 @@ spec:
     let err = String::from_utf8_lossy(&err.stdout).to_string();
     assert!(err.contains("Disk quota exceeded"), "{err}");
     agent.remove_manifest("q.yaml");
-    wait_for(
-        &mut agent,
+    agent.wait_for_each(
         "/api/v1/namespaces/default/persistentvolumeclaims",
         Duration::from_secs(60),
         "the claim gone",
