@@ -73,6 +73,9 @@ pub fn settings(args: &Args) -> Result<Config> {
         reserved_milli_cpu: file.reserved_milli_cpu,
         reserved_memory: file.reserved_memory,
         eviction_memory: file.eviction_memory.unwrap_or(100 << 20),
+        eviction_pressure_transition: file
+            .eviction_pressure_transition
+            .unwrap_or(std::time::Duration::from_secs(300)),
         backoff_base: args.backoff_base,
         backoff_cap: args.backoff_cap,
     })
@@ -123,6 +126,12 @@ pub fn run(args: &Args) -> Result<()> {
     std::fs::create_dir_all(&config.manifest_dir)
         .with_context(|| format!("creating {}", config.manifest_dir.display()))?;
     let store = Store::open(&config.root_dir)?;
+    let evicted = store
+        .state
+        .evicted
+        .iter()
+        .map(|(uid, e)| (uid.clone(), e.clone().into()))
+        .collect();
     let workloads = crate::controllers::Ctl::open(&config.root_dir, args.service_cluster_ip_range)?;
     crate::controllers::lock(&workloads).node = node_conf(args, &config)?;
     let api_address = args.api_address.clone();
@@ -138,6 +147,7 @@ pub fn run(args: &Args) -> Result<()> {
             config: config.clone(),
             inner: Mutex::new(Inner {
                 runtime_name: "cri".into(),
+                refused: evicted,
                 ..Default::default()
             }),
             store: Mutex::new(store),
@@ -205,11 +215,12 @@ pub fn run(args: &Args) -> Result<()> {
             .with_context(|| format!("watching {}", config.manifest_dir.display()))?;
         let s3 = shared.clone();
         let dir = config.manifest_dir.clone();
-        // The controllers start after the first scan: a pass over no objects would forget
-        // the Deployments of the last run and replace their pods instead of adopting them.
-        let (scanned_tx, scanned_rx) = tokio::sync::oneshot::channel::<()>();
+        // The pod loop, the controllers and the eviction manager start after the first
+        // scan: a pass over no manifests would take the running pods for unwanted ones and
+        // kill them, and the controllers would forget the Deployments of the last run and
+        // replace their pods instead of adopting them.
+        let (scanned_tx, scanned_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            let mut scanned_tx = Some(scanned_tx);
             let mut m = manifest::Dir::default();
             let mut objects = crate::objects::Objects::default();
             loop {
@@ -246,9 +257,7 @@ pub fn run(args: &Args) -> Result<()> {
                     g.desired = desired;
                 }
                 s3.wake.notify_one();
-                if let Some(tx) = scanned_tx.take() {
-                    let _ = tx.send(());
-                }
+                scanned_tx.send_replace(true);
                 if rx.recv().await.is_none() {
                     return;
                 }
@@ -260,11 +269,22 @@ pub fn run(args: &Args) -> Result<()> {
             api = %sock.display(),
             "rrun-kubelet started"
         );
-        let main = tokio::spawn(crate::reconcile::run(shared.clone()));
-        let (s4, h4) = (shared.clone(), shared.workloads.clone());
+        let (s1, mut rx1) = (shared.clone(), scanned_rx.clone());
+        let main = tokio::spawn(async move {
+            if rx1.wait_for(|s| *s).await.is_ok() {
+                crate::reconcile::run(s1).await;
+            }
+        });
+        let (s4, h4, mut rx4) = (shared.clone(), shared.workloads.clone(), scanned_rx.clone());
         tokio::spawn(async move {
-            if scanned_rx.await.is_ok() {
+            if rx4.wait_for(|s| *s).await.is_ok() {
                 crate::controllers::run(s4, h4).await;
+            }
+        });
+        let (s5, mut rx5) = (shared.clone(), scanned_rx);
+        tokio::spawn(async move {
+            if rx5.wait_for(|s| *s).await.is_ok() {
+                crate::eviction::run(s5).await;
             }
         });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

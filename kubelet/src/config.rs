@@ -23,6 +23,7 @@ pub const HONOURED: &[&str] = &[
     "kubeReserved",
     "systemReserved",
     "evictionHard",
+    "evictionPressureTransitionPeriod",
     "maxPods",
     "podLogsDir",
 ];
@@ -43,6 +44,7 @@ pub struct Config {
     pub reserved_milli_cpu: i64,
     pub reserved_memory: i64,
     pub eviction_memory: i64,
+    pub eviction_pressure_transition: Duration,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
 }
@@ -89,6 +91,7 @@ pub struct FileConfig {
     pub reserved_milli_cpu: i64,
     pub reserved_memory: i64,
     pub eviction_memory: Option<i64>,
+    pub eviction_pressure_transition: Option<Duration>,
     /// Unknown fields, for a warning each.
     pub unknown: Vec<String>,
 }
@@ -188,15 +191,64 @@ pub fn parse_file(doc: &Value) -> Result<FileConfig> {
                     }
                 }
             }
+            "evictionPressureTransitionPeriod" => {
+                fc.eviction_pressure_transition = Some(
+                    go_duration(&string(v, k)?)
+                        .with_context(|| format!("evictionPressureTransitionPeriod: {v}"))?,
+                );
+            }
             other => fc.unknown.push(other.to_string()),
         }
     }
     Ok(fc)
 }
 
+/// A Go duration as KubeletConfiguration holds them: `5m0s`, `1h30m`, `30s`, `500ms`, `0s`.
+fn go_duration(s: &str) -> Result<Duration> {
+    let mut total = 0.0;
+    let mut rest = s;
+    if rest.is_empty() {
+        bail!("an empty duration");
+    }
+    while !rest.is_empty() {
+        let n_end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let u_end = rest[n_end..]
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .map_or(rest.len(), |i| n_end + i);
+        let n: f64 = rest[..n_end]
+            .parse()
+            .with_context(|| format!("{s:?} is not a duration (e.g. 5m0s)"))?;
+        let unit = match &rest[n_end..u_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" if n == 0.0 => 0.0,
+            u => bail!("{s:?}: unknown unit {u:?} (e.g. 5m0s)"),
+        };
+        total += n * unit;
+        rest = &rest[u_end..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration("5m0s").unwrap(), Duration::from_secs(300));
+        assert_eq!(go_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(go_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(go_duration("0").unwrap(), Duration::ZERO);
+        assert!(go_duration("5x").is_err());
+        assert!(go_duration("").is_err());
+    }
 
     #[test]
     fn file_fields_unknown_and_invalid() {

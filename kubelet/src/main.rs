@@ -10,6 +10,7 @@ mod config;
 mod controllers;
 mod cri;
 mod env;
+mod eviction;
 mod logs;
 mod manifest;
 mod metrics;

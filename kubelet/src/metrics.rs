@@ -8,6 +8,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabels {
+    pub eviction_signal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     pub probe_type: String,
     pub result: String,
@@ -23,6 +28,7 @@ pub struct Metrics {
     pub pod_start: Histogram,
     pub restarted_pods: Counter,
     pub probes: Family<ProbeLabels, Counter>,
+    pub evictions: Family<EvictionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -35,6 +41,7 @@ impl Default for Metrics {
         ]);
         let restarted_pods = Counter::default();
         let probes = Family::<ProbeLabels, Counter>::default();
+        let evictions = Family::<EvictionLabels, Counter>::default();
         // prometheus-client adds the `_total` suffix to counters itself.
         registry.register(
             "kubelet_running_pods",
@@ -61,6 +68,11 @@ impl Default for Metrics {
             "Cumulative number of a liveness, readiness or startup probe for a container by result",
             probes.clone(),
         );
+        registry.register(
+            "kubelet_evictions",
+            "Cumulative number of pod evictions by eviction signal",
+            evictions.clone(),
+        );
         Metrics {
             registry,
             running_pods,
@@ -68,6 +80,7 @@ impl Default for Metrics {
             pod_start,
             restarted_pods,
             probes,
+            evictions,
         }
     }
 }

@@ -217,6 +217,24 @@ async fn new_sandbox(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
         );
         return false;
     }
+    // The pod's own cgroup and its limits come first, as the kubelet's pod container
+    // manager makes them: the runtime puts the sandbox and the containers below it.
+    let limits = crate::resources::pod_limits(spec::spec(pod));
+    let parent = cfg
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .unwrap_or_default();
+    if let Err(e) = crate::cgroups::make_pod(&parent, &limits) {
+        shared.event(
+            pod,
+            &d.uid,
+            "Warning",
+            "FailedCreatePodSandBox",
+            format!("creating the pod's cgroup: {e}"),
+        );
+        return false;
+    }
     if let Some(rc) = spec::spec(pod).runtime_class_name.as_deref() {
         shared.event(
             pod,
@@ -775,7 +793,14 @@ pub async fn kill_container(
 
 /// Removes everything of a pod: running containers stopped gracefully (in parallel), then
 /// sandboxes and containers removed, then its pod cgroup, log directory and saved state.
-pub async fn kill_all(shared: &Arc<Shared>, uid: &str, v: &PodView, pod: Option<&Pod>) {
+/// `grace` overrides the pod's termination grace period (an eviction's).
+pub async fn kill_all(
+    shared: &Arc<Shared>,
+    uid: &str,
+    v: &PodView,
+    pod: Option<&Pod>,
+    grace: Option<i64>,
+) {
     let mut set = JoinSet::new();
     for (ct, _) in v
         .containers
@@ -790,7 +815,7 @@ pub async fn kill_all(shared: &Arc<Shared>, uid: &str, v: &PodView, pod: Option<
             let c = pod
                 .as_ref()
                 .and_then(|p| find_container(p, cname(&ct)).cloned());
-            kill_container(&s, pod.as_ref(), &uid, c.as_ref(), &ct, None).await;
+            kill_container(&s, pod.as_ref(), &uid, c.as_ref(), &ct, grace).await;
         });
     }
     while set.join_next().await.is_some() {}

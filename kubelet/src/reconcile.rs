@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::task::JoinHandle;
 
 use crate::cri::{req, Cri};
+use crate::eviction::GRACE_SECONDS;
 use crate::manifest::Desired;
 use crate::probes::{self, Target};
 use crate::spec::{self, CONTAINER_NAME, POD_UID};
@@ -292,6 +293,7 @@ pub async fn run(shared: Arc<Shared>) {
             g.admitted.retain(|u| wanted.contains(u));
             g.refused.retain(|u, _| wanted.contains(u));
         }
+        forget_evictions(&shared, &wanted);
         update_probes(&shared, &snap, &mut probe_workers);
         let running_pods = snap
             .sandboxes
@@ -316,7 +318,8 @@ fn admit(shared: &Shared, desired: &[Desired], snap: &Snapshot) {
     let mut g = shared.lock();
     let running: HashSet<&str> = snap.sandboxes.iter().filter_map(uid_of_sandbox).collect();
     for d in desired {
-        if running.contains(d.uid.as_str()) {
+        // An evicted pod runs until its sync task has killed it; it stays refused.
+        if running.contains(d.uid.as_str()) && !g.refused.contains_key(&d.uid) {
             g.admitted.insert(d.uid.clone());
         }
     }
@@ -339,6 +342,18 @@ fn admit(shared: &Shared, desired: &[Desired], snap: &Snapshot) {
                 tracing::warn!(pod = %d.key(), reason = %r.reason, "{}", r.message);
                 g.refused.insert(d.uid.clone(), r);
             }
+        }
+    }
+}
+
+/// Evictions of pods no longer wanted are forgotten (the refusals went with them above).
+fn forget_evictions(shared: &Shared, wanted: &HashSet<String>) {
+    let mut store = shared.store();
+    let before = store.state.evicted.len();
+    store.state.evicted.retain(|u, _| wanted.contains(u));
+    if store.state.evicted.len() != before {
+        if let Err(e) = store.save() {
+            tracing::warn!("saving the agent's state: {e}");
         }
     }
 }
@@ -448,6 +463,12 @@ async fn sync_pod(shared: &Arc<Shared>, d: &Desired, v: PodView) {
         .or_insert_with(Instant::now);
     let refused = shared.lock().refused.get(&d.uid).cloned();
     if let Some(r) = refused {
+        // An evicted pod still has its containers: they go first, with the short grace
+        // of a hard eviction.
+        if !v.sandboxes.is_empty() || !v.containers.is_empty() {
+            crate::pod::kill_all(shared, &d.uid, &v, Some(&d.pod), Some(GRACE_SECONDS)).await;
+            shared.wake.notify_one();
+        }
         status::record_refused(shared, d, &r);
         return;
     }
@@ -461,7 +482,7 @@ async fn sync_pod(shared: &Arc<Shared>, d: &Desired, v: PodView) {
 /// Stops and removes everything of pod `uid`: containers (preStop and grace when the pod
 /// is known), sandboxes, its cgroup and logs, and its saved state.
 pub async fn kill_pod(shared: &Arc<Shared>, uid: &str, v: PodView, pod: Option<&Pod>) {
-    crate::pod::kill_all(shared, uid, &v, pod).await;
+    crate::pod::kill_all(shared, uid, &v, pod, None).await;
     if v.sandboxes.is_empty() && v.containers.is_empty() {
         return;
     }

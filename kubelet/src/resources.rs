@@ -182,6 +182,60 @@ pub fn pod_requests(spec: &PodSpec) -> (i64, i64) {
     (cpu.max(init_cpu), mem.max(init_mem))
 }
 
+/// The limits the kubelet writes on a pod's own cgroup (pkg/kubelet/cm's
+/// ResourceConfigForPod): cpu shares from the requests; a cpu quota and a memory limit only
+/// when every container declares that limit (else the pod could not use what its
+/// unlimited containers may); BestEffort pods get the minimum shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodLimits {
+    pub cpu_shares: i64,
+    /// cfs quota in µs per `QUOTA_PERIOD`.
+    pub cpu_quota: Option<i64>,
+    pub memory: Option<i64>,
+}
+
+impl PodLimits {
+    pub const PERIOD: i64 = QUOTA_PERIOD;
+}
+
+/// A pod's limits by the same rule as its requests: the larger of the sum over app
+/// containers (and sidecars) and the largest init container; `None` when a container has
+/// no such limit.
+fn pod_limit(spec: &PodSpec, get: impl Fn(&Amounts) -> Option<i64>) -> Option<i64> {
+    let mut sum = 0;
+    for c in &spec.containers {
+        sum += get(&amounts(c).unwrap_or_default())?;
+    }
+    let mut init = 0;
+    for c in spec.init_containers.iter().flatten() {
+        let v = get(&amounts(c).unwrap_or_default())?;
+        if c.restart_policy.as_deref() == Some("Always") {
+            sum += v;
+        } else {
+            init = init.max(v);
+        }
+    }
+    Some(sum.max(init))
+}
+
+pub fn pod_limits(spec: &PodSpec) -> PodLimits {
+    let qos = qos(spec);
+    if qos == Qos::BestEffort {
+        return PodLimits {
+            cpu_shares: MIN_SHARES,
+            cpu_quota: None,
+            memory: None,
+        };
+    }
+    let (cpu_request, _) = pod_requests(spec);
+    PodLimits {
+        cpu_shares: (cpu_request * SHARES_PER_CPU / 1000).max(MIN_SHARES),
+        cpu_quota: pod_limit(spec, |a| a.cpu_limit)
+            .map(|l| (l * QUOTA_PERIOD / 1000).max(MIN_QUOTA)),
+        memory: pod_limit(spec, |a| a.mem_limit),
+    }
+}
+
 /// What the node offers pods: capacity minus kube and system reservations and the hard
 /// eviction threshold of memory (the kubelet's allocatable).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -307,6 +361,34 @@ mod tests {
         assert_eq!((r.cpu_shares, r.oom_score_adj), (2, 1000));
         assert_eq!(oom_score_adj(Qos::Burstable, 0, 1 << 30), 999);
         assert_eq!(oom_score_adj(Qos::Burstable, 1 << 30, 1 << 30), 3);
+    }
+
+    #[test]
+    fn pod_level_limits() {
+        let both = container(
+            &[("cpu", "250m"), ("memory", "64Mi")],
+            &[("cpu", "500m"), ("memory", "128Mi")],
+        );
+        let mut s = spec(both.clone());
+        s.containers.push(Container {
+            name: "b".into(),
+            ..both.clone()
+        });
+        let l = pod_limits(&s);
+        assert_eq!(l.cpu_shares, 512);
+        assert_eq!(l.cpu_quota, Some(100_000));
+        assert_eq!(l.memory, Some(256 << 20));
+        // One container without limits: shares only.
+        s.containers.push(container(&[("cpu", "100m")], &[]));
+        let l = pod_limits(&s);
+        assert_eq!((l.cpu_shares, l.cpu_quota, l.memory), (614, None, None));
+        // A big init container raises the limit; BestEffort gets the minimum shares.
+        let mut s = spec(both.clone());
+        s.init_containers = Some(vec![container(&[], &[("cpu", "2"), ("memory", "1Gi")])]);
+        assert_eq!(pod_limits(&s).memory, Some(1 << 30));
+        assert_eq!(pod_limits(&s).cpu_quota, Some(200_000));
+        let l = pod_limits(&spec(Container::default()));
+        assert_eq!((l.cpu_shares, l.cpu_quota, l.memory), (2, None, None));
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub struct Inner {
     /// Pod uid → when the agent first saw it wanted (for the start-duration metric).
     pub first_seen: HashMap<String, Instant>,
     pub started_reported: HashSet<String>,
+    /// When memory was last seen under the eviction threshold (MemoryPressure while the
+    /// transition period has not passed since).
+    pub memory_pressure: Option<Instant>,
     /// (uid, image) → image pull back-off.
     pub pull_backoff: HashMap<(String, String), (Instant, std::time::Duration)>,
 }

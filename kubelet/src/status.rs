@@ -78,13 +78,18 @@ pub fn record_refused(shared: &Shared, d: &Desired, r: &Refusal) {
         .and_then(|p| p.status.as_ref())
         .and_then(|s| s.reason.clone())
         .is_some();
-    if !already {
+    // The eviction manager records its own event when it decides.
+    if !already && r.reason != crate::eviction::REASON {
         shared.event(&d.pod, &d.uid, "Warning", &r.reason, r.message.clone());
     }
     let status = PodStatus {
         phase: Some("Failed".into()),
         reason: Some(r.reason.clone()),
-        message: Some(format!("Pod was rejected: {}", r.message)),
+        message: Some(if r.reason == crate::eviction::REASON {
+            r.message.clone()
+        } else {
+            format!("Pod was rejected: {}", r.message)
+        }),
         qos_class: Some(spec::qos(&d.pod).as_str().into()),
         ..Default::default()
     };

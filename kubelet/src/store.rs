@@ -22,10 +22,39 @@ pub struct ContainerState {
     pub backoff: Backoff,
 }
 
+/// Why a pod was evicted: its status says so for as long as the pod is wanted, and the
+/// next agent does not start it again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Evicted {
+    pub reason: String,
+    pub message: String,
+}
+
+impl From<crate::resources::Refusal> for Evicted {
+    fn from(r: crate::resources::Refusal) -> Self {
+        Evicted {
+            reason: r.reason,
+            message: r.message,
+        }
+    }
+}
+
+impl From<Evicted> for crate::resources::Refusal {
+    fn from(e: Evicted) -> Self {
+        crate::resources::Refusal {
+            reason: e.reason,
+            message: e.message,
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct State {
     /// pod uid → container name → state.
     pub pods: BTreeMap<String, BTreeMap<String, ContainerState>>,
+    /// pod uid → its eviction (older state files have none).
+    #[serde(default)]
+    pub evicted: BTreeMap<String, Evicted>,
 }
 
 pub struct Store {

@@ -96,7 +96,10 @@ pub fn node(shared: &Shared, runtime: Option<(String, String)>) -> Value {
     let c = &shared.config;
     let (cpu, mem) = crate::resources::capacity();
     let alloc = c.allocatable();
-    let cri_up = shared.lock().cri_up;
+    let (cri_up, memory_pressure) = {
+        let g = shared.lock();
+        (g.cri_up, g.memory_pressure.is_some())
+    };
     let now = stamp(std::time::SystemTime::now());
     let (rt, rtv) = runtime.unwrap_or_else(|| ("unknown".into(), "unknown".into()));
     let arch = match std::env::consts::ARCH {
@@ -129,7 +132,11 @@ pub fn node(shared: &Shared, runtime: Option<(String, String)>) -> Value {
             "capacity": {"cpu": format!("{}", cpu / 1000), "memory": format!("{}Ki", mem / 1024), "pods": c.max_pods.to_string()},
             "allocatable": {"cpu": format!("{}m", alloc.milli_cpu), "memory": format!("{}Ki", alloc.memory / 1024), "pods": alloc.pods.to_string()},
             "conditions": [
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                if memory_pressure {
+                    cond("MemoryPressure", "True", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available")
+                } else {
+                    cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available")
+                },
                 cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                 cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
                 if cri_up {
