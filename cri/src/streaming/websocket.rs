@@ -17,7 +17,8 @@ use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role};
 use tokio_tungstenite::WebSocketStream;
 
 use super::http_server::{text, Reply};
@@ -46,6 +47,16 @@ const REMOTECOMMAND: &[(&str, Version)] = &[
 
 /// Subprotocols of port forwarding (the kubelet's: the binary v4 and the plain one).
 const PORTFORWARD: &[&str] = &["v4.channel.k8s.io", "channel.k8s.io"];
+
+/// The close frame that ends a session: status 1000, as the kubelet's streaming server
+/// sends it. kubectl's v5 client takes a close without a status (1005) for a broken
+/// stream and fails the command even after it has read the exit status.
+fn normal_close() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }
+}
 
 /// How long the server waits for the client's answer to its close message.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -215,14 +226,14 @@ async fn pump<S>(
                             return;
                         }
                     }
-                    let _ = ws.close(None).await;
+                    let _ = ws.close(Some(normal_close())).await;
                     return;
                 }
             },
         }
     }
     drop(in_tx);
-    let _ = ws.close(None).await;
+    let _ = ws.close(Some(normal_close())).await;
     // The client's answer to the close, then the end of the stream.
     let _ = tokio::time::timeout(CLOSE_WAIT, async { while ws.next().await.is_some() {} }).await;
 }

@@ -109,7 +109,7 @@ fn query(req: &Request) -> BTreeMap<String, String> {
 }
 
 /// `a=b&c=d`, percent-decoded (`+` is a space).
-fn url_pairs(q: &str) -> Vec<(String, String)> {
+pub(super) fn url_pairs(q: &str) -> Vec<(String, String)> {
     fn dec(s: &str) -> String {
         let b = s.as_bytes();
         let mut out = Vec::with_capacity(b.len());
@@ -186,6 +186,18 @@ impl Front {
             }
             if let Some(doc) = discovery::document(&path) {
                 return Json(doc).into_response();
+            }
+        }
+        if let Some(Target {
+            kind,
+            ns: Some(ns),
+            name: Some(name),
+            sub: Some(sub),
+        }) = parse_path(&path)
+        {
+            if kind.plural == "pods" && matches!(sub.as_str(), "exec" | "attach" | "portforward") {
+                let q = super::stream::pairs(req.uri().query());
+                return super::stream::serve(&self.shared, &sub, &ns, &name, q, req).await;
             }
         }
         let target = match parse_path(&path) {

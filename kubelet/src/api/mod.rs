@@ -10,6 +10,7 @@ pub mod patch;
 pub mod registry;
 pub mod rest;
 pub mod select;
+pub mod stream;
 pub mod table;
 pub mod tls;
 pub mod workloads;
