@@ -205,13 +205,14 @@ pub fn run(args: &Args) -> Result<()> {
             .with_context(|| format!("watching {}", config.manifest_dir.display()))?;
         let s3 = shared.clone();
         let dir = config.manifest_dir.clone();
+        let pins = config.root_dir.clone();
         // The controllers start after the first scan: a pass over no objects would forget
         // the Deployments of the last run and replace their pods instead of adopting them.
         let (scanned_tx, scanned_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let mut scanned_tx = Some(scanned_tx);
             let mut m = manifest::Dir::default();
-            let mut objects = crate::objects::Objects::default();
+            let mut objects = crate::objects::Objects::pinned_under(&pins);
             loop {
                 m.rescan(&dir);
                 objects.rescan(&dir);

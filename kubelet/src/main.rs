@@ -17,6 +17,7 @@ mod objects;
 mod pod;
 mod print;
 mod print_batch;
+mod print_config;
 mod print_stateful;
 mod print_workloads;
 mod probes;
@@ -86,6 +87,10 @@ pub struct Args {
     /// Test knob: the longest crash-loop back-off (the kubelet's 5m).
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     pub backoff_cap: Duration,
+    /// Test knob: the shortest `expirationSeconds` of a projected service account token
+    /// (the API server's 10m); a shorter one lets a test see a token's rotation.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub service_account_token_min_expiration: Duration,
     /// The range Services' ClusterIPs come from.
     #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]
     pub service_cluster_ip_range: proxy::Range,
@@ -213,6 +218,7 @@ fn main() {
                 )
                 .with_writer(std::io::stderr)
                 .init();
+            volumes::token::set_min_expiration(args.service_account_token_min_expiration.as_secs());
             match agent::run(&args) {
                 Ok(()) => 0,
                 Err(e) => {
