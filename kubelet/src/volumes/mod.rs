@@ -263,7 +263,7 @@ fn setup_one(
                 payload::downward(pod, facts, d.items.as_ref(), mode, &mut p)?;
             } else if let Some(t) = &s.service_account_token {
                 let dir = volume_dir(root, uid, "projected", &v.name);
-                token::project(root, &dir, pod, uid, facts, t, mode, &mut p)?;
+                token::project(root, &dir, pod, facts, t, mode, &mut p)?;
             } else {
                 return Err(
                     "projected: only configMap, secret, downwardAPI and serviceAccountToken sources are supported"

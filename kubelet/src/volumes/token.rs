@@ -114,7 +114,7 @@ fn random_uuid() -> String {
 }
 
 /// The claims of a bound token for this pod, issued `now`.
-fn claims(pod: &Pod, uid: &str, facts: &Facts, aud: &[String], now: i64, ttl: i64) -> Value {
+fn claims(pod: &Pod, facts: &Facts, aud: &[String], now: i64, ttl: i64) -> Value {
     let ns = spec::namespace(pod);
     let sa = spec::spec(pod)
         .service_account_name
@@ -133,7 +133,7 @@ fn claims(pod: &Pod, uid: &str, facts: &Facts, aud: &[String], now: i64, ttl: i6
         "kubernetes.io": {
             "namespace": ns,
             "node": {"name": facts.node_name, "uid": local(&format!("node/{}", facts.node_name))},
-            "pod": {"name": pod.metadata.name.clone().unwrap_or_default(), "uid": uid},
+            "pod": {"name": pod.metadata.name.clone().unwrap_or_default(), "uid": facts.uid},
             "serviceaccount": {"name": sa, "uid": local(&format!("serviceaccount/{ns}/{sa}"))},
         },
     })
@@ -172,7 +172,6 @@ pub fn project(
     root: &Path,
     dir: &Path,
     pod: &Pod,
-    uid: &str,
     facts: &Facts,
     src: &ServiceAccountTokenProjection,
     mode: i32,
@@ -202,7 +201,7 @@ pub fn project(
     };
     let i = issuer(root)?;
     let now = chrono::Utc::now().timestamp();
-    let want = claims(pod, uid, facts, &aud, now, ttl);
+    let want = claims(pod, facts, &aud, now, ttl);
     let file = |data: Vec<u8>| File {
         data,
         mode: (mode & 0o7777) as u32,
@@ -251,17 +250,7 @@ mod tests {
             path: "t/token".into(),
         };
         let mut p = Payload::new();
-        project(
-            root.path(),
-            vol.path(),
-            &pod,
-            "u1",
-            &facts,
-            &src,
-            0o644,
-            &mut p,
-        )
-        .unwrap();
+        project(root.path(), vol.path(), &pod, &facts, &src, 0o644, &mut p).unwrap();
         let token = String::from_utf8(p["t/token"].data.clone()).unwrap();
         use std::os::unix::fs::PermissionsExt;
         let md = std::fs::metadata(root.path().join("sa.key")).unwrap();
@@ -285,7 +274,6 @@ mod tests {
             root.path(),
             vol.path(),
             &pod,
-            "u1",
             &facts,
             &src,
             0o644,
@@ -295,7 +283,7 @@ mod tests {
         assert_eq!(again, p);
         let i = issuer(root.path()).unwrap();
         let now = chrono::Utc::now().timestamp();
-        let want = claims(&pod, "u1", &facts, &["vault".into()], now, 600);
+        let want = claims(&pod, &facts, &["vault".into()], now, 600);
         assert!(keep(&i, token.as_bytes(), &want, 600, now + 470));
         assert!(!keep(&i, token.as_bytes(), &want, 600, now + 490));
         assert!(!keep(&i, token.as_bytes(), &want, 3600, now));
@@ -308,7 +296,6 @@ mod tests {
             root.path(),
             vol.path(),
             &pod,
-            "u1",
             &facts,
             &short,
             0o644,
