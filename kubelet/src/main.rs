@@ -113,7 +113,8 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// List pods, deployments, replicasets, services or endpoints (as `kubectl get`).
+    /// List pods, deployments, replicasets, services, endpoints, configmaps or secrets (as
+    /// `kubectl get`).
     Get {
         /// The resource: pods (po).
         resource: String,
@@ -126,7 +127,7 @@ pub enum Command {
         #[arg(short = 'A', long = "all-namespaces")]
         all_namespaces: bool,
     },
-    /// Show a pod (as `kubectl describe pod`).
+    /// Show a pod, job, cronjob, configmap or secret (as `kubectl describe`).
     Describe {
         resource: String,
         name: String,
