@@ -509,7 +509,8 @@ spec:
 
 /// `apply -f` (kubectl 1.27) creates a Namespace, ConfigMap, Secret, Deployment and Service;
 /// an edited file applied again (1.33) rolls the Deployment (`rollout status`), `scale`; a stale
-/// `replace` gets 409; an object of a user's manifest file is refused; a restart keeps the
+/// `replace` gets 409; an object of a user's manifest file is refused, and so is an edit of an
+/// immutable ConfigMap's data; a restart keeps the
 /// API-made objects; `delete -f` removes them and the Deployment's pods.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes() {
@@ -669,6 +670,29 @@ async fn writes() {
         "{}",
         o.stderr
     );
+
+    // An immutable ConfigMap made through the API: an edit of its data is refused as the
+    // API server refuses it; its content stays.
+    let imm = node.dir().join("imm.yaml");
+    let imm_s = imm.display().to_string();
+    let imm_doc = |v: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: imm}}\nimmutable: true\ndata: {{a: '{v}'}}\n")
+    };
+    fs::write(&imm, imm_doc("1")).expect("imm.yaml");
+    new.ok(&["apply", "-f", &imm_s]);
+    fs::write(&imm, imm_doc("2")).expect("imm.yaml");
+    let o = new.run(&["apply", "-f", &imm_s]);
+    assert!(
+        o.status.code() == Some(1)
+            && o.stderr.contains(
+                "ConfigMap \"imm\" is invalid: data: Forbidden: field is immutable when `immutable` is set"
+            ),
+        "{}",
+        o.stderr
+    );
+    let a = new.ok(&["get", "cm", "imm", "-o", "jsonpath={.data.a}"]);
+    assert_eq!(a, "1");
+    new.ok(&["delete", "-f", &imm_s]);
 
     // A restart keeps what the API made.
     let names = new.ok(&["get", "pods", "-n", "apps", "-o", "name"]);

@@ -474,3 +474,269 @@ async fn config_rrun_cri() {
 async fn config_containerd() {
     config(Endpoint::Containerd).await;
 }
+
+const FROZEN: &str = "fr0zen-PLUGH";
+
+fn frozen_yaml(v: &str, secret: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: frozen}}\nimmutable: true\ndata: {{v: {v}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: frozen-s}}\nimmutable: true\nstringData: {{k: {secret}}}\n")
+}
+
+fn b64url(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .expect("base64url")
+}
+
+/// Verifies an ES256 JWT with the node's public key (`sa.pub`, SPKI PEM) and returns its
+/// claims.
+fn verify_token(token: &str, public_pem: &str) -> Value {
+    use base64::Engine;
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    assert_eq!(parts.len(), 3, "not a JWT: {token}");
+    let header: Value = serde_json::from_slice(&b64url(parts[0])).expect("JWT header");
+    assert_eq!(header["alg"], "ES256", "{header}");
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(
+            public_pem
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>(),
+        )
+        .expect("sa.pub");
+    // A P-256 SubjectPublicKeyInfo ends with the 65-byte uncompressed point.
+    let point = &der[der.len() - 65..];
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
+        .verify(
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+            &b64url(parts[2]),
+        )
+        .expect("the token's signature verifies with the node's public key");
+    serde_json::from_slice(&b64url(parts[1])).expect("JWT claims")
+}
+
+/// Immutable objects refuse edits, across a kill -9 of the agent too; projected service
+/// account tokens are signed by the node and rotate; `get`/`describe` of ConfigMaps and
+/// Secrets print what kubectl prints, never a Secret's value.
+async fn immutable_and_tokens(ep: Endpoint) {
+    if skip_endpoint(ep) {
+        return;
+    }
+    let tag = format!("imm-{ep:?}").to_lowercase();
+    let cgroups = CgroupRoot::new(&format!("agent-{tag}"));
+    let node = Node::start();
+    let engine = start_engine(ep, &node).await;
+    let socket = engine.socket();
+    let mut agent = Agent::start(
+        &node,
+        &socket,
+        &cgroups,
+        &tag,
+        &["--service-account-token-min-expiration=10s".into()],
+    );
+    agent.write_manifest("frozen.yaml", &frozen_yaml("one", FROZEN));
+    agent.write_manifest(
+        "imm.yaml",
+        &simple_pod(
+            "imm",
+            "    volumeMounts:\n    - {name: cm, mountPath: /cm}\n    - {name: s, mountPath: /s}\n    - {name: tok, mountPath: /var/run/secrets/tokens}\n",
+            "  serviceAccountName: robot\n  volumes:\n  - {name: cm, configMap: {name: frozen}}\n  - {name: s, secret: {secretName: frozen-s}}\n  - name: tok\n    projected:\n      sources:\n      - serviceAccountToken: {audience: vault, expirationSeconds: 10, path: vault-token}\n      - serviceAccountToken: {path: api-token}\n",
+        ),
+    );
+    let p = agent.wait_pod("imm", Duration::from_secs(90), "imm Running", |p| {
+        container_status(p, "main").is_some_and(|s| s["state"]["running"].is_object())
+    });
+    let id = container_id(&p, "main");
+    let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let read = "cat /cm/v; echo; cat /s/k";
+    assert_eq!(out(&socket, &id, read).await, format!("one\n{FROZEN}"));
+
+    // The token: signed by the node's key, with a bound token's claims.
+    let public = std::fs::read_to_string(agent.root_dir.join("sa.pub")).expect("sa.pub");
+    let key_mode = std::fs::metadata(agent.root_dir.join("sa.key"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("sa.key");
+    assert_eq!(key_mode, 0o600);
+    let first = out(&socket, &id, "cat /var/run/secrets/tokens/vault-token").await;
+    let c = verify_token(&first, &public);
+    assert_eq!(c["iss"], "https://kubernetes.default.svc.cluster.local");
+    assert_eq!(c["sub"], "system:serviceaccount:default:robot");
+    assert_eq!(c["aud"], serde_json::json!(["vault"]));
+    let (iat, exp, nbf) = (c["iat"].as_i64(), c["exp"].as_i64(), c["nbf"].as_i64());
+    assert_eq!(exp.zip(iat).map(|(e, i)| e - i), Some(10), "{c}");
+    assert_eq!(nbf, iat, "{c}");
+    let k = &c["kubernetes.io"];
+    assert_eq!(k["namespace"], "default");
+    assert_eq!(k["pod"]["name"], "imm");
+    assert_eq!(k["pod"]["uid"], uid.as_str());
+    assert_eq!(k["serviceaccount"]["name"], "robot");
+    assert_eq!(k["node"]["name"], "rrun-node");
+    let api = verify_token(
+        &out(&socket, &id, "cat /var/run/secrets/tokens/api-token").await,
+        &public,
+    );
+    assert_eq!(
+        api["aud"],
+        serde_json::json!(["https://kubernetes.default.svc.cluster.local"])
+    );
+    assert_eq!(
+        api["exp"]
+            .as_i64()
+            .zip(api["iat"].as_i64())
+            .map(|(e, i)| e - i),
+        Some(3600)
+    );
+
+    // Immutable: an edit is refused as the API server words it; the pod keeps the old
+    // content, and so does the API.
+    agent.write_manifest("frozen.yaml", &frozen_yaml("two", "other-secret"));
+    let refused = |log: &str| {
+        log.contains("ConfigMap \"frozen\" is invalid: data: Forbidden: field is immutable when `immutable` is set")
+            && log.contains("Secret \"frozen-s\" is invalid: data: Forbidden: field is immutable when `immutable` is set")
+    };
+    let deadline = std::time::Instant::now() + integration_tests::scaled(Duration::from_secs(30));
+    while !refused(&agent.log_text()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edit was not refused:\n{}",
+            agent.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cm = agent.cli(&["get", "cm", "frozen", "-o", "json"]).stdout;
+    let cm: Value = serde_json::from_str(&cm).expect("get cm -o json");
+    assert_eq!(cm["data"]["v"], "one");
+    assert_eq!(cm["immutable"], true);
+    assert_eq!(out(&socket, &id, read).await, format!("one\n{FROZEN}"));
+
+    // kill -9, another edit, a restart: still refused, from what the agent pinned.
+    let pin = agent
+        .root_dir
+        .join("immutable/secret_default_frozen-s.json");
+    let pin_mode = std::fs::metadata(&pin)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("the Secret's pin");
+    assert_eq!(pin_mode, 0o600);
+    agent.kill9();
+    agent.write_manifest("frozen.yaml", &frozen_yaml("three", "third-secret"));
+    agent.restart();
+    let since_restart = |log: &str| {
+        log.rsplit_once("---- restart")
+            .map(|(_, after)| after.to_string())
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + integration_tests::scaled(Duration::from_secs(30));
+    while !refused(&since_restart(&agent.log_text())) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edit was not refused after the restart:\n{}",
+            agent.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cm: Value = serde_json::from_str(&agent.cli(&["get", "cm", "frozen", "-o", "json"]).stdout)
+        .expect("get cm -o json");
+    assert_eq!(cm["data"]["v"], "one");
+    let p = agent.wait_pod("imm", Duration::from_secs(60), "imm adopted", |p| {
+        container_status(p, "main").is_some_and(|s| s["state"]["running"].is_object())
+    });
+    assert_eq!(container_id(&p, "main"), id, "the pod was not adopted");
+    assert_eq!(out(&socket, &id, read).await, format!("one\n{FROZEN}"));
+
+    // The token rotates before 80% of its 10 s: a new signed token with a later iat.
+    let deadline = std::time::Instant::now() + integration_tests::scaled(Duration::from_secs(60));
+    let second = loop {
+        let t = out(&socket, &id, "cat /var/run/secrets/tokens/vault-token").await;
+        if t != first {
+            break t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 10 s token was not rotated:\n{}",
+            agent.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let c2 = verify_token(&second, &public);
+    assert!(c2["iat"].as_i64() > iat, "{c2}");
+    assert_eq!(c2["kubernetes.io"]["pod"]["uid"], uid.as_str());
+
+    // get and describe, as kubectl prints them.
+    let cms = agent.cli(&["get", "configmaps"]).stdout;
+    let lines: Vec<&str> = cms.lines().collect();
+    assert_eq!(lines.first().copied(), Some("NAME     DATA   AGE"), "{cms}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("frozen   1      ")),
+        "{cms}"
+    );
+    let secrets = agent.cli(&["get", "secret"]).stdout;
+    let lines: Vec<&str> = secrets.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("NAME       TYPE     DATA   AGE"),
+        "{secrets}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("frozen-s   Opaque   1      ")),
+        "{secrets}"
+    );
+    assert_eq!(
+        agent.cli(&["get", "cm", "-o", "name"]).stdout,
+        "configmap/frozen\n"
+    );
+    assert_eq!(
+        agent
+            .cli(&["get", "secrets", "frozen-s", "-o", "name"])
+            .stdout,
+        "secret/frozen-s\n"
+    );
+    let yaml = agent
+        .cli(&["get", "secret", "frozen-s", "-o", "yaml"])
+        .stdout;
+    assert!(yaml.contains("  k: ZnIwemVuLVBMVUdI\n"), "{yaml}");
+    let desc = agent.cli(&["describe", "secret", "frozen-s"]).stdout;
+    assert!(
+        desc.starts_with("Name:         frozen-s\nNamespace:    default\n")
+            && desc.contains("\nType:  Opaque\n\nData\n====\nk:  12 bytes\n"),
+        "{desc}"
+    );
+    let desc = agent.cli(&["describe", "cm", "frozen"]).stdout;
+    assert!(desc.contains("\nData\n====\nv:\n----\none\n\n"), "{desc}");
+    assert!(desc.ends_with("Events:  <none>\n"), "{desc}");
+    let log = agent.log_text();
+    for s in [FROZEN, "other-secret", "third-secret", &first, &second] {
+        assert!(!log.contains(s), "a Secret or token is in the agent's log");
+        assert!(!yaml.contains(s) && !desc.contains(s));
+    }
+
+    agent.remove_manifest("imm.yaml");
+    agent.wait_gone("imm", Duration::from_secs(90));
+    agent.remove_manifest("frozen.yaml");
+    let deadline = std::time::Instant::now() + integration_tests::scaled(Duration::from_secs(30));
+    while pin.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pin stayed after the delete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        node_mounts_under(&node, &agent.root_dir),
+        Vec::<String>::new()
+    );
+    agent.assert_alive();
+    drop(agent);
+    drop(engine);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_and_tokens_rrun_cri() {
+    immutable_and_tokens(Endpoint::RrunCri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_and_tokens_containerd() {
+    immutable_and_tokens(Endpoint::Containerd).await;
+}

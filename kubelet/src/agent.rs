@@ -215,6 +215,7 @@ pub fn run(args: &Args) -> Result<()> {
             .with_context(|| format!("watching {}", config.manifest_dir.display()))?;
         let s3 = shared.clone();
         let dir = config.manifest_dir.clone();
+        let pins = config.root_dir.clone();
         // The pod loop, the controllers and the eviction manager start after the first
         // scan: a pass over no manifests would take the running pods for unwanted ones and
         // kill them, and the controllers would forget the Deployments of the last run and
@@ -222,7 +223,7 @@ pub fn run(args: &Args) -> Result<()> {
         let (scanned_tx, scanned_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut m = manifest::Dir::default();
-            let mut objects = crate::objects::Objects::default();
+            let mut objects = crate::objects::Objects::pinned_under(&pins);
             loop {
                 m.rescan(&dir);
                 objects.rescan(&dir);

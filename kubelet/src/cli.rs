@@ -107,7 +107,8 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
             namespace,
             all_namespaces,
         } => {
-            let workload = crate::print_workloads::resource(resource);
+            let workload = crate::print_workloads::resource(resource)
+                .or_else(|| crate::print_config::resource(resource));
             if workload.is_none() {
                 check_resource(resource)?;
             }
@@ -154,7 +155,8 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
                         writeln!(
                             stdout,
                             "{}/{}",
-                            crate::print_workloads::singular(plural),
+                            crate::print_config::singular(plural)
+                                .unwrap_or_else(|| crate::print_workloads::singular(plural)),
                             p["metadata"]["name"].as_str().unwrap_or("")
                         )?;
                     }
@@ -168,7 +170,10 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
                         }
                         return Ok(());
                     }
-                    let text = if workload.is_some() {
+                    let config = crate::print_config::table(plural, &items, *all_namespaces);
+                    let text = if let Some(t) = config {
+                        t
+                    } else if workload.is_some() {
                         crate::print_workloads::table(plural, &items, *all_namespaces)
                     } else {
                         print::pods_table(&items, out == "wide", *all_namespaces)
@@ -196,6 +201,23 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
                     ))
                     .await?;
                 print!("{}", crate::print_batch::describe(plural, &o, &events));
+                return Ok(());
+            }
+            if let Some((_, plural)) = crate::print_config::resource(resource) {
+                let o = api
+                    .get(&format!("/api/v1/namespaces/{namespace}/{plural}/{name}"))
+                    .await?;
+                if plural == "secrets" {
+                    print!("{}", crate::print_config::describe_secret(&o));
+                    return Ok(());
+                }
+                let uid = o["metadata"]["uid"].as_str().unwrap_or("");
+                let events = api
+                    .get(&format!(
+                        "/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.uid={uid}"
+                    ))
+                    .await?;
+                print!("{}", crate::print_config::describe_configmap(&o, &events));
                 return Ok(());
             }
             check_resource(resource)?;

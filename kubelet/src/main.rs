@@ -18,6 +18,7 @@ mod objects;
 mod pod;
 mod print;
 mod print_batch;
+mod print_config;
 mod print_stateful;
 mod print_workloads;
 mod probes;
@@ -87,6 +88,10 @@ pub struct Args {
     /// Test knob: the longest crash-loop back-off (the kubelet's 5m).
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     pub backoff_cap: Duration,
+    /// Test knob: the shortest `expirationSeconds` of a projected service account token
+    /// (the API server's 10m); a shorter one lets a test see a token's rotation.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub service_account_token_min_expiration: Duration,
     /// The range Services' ClusterIPs come from.
     #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]
     pub service_cluster_ip_range: proxy::Range,
@@ -109,7 +114,8 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// List pods, deployments, replicasets, services or endpoints (as `kubectl get`).
+    /// List pods, deployments, replicasets, services, endpoints, configmaps or secrets (as
+    /// `kubectl get`).
     Get {
         /// The resource: pods (po).
         resource: String,
@@ -122,7 +128,7 @@ pub enum Command {
         #[arg(short = 'A', long = "all-namespaces")]
         all_namespaces: bool,
     },
-    /// Show a pod (as `kubectl describe pod`).
+    /// Show a pod, job, cronjob, configmap or secret (as `kubectl describe`).
     Describe {
         resource: String,
         name: String,
@@ -214,6 +220,7 @@ fn main() {
                 )
                 .with_writer(std::io::stderr)
                 .init();
+            volumes::token::set_min_expiration(args.service_account_token_min_expiration.as_secs());
             match agent::run(&args) {
                 Ok(()) => 0,
                 Err(e) => {

@@ -3,7 +3,13 @@
 //! (an edit of an immutable object is refused and the old content stays in force).
 //!
 //! Secret bytes never reach an error message: a bad Secret is named by file, document and
-//! field only. The agent keeps Secrets in memory; their only files are their volumes'.
+//! field only. The agent keeps Secrets in memory; their only files are their volumes' and,
+//! for an immutable one, its pinned copy.
+//!
+//! An immutable object's content is pinned under `<root-dir>/immutable/` (0600 files in a
+//! 0700 directory), so that an edit made while the agent was down is refused at its next
+//! start too, as the API server refuses it whatever happened to its clients; deleting the
+//! object (while the agent runs) unpins it, and it may then come back with new content.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -198,6 +204,121 @@ pub fn parse_doc(doc: &Value) -> Result<(Key, Object), String> {
     }
 }
 
+/// The pinned copies of immutable objects, one file each.
+#[derive(Debug, Clone)]
+struct Pins {
+    dir: PathBuf,
+    items: BTreeMap<Key, Object>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Pinned {
+    kind: String,
+    namespace: String,
+    name: String,
+    #[serde(rename = "type", default)]
+    type_: String,
+    /// Base64, as the API shows Secret data.
+    data: BTreeMap<String, String>,
+    #[serde(default)]
+    binary: std::collections::BTreeSet<String>,
+}
+
+impl Pins {
+    fn file(&self, (kind, ns, name): &Key) -> PathBuf {
+        self.dir
+            .join(format!("{}_{ns}_{name}.json", kind.resource()))
+    }
+
+    /// Reads the pinned objects; an unreadable pin is skipped with an error in the log (the
+    /// object is then unpinned, never invented).
+    fn load(dir: PathBuf) -> Pins {
+        use base64::Engine;
+        let mut items = BTreeMap::new();
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let parsed = std::fs::read(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Pinned>(&b).map_err(|e| e.to_string()));
+            let pin = match parsed {
+                Ok(pin) => pin,
+                Err(e) => {
+                    tracing::error!(
+                        "{}: unreadable pin of an immutable object: {e}",
+                        p.display()
+                    );
+                    continue;
+                }
+            };
+            let kind = match pin.kind.as_str() {
+                "ConfigMap" => Kind::ConfigMap,
+                "Secret" => Kind::Secret,
+                _ => continue,
+            };
+            let mut data = BTreeMap::new();
+            for (k, v) in pin.data {
+                match base64::engine::general_purpose::STANDARD.decode(v) {
+                    Ok(b) => {
+                        data.insert(k, b);
+                    }
+                    Err(_) => continue,
+                }
+            }
+            let obj = Object {
+                data,
+                immutable: true,
+                binary: pin.binary,
+                type_: pin.type_,
+            };
+            items.insert((kind, pin.namespace, pin.name), obj);
+        }
+        Pins { dir, items }
+    }
+
+    /// Writes the pin, 0600 and atomically (a crash leaves the old pin or the new one).
+    fn save(&mut self, key: &Key, obj: &Object) -> std::io::Result<()> {
+        use base64::Engine;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        let (kind, ns, name) = key;
+        let pin = Pinned {
+            kind: kind.as_str().into(),
+            namespace: ns.clone(),
+            name: name.clone(),
+            type_: obj.type_.clone(),
+            data: obj
+                .data
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        base64::engine::general_purpose::STANDARD.encode(v),
+                    )
+                })
+                .collect(),
+            binary: obj.binary.clone(),
+        };
+        crate::store::write_private(
+            &self.file(key),
+            &serde_json::to_vec(&pin).unwrap_or_default(),
+        )?;
+        self.items.insert(key.clone(), obj.clone());
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if self.items.remove(key).is_some() {
+            let _ = std::fs::remove_file(self.file(key));
+        }
+    }
+}
+
 /// The ConfigMaps and Secrets in force, and why some documents were refused.
 #[derive(Debug, Default, Clone)]
 pub struct Objects {
@@ -207,9 +328,19 @@ pub struct Objects {
     pub errors: BTreeMap<PathBuf, String>,
     /// Bumped whenever an object's content changes (volume refreshes watch it).
     pub generation: u64,
+    /// Where immutable objects are pinned (none: in memory only, as in unit tests).
+    pins: Option<Pins>,
 }
 
 impl Objects {
+    /// Objects whose immutable ones are pinned under `<root>/immutable/`.
+    pub fn pinned_under(root: &Path) -> Objects {
+        Objects {
+            pins: Some(Pins::load(root.join("immutable"))),
+            ..Objects::default()
+        }
+    }
+
     pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Option<&Object> {
         self.items.get(&(kind, ns.to_string(), name.to_string()))
     }
@@ -235,11 +366,14 @@ impl Objects {
             .filter(|p| p.is_file())
             .collect();
         paths.sort();
+        // A file that does not parse may hold a pinned object: it stays pinned.
+        let mut broken = false;
         for p in paths {
             let docs = std::fs::read_to_string(&p)
                 .map_err(|e| e.to_string())
                 .and_then(|t| crate::manifest::documents(&p, &t));
             let Ok(docs) = docs else {
+                broken = true;
                 // The pod parser reports the file; its objects stay as they were.
                 for (k, o) in &self.items {
                     if self.origin_of(k) == Some(&p) {
@@ -260,22 +394,54 @@ impl Objects {
                 }
             }
         }
-        for (key, old) in &self.items {
-            let Some(new) = next.get_mut(key) else {
+        let pinned = self.pins.as_ref().map(|p| &p.items);
+        for (key, new) in next.iter_mut() {
+            let Some(old) = self
+                .items
+                .get(key)
+                .filter(|o| o.immutable)
+                .or_else(|| pinned.and_then(|p| p.get(key)))
+            else {
                 continue;
             };
-            if old.immutable && new != old {
+            if new != old {
                 let (kind, ns, name) = key;
                 let file = self.origin_of(key).cloned().unwrap_or_default();
-                errors.insert(
-                    file.clone(),
-                    format!(
-                        "{}: {} \"{ns}/{name}\" is invalid: data: Forbidden: field is immutable when `immutable` is set (the old content stays in force)",
-                        file.display(),
-                        kind.as_str()
-                    ),
+                let field = if new.immutable { "data" } else { "immutable" };
+                let e = format!(
+                    "{}: {} \"{name}\" is invalid: {field}: Forbidden: field is immutable when `immutable` is set (in namespace {ns}; the old content stays in force)",
+                    file.display(),
+                    kind.as_str()
                 );
+                errors
+                    .entry(file)
+                    .and_modify(|x: &mut String| {
+                        x.push_str("; ");
+                        x.push_str(&e);
+                    })
+                    .or_insert(e);
                 *new = old.clone();
+            }
+        }
+        if let Some(pins) = self.pins.as_mut() {
+            for (key, obj) in &next {
+                if obj.immutable && pins.items.get(key) != Some(obj) {
+                    if let Err(e) = pins.save(key, obj) {
+                        let (kind, ns, name) = key;
+                        tracing::error!("pinning immutable {} {ns}/{name}: {e}", kind.as_str());
+                    }
+                }
+            }
+            if !broken {
+                let gone: Vec<Key> = pins
+                    .items
+                    .keys()
+                    .filter(|k| !next.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    pins.remove(&k);
+                }
             }
         }
         if next != self.items {
@@ -353,5 +519,55 @@ mod tests {
         std::fs::remove_file(&f).unwrap();
         o.rescan(dir.path());
         assert!(o.get(Kind::ConfigMap, "default", "im").is_none());
+    }
+
+    #[test]
+    fn immutable_pins_survive_a_restart() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let f = dir.path().join("o.yaml");
+        let doc = |v: &str| {
+            format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nimmutable: true\nstringData: {{k: {v}}}\n")
+        };
+        std::fs::write(&f, doc("one")).unwrap();
+        let mut o = Objects::pinned_under(root.path());
+        o.rescan(dir.path());
+        let pin = root.path().join("immutable/secret_default_s.json");
+        let mode = std::fs::metadata(&pin).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // The agent restarts after an edit: the pin refuses it.
+        std::fs::write(&f, doc("two")).unwrap();
+        let mut o = Objects::pinned_under(root.path());
+        o.rescan(dir.path());
+        assert_eq!(
+            o.get(Kind::Secret, "default", "s").unwrap().data["k"],
+            b"one"
+        );
+        let e = o.errors.values().next().unwrap();
+        assert!(e.contains("Secret \"s\" is invalid: data: Forbidden: field is immutable when `immutable` is set"), "{e}");
+        assert!(!e.contains("two") && !e.contains("one"), "{e}");
+        // Made mutable: refused too.
+        std::fs::write(
+            &f,
+            doc("one").replace("immutable: true", "immutable: false"),
+        )
+        .unwrap();
+        o.rescan(dir.path());
+        assert!(o
+            .errors
+            .values()
+            .any(|e| e.contains("immutable: Forbidden")));
+        // Deleted, the pin goes; the object may then come back with new content.
+        std::fs::remove_file(&f).unwrap();
+        o.rescan(dir.path());
+        assert!(!pin.exists());
+        std::fs::write(&f, doc("two")).unwrap();
+        let mut o = Objects::pinned_under(root.path());
+        o.rescan(dir.path());
+        assert!(o.errors.is_empty(), "{:?}", o.errors);
+        assert_eq!(
+            o.get(Kind::Secret, "default", "s").unwrap().data["k"],
+            b"two"
+        );
     }
 }

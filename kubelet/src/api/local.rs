@@ -32,7 +32,7 @@ fn node_created(shared: &Shared) -> String {
         .unwrap_or_else(|| stamp(std::time::SystemTime::now()))
 }
 
-fn uid_of(text: &str) -> String {
+pub(crate) fn uid_of(text: &str) -> String {
     // A stable uid from the name: FNV-1a, shaped as a UUID.
     let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
     for b in text.bytes() {

@@ -80,6 +80,35 @@ fn conflict(kind: &Kind, name: &str) -> Response {
     )
 }
 
+/// An immutable ConfigMap's or Secret's content (data, binaryData, type, the flag itself)
+/// cannot change, as the API server's validation says; metadata can.
+fn immutable_edit(kind: &Kind, name: &str, stored: &Value, obj: &Value) -> Result<(), Response> {
+    if !matches!(kind.plural, "configmaps" | "secrets") {
+        return Ok(());
+    }
+    let parsed = |v: &Value| {
+        let mut v = v.clone();
+        v["apiVersion"] = "v1".into();
+        v["kind"] = kind.kind.into();
+        crate::objects::parse_doc(&v).ok().map(|(_, o)| o)
+    };
+    let (Some(old), Some(new)) = (parsed(stored), parsed(obj)) else {
+        return Ok(());
+    };
+    if !old.immutable || old == new {
+        return Ok(());
+    }
+    let field = if new.immutable { "data" } else { "immutable" };
+    let why = "Forbidden: field is immutable when `immutable` is set";
+    Err(status_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("{} \"{name}\" is invalid: {field}: {why}", kind.kind),
+        Some(json!({"name": name, "kind": kind.kind,
+                    "causes": [{"reason": "FieldValueForbidden", "message": why, "field": field}]})),
+    ))
+}
+
 impl Front {
     /// The file that holds an API-made object.
     pub(super) fn managed_path(&self, kind: &Kind, ns: &str, name: &str) -> PathBuf {
@@ -165,7 +194,12 @@ impl Front {
             m.remove("status");
         }
         let text = serde_json::to_vec_pretty(&o).unwrap_or_default();
-        write_atomic(&path, &text).map_err(|e| {
+        let write = if kind.plural == "secrets" {
+            crate::store::write_private
+        } else {
+            write_atomic
+        };
+        write(&path, &text).map_err(|e| {
             status_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",
@@ -359,6 +393,7 @@ impl Front {
         for f in ["uid", "creationTimestamp"] {
             obj["metadata"][f] = stored["metadata"][f].clone();
         }
+        immutable_edit(kind, name, stored, obj)?;
         if kind.plural == "deployments" {
             let g = stored["metadata"]["generation"].as_i64().unwrap_or(1);
             let changed = obj["spec"] != stored["spec"];

@@ -12,6 +12,7 @@ pub mod atomic_writer;
 pub mod host_path;
 pub mod payload;
 pub mod subpath;
+pub mod token;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -260,9 +261,12 @@ fn setup_one(
                 payload::object(facts, ns, Kind::Secret, &c.name, items, mode, opt, &mut p)?;
             } else if let Some(d) = &s.downward_api {
                 payload::downward(pod, facts, d.items.as_ref(), mode, &mut p)?;
+            } else if let Some(t) = &s.service_account_token {
+                let dir = volume_dir(root, uid, "projected", &v.name);
+                token::project(root, &dir, pod, facts, t, mode, &mut p)?;
             } else {
                 return Err(
-                    "projected: only configMap, secret and downwardAPI sources are supported"
+                    "projected: only configMap, secret, downwardAPI and serviceAccountToken sources are supported"
                         .into(),
                 );
             }
