@@ -859,7 +859,8 @@ fn write_hosts(dir: &Path, host: &str, text: &str) {
 
 /// A TLS registry with a CA the test made, reached through `hosts.toml`: mirrors tried in
 /// order (one refusing connections, one without the image) before the upstream, a mirror
-/// that has the image serving it, and the upstream refused without the CA.
+/// that has the image serving it, and the upstream refused without the CA, then taken with
+/// `skip_verify`.
 #[tokio::test]
 async fn tls_registry_and_hosts_toml_mirrors() {
     if !tools_present() {
@@ -958,6 +959,19 @@ async fn tls_registry_and_hosts_toml_mirrors() {
         show(&e)
     );
     assert!(list(&s2).await.is_empty());
+    // With `skip_verify`, the certificate is not checked.
+    write_hosts(
+        &untrusted,
+        &upstream.host(),
+        &format!(
+            "server = \"https://{}\"\nskip_verify = true\n",
+            upstream.host()
+        ),
+    );
+    let id = pull(&s2, &name, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w.id);
     assert_no_leftovers(&s);
     assert_no_leftovers(&s2);
 }
@@ -1054,6 +1068,10 @@ async fn mutual_tls_with_client_certificates() {
         &marker_image("mtls-refused", Compression::Gzip),
         "rrun/mtls:3",
     );
+    let w4 = plain.push(
+        &marker_image("mtls-skip-verify", Compression::Gzip),
+        "rrun/mtls:4",
+    );
 
     let certs = pki.path().join("certs.d");
     let host_dir = certs.join(mtls.host());
@@ -1106,6 +1124,20 @@ async fn mutual_tls_with_client_certificates() {
         .unwrap_or_else(|e| panic!("{}", show(&e)));
     assert_eq!(id, w2.id);
 
+    // `skip_verify` instead of the CA, with the client certificate: the gateway too takes it.
+    write_hosts(
+        &certs,
+        &mtls.host(),
+        &format!(
+            "server = \"https://{}\"\nskip_verify = true\nclient = \"client.pem\"\n",
+            mtls.host()
+        ),
+    );
+    let id = pull(&s, &name(4), None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w4.id);
+
     hosts("");
     let e = expect_code(
         pull(&s, &name(3), None).await,
@@ -1146,7 +1178,7 @@ async fn mutual_tls_with_client_certificates() {
         .flat_map(|i| i.repo_tags)
         .collect();
     tags.sort();
-    assert_eq!(tags, [name(1), name(2)]);
+    assert_eq!(tags, [name(1), name(2), name(4)]);
     assert_no_leftovers(&s);
 }
 

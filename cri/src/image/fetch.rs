@@ -112,8 +112,10 @@ pub(crate) fn classify(e: OciDistributionError, what: &str, host: &str) -> Failu
                 _ => Failure::Fatal(PullError::Registry(msg)),
             }
         }
+        // oci-client reaches by itself only endpoints without a client certificate (those
+        // with one go through the gateway, whose failures are answers).
         E::RequestError(r) if tls_failure(&r) => {
-            Failure::Fatal(PullError::Tls(at(tls_message(&r))))
+            Failure::Fatal(PullError::Tls(at(tls_message(&r, false))))
         }
         E::RequestError(r) => {
             if r.is_timeout() {
@@ -161,27 +163,29 @@ pub(crate) fn tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// `e`'s chain, and what the registry's TLS alert means when it concerns the client
-/// certificate (the alerts name it only in TLS terms).
-pub(crate) fn tls_message(e: &(dyn std::error::Error + 'static)) -> String {
+/// certificate (the alerts name it only in TLS terms): `client` says whether one was sent.
+pub(crate) fn tls_message(e: &(dyn std::error::Error + 'static), client: bool) -> String {
     use rustls::AlertDescription as A;
-    let hint = match rustls_error(e) {
-        Some(rustls::Error::AlertReceived(A::CertificateRequired)) => {
+    let about_client_cert = matches!(
+        rustls_error(e),
+        Some(rustls::Error::AlertReceived(
+            A::CertificateRequired
+                | A::BadCertificate
+                | A::UnknownCA
+                | A::CertificateUnknown
+                | A::UnsupportedCertificate
+                | A::CertificateExpired
+                | A::CertificateRevoked
+                | A::AccessDenied
+        ))
+    );
+    let hint = match (about_client_cert, client) {
+        (false, _) => "",
+        (true, false) => {
             " (the registry asks for a client certificate: give one with `client` for this \
              host in hosts.toml)"
         }
-        Some(rustls::Error::AlertReceived(
-            A::BadCertificate
-            | A::UnknownCA
-            | A::CertificateUnknown
-            | A::UnsupportedCertificate
-            | A::CertificateExpired
-            | A::CertificateRevoked
-            | A::AccessDenied,
-        )) => {
-            " (the registry refused the client certificate, or wants one: see `client` for \
-             this host in hosts.toml)"
-        }
-        _ => "",
+        (true, true) => " (the registry refused the client certificate of hosts.toml's `client`)",
     };
     format!("{}{hint}", error_chain(e))
 }

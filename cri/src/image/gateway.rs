@@ -65,6 +65,8 @@ struct State {
     /// For messages: the endpoint as `hosts.toml` names it.
     name: String,
     client: reqwest::Client,
+    /// Whether `client` shows a client certificate.
+    client_cert: bool,
     /// sha256 of the `Proxy-Authorization` value expected: compared as digests, so that
     /// the time a comparison takes tells nothing of the secret.
     expected: [u8; 32],
@@ -104,6 +106,7 @@ impl Gateway {
             base,
             name,
             client,
+            client_cert: !ep.config.client.is_empty(),
             expected,
         });
         let task = handle.spawn(async move {
@@ -326,7 +329,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             // reqwest's message names the URL, which holds no secret of the client.
             return Ok(answer(
                 status,
-                format!("{MARK}{kind}: {}", fetch::tls_message(&e)),
+                format!(
+                    "{MARK}{kind}: {}",
+                    fetch::tls_message(&e, state.client_cert)
+                ),
             ));
         }
     };
