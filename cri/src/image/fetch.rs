@@ -100,7 +100,7 @@ pub(crate) fn classify(e: OciDistributionError, what: &str, host: &str) -> Failu
             }
         }
         E::ServerError { code, message, .. } => {
-            if let Some(f) = super::gateway::failure(code, &message, &at) {
+            if let Some(f) = super::gateway::failure(code, &message, at) {
                 return f;
             }
             let msg = at(format!("HTTP {code}: {}", message.trim()));

@@ -460,8 +460,8 @@ mod tests {
 
         // A gateway failure reads back as the pull error it stands for.
         let at = |m: String| m;
-        let f = failure(502, &format!("{MARK}TLS: bad"), &at);
+        let f = failure(502, &format!("{MARK}TLS: bad"), at);
         assert!(matches!(f, Some(Failure::Fatal(PullError::Tls(m))) if m == "bad"));
-        assert!(failure(502, "upstream said no", &at).is_none());
+        assert!(failure(502, "upstream said no", at).is_none());
     }
 }
