@@ -4,7 +4,9 @@
 //! layers; layers with whiteouts; an htpasswd-protected registry with right, wrong and
 //! missing credentials; two pulls of one image at once (one download each blob, counted in
 //! the registry's access log); a corrupt blob (in the registry, and damaged on the way by
-//! a proxy); a full disk under the store (a small tmpfs); RemoveImage back to an empty store.
+//! a proxy); a full disk under the store (a small tmpfs); RemoveImage back to an empty store;
+//! hosts.toml's `ca`, `skip_verify`, mirrors, `client` certificates (a registry with
+//! `http.tls.clientcas`) and API paths (`http.prefix`, `override_path`).
 
 use std::fs;
 use std::path::Path;

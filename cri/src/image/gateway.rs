@@ -177,8 +177,9 @@ fn upstream_client(
         roots.extend(certs);
     }
     b = b.tls_certs_merge(roots);
-    // reqwest takes one identity; containerd offers Go's TLS every pair, which then sends
-    // the first one (it does not match them to the server's CA list unless asked to).
+    // reqwest holds one identity: the first pair is used. containerd gives Go's TLS every
+    // pair, which sends the first the server's request accepts (its CAs, its signature
+    // schemes); a list of pairs for servers that trust different CAs is rare enough.
     if let Some((cert, key)) = ep.config.client.first() {
         if ep.config.client.len() > 1 {
             tracing::warn!(endpoint = %name, "only the first client certificate is used");
