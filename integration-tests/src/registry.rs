@@ -49,6 +49,13 @@ pub struct RegistryOptions {
     /// signs its tokens (see `registry_fakes::TokenService`); `credentials` are then what
     /// skopeo pushes with.
     pub token: Option<(String, PathBuf)>,
+    /// With `tls`: clients must show a certificate signed by this CA (`http.tls.clientcas`).
+    pub client_ca: Option<PathBuf>,
+    /// The API under this path (`http.prefix`, e.g. `/mirror/`: the API at `/mirror/v2/`).
+    pub prefix: Option<String>,
+    /// Serve this storage directory (another registry's: filled by pushes to that one)
+    /// instead of a storage of its own.
+    pub storage: Option<PathBuf>,
 }
 
 pub struct Registry {
@@ -93,7 +100,11 @@ impl Registry {
 
     fn spawn(&mut self) {
         let base = self.dir.path();
-        let storage = base.join("storage");
+        let storage = self
+            .options
+            .storage
+            .clone()
+            .unwrap_or_else(|| base.join("storage"));
         fs::create_dir_all(&storage).expect("registry storage");
         let mut config = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
@@ -102,12 +113,18 @@ impl Registry {
             storage.display(),
             self.port
         );
+        if let Some(prefix) = &self.options.prefix {
+            config.push_str(&format!("  prefix: {prefix}\n"));
+        }
         if let Some((cert, key)) = &self.options.tls {
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),
                 key.display()
             ));
+            if let Some(ca) = &self.options.client_ca {
+                config.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+            }
         }
         if let Some((realm, cert)) = &self.options.token {
             config.push_str(&format!(
@@ -179,6 +196,14 @@ impl Registry {
         self.dir.path()
     }
 
+    /// Where the registry keeps what is pushed to it.
+    pub fn storage(&self) -> PathBuf {
+        self.options
+            .storage
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("storage"))
+    }
+
     /// The registry's log so far (its access log included).
     pub fn log_text(&self) -> String {
         fs::read(&self.log)
@@ -198,9 +223,8 @@ impl Registry {
     /// The file holding the blob `digest` in the registry's storage.
     pub fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
-        self.dir
-            .path()
-            .join("storage/docker/registry/v2/blobs/sha256")
+        self.storage()
+            .join("docker/registry/v2/blobs/sha256")
             .join(&hex[..2])
             .join(hex)
             .join("data")

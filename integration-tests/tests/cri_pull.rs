@@ -4,7 +4,9 @@
 //! layers; layers with whiteouts; an htpasswd-protected registry with right, wrong and
 //! missing credentials; two pulls of one image at once (one download each blob, counted in
 //! the registry's access log); a corrupt blob (in the registry, and damaged on the way by
-//! a proxy); a full disk under the store (a small tmpfs); RemoveImage back to an empty store.
+//! a proxy); a full disk under the store (a small tmpfs); RemoveImage back to an empty store;
+//! hosts.toml's `ca`, `skip_verify`, mirrors, `client` certificates (a registry with
+//! `http.tls.clientcas`) and API paths (`http.prefix`, `override_path`).
 
 use std::fs;
 use std::path::Path;
@@ -859,7 +861,8 @@ fn write_hosts(dir: &Path, host: &str, text: &str) {
 
 /// A TLS registry with a CA the test made, reached through `hosts.toml`: mirrors tried in
 /// order (one refusing connections, one without the image) before the upstream, a mirror
-/// that has the image serving it, and the upstream refused without the CA.
+/// that has the image serving it, and the upstream refused without the CA, then taken with
+/// `skip_verify`.
 #[tokio::test]
 async fn tls_registry_and_hosts_toml_mirrors() {
     if !tools_present() {
@@ -958,8 +961,324 @@ async fn tls_registry_and_hosts_toml_mirrors() {
         show(&e)
     );
     assert!(list(&s2).await.is_empty());
+    // With `skip_verify`, the certificate is not checked.
+    write_hosts(
+        &untrusted,
+        &upstream.host(),
+        &format!(
+            "server = \"https://{}\"\nskip_verify = true\n",
+            upstream.host()
+        ),
+    );
+    let id = pull(&s2, &name, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w.id);
     assert_no_leftovers(&s);
     assert_no_leftovers(&s2);
+}
+
+/// A client certificate for `name` signed by the CA that `make_ca` made in `dir`:
+/// (certificate, key).
+fn make_client(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (crt, key, csr, ext) = (
+        format!("{name}.crt"),
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.cnf"),
+    );
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        &format!("/CN={name}"),
+    ]);
+    fs::write(
+        dir.join(&ext),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=clientAuth\n",
+    )
+    .expect("client ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        &crt,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+    (dir.join(crt), dir.join(key))
+}
+
+/// A registry that asks for client certificates (mutual TLS: `http.tls.clientcas`), reached
+/// with hosts.toml's `client` in both of containerd's forms: a `[certificate, key]` pair,
+/// and one file holding both (relative to the hosts.toml). Without a certificate, or with
+/// one from another CA, the pull fails (UNAVAILABLE, as any TLS refusal) and says why.
+#[tokio::test]
+async fn mutual_tls_with_client_certificates() {
+    if !tools_present() {
+        return;
+    }
+    let pki = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = make_ca(pki.path());
+    let (client_crt, client_key) = make_client(pki.path(), "client");
+    let other = pki.path().join("other");
+    fs::create_dir_all(&other).expect("other CA dir");
+    make_ca(&other);
+    let (wrong_crt, wrong_key) = make_client(&other, "wrong");
+    // Filled by skopeo (which has no client certificate), served by the mTLS registry.
+    let plain = Registry::start(RegistryOptions::default());
+    let mtls = Registry::start(RegistryOptions {
+        tls: Some((cert, key)),
+        client_ca: Some(ca.clone()),
+        storage: Some(plain.storage()),
+        ..Default::default()
+    });
+    let w1 = plain.push(&marker_image("mtls-pair", Compression::Gzip), "rrun/mtls:1");
+    let w2 = plain.push(
+        &marker_image("mtls-one-file", Compression::Zstd),
+        "rrun/mtls:2",
+    );
+    plain.push(
+        &marker_image("mtls-refused", Compression::Gzip),
+        "rrun/mtls:3",
+    );
+    let w4 = plain.push(
+        &marker_image("mtls-skip-verify", Compression::Gzip),
+        "rrun/mtls:4",
+    );
+
+    let certs = pki.path().join("certs.d");
+    let host_dir = certs.join(mtls.host());
+    let hosts = |client: &str| {
+        write_hosts(
+            &certs,
+            &mtls.host(),
+            &format!(
+                "server = \"https://{}\"\nca = \"{}\"\n{client}\n",
+                mtls.host(),
+                ca.display()
+            ),
+        )
+    };
+    hosts(&format!(
+        "client = [[\"{}\", \"{}\"]]",
+        client_crt.display(),
+        client_key.display()
+    ));
+    let s = CriServer::start_with(
+        "pullmtls",
+        StartOptions {
+            config_toml: Some(format!(
+                "[registry]\nconfig_path = \"{}\"\n",
+                certs.display()
+            )),
+            ..Default::default()
+        },
+    )
+    .await;
+    let name = |tag: u8| format!("{}/rrun/mtls:{tag}", mtls.host());
+
+    let id = pull(&s, &name(1), None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w1.id);
+    let top = w1.layer_digests.last().expect("layers");
+    assert_eq!(mtls.blob_gets("rrun/mtls", top), 1, "{}", mtls.log_text());
+    assert_eq!(plain.blob_gets("rrun/mtls", top), 0);
+    let log = run_in(&s, "p", &name(1), "cat /etc/marker; echo").await;
+    assert!(log.iter().any(|l| l == "mtls-pair"), "{log:?}");
+
+    // One file with the certificate and its key, named relative to the hosts.toml.
+    let mut both = fs::read(&client_crt).expect("client.crt");
+    both.extend(fs::read(&client_key).expect("client.key"));
+    fs::write(host_dir.join("client.pem"), both).expect("client.pem");
+    hosts("client = \"client.pem\"");
+    let id = pull(&s, &name(2), None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w2.id);
+
+    // `skip_verify` instead of the CA, with the client certificate: the gateway too takes it.
+    write_hosts(
+        &certs,
+        &mtls.host(),
+        &format!(
+            "server = \"https://{}\"\nskip_verify = true\nclient = \"client.pem\"\n",
+            mtls.host()
+        ),
+    );
+    let id = pull(&s, &name(4), None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", show(&e)));
+    assert_eq!(id, w4.id);
+
+    hosts("");
+    let e = expect_code(
+        pull(&s, &name(3), None).await,
+        Code::Unavailable,
+        "no client cert",
+    );
+    assert!(
+        e.message().contains("asks for a client certificate"),
+        "{}",
+        show(&e)
+    );
+    hosts(&format!(
+        "client = [[\"{}\", \"{}\"]]",
+        wrong_crt.display(),
+        wrong_key.display()
+    ));
+    let e = expect_code(
+        pull(&s, &name(3), None).await,
+        Code::Unavailable,
+        "wrong client cert",
+    );
+    assert!(
+        e.message().contains("refused the client certificate"),
+        "{}",
+        show(&e)
+    );
+    hosts("client = \"missing.pem\"");
+    let e = expect_code(
+        pull(&s, &name(3), None).await,
+        Code::FailedPrecondition,
+        "missing client cert file",
+    );
+    assert!(e.message().contains("missing.pem"), "{}", show(&e));
+
+    let mut tags: Vec<String> = list(&s)
+        .await
+        .into_iter()
+        .flat_map(|i| i.repo_tags)
+        .collect();
+    tags.sort();
+    assert_eq!(tags, [name(1), name(2), name(4)]);
+    assert_no_leftovers(&s);
+}
+
+/// A mirror whose API is under a path (`http.prefix: /mirror/`, the API at `/mirror/v2/`),
+/// named in hosts.toml as containerd reads such URLs: with the whole API root and
+/// `override_path = true`, or without the `/v2` that is then appended. With
+/// `override_path = true` on a URL lacking the `/v2`, the path is taken as the API root and
+/// the registry answers 404 there: NOT_FOUND, naming that URL.
+#[tokio::test]
+async fn mirror_under_a_path_and_override_path() {
+    if !tools_present() {
+        return;
+    }
+    let upstream = Registry::start(RegistryOptions::default());
+    let mirror = Registry::start(RegistryOptions {
+        prefix: Some("/mirror/".into()),
+        storage: Some(upstream.storage()),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs.d");
+    let hosts = |mirror_entry: &str| {
+        write_hosts(
+            &certs,
+            &upstream.host(),
+            &format!(
+                "server = \"http://{}\"\n[host.\"http://{}{mirror_entry}\n  \
+                 capabilities = [\"pull\", \"resolve\"]\n",
+                upstream.host(),
+                mirror.host()
+            ),
+        )
+    };
+    let s = CriServer::start_with(
+        "pullprefix",
+        StartOptions {
+            config_toml: Some(format!(
+                "[registry]\nconfig_path = \"{}\"\n",
+                certs.display()
+            )),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mirror_gets = |digest: &str| {
+        let needle = format!("\"GET /mirror/v2/rrun/prefix/blobs/{digest}");
+        mirror.log_text().matches(&needle).count()
+    };
+
+    for (tag, entry) in [
+        (1, "/mirror/v2\"]\n  override_path = true"),
+        (2, "/mirror\"]"),
+    ] {
+        let w = upstream.push(
+            &marker_image(&format!("prefix-{tag}"), Compression::Gzip),
+            &format!("rrun/prefix:{tag}"),
+        );
+        hosts(entry);
+        let name = format!("{}/rrun/prefix:{tag}", upstream.host());
+        let id = pull(&s, &name, None)
+            .await
+            .unwrap_or_else(|e| panic!("{entry}: {}", show(&e)));
+        assert_eq!(id, w.id);
+        let top = w.layer_digests.last().expect("layers");
+        assert_eq!(mirror_gets(top), 1, "{entry}:\n{}", mirror.log_text());
+        assert_eq!(upstream.blob_gets("rrun/prefix", top), 0, "{entry}");
+    }
+
+    // The mirror alone, its API root given without `/v2` and override_path set.
+    upstream.push(
+        &marker_image("prefix-3", Compression::Gzip),
+        "rrun/prefix:3",
+    );
+    write_hosts(
+        &certs,
+        &upstream.host(),
+        &format!(
+            "server = \"http://{}/mirror\"\noverride_path = true\n",
+            mirror.host()
+        ),
+    );
+    let name = format!("{}/rrun/prefix:3", upstream.host());
+    let e = expect_code(pull(&s, &name, None).await, Code::NotFound, "override_path");
+    assert!(
+        e.message()
+            .contains(&format!("http://{}/mirror", mirror.host())),
+        "{}",
+        show(&e)
+    );
+    assert!(
+        mirror
+            .log_text()
+            .contains("\"GET /mirror/rrun/prefix/manifests/3"),
+        "{}",
+        mirror.log_text()
+    );
+    assert_eq!(list(&s).await.len(), 2);
+    assert_no_leftovers(&s);
 }
 
 /// A registry that stops answering (SIGSTOP: connections are accepted by the kernel, no

@@ -156,6 +156,12 @@ fn http_client(config: &ClientConfig, ep: &Endpoint) -> Result<reqwest::Client, 
     if let Some(t) = config.connect_timeout {
         b = b.connect_timeout(t);
     }
+    // The endpoint's gateway (`gateway.rs`), as oci-client reaches it.
+    if let Some(proxy) = &config.http_proxy {
+        let proxy = reqwest::Proxy::http(proxy)
+            .map_err(|e| PullError::Registry(format!("the gateway to {ep:?}: {e}")))?;
+        b = b.proxy(proxy);
+    }
     b.build()
         .map_err(|e| PullError::Registry(format!("an HTTP client for {ep:?}: {e}")))
 }
@@ -236,8 +242,7 @@ async fn exchange_refresh_token(
     username: &str,
     token: &str,
 ) -> Result<RegistryAuth, PullError> {
-    let scheme = if ep.config.http { "http" } else { "https" };
-    let ping = format!("{scheme}://{}/v2/", ep.host);
+    let ping = format!("{}://{}/v2/", ep.client_scheme(), ep.host);
     let res = http
         .get(&ping)
         .send()

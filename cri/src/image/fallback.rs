@@ -23,6 +23,19 @@ pub(crate) struct Source {
     pub(crate) client: Arc<Client>,
     pub(crate) reference: Reference,
     pub(crate) host: String,
+    /// Keeps the endpoint's gateway (`gateway.rs`), if any, up as long as its client.
+    pub(crate) _endpoint: Endpoint,
+}
+
+impl Source {
+    pub(crate) fn new(client: Arc<Client>, reference: Reference, ep: &Endpoint) -> Source {
+        Source {
+            client,
+            reference,
+            host: format!("{ep:?}"),
+            _endpoint: ep.clone(),
+        }
+    }
 }
 
 struct Later {
@@ -101,11 +114,7 @@ impl BlobHosts {
         client
             .store_auth_if_needed(reference.resolve_registry(), &auth)
             .await;
-        Ok(Source {
-            client: Arc::new(client),
-            reference,
-            host: format!("{ep:?}"),
-        })
+        Ok(Source::new(Arc::new(client), reference, ep))
     }
 }
 

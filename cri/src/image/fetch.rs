@@ -100,6 +100,9 @@ pub(crate) fn classify(e: OciDistributionError, what: &str, host: &str) -> Failu
             }
         }
         E::ServerError { code, message, .. } => {
+            if let Some(f) = super::gateway::failure(code, &message, at) {
+                return f;
+            }
             let msg = at(format!("HTTP {code}: {}", message.trim()));
             match code {
                 404 => Failure::Fatal(PullError::NotFound(msg)),
@@ -109,8 +112,10 @@ pub(crate) fn classify(e: OciDistributionError, what: &str, host: &str) -> Failu
                 _ => Failure::Fatal(PullError::Registry(msg)),
             }
         }
+        // oci-client reaches by itself only endpoints without a client certificate (those
+        // with one go through the gateway, whose failures are answers).
         E::RequestError(r) if tls_failure(&r) => {
-            Failure::Fatal(PullError::Tls(at(error_chain(&r))))
+            Failure::Fatal(PullError::Tls(at(tls_message(&r, false))))
         }
         E::RequestError(r) => {
             if r.is_timeout() {
@@ -133,27 +138,59 @@ pub(crate) fn classify(e: OciDistributionError, what: &str, host: &str) -> Failu
     }
 }
 
-/// A certificate the TLS handshake refused: no retry will change that.
-fn tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+/// The TLS error in `e`'s chain, if any.
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            return true;
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
         }
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
-                return true;
-            }
+        if let Some(r) = err
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(r);
         }
         cur = err.source();
     }
-    false
+    None
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// A certificate the TLS handshake refused: no retry will change that.
+pub(crate) fn tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    rustls_error(e).is_some()
+}
+
+/// `e`'s chain, and what the registry's TLS alert means when it concerns the client
+/// certificate (the alerts name it only in TLS terms): `client` says whether one was sent.
+pub(crate) fn tls_message(e: &(dyn std::error::Error + 'static), client: bool) -> String {
+    use rustls::AlertDescription as A;
+    let about_client_cert = matches!(
+        rustls_error(e),
+        Some(rustls::Error::AlertReceived(
+            A::CertificateRequired
+                | A::BadCertificate
+                | A::UnknownCA
+                | A::CertificateUnknown
+                | A::UnsupportedCertificate
+                | A::CertificateExpired
+                | A::CertificateRevoked
+                | A::AccessDenied
+        ))
+    );
+    let hint = match (about_client_cert, client) {
+        (false, _) => "",
+        (true, false) => {
+            " (the registry asks for a client certificate: give one with `client` for this \
+             host in hosts.toml)"
+        }
+        (true, true) => " (the registry refused the client certificate of hosts.toml's `client`)",
+    };
+    format!("{}{hint}", error_chain(e))
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(err) = cur {

@@ -40,6 +40,7 @@ mod auth;
 pub mod command;
 mod fallback;
 mod fetch;
+mod gateway;
 mod import;
 pub mod pull;
 mod reference;

@@ -469,11 +469,7 @@ impl Puller {
             PullError::Unsupported(format!("{parsed}: manifest {manifest_digest}: {e}"))
         })?;
         validate_digest(&manifest_digest).map_err(|r| PullError::Unsupported(r.to_string()))?;
-        let first = fallback::Source {
-            client,
-            reference,
-            host,
-        };
+        let first = fallback::Source::new(client, reference, ep);
         Ok(Resolved {
             hosts: Arc::new(BlobHosts::new(
                 first,

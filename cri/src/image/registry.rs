@@ -7,15 +7,22 @@
 //! then the upstream: the file's `server`, else `https://HOST` (`http://` for `localhost`
 //! and loopback addresses, as Docker treats them as insecure registries). Plain HTTP is
 //! used only where an endpoint's URL says `http://`.
+//!
+//! An endpoint's URL may hold the API root's path, as containerd reads it: `/v2` is appended
+//! unless the path ends with it or `override_path = true` says the path is the API root
+//! itself. Endpoints with a client certificate (`client`) or an API root other than `/v2`
+//! are reached through a loopback gateway (`gateway.rs`), as oci-client can do neither.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use serde::Deserialize;
 
+use super::gateway::Gateway;
 use super::pull::PullError;
 
 /// The registry settings of rrun-cri's configuration (`[registry]` in its TOML file).
@@ -63,6 +70,11 @@ pub(crate) struct Endpoint {
     pub(crate) upstream: bool,
     pub(crate) resolve: bool,
     pub(crate) config: EndpointTls,
+    /// The API root's path: `/v2` but where `hosts.toml` says otherwise.
+    pub(crate) path: String,
+    /// The gateway reaching this endpoint, started on first use, shared by the clones of the
+    /// endpoint and stopped with the last of them.
+    gateway: Arc<Mutex<Option<Arc<Gateway>>>>,
 }
 
 /// How to speak to an endpoint.
@@ -71,12 +83,54 @@ pub(crate) struct EndpointTls {
     pub(crate) http: bool,
     pub(crate) skip_verify: bool,
     pub(crate) ca: Vec<PathBuf>,
+    /// Client certificates: the certificate's file and the key's (`None`: in the same file).
+    pub(crate) client: Vec<(PathBuf, Option<PathBuf>)>,
 }
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = if self.config.http { "http" } else { "https" };
-        write!(f, "{scheme}://{}", self.host)
+        let path = if self.path == "/v2" { "" } else { &self.path };
+        write!(f, "{scheme}://{}{path}", self.host)
+    }
+}
+
+impl Endpoint {
+    pub(crate) fn new(host: String, upstream: bool, config: EndpointTls) -> Endpoint {
+        Endpoint {
+            host,
+            upstream,
+            resolve: true,
+            config,
+            path: "/v2".into(),
+            gateway: Arc::default(),
+        }
+    }
+
+    /// Whether oci-client needs the gateway to reach this endpoint.
+    pub(crate) fn needs_gateway(&self) -> bool {
+        !self.config.client.is_empty() || self.path != "/v2"
+    }
+
+    /// The scheme of the URLs oci-client (and `auth.rs`) address this endpoint with: plain
+    /// HTTP to the gateway, which speaks the endpoint's own scheme.
+    pub(crate) fn client_scheme(&self) -> &'static str {
+        if self.config.http || self.needs_gateway() {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// This endpoint's gateway, started if it is not running.
+    fn gateway(&self, timeout: Duration) -> Result<Arc<Gateway>, PullError> {
+        let mut slot = self.gateway.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = slot.as_ref() {
+            return Ok(g.clone());
+        }
+        let g = Arc::new(Gateway::start(self, timeout)?);
+        *slot = Some(g.clone());
+        Ok(g)
     }
 }
 
@@ -91,6 +145,8 @@ struct HostsFile {
     ca: Option<StringOrList>,
     #[serde(default)]
     client: Option<toml::Value>,
+    #[serde(default)]
+    override_path: Option<bool>,
     #[serde(default)]
     host: BTreeMap<String, toml::Spanned<HostEntry>>,
 }
@@ -142,9 +198,14 @@ fn is_loopback(host: &str) -> bool {
         || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `https://host:port/path` → (http?, `host:port`); the path (an `override_path` mirror's)
-/// is refused, oci-client always addresses `/v2/` at the root.
-fn parse_url(url: &str, file: &Path) -> Result<(bool, String), PullError> {
+/// An endpoint's URL as containerd reads it: `https://` when it names no scheme; the path
+/// cleaned, and `/v2` appended unless it ends with it or `override_path` is set.
+/// Returns (http?, `host:port`, API root path).
+fn parse_url(
+    url: &str,
+    override_path: bool,
+    file: &Path,
+) -> Result<(bool, String, String), PullError> {
     let bad = |reason: &str| PullError::Config {
         path: file.to_path_buf(),
         reason: format!("{url:?}: {reason}"),
@@ -153,25 +214,79 @@ fn parse_url(url: &str, file: &Path) -> Result<(bool, String), PullError> {
         (false, r)
     } else if let Some(r) = url.strip_prefix("http://") {
         (true, r)
-    } else {
+    } else if url.contains("://") {
         return Err(bad("an endpoint URL starts with https:// or http://"));
+    } else {
+        (false, url)
     };
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    if host.is_empty() {
-        return Err(bad("no host"));
+    if host.is_empty() || host.contains(['?', '#', '@']) {
+        return Err(bad("no host, or not a plain host[:port]"));
     }
-    let path = path.trim_end_matches('/');
-    if !path.is_empty() && path != "v2" {
-        return Err(bad(
-            "a path other than /v2 (override_path) is not supported: oci-client addresses \
-             the registry API at /v2/ of the host",
-        ));
+    if path.contains(['?', '#']) {
+        return Err(bad("an endpoint URL has no query or fragment"));
     }
-    Ok((http, host.to_string()))
+    let mut segments = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => return Err(bad("`..` in the path")),
+            s => segments.push(s),
+        }
+    }
+    let mut path: String = segments.iter().map(|s| format!("/{s}")).collect();
+    if !override_path && !path.ends_with("/v2") {
+        path.push_str("/v2");
+    }
+    Ok((http, host.to_string(), path))
 }
 
-fn has(caps: &Option<Vec<String>>, cap: &str) -> bool {
-    caps.as_ref().is_none_or(|c| c.iter().any(|x| x == cap))
+/// `client` as containerd takes it: a file holding the certificate and its key, a list of
+/// such files, or a list of `[certificate, key]` pairs (any of them mixed).
+fn client_pairs(
+    value: &toml::Value,
+    base: &Path,
+    file: &Path,
+) -> Result<Vec<(PathBuf, Option<PathBuf>)>, PullError> {
+    let bad = |reason: String| PullError::Config {
+        path: file.to_path_buf(),
+        reason,
+    };
+    let one = |v: &toml::Value| match v {
+        toml::Value::String(s) => Ok((base.join(s), None)),
+        toml::Value::Array(pair) => match pair.as_slice() {
+            [toml::Value::String(cert), toml::Value::String(key)] => {
+                Ok((base.join(cert), Some(base.join(key))))
+            }
+            _ => Err(bad(format!(
+                "invalid pair {v} for \"client\": [certificate, key] file names"
+            ))),
+        },
+        _ => Err(bad(format!("invalid type {v} for \"client\""))),
+    };
+    match value {
+        toml::Value::String(_) => Ok(vec![one(value)?]),
+        toml::Value::Array(list) => list.iter().map(one).collect(),
+        _ => Err(bad(format!("invalid type {value} for \"client\""))),
+    }
+}
+
+/// Whether `caps` (none: all) holds `cap`; an unknown capability is refused, as containerd
+/// refuses it.
+fn has(caps: &Option<Vec<String>>, cap: &str, file: &Path) -> Result<bool, PullError> {
+    let Some(caps) = caps else {
+        return Ok(true);
+    };
+    if let Some(c) = caps
+        .iter()
+        .find(|c| !["pull", "resolve", "push"].contains(&c.to_lowercase().as_str()))
+    {
+        return Err(PullError::Config {
+            path: file.to_path_buf(),
+            reason: format!("unknown capability {c:?}"),
+        });
+    }
+    Ok(caps.iter().any(|x| x.eq_ignore_ascii_case(cap)))
 }
 
 /// The endpoints to try for an image of `registry` (as in its reference: `docker.io`,
@@ -186,15 +301,14 @@ pub(crate) fn endpoints(
     } else {
         registry.to_string()
     };
-    let mut upstream = Endpoint {
-        host: upstream_host,
-        upstream: true,
-        resolve: true,
-        config: EndpointTls {
+    let mut upstream = Endpoint::new(
+        upstream_host,
+        true,
+        EndpointTls {
             http: default_http,
             ..Default::default()
         },
-    };
+    );
     let Some(dir) = config_path else {
         return Ok(vec![upstream]);
     };
@@ -214,18 +328,11 @@ pub(crate) fn endpoints(
         path: file.clone(),
         reason: e.to_string(),
     })?;
-    if parsed.client.is_some() {
-        return Err(PullError::Config {
-            path: file,
-            reason: "client certificates (`client`) are not supported: oci-client has no \
-                     client identity setting"
-                .into(),
-        });
-    }
     if let Some(server) = &parsed.server {
-        let (http, host) = parse_url(server, &file)?;
+        let (http, host, path) = parse_url(server, parsed.override_path.unwrap_or(false), &file)?;
         upstream.host = host;
         upstream.config.http = http;
+        upstream.path = path;
     }
     upstream.config.skip_verify = parsed.skip_verify.unwrap_or(false);
     upstream.config.ca = parsed
@@ -233,8 +340,11 @@ pub(crate) fn endpoints(
         .as_ref()
         .map(|c| c.paths(&base))
         .unwrap_or_default();
-    let pulls = has(&parsed.capabilities, "pull");
-    upstream.resolve = has(&parsed.capabilities, "resolve");
+    if let Some(client) = &parsed.client {
+        upstream.config.client = client_pairs(client, &base, &file)?;
+    }
+    let pulls = has(&parsed.capabilities, "pull", &file)?;
+    upstream.resolve = has(&parsed.capabilities, "resolve", &file)?;
 
     let mut hosts: Vec<(&String, &toml::Spanned<HostEntry>)> = parsed.host.iter().collect();
     // The file's order, as containerd tries them.
@@ -242,33 +352,21 @@ pub(crate) fn endpoints(
     let mut out = Vec::new();
     for (url, entry) in hosts {
         let entry = entry.get_ref();
-        if entry.client.is_some() {
-            return Err(PullError::Config {
-                path: file.clone(),
-                reason: format!(
-                    "host {url:?}: client certificates (`client`) are not supported: \
-                     oci-client has no client identity setting"
-                ),
-            });
-        }
         if entry.header.is_some() {
             tracing::warn!(file = %file.display(), host = %url, "extra headers are not supported; ignored");
         }
-        if entry.override_path == Some(true) {
-            return Err(PullError::Config {
-                path: file.clone(),
-                reason: format!("host {url:?}: override_path is not supported"),
-            });
-        }
-        if !has(&entry.capabilities, "pull") {
+        if !has(&entry.capabilities, "pull", &file)? {
             continue;
         }
-        let (http, host) = parse_url(url, &file)?;
-        out.push(Endpoint {
+        let (http, host, path) = parse_url(url, entry.override_path.unwrap_or(false), &file)?;
+        let client = match &entry.client {
+            Some(c) => client_pairs(c, &base, &file)?,
+            None => Vec::new(),
+        };
+        let mut ep = Endpoint::new(
             host,
-            upstream: false,
-            resolve: has(&entry.capabilities, "resolve"),
-            config: EndpointTls {
+            false,
+            EndpointTls {
                 http,
                 skip_verify: entry.skip_verify.unwrap_or(false),
                 ca: entry
@@ -276,8 +374,12 @@ pub(crate) fn endpoints(
                     .as_ref()
                     .map(|c| c.paths(&base))
                     .unwrap_or_default(),
+                client,
             },
-        });
+        );
+        ep.resolve = has(&entry.capabilities, "resolve", &file)?;
+        ep.path = path;
+        out.push(ep);
     }
     if pulls {
         out.push(upstream);
@@ -291,12 +393,8 @@ pub(crate) fn endpoints(
     Ok(out)
 }
 
-/// The oci-client configuration for an endpoint (one client per endpoint: TLS settings are
-/// per client).
-pub(crate) fn client_config(
-    ep: &Endpoint,
-    progress_timeout: Duration,
-) -> Result<ClientConfig, PullError> {
+/// Installs rustls's crypto provider for the process, once.
+pub(crate) fn install_crypto_provider() {
     static PROVIDER: std::sync::Once = std::sync::Once::new();
     PROVIDER.call_once(|| {
         // ring, not aws-lc-rs: no C library to build with cmake. Its lack of post-quantum
@@ -306,6 +404,21 @@ pub(crate) fn client_config(
         #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// The oci-client configuration for an endpoint (one client per endpoint: TLS settings are
+/// per client). An endpoint that needs the gateway is addressed in plain HTTP through it,
+/// as a proxy: the gateway stays up while the endpoint (or a clone) lives.
+pub(crate) fn client_config(
+    ep: &Endpoint,
+    progress_timeout: Duration,
+) -> Result<ClientConfig, PullError> {
+    install_crypto_provider();
+    let http_proxy = if ep.needs_gateway() {
+        Some(ep.gateway(progress_timeout)?.proxy_url())
+    } else {
+        None
+    };
     let mut roots = Vec::new();
     for path in &ep.config.ca {
         let data = std::fs::read(path).map_err(|e| PullError::Config {
@@ -318,7 +431,7 @@ pub(crate) fn client_config(
         });
     }
     Ok(ClientConfig {
-        protocol: if ep.config.http {
+        protocol: if ep.client_scheme() == "http" {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https
@@ -328,6 +441,7 @@ pub(crate) fn client_config(
         connect_timeout: Some(Duration::from_secs(30)),
         read_timeout: (!progress_timeout.is_zero()).then_some(progress_timeout),
         user_agent: concat!("rrun-cri/", env!("CARGO_PKG_VERSION")),
+        http_proxy,
         ..ClientConfig::default()
     })
 }
@@ -395,5 +509,76 @@ server = "https://example.com:5000"
         assert_eq!(format!("{:?}", eps[0]), "http://127.0.0.1:5000");
         let eps = endpoints(None, "docker.io").unwrap();
         assert_eq!(format!("{:?}", eps[0]), "https://registry-1.docker.io");
+    }
+
+    #[test]
+    fn api_paths_as_containerd_reads_them() {
+        let f = Path::new("hosts.toml");
+        let p = |url: &str, o: bool| parse_url(url, o, f).unwrap();
+        assert_eq!(p("https://h:1", false), (false, "h:1".into(), "/v2".into()));
+        assert_eq!(p("h:1", false), (false, "h:1".into(), "/v2".into()));
+        assert_eq!(p("http://h/v2/", false), (true, "h".into(), "/v2".into()));
+        assert_eq!(
+            p("http://h/x//v2", false),
+            (true, "h".into(), "/x/v2".into())
+        );
+        assert_eq!(p("http://h/x", false).2, "/x/v2");
+        assert_eq!(p("http://h/x/v2", true).2, "/x/v2");
+        assert_eq!(p("http://h/api/docker/x", true).2, "/api/docker/x");
+        assert_eq!(p("http://h", true).2, "");
+        assert!(parse_url("ftp://h", false, f).is_err());
+        assert!(parse_url("http://h/../v2", false, f).is_err());
+    }
+
+    #[test]
+    fn client_certificates_and_override_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("r.example");
+        std::fs::create_dir_all(&d).unwrap();
+        let write = |text: &str| std::fs::write(d.join("hosts.toml"), text).unwrap();
+        write(
+            r#"
+server = "https://r.example/api/docker/local"
+override_path = true
+client = "both.pem"
+[host."https://m1"]
+  client = [["c.crt", "/abs/c.key"], "both2.pem"]
+[host."https://m2/mirror"]
+"#,
+        );
+        let eps = endpoints(Some(dir.path()), "r.example").unwrap();
+        let got: Vec<String> = eps.iter().map(|e| format!("{e:?}")).collect();
+        assert_eq!(
+            got,
+            [
+                "https://m1",
+                "https://m2/mirror/v2",
+                "https://r.example/api/docker/local"
+            ]
+        );
+        assert_eq!(
+            eps[0].config.client,
+            vec![
+                (d.join("c.crt"), Some(PathBuf::from("/abs/c.key"))),
+                (d.join("both2.pem"), None)
+            ]
+        );
+        assert_eq!(eps[2].config.client, vec![(d.join("both.pem"), None)]);
+        assert!(eps
+            .iter()
+            .all(|e| e.needs_gateway() && e.client_scheme() == "http"));
+        for bad in [
+            "client = 3",
+            "client = [[\"only-one\"]]",
+            "client = [[\"a\", \"b\", \"c\"]]",
+            "capabilities = [\"fetch\"]",
+        ] {
+            write(bad);
+            let e = endpoints(Some(dir.path()), "r.example").err();
+            assert!(matches!(e, Some(PullError::Config { .. })), "{bad}");
+        }
+        write("server = \"https://r.example\"\nskip_verify = true\n");
+        let eps = endpoints(Some(dir.path()), "r.example").unwrap();
+        assert!(!eps[0].needs_gateway() && eps[0].client_scheme() == "https");
     }
 }
