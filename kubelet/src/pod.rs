@@ -82,6 +82,7 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
         sb_attempt,
         &shared.config.pod_logs_dir,
         &shared.config.cgroup_root,
+        &shared.config.dns,
     );
     if terminal(pod, v) {
         // The kubelet stops a finished pod's sandbox and keeps its containers for status.
@@ -206,6 +207,7 @@ async fn new_sandbox(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
         attempt,
         &shared.config.pod_logs_dir,
         &shared.config.cgroup_root,
+        &shared.config.dns,
     );
     if let Err(e) = std::fs::create_dir_all(&cfg.log_directory) {
         shared.event(
