@@ -50,7 +50,11 @@ pub fn settings(args: &Args) -> Result<Config> {
         .or(file.cluster_domain)
         .unwrap_or_else(|| "cluster.local".into());
     let dns = crate::dns::Settings {
-        cluster_dns: args.cluster_dns.clone().or(file.cluster_dns).unwrap_or_default(),
+        cluster_dns: args
+            .cluster_dns
+            .clone()
+            .or(file.cluster_dns)
+            .unwrap_or_default(),
         domain: crate::dns::parse_domain(&domain)
             .map_err(|e| anyhow::anyhow!("clusterDomain: {e}"))?,
         resolv_conf: match args.resolv_conf.clone().or(file.resolv_conf) {
@@ -161,6 +165,20 @@ pub fn run(args: &Args) -> Result<()> {
             metrics: Metrics::default(),
             workloads,
         });
+        // Before the API: once the agent answers, its DNS does too.
+        let dns = crate::dns::start(
+            &config.dns,
+            crate::dns::source(
+                shared.clone(),
+                shared.workloads.clone(),
+                config.dns.domain.clone(),
+            ),
+        )
+        .await
+        .context("starting the cluster DNS server")?;
+        if dns.is_some() {
+            tracing::info!(addresses = ?config.dns.cluster_dns, domain = %config.dns.domain, "cluster DNS");
+        }
         let api = crate::api::router(shared.clone());
         if !api_address.is_empty() {
             let addr: std::net::SocketAddr = api_address
@@ -283,19 +301,6 @@ pub fn run(args: &Args) -> Result<()> {
                 crate::controllers::run(s4, h4).await;
             }
         });
-        let dns = crate::dns::start(
-            &config.dns,
-            crate::dns::source(
-                shared.clone(),
-                shared.workloads.clone(),
-                config.dns.domain.clone(),
-            ),
-        )
-        .await
-        .context("starting the cluster DNS server")?;
-        if dns.is_some() {
-            tracing::info!(addresses = ?config.dns.cluster_dns, domain = %config.dns.domain, "cluster DNS");
-        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => {}

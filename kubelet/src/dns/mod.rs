@@ -73,10 +73,11 @@ pub fn parse_domain(s: &str) -> Result<String, String> {
     }
 }
 
-/// The server while it runs.
+/// The server while it runs. Dropped without [`Running::stop`] (the agent failing to
+/// start after it), it still takes the addresses away.
 pub struct Running {
     server: ServerFuture<Handler>,
-    addresses: link::Addresses,
+    addresses: Option<link::Addresses>,
 }
 
 /// Puts the clusterDNS addresses on the node and serves them (UDP and TCP port 53);
@@ -111,7 +112,10 @@ pub async fn start(s: &Settings, zone: ZoneSource) -> Result<Option<Running>, Dn
             }
         }
     }
-    Ok(Some(Running { server, addresses }))
+    Ok(Some(Running {
+        server,
+        addresses: Some(addresses),
+    }))
 }
 
 impl Running {
@@ -120,7 +124,17 @@ impl Running {
         if let Err(e) = self.server.shutdown_gracefully().await {
             tracing::debug!("dns: stopping: {e}");
         }
-        self.addresses.remove();
+        if let Some(a) = self.addresses.take() {
+            a.remove();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(a) = self.addresses.take() {
+            a.remove();
+        }
     }
 }
 
@@ -135,7 +149,11 @@ pub fn snapshot(shared: &Shared, h: &Handle, domain: &str) -> Zone {
     let mut services = Vec::with_capacity(views.len());
     let mut wanted_pods: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for svc in views {
-        let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = svc
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let name = svc.metadata.name.clone().unwrap_or_default();
         let spec = svc.spec.unwrap_or_default();
         let cluster_ip = spec
@@ -191,7 +209,8 @@ pub fn snapshot(shared: &Shared, h: &Handle, domain: &str) -> Zone {
             for i in idx {
                 let svc = &mut services[i];
                 if svc.name == *sub {
-                    svc.hostnames.insert(pod.to_string(), host.to_ascii_lowercase());
+                    svc.hostnames
+                        .insert(pod.to_string(), host.to_ascii_lowercase());
                 }
             }
         }

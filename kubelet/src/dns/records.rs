@@ -326,10 +326,9 @@ mod tests {
 
     fn ips(o: Outcome) -> Vec<String> {
         match o {
-            Outcome::Answer { answers, .. } => answers
-                .iter()
-                .map(|r| r.data().to_string())
-                .collect(),
+            Outcome::Answer { answers, .. } => {
+                answers.iter().map(|r| r.data().to_string()).collect()
+            }
             other => panic!("not an answer: {other:?}"),
         }
     }

@@ -103,7 +103,8 @@ pub fn pod_dns(spec: &PodSpec, ns: &str, s: &Settings) -> api::DnsConfig {
         }
         for o in c.options.iter().flatten() {
             let name = o.name.clone().unwrap_or_default();
-            r.options.retain(|x| x.split(':').next() != Some(name.as_str()));
+            r.options
+                .retain(|x| x.split(':').next() != Some(name.as_str()));
             r.options.push(match &o.value {
                 Some(v) => format!("{name}:{v}"),
                 None => name,
@@ -180,9 +181,11 @@ mod tests {
         );
         assert_eq!(with.servers, ["10.97.0.10"]);
         let none = pod_dns(
-            &spec(serde_json::json!({"containers": [], "dnsPolicy": "None", "dnsConfig": {
+            &spec(
+                serde_json::json!({"containers": [], "dnsPolicy": "None", "dnsConfig": {
                 "nameservers": ["192.0.2.1"], "searches": ["a.example"],
-                "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}})),
+                "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}}),
+            ),
             "team",
             &s,
         );
@@ -203,6 +206,9 @@ mod tests {
         bare.cluster_dns.clear();
         let fb = pod_dns(&spec(serde_json::json!({"containers": []})), "team", &bare);
         assert_eq!(fb.servers, ["192.0.2.53", "10.97.0.10"]);
-        assert_eq!(upstreams(&s), [std::net::SocketAddr::from(([192, 0, 2, 53], 53))]);
+        assert_eq!(
+            upstreams(&s),
+            [std::net::SocketAddr::from(([192, 0, 2, 53], 53))]
+        );
     }
 }
