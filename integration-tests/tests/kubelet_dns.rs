@@ -299,7 +299,7 @@ async fn dns(ep: Endpoint) {
 
     // A ClusterIP Service, by its full name and through the search list.
     let out = ok(&socket, &id, &format!("nslookup web.default.svc.{DOMAIN}")).await;
-    assert_eq!(addresses(&out), [cluster_ip.clone()], "{out}");
+    assert_eq!(addresses(&out), [cluster_ip.as_str()], "{out}");
     // busybox asks every search domain at once and exits 1 when one says NXDOMAIN: the
     // first one answered.
     let (_, out) = exec(&socket, &id, "nslookup web").await;
@@ -307,7 +307,7 @@ async fn dns(ep: Endpoint) {
         out.contains(&format!("web.default.svc.{DOMAIN}\nAddress: {cluster_ip}")),
         "{out}"
     );
-    assert_eq!(addresses(&out), [cluster_ip.clone()], "{out}");
+    assert_eq!(addresses(&out), [cluster_ip.as_str()], "{out}");
     // The fixture's busybox is a static glibc build whose name lookups through libc need
     // NSS modules the image does not have (its `wget` crashes resolving names, on any
     // runtime): the page is fetched with `nc` from the address the search list gave.
@@ -338,7 +338,7 @@ async fn dns(ep: Endpoint) {
         &format!("nslookup db-0.db.default.svc.{DOMAIN}"),
     )
     .await;
-    assert_eq!(addresses(&out), [db[0].1.clone()], "{out}");
+    assert_eq!(addresses(&out), [db[0].1.as_str()], "{out}");
     // (busybox's nslookup applies the search list to dot-less names only.)
     let out = ok(
         &socket,
@@ -346,7 +346,7 @@ async fn dns(ep: Endpoint) {
         &format!("nslookup db-1.db.default.svc.{DOMAIN}"),
     )
     .await;
-    assert_eq!(addresses(&out), [db[1].1.clone()], "{out}");
+    assert_eq!(addresses(&out), [db[1].1.as_str()], "{out}");
 
     // SRV of a named port: the Service's name and port; the headless one's pods.
     let out = ok(
@@ -401,7 +401,7 @@ async fn dns(ep: Endpoint) {
         &format!("nslookup db-2.db.default.svc.{DOMAIN}"),
     )
     .await;
-    assert_eq!(addresses(&out), [db[2].1.clone()], "{out}");
+    assert_eq!(addresses(&out), [db[2].1.as_str()], "{out}");
 
     // A pod replaced with a new IP: its name follows.
     let old = db[0].1.clone();
