@@ -7,7 +7,8 @@
 //! From inside a client pod (busybox `nslookup` and `nc`, through the CRI's ExecSync): a
 //! ClusterIP Service by its full name and through the search list (an HTTP GET to the
 //! address found reaches the Deployment behind it), a headless Service answered with its Ready pods'
-//! IPs, a StatefulSet pod's `db-0.db` name, SRV of a named port, NXDOMAIN for an unknown
+//! IPs, a StatefulSet pod's `db-0.db` name (and its FQDN in the `/etc/hosts` the agent
+//! writes), SRV of a named port, NXDOMAIN for an unknown
 //! Service; scaling the StatefulSet adds `db-2` and a third address, and a pod replaced
 //! with a new IP is answered with it. After a clean stop of the agent, no DNS link, no
 //! address and no agent process are left on the node. Names outside the cluster domain
@@ -339,6 +340,25 @@ async fn dns(ep: Endpoint) {
     )
     .await;
     assert_eq!(addresses(&out), [db[0].1.as_str()], "{out}");
+    // The kubelet's /etc/hosts of a StatefulSet pod: its own FQDN and hostname.
+    let db0 = items(&list)
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == "db-0")
+        .expect("db-0");
+    let hosts = ok(&socket, &container_id(&db0), "cat /etc/hosts").await;
+    assert!(
+        hosts.contains(&format!(
+            "\n{}\tdb-0.db.default.svc.{DOMAIN}\tdb-0\n",
+            db[0].1
+        )),
+        "{hosts}"
+    );
+    let hosts = ok(&socket, &id, "cat /etc/hosts").await;
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file."),
+        "{hosts}"
+    );
+    assert!(hosts.contains("\tclient\n"), "{hosts}");
     // (busybox's nslookup applies the search list to dot-less names only.)
     let out = ok(
         &socket,

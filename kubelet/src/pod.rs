@@ -611,7 +611,11 @@ async fn start(
     };
     let cfg = crate::env::container_env(pod, c, &facts)
         .and_then(|env| crate::volumes::container_mounts(root, &d.uid, c, &ready, &env))
-        .and_then(|mounts| {
+        .and_then(|mut mounts| {
+            let domain = &shared.config.dns.domain;
+            mounts.extend(crate::dns::hosts::mount(
+                root, &d.uid, pod, c, &pod_ip, domain,
+            )?);
             spec::container_config(pod, c, &d.uid, attempt_no, &image_ref, &facts, mem, mounts)
         });
     let cfg = match cfg {

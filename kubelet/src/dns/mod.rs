@@ -5,6 +5,7 @@
 //! at it (`resolv.rs`). It runs only when clusterDNS is set, as a kubelet without
 //! clusterDNS gives ClusterFirst pods the node's DNS.
 
+pub mod hosts;
 pub mod link;
 pub mod records;
 pub mod resolv;
