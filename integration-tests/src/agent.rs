@@ -272,6 +272,32 @@ impl Agent {
         }
     }
 
+    /// SIGTERM to the agent (a clean stop: it removes what it put on the node), then waits
+    /// for it; SIGKILL if it has not exited within 30 s (scaled). The exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let pid = c.id() as i32;
+        // SAFETY: kill(2) of the process group we started (nsenter and the agent).
+        unsafe {
+            libc::kill(-pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + scaled(Duration::from_secs(30));
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+                let _ = c.wait();
+                return None;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts the same command line again (after [`kill9`](Self::kill9)).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart of a running agent");

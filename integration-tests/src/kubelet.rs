@@ -698,7 +698,7 @@ pub fn container(command: &[&str]) -> Value {
 }
 
 /// The CNI network of containerd's private conf dir (and rrun-cri's): a bridge with the
-/// gateway address on the node side (so the node reaches the pods), host-local IPAM with
+/// gateway address on the node side (so the node reaches the pods, and is their default route), host-local IPAM with
 /// its state in the test's dir, no masquerading (no iptables rules).
 fn write_cni_config(cd: &Containerd, node: &Node) {
     let bin = cd.dir.join("cni/bin");
@@ -719,6 +719,9 @@ fn write_conflist(conf: &std::path::Path, node: &Node) {
             "type": "bridge",
             "bridge": "rrunkbr0",
             "isGateway": true,
+            // Pods reach the node's addresses and the Services through it (the clusterDNS
+            // address of `kubelet_dns`, ClusterIPs), as on a real node.
+            "isDefaultGateway": true,
             "ipMasq": false,
             "ipam": {
                 "type": "host-local",

@@ -44,6 +44,25 @@ pub fn settings(args: &Args) -> Result<Config> {
         Some(e) => config::parse_endpoint(e)?,
         None => file.endpoint.unwrap_or_else(|| "/run/rrun/cri.sock".into()),
     };
+    let domain = args
+        .cluster_domain
+        .clone()
+        .or(file.cluster_domain)
+        .unwrap_or_else(|| "cluster.local".into());
+    let dns = crate::dns::Settings {
+        cluster_dns: args
+            .cluster_dns
+            .clone()
+            .or(file.cluster_dns)
+            .unwrap_or_default(),
+        domain: crate::dns::parse_domain(&domain)
+            .map_err(|e| anyhow::anyhow!("clusterDomain: {e}"))?,
+        resolv_conf: match args.resolv_conf.clone().or(file.resolv_conf) {
+            Some(p) if p.is_empty() => None,
+            Some(p) => Some(p.into()),
+            None => Some("/etc/resolv.conf".into()),
+        },
+    };
     if args.backoff_base > args.backoff_cap {
         bail!("--backoff-base must not exceed --backoff-cap");
     }
@@ -78,6 +97,7 @@ pub fn settings(args: &Args) -> Result<Config> {
             .unwrap_or(std::time::Duration::from_secs(300)),
         backoff_base: args.backoff_base,
         backoff_cap: args.backoff_cap,
+        dns,
     })
 }
 
@@ -155,6 +175,20 @@ pub fn run(args: &Args) -> Result<()> {
             metrics: Metrics::default(),
             workloads,
         });
+        // Before the API: once the agent answers, its DNS does too.
+        let dns = crate::dns::start(
+            &config.dns,
+            crate::dns::source(
+                shared.clone(),
+                shared.workloads.clone(),
+                config.dns.domain.clone(),
+            ),
+        )
+        .await
+        .context("starting the cluster DNS server")?;
+        if dns.is_some() {
+            tracing::info!(addresses = ?config.dns.cluster_dns, domain = %config.dns.domain, "cluster DNS");
+        }
         let api = crate::api::router(shared.clone());
         if !api_address.is_empty() {
             let addr: std::net::SocketAddr = api_address
@@ -297,6 +331,9 @@ pub fn run(args: &Args) -> Result<()> {
         // The pods keep running, as with the kubelet; the next start adopts them.
         let _ = std::fs::remove_file(&sock);
         crate::controllers::shutdown(&shared.workloads);
+        if let Some(d) = dns {
+            d.stop().await;
+        }
         tracing::info!("rrun-kubelet stopping; pods keep running");
         Ok(())
     })

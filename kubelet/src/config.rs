@@ -26,6 +26,9 @@ pub const HONOURED: &[&str] = &[
     "evictionPressureTransitionPeriod",
     "maxPods",
     "podLogsDir",
+    "clusterDNS",
+    "clusterDomain",
+    "resolvConf",
 ];
 
 /// Everything the agent runs with, after flags and file are merged.
@@ -47,6 +50,7 @@ pub struct Config {
     pub eviction_pressure_transition: Duration,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    pub dns: crate::dns::Settings,
 }
 
 impl Config {
@@ -92,6 +96,9 @@ pub struct FileConfig {
     pub reserved_memory: i64,
     pub eviction_memory: Option<i64>,
     pub eviction_pressure_transition: Option<Duration>,
+    pub cluster_dns: Option<Vec<std::net::IpAddr>>,
+    pub cluster_domain: Option<String>,
+    pub resolv_conf: Option<String>,
     /// Unknown fields, for a warning each.
     pub unknown: Vec<String>,
 }
@@ -158,6 +165,20 @@ pub fn parse_file(doc: &Value) -> Result<FileConfig> {
             "healthzBindAddress" => fc.healthz_bind = Some(string(v, k)?),
             "cgroupRoot" => fc.cgroup_root = Some(string(v, k)?),
             "podLogsDir" => fc.pod_logs_dir = Some(string(v, k)?.into()),
+            "clusterDNS" => {
+                let list: Vec<String> = serde_json::from_value(v.clone())
+                    .with_context(|| format!("clusterDNS: {v} is not a list of IP addresses"))?;
+                let ips = list
+                    .iter()
+                    .map(|s| {
+                        s.parse()
+                            .with_context(|| format!("clusterDNS: {s:?} is not an IP address"))
+                    })
+                    .collect::<Result<_>>()?;
+                fc.cluster_dns = Some(ips);
+            }
+            "clusterDomain" => fc.cluster_domain = Some(string(v, k)?),
+            "resolvConf" => fc.resolv_conf = Some(string(v, k)?),
             "maxPods" => {
                 let n = v
                     .as_i64()

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod controllers;
 mod cri;
+mod dns;
 mod env;
 mod eviction;
 mod logs;
@@ -108,6 +109,17 @@ pub struct Args {
     /// Loopback unless another address is given here.
     #[arg(long, default_value = "127.0.0.1:6443", value_name = "ADDR:PORT")]
     pub api_address: String,
+    /// The cluster DNS server's addresses (comma-separated), pods' nameservers with
+    /// `dnsPolicy: ClusterFirst`; the agent serves DNS on them. Empty: no cluster DNS.
+    #[arg(long, value_delimiter = ',', value_name = "IPS")]
+    pub cluster_dns: Option<Vec<std::net::IpAddr>>,
+    /// The cluster's DNS domain (default cluster.local).
+    #[arg(long, value_name = "DOMAIN")]
+    pub cluster_domain: Option<String>,
+    /// The node's resolv.conf: pods' `dnsPolicy: Default` and the DNS server's upstreams
+    /// (default /etc/resolv.conf; "" for none).
+    #[arg(long, value_name = "FILE")]
+    pub resolv_conf: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -82,6 +82,7 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
         sb_attempt,
         &shared.config.pod_logs_dir,
         &shared.config.cgroup_root,
+        &shared.config.dns,
     );
     if terminal(pod, v) {
         // The kubelet stops a finished pod's sandbox and keeps its containers for status.
@@ -206,6 +207,7 @@ async fn new_sandbox(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
         attempt,
         &shared.config.pod_logs_dir,
         &shared.config.cgroup_root,
+        &shared.config.dns,
     );
     if let Err(e) = std::fs::create_dir_all(&cfg.log_directory) {
         shared.event(
@@ -627,7 +629,11 @@ async fn start(
     };
     let cfg = crate::env::container_env(pod, c, &facts)
         .and_then(|env| crate::volumes::container_mounts(root, &d.uid, c, &ready, &env))
-        .and_then(|mounts| {
+        .and_then(|mut mounts| {
+            let domain = &shared.config.dns.domain;
+            mounts.extend(crate::dns::hosts::mount(
+                root, &d.uid, pod, c, &pod_ip, domain,
+            )?);
             spec::container_config(pod, c, &d.uid, attempt_no, &image_ref, &facts, mem, mounts)
         });
     let cfg = match cfg {

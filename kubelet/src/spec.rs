@@ -65,48 +65,6 @@ fn pod_labels(pod: &Pod, uid: &str) -> HashMap<String, String> {
     l
 }
 
-fn resolv_conf() -> (Vec<String>, Vec<String>, Vec<String>) {
-    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let (mut servers, mut searches, mut options) = (Vec::new(), Vec::new(), Vec::new());
-    for line in text.lines() {
-        let mut w = line.split_whitespace();
-        match w.next() {
-            Some("nameserver") => servers.extend(w.next().map(str::to_string)),
-            Some("search") => searches = w.map(str::to_string).collect(),
-            Some("options") => options = w.map(str::to_string).collect(),
-            _ => {}
-        }
-    }
-    (servers, searches, options)
-}
-
-/// DNS as the kubelet resolves it on a node without cluster DNS: `Default` and
-/// `ClusterFirst` take the node's resolv.conf, `None` only the pod's dnsConfig, which is
-/// appended in every case.
-fn dns(spec: &PodSpec) -> api::DnsConfig {
-    let (mut servers, mut searches, mut options) = match spec.dns_policy.as_deref() {
-        Some("None") => Default::default(),
-        _ => resolv_conf(),
-    };
-    if let Some(c) = &spec.dns_config {
-        servers.extend(c.nameservers.iter().flatten().cloned());
-        searches.extend(c.searches.iter().flatten().cloned());
-        for o in c.options.iter().flatten() {
-            let name = o.name.clone().unwrap_or_default();
-            options.retain(|x| x.split(':').next() != Some(name.as_str()));
-            options.push(match &o.value {
-                Some(v) => format!("{name}:{v}"),
-                None => name,
-            });
-        }
-    }
-    api::DnsConfig {
-        servers,
-        searches,
-        options,
-    }
-}
-
 fn namespaces(spec: &PodSpec) -> api::NamespaceOption {
     let node = |b: Option<bool>| b.unwrap_or(false);
     api::NamespaceOption {
@@ -134,6 +92,7 @@ pub fn sandbox_config(
     attempt: u32,
     logs_root: &Path,
     cgroup_root: &str,
+    dns: &crate::dns::Settings,
 ) -> api::PodSandboxConfig {
     let s = spec(pod);
     let host_net = s.host_network.unwrap_or(false);
@@ -168,7 +127,7 @@ pub fn sandbox_config(
         }),
         hostname,
         log_directory: log_dir(logs_root, pod, uid),
-        dns_config: Some(dns(s)),
+        dns_config: Some(crate::dns::resolv::pod_dns(s, namespace(pod), dns)),
         labels: pod_labels(pod, uid),
         annotations,
         linux: Some(api::LinuxPodSandboxConfig {
