@@ -12,6 +12,7 @@ mod cri;
 mod dns;
 mod env;
 mod eviction;
+mod images;
 mod logs;
 mod manifest;
 mod metrics;
@@ -33,6 +34,7 @@ mod state;
 mod status;
 mod storage;
 mod store;
+mod termination;
 mod volumes;
 
 use std::path::PathBuf;

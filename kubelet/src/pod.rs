@@ -8,16 +8,16 @@ use std::time::Duration;
 use chrono::Utc;
 use cri_proto::api;
 use k8s_openapi::api::core::v1::{Container, Pod};
-use tokio::task::JoinSet;
 
 use crate::cri::req;
+use crate::images::ensure_image;
 use crate::manifest::Desired;
 use crate::reconcile::{
-    attempt, cname, find_container, probe_verdict, set_waiting, target, PodView, CREATED, EXITED,
-    RUNNING,
+    attempt, cname, probe_verdict, set_waiting, target, PodView, CREATED, EXITED, RUNNING,
 };
 use crate::spec::{self, Kind};
 use crate::state::{ProbeKind, Shared, Verdict, Waiting};
+use crate::termination::{kill_container, remove_sandbox};
 
 /// Containers that ran this long have their back-off reset (the kubelet's 2 × 5 min rule is
 /// spelt "10 min of running" in the issue).
@@ -280,39 +280,6 @@ async fn new_sandbox(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
     }
 }
 
-async fn remove_sandbox(
-    shared: &Shared,
-    c: &mut cri_proto::Client,
-    sb: &api::PodSandbox,
-    v: &PodView,
-) {
-    let _ = c
-        .runtime
-        .stop_pod_sandbox(req(api::StopPodSandboxRequest {
-            pod_sandbox_id: sb.id.clone(),
-        }))
-        .await;
-    for (ct, _) in v
-        .containers
-        .iter()
-        .filter(|(ct, _)| ct.pod_sandbox_id == sb.id)
-    {
-        let _ = c
-            .runtime
-            .remove_container(req(api::RemoveContainerRequest {
-                container_id: ct.id.clone(),
-            }))
-            .await;
-    }
-    let _ = c
-        .runtime
-        .remove_pod_sandbox(req(api::RemovePodSandboxRequest {
-            pod_sandbox_id: sb.id.clone(),
-        }))
-        .await;
-    shared.lock().pod_ips.remove(&sb.id);
-}
-
 /// Keeps the newest two instances of each container (the current one and the one
 /// `logs --previous` reads); removes older exited ones.
 async fn gc(shared: &Shared, v: &PodView, sb: &str) -> bool {
@@ -368,114 +335,6 @@ async fn check_liveness(
         }
     }
     false
-}
-
-fn default_pull_policy(image: &str) -> &'static str {
-    let last = image.rsplit('/').next().unwrap_or(image);
-    if image.contains('@') {
-        "IfNotPresent"
-    } else if !last.contains(':') || last.ends_with(":latest") {
-        "Always"
-    } else {
-        "IfNotPresent"
-    }
-}
-
-/// Makes sure the image is there, per the pull policy; its id, or the waiting reason.
-async fn ensure_image(
-    shared: &Shared,
-    d: &Desired,
-    c: &Container,
-    sb_cfg: &api::PodSandboxConfig,
-    client: &mut cri_proto::Client,
-) -> Result<String, Waiting> {
-    let image = c.image.clone().unwrap_or_default();
-    let policy = c
-        .image_pull_policy
-        .clone()
-        .unwrap_or_else(|| default_pull_policy(&image).to_string());
-    let spec_ = api::ImageSpec {
-        image: image.clone(),
-        ..Default::default()
-    };
-    let present = client
-        .image
-        .image_status(req(api::ImageStatusRequest {
-            image: Some(spec_.clone()),
-            verbose: false,
-        }))
-        .await
-        .ok()
-        .and_then(|r| r.into_inner().image)
-        .map(|i| i.id);
-    match (policy.as_str(), present) {
-        ("Never", None) => {
-            return Err(Waiting {
-                reason: "ErrImageNeverPull".into(),
-                message: format!(
-                    "Container image \"{image}\" is not present with pull policy of Never"
-                ),
-            })
-        }
-        ("Never" | "IfNotPresent", Some(id)) => return Ok(id),
-        _ => {}
-    }
-    let key = (d.uid.clone(), image.clone());
-    if let Some((at, delay)) = shared.lock().pull_backoff.get(&key).copied() {
-        if at.elapsed() < delay {
-            return Err(Waiting {
-                reason: "ImagePullBackOff".into(),
-                message: format!("Back-off pulling image \"{image}\""),
-            });
-        }
-    }
-    shared.event(
-        &d.pod,
-        &d.uid,
-        "Normal",
-        "Pulling",
-        format!("Pulling image \"{image}\""),
-    );
-    let objects = shared.lock().objects.clone();
-    let auth = crate::pull_secrets::auth_for(&d.pod, &objects, &image);
-    let r = client
-        .image
-        .pull_image(req(api::PullImageRequest {
-            image: Some(spec_),
-            auth,
-            sandbox_config: Some(sb_cfg.clone()),
-        }))
-        .await;
-    match r {
-        Ok(r) => {
-            shared.lock().pull_backoff.remove(&key);
-            shared.event(
-                &d.pod,
-                &d.uid,
-                "Normal",
-                "Pulled",
-                format!("Successfully pulled image \"{image}\""),
-            );
-            Ok(r.into_inner().image_ref)
-        }
-        Err(e) => {
-            let (base, cap) = (shared.config.backoff_base, shared.config.backoff_cap);
-            let mut g = shared.lock();
-            let next = match g.pull_backoff.get(&key) {
-                Some((_, d)) => (*d * 2).min(cap),
-                None => base,
-            };
-            g.pull_backoff
-                .insert(key, (std::time::Instant::now(), next));
-            drop(g);
-            let msg = format!("Failed to pull image \"{image}\": {}", e.message());
-            shared.event(&d.pod, &d.uid, "Warning", "Failed", msg.clone());
-            Err(Waiting {
-                reason: "ErrImagePull".into(),
-                message: msg,
-            })
-        }
-    }
 }
 
 /// Is a restart of `prev` allowed now, by the back-off? `Err(delay)` while backing off.
@@ -749,122 +608,6 @@ async fn start_existing(
         }
     }
     true
-}
-
-/// Stops a container gracefully: its preStop hook, then the stop signal, then SIGKILL when
-/// the grace period (`terminationGracePeriodSeconds`, or the annotation for a pod no longer
-/// known) runs out; the runtime's StopContainer does the last two.
-pub async fn kill_container(
-    shared: &Shared,
-    pod: Option<&Pod>,
-    uid: &str,
-    c: Option<&Container>,
-    ct: &api::Container,
-    grace_override: Option<i64>,
-) {
-    let grace = grace_override
-        .or(pod.map(spec::grace_seconds))
-        .or_else(|| ct.annotations.get(spec::GRACE).and_then(|g| g.parse().ok()))
-        .unwrap_or(30)
-        .max(0);
-    let started = std::time::Instant::now();
-    if let (Some(pod), Some(c)) = (pod, c) {
-        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
-            let ip = shared
-                .lock()
-                .pod_ips
-                .get(&ct.pod_sandbox_id)
-                .cloned()
-                .unwrap_or_default();
-            let t = target(pod, uid, c, &ct.id, &ip);
-            if let Err(e) =
-                crate::probes::run_hook(shared, h, &t, Duration::from_secs(grace as u64)).await
-            {
-                shared.event(pod, uid, "Warning", "FailedPreStopHook", e);
-            }
-        }
-    }
-    let left = (grace - started.elapsed().as_secs() as i64).max(0);
-    if let Some(mut client) = shared.cri.get().await {
-        let mut r = tonic::Request::new(api::StopContainerRequest {
-            container_id: ct.id.clone(),
-            timeout: left,
-        });
-        r.set_timeout(Duration::from_secs(left as u64 + 60));
-        if let Err(e) = client.runtime.stop_container(r).await {
-            tracing::warn!(container = %ct.id, "stopping: {}", e.message());
-        }
-    }
-}
-
-/// Removes everything of a pod: running containers stopped gracefully (in parallel), then
-/// sandboxes and containers removed, then its pod cgroup, log directory and saved state.
-/// `grace` overrides the pod's termination grace period (an eviction's).
-pub async fn kill_all(
-    shared: &Arc<Shared>,
-    uid: &str,
-    v: &PodView,
-    pod: Option<&Pod>,
-    grace: Option<i64>,
-) {
-    let mut set = JoinSet::new();
-    for (ct, _) in v
-        .containers
-        .iter()
-        .filter(|(ct, _)| ct.state == RUNNING || ct.state == CREATED)
-    {
-        let s = shared.clone();
-        let pod = pod.cloned();
-        let uid = uid.to_string();
-        let ct = ct.clone();
-        set.spawn(async move {
-            let c = pod
-                .as_ref()
-                .and_then(|p| find_container(p, cname(&ct)).cloned());
-            kill_container(&s, pod.as_ref(), &uid, c.as_ref(), &ct, grace).await;
-        });
-    }
-    while set.join_next().await.is_some() {}
-    if let Some(mut c) = shared.cri.get().await {
-        for sb in &v.sandboxes {
-            remove_sandbox(shared, &mut c, sb, v).await;
-        }
-        for (ct, _) in &v.containers {
-            let _ = c
-                .runtime
-                .remove_container(req(api::RemoveContainerRequest {
-                    container_id: ct.id.clone(),
-                }))
-                .await;
-        }
-    }
-    // The pod's logs and cgroup: the kubelet removes both with the pod.
-    let labels = v
-        .sandboxes
-        .first()
-        .map(|s| s.labels.clone())
-        .or_else(|| v.containers.first().map(|(c, _)| c.labels.clone()))
-        .unwrap_or_default();
-    if let (Some(ns), Some(name)) = (labels.get(spec::POD_NAMESPACE), labels.get(spec::POD_NAME)) {
-        let dir = shared
-            .config
-            .pod_logs_dir
-            .join(format!("{ns}_{name}_{uid}"));
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    crate::cgroups::remove_pod(&shared.config.cgroup_root, uid);
-    if let Err(e) = crate::volumes::teardown(&shared.config.root_dir, uid) {
-        tracing::warn!(pod = %uid, "removing the pod's volumes: {e}");
-    }
-    let mut store = shared.store();
-    if store.forget_pod(uid) {
-        let _ = store.save();
-    }
-    drop(store);
-    let mut g = shared.lock();
-    g.waiting.retain(|(u, _), _| u != uid);
-    g.first_seen.remove(uid);
-    g.started_reported.remove(uid);
 }
 
 /// `10s`, `1m20s`, `5m0s` as Go prints durations in the back-off message.

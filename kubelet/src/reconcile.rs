@@ -466,7 +466,8 @@ async fn sync_pod(shared: &Arc<Shared>, d: &Desired, v: PodView) {
         // An evicted pod still has its containers: they go first, with the short grace
         // of a hard eviction.
         if !v.sandboxes.is_empty() || !v.containers.is_empty() {
-            crate::pod::kill_all(shared, &d.uid, &v, Some(&d.pod), Some(GRACE_SECONDS)).await;
+            crate::termination::kill_all(shared, &d.uid, &v, Some(&d.pod), Some(GRACE_SECONDS))
+                .await;
             shared.wake.notify_one();
         }
         status::record_refused(shared, d, &r);
@@ -482,7 +483,7 @@ async fn sync_pod(shared: &Arc<Shared>, d: &Desired, v: PodView) {
 /// Stops and removes everything of pod `uid`: containers (preStop and grace when the pod
 /// is known), sandboxes, its cgroup and logs, and its saved state.
 pub async fn kill_pod(shared: &Arc<Shared>, uid: &str, v: PodView, pod: Option<&Pod>) {
-    crate::pod::kill_all(shared, uid, &v, pod, None).await;
+    crate::termination::kill_all(shared, uid, &v, pod, None).await;
     if v.sandboxes.is_empty() && v.containers.is_empty() {
         return;
     }
