@@ -8,6 +8,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod job;
+mod job_validation;
 pub mod record;
 pub mod replicaset;
 pub mod stateful;
