@@ -42,6 +42,7 @@ mod fallback;
 mod fetch;
 mod gateway;
 mod import;
+mod platform;
 pub mod pull;
 mod reference;
 pub mod registry;
