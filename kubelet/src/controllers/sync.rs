@@ -103,6 +103,8 @@ pub struct DeployRec {
     pub progress_at: Option<Time>,
     /// What moved last: (new replicas, new available, old replicas).
     pub progress_mark: (i32, i32, i32),
+    #[serde(default)]
+    pub generation: super::generation::Generation,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -221,8 +223,11 @@ pub fn sync_deployment(
             created: Some(Time(now)),
             progress_at: Some(Time(now)),
             progress_mark: (-1, -1, -1),
+            generation: Default::default(),
         }
     });
+    changed |= rec.generation.observe(&d.spec);
+    let generation = rec.generation.number;
     let duid = rec.uid.clone();
     let hash = replicaset::template_hash(&spec.template, None);
     let new_key = key(&ns, &format!("{name}-{hash}"));
@@ -466,7 +471,7 @@ pub fn sync_deployment(
         ready_replicas: Some(total.ready),
         available_replicas: Some(total.available),
         unavailable_replicas: Some((replicas - total.available).max(0)),
-        observed_generation: Some(1),
+        observed_generation: Some(generation),
         conditions: Some(vec![available, progressing]),
         ..Default::default()
     };
