@@ -367,15 +367,15 @@ pub fn describe_template(t: &Value) -> String {
     out
 }
 
-/// Two templates are the same revision when they hash the same (as the controllers tell
-/// revisions apart).
+/// Two templates are the same revision as the Deployment controller tells them apart.
 fn same_template(a: &Value, b: &Value) -> bool {
     let typed = |v: &Value| {
-        serde_json::from_value::<k8s_openapi::api::core::v1::PodTemplateSpec>(v.clone())
-            .ok()
-            .map(|t| crate::controllers::replicaset::template_hash(&t, None))
+        serde_json::from_value::<k8s_openapi::api::core::v1::PodTemplateSpec>(v.clone()).ok()
     };
-    typed(a).is_some() && typed(a) == typed(b)
+    match (typed(a), typed(b)) {
+        (Some(a), Some(b)) => crate::controllers::replicaset::equal_ignore_hash(&a, &b),
+        _ => false,
+    }
 }
 
 /// `rollout undo [--to-revision N]`: the revision's template goes back into the manifest.
