@@ -539,8 +539,9 @@ async fn undo_containerd() {
 
 /// `bench/rollout.sh`: 10 replicas rolled v1 → v2 (maxSurge 25%, maxUnavailable 0,
 /// readiness every 1 s), the time from the manifest written to the Deployment complete; then
-/// requests per second through the ClusterIP and straight to one pod's IP, alternating
-/// rounds of `RRUN_ROLLOUT_BENCH_SECS` (default 5) each, three of each. Prints BENCH lines.
+/// requests per second through the 10 replicas' ClusterIP, through the ClusterIP of a
+/// Service of one pod, and straight to that pod's IP, alternating rounds of
+/// `RRUN_ROLLOUT_BENCH_SECS` (default 5) each, three of each. Prints BENCH lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: bench/rollout.sh"]
 async fn bench_rollout() {
@@ -599,9 +600,55 @@ async fn bench_rollout() {
         "10 endpoints",
         |e| e["subsets"][0]["addresses"].as_array().map(Vec::len) == Some(10),
     );
+    assert!(ep["subsets"][0]["addresses"].is_array());
+    // The proxy's own cost: a Service with one endpoint against that pod's own address
+    // (the 10-endpoint Service also spreads the load over ten httpd processes).
+    agent.write_manifest(
+        "one.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: one
+  labels: {{bench: one}}
+spec:
+  containers:
+  - name: httpd
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: [sh, -c, 'mkdir -p /www/{token}o && echo one > /www/{token}o/index.html && exec httpd -f -p 8080 -h /www/{token}o']
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe:
+      httpGet: {{path: /, port: http}}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: one
+spec:
+  selector: {{bench: one}}
+  ports:
+  - port: 80
+    targetPort: http
+"#
+        ),
+    );
+    let one_ep = agent.wait_for(
+        "/api/v1/namespaces/default/endpoints/one",
+        Duration::from_secs(60),
+        "one endpoint",
+        |e| e["subsets"][0]["addresses"].as_array().map(Vec::len) == Some(1),
+    );
+    let one_svc = agent
+        .get_json("/api/v1/namespaces/default/services/one")
+        .expect("service one");
+    let one: SocketAddr = format!("{}:80", one_svc["spec"]["clusterIP"].as_str().unwrap_or(""))
+        .parse()
+        .expect("address");
     let pod: SocketAddr = format!(
         "{}:8080",
-        ep["subsets"][0]["addresses"][0]["ip"]
+        one_ep["subsets"][0]["addresses"][0]["ip"]
             .as_str()
             .unwrap_or("")
     )
@@ -620,18 +667,22 @@ async fn bench_rollout() {
     };
     // Warm both paths, then alternate so that load drifts hit both alike.
     rate(cluster);
+    rate(one);
     rate(pod);
-    let (mut c, mut p) = (Vec::new(), Vec::new());
+    let (mut c, mut o, mut p) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         c.push(rate(cluster));
+        o.push(rate(one));
         p.push(rate(pod));
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!("BENCH rps_cluster_ip {:.0}", median(&mut c));
+    println!("BENCH rps_cluster_ip_10 {:.0}", median(&mut c));
+    println!("BENCH rps_cluster_ip {:.0}", median(&mut o));
     println!("BENCH rps_pod_ip {:.0}", median(&mut p));
+    agent.remove_manifest("one.yaml");
     agent.remove_manifest("web.yaml");
     agent.wait_for(
         "/api/v1/namespaces/default/pods",
