@@ -40,7 +40,7 @@ test_args=(--skip run_true_1000_times)
 # cri_pull needs a registry and skopeo on the host. cri_network, cri_streaming,
 # kubelet_pods, kubelet_probes, kubelet_config and kubelet_deploy drive CNI plugins, containerd or the agent in a node network namespace: no
 # cgroup code of their own beyond cri_runtime's.
-vm_skip=(compat_containerd compat_podman cri_images cri_restart cri_bad_requests cri_clients stock_kubelet cri_pull cri_network cri_streaming kubelet_pods kubelet_probes kubelet_config kubelet_deploy kubelet_stateful kubectl_api kubelet_batch kubelet_rollout kubelet_eviction kubectl_stream kubelet_dns)
+vm_skip=(compat_containerd compat_podman cri_images cri_restart cri_bad_requests cri_clients stock_kubelet cri_pull cri_network cri_streaming kubelet_pods kubelet_probes kubelet_config kubelet_deploy kubelet_stateful kubectl_api kubelet_batch kubelet_rollout kubelet_eviction kubectl_stream kubelet_dns kubelet_rollout_cli kubectl_rollout)
 [[ "${VM_ALL:-0}" == 1 ]] && vm_skip=()
 while (($#)); do
     if [[ "$1" == "--" ]]; then

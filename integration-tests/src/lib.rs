@@ -30,6 +30,7 @@ pub mod kubelet;
 pub mod netns;
 pub mod registry;
 pub mod registry_fakes;
+pub mod traffic;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;

@@ -29,7 +29,7 @@ fn server_error(code: u16, body: &[u8]) -> anyhow::Error {
     }
 }
 
-struct Api {
+pub(crate) struct Api {
     socket: PathBuf,
 }
 
@@ -52,7 +52,7 @@ impl Api {
     }
 
     /// GET, the body as JSON; a Status answer becomes kubectl's error.
-    async fn get(&self, path: &str) -> Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Value> {
         let resp = self.send(path).await?;
         let code = resp.status().as_u16();
         let body = resp.into_body().collect().await?.to_bytes();
@@ -279,7 +279,24 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
             target,
             namespace,
             timeout,
-        } => rollout_status(api, action, target, namespace, *timeout).await,
+            revision,
+            to_revision,
+        } => {
+            let r = crate::rollout_cli::Rollout {
+                action,
+                target,
+                namespace,
+                timeout: *timeout,
+                revision: *revision,
+                to_revision: *to_revision,
+            };
+            crate::rollout_cli::rollout(api, &r).await
+        }
+        Command::Scale {
+            target,
+            replicas,
+            namespace,
+        } => crate::rollout_cli::scale(api, target, *replicas, namespace).await,
         Command::Apply { file } => apply(api, file).await,
         Command::Delete { file } => delete(api, file).await,
         Command::Create {
@@ -317,7 +334,7 @@ async fn create_job(api: &Api, kind: &str, name: &str, from: &str, ns: &str) -> 
     Ok(())
 }
 
-async fn manifest_dir(api: &Api) -> Result<PathBuf> {
+pub(crate) async fn manifest_dir(api: &Api) -> Result<PathBuf> {
     let c = api.get("/configz").await?;
     c["kubeletconfig"]["staticPodPath"]
         .as_str()
@@ -455,10 +472,13 @@ async fn delete(api: &Api, file: &Path) -> Result<()> {
 /// One step of `kubectl rollout status` for a Deployment (its `DeploymentStatusViewer`):
 /// the line to print and whether the rollout is complete; an error once the Deployment says
 /// its progress deadline is exceeded.
-fn deployment_status(d: &Value) -> Result<(String, bool)> {
+pub(crate) fn deployment_status(d: &Value) -> Result<(String, bool)> {
     let name = d["metadata"]["name"].as_str().unwrap_or("");
     let st = &d["status"];
-    if st.is_null() {
+    let generation = |v: &Value| v.as_i64().unwrap_or(0);
+    if st.is_null()
+        || generation(&d["metadata"]["generation"]) > generation(&st["observedGeneration"])
+    {
         return Ok((
             "Waiting for deployment spec update to be observed...".into(),
             false,
@@ -505,41 +525,6 @@ fn deployment_status(d: &Value) -> Result<(String, bool)> {
         format!("deployment \"{name}\" successfully rolled out"),
         true,
     ))
-}
-
-/// `rollout status deployment/NAME`: prints each new state until the rollout completes.
-async fn rollout_status(
-    api: &Api,
-    action: &str,
-    target: &str,
-    namespace: &str,
-    timeout: Option<Duration>,
-) -> Result<()> {
-    if action != "status" {
-        bail!("unknown rollout action \"{action}\": only status is supported");
-    }
-    let name = match target.split_once('/') {
-        Some(("deployment" | "deployments" | "deploy", n)) if !n.is_empty() => n,
-        _ => bail!("{target}: expected deployment/NAME"),
-    };
-    let path = format!("/apis/apps/v1/namespaces/{namespace}/deployments/{name}");
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let mut last = String::new();
-    loop {
-        let d = api.get(&path).await?;
-        let (line, done) = deployment_status(&d)?;
-        if line != last {
-            println!("{line}");
-            last = line;
-        }
-        if done {
-            return Ok(());
-        }
-        if deadline.is_some_and(|t| Instant::now() >= t) {
-            bail!("timed out waiting for the condition");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ mod pull_secrets;
 mod quantity;
 mod reconcile;
 mod resources;
+mod rollout_cli;
 mod spec;
 mod state;
 mod status;
@@ -185,18 +186,34 @@ pub enum Command {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
-    /// Follow a Deployment's rollout (`rollout status deployment/NAME`, as kubectl): exit 0
-    /// when complete, 1 when its progress deadline is exceeded or on --timeout.
+    /// Manage a rollout, as kubectl: `status` (exit 0 when complete, 1 past the progress
+    /// deadline or --timeout), `history`, `undo`, `restart` of deployment/NAME,
+    /// statefulset/NAME or daemonset/NAME; `pause`, `resume` of deployment/NAME. Changes are
+    /// written into the manifest file that defines the object.
     Rollout {
-        /// The action: status.
+        /// status, history, undo, pause, resume or restart.
         action: String,
-        /// deployment/NAME (or deploy/NAME).
+        /// deployment/NAME, statefulset/NAME or daemonset/NAME.
         target: String,
         #[arg(short = 'n', long = "namespace", default_value = "default")]
         namespace: String,
-        /// How long to wait (e.g. 2m); without it, until done.
+        /// How long `status` waits (e.g. 2m); without it, until done.
         #[arg(long = "timeout", value_parser = parse_duration)]
         timeout: Option<Duration>,
+        /// `history`: show this revision's pod template.
+        #[arg(long = "revision")]
+        revision: Option<i64>,
+        /// `undo`: the revision to go back to (default: the previous one).
+        #[arg(long = "to-revision")]
+        to_revision: Option<i64>,
+    },
+    /// Set the replicas of deployment/NAME or statefulset/NAME, in its manifest file.
+    Scale {
+        target: String,
+        #[arg(long = "replicas")]
+        replicas: i32,
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
     },
 }
 

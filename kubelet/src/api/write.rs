@@ -1,5 +1,5 @@
 //! Writes through the API: create, replace, patch and delete of ConfigMaps, Secrets,
-//! Deployments, Services and Namespaces.
+//! Deployments, StatefulSets, DaemonSets, Services and Namespaces.
 //!
 //! One source of truth, the manifest directory: an object created through the API is a file
 //! the agent owns there, `_api_<namespace>_<plural>_<name>.json` (written atomically: temp
@@ -33,9 +33,16 @@ pub const WRITABLE: &[&str] = &[
     "configmaps",
     "secrets",
     "deployments",
+    "statefulsets",
+    "daemonsets",
     "services",
     "namespaces",
 ];
+
+/// The kinds whose `metadata.generation` counts their spec's changes.
+fn generational(plural: &str) -> bool {
+    matches!(plural, "deployments" | "statefulsets" | "daemonsets")
+}
 
 fn random_uid() -> String {
     let mut b = [0u8; 16];
@@ -335,7 +342,7 @@ impl Front {
         obj["metadata"]["uid"] = random_uid().into();
         obj["metadata"]["creationTimestamp"] =
             Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true).into();
-        if kind.plural == "deployments" {
+        if generational(kind.plural) {
             obj["metadata"]["generation"] = 1.into();
         }
         if !dry {
@@ -394,7 +401,7 @@ impl Front {
             obj["metadata"][f] = stored["metadata"][f].clone();
         }
         immutable_edit(kind, name, stored, obj)?;
-        if kind.plural == "deployments" {
+        if generational(kind.plural) {
             let g = stored["metadata"]["generation"].as_i64().unwrap_or(1);
             let changed = obj["spec"] != stored["spec"];
             obj["metadata"]["generation"] = (if changed { g + 1 } else { g }).into();
@@ -425,6 +432,15 @@ impl Front {
         };
         let mut obj = stored.clone();
         obj["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
+        // The object as the server has it carries the controller's annotations (a
+        // Deployment's revision): `kubectl rollout undo` replaces them by JSON patch, which
+        // needs them there.
+        if ctype == "application/json-patch+json"
+            && obj["metadata"]["annotations"].is_null()
+            && cur["metadata"]["annotations"].is_object()
+        {
+            obj["metadata"]["annotations"] = cur["metadata"]["annotations"].clone();
+        }
         match ctype {
             "application/merge-patch+json" => patch::merge(&mut obj, &p),
             "application/json-patch+json" => patch::json_patch(&mut obj, &p).map_err(|e| {
@@ -483,14 +499,14 @@ impl Front {
         .into_response())
     }
 
-    /// `deployments/scale` (autoscaling/v1 Scale): get, and replace or patch of
-    /// `spec.replicas`, which `kubectl scale` sends.
+    /// `deployments/scale` and `statefulsets/scale` (autoscaling/v1 Scale): get, and
+    /// replace or patch of `spec.replicas`, which `kubectl scale` sends.
     pub(super) async fn scale(&self, t: Target, req: Request) -> Response {
         let kind = t.kind;
         let (ns, Some(name)) = (t.ns.clone().unwrap_or_default(), t.name.clone()) else {
             return bad_request("a scale needs a name".into());
         };
-        if kind.plural != "deployments" {
+        if !matches!(kind.plural, "deployments" | "statefulsets") {
             return status_error(
                 StatusCode::NOT_FOUND,
                 "NotFound",

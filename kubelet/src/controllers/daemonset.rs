@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
-    Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint,
-    Toleration,
+    Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+    PodTemplateSpec, Taint, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -237,6 +237,11 @@ pub struct DsRec {
     pub pods: Vec<OwnedPod>,
     /// Template hash → revision number.
     pub revisions: BTreeMap<String, i64>,
+    /// Template hash → the template (the ControllerRevisions' data).
+    #[serde(default)]
+    pub templates: BTreeMap<String, PodTemplateSpec>,
+    #[serde(default)]
+    pub generation: super::generation::Generation,
 }
 
 fn new_pod(ds: &DaemonSet, uid: &str, hash: &str, node: &NodeConf) -> OwnedPod {
@@ -325,6 +330,7 @@ pub fn sync(
         rec.created = Some(Time(now));
         changed = true;
     }
+    changed |= rec.generation.observe(&ds.spec);
     let mut meta = ds.metadata.clone();
     meta.uid = Some(rec.uid.clone());
     let ev = |t, r, m: String| Ev::of(&meta, WHO, t, r, m);
@@ -332,6 +338,10 @@ pub fn sync(
     let max_rev = rec.revisions.values().copied().max().unwrap_or(0);
     if rec.revisions.get(&hash) != Some(&max_rev) || max_rev == 0 {
         rec.revisions.insert(hash.clone(), max_rev + 1);
+        changed = true;
+    }
+    if !rec.templates.contains_key(&hash) {
+        rec.templates.insert(hash.clone(), spec.template.clone());
         changed = true;
     }
     let strategy = spec.update_strategy.clone().unwrap_or_default();
@@ -453,11 +463,36 @@ pub fn sync(
         updated_number_scheduled: Some(updated.min(1)),
         number_available: Some(available.min(1)),
         number_unavailable: Some((desired - available.min(1)).max(0)),
-        observed_generation: Some(1),
+        observed_generation: Some(rec.generation.number),
         collision_count: None,
         conditions: None,
     };
     Ok((changed, status, evs))
+}
+
+/// The ControllerRevisions of a set, as the API shows them (those whose template is known:
+/// a record from before they were kept has only the numbers).
+pub fn revisions(rec: &DsRec, ds: &DaemonSet) -> Vec<serde_json::Value> {
+    let name = ds.metadata.name.clone().unwrap_or_default();
+    rec.revisions
+        .iter()
+        .filter_map(|(hash, number)| {
+            let t = rec.templates.get(hash)?;
+            Some(serde_json::json!({
+                "apiVersion": "apps/v1",
+                "kind": "ControllerRevision",
+                "metadata": {
+                    "name": format!("{name}-{hash}"),
+                    "namespace": ds.metadata.namespace,
+                    "creationTimestamp": rec.created,
+                    "labels": super::statefulset::revision_labels(t, hash),
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": name, "uid": rec.uid, "controller": true, "blockOwnerDeletion": true}],
+                },
+                "data": super::statefulset::revision_data(t),
+                "revision": number,
+            }))
+        })
+        .collect()
 }
 
 #[cfg(test)]

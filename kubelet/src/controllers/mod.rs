@@ -7,6 +7,7 @@ pub mod batch;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod generation;
 pub mod job;
 mod job_validation;
 pub mod record;
@@ -401,6 +402,25 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
                         .unwrap_or_default();
                     d.metadata.uid = Some(rec.uid);
                     d.metadata.creation_timestamp = rec.created;
+                    d.metadata.generation = Some(rec.generation.number);
+                    // The controller writes the newest revision on the Deployment too.
+                    let dk = sync::key(
+                        d.metadata.namespace.as_deref().unwrap_or("default"),
+                        d.metadata.name.as_deref().unwrap_or(""),
+                    );
+                    let rev = c
+                        .state
+                        .replicasets
+                        .values()
+                        .filter(|r| r.owner.as_deref() == Some(dk.as_str()))
+                        .map(sync::RsRec::revision)
+                        .max();
+                    if let Some(rev) = rev.filter(|r| *r > 0) {
+                        d.metadata
+                            .annotations
+                            .get_or_insert_with(Default::default)
+                            .insert(deployment::REVISION.into(), rev.to_string());
+                    }
                     d.status = Some(st);
                     deployments.push(d);
                 }

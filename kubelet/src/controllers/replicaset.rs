@@ -37,6 +37,44 @@ pub fn random_uid() -> String {
     )
 }
 
+/// Drops what the API server's defaulting makes equal: nulls, empty maps and empty lists
+/// (`resources: {}` as kubectl sends a Go struct back, against none in a manifest).
+fn without_empties(v: serde_json::Value) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    match v {
+        Value::Null => None,
+        Value::Object(m) => {
+            let m: serde_json::Map<String, Value> = m
+                .into_iter()
+                .filter_map(|(k, v)| without_empties(v).map(|v| (k, v)))
+                .collect();
+            (!m.is_empty()).then_some(Value::Object(m))
+        }
+        Value::Array(a) => {
+            let a: Vec<Value> = a
+                .into_iter()
+                .map(|v| without_empties(v).unwrap_or(Value::Null))
+                .collect();
+            (!a.is_empty()).then_some(Value::Array(a))
+        }
+        other => Some(other),
+    }
+}
+
+/// Two templates are the same but for `pod-template-hash` and empty fields, as
+/// `EqualIgnoreHash` compares them (the Deployment controller's test for the ReplicaSet of a
+/// template, which an undo through kubectl relies on).
+pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
+    let norm = |t: &PodTemplateSpec| {
+        let mut v = serde_json::to_value(t).unwrap_or_default();
+        if let Some(l) = v["metadata"]["labels"].as_object_mut() {
+            l.remove(TEMPLATE_HASH);
+        }
+        without_empties(v)
+    };
+    norm(a) == norm(b)
+}
+
 /// The `pod-template-hash` of a template: FNV-32a of the template (with the collision
 /// count), its decimal digits encoded through the safe alphabet, as `ComputeHash` does.
 /// (Kubernetes hashes a Go dump of the struct, so the value differs from a real cluster's;

@@ -88,6 +88,16 @@ pub fn pass(
                 let mut s = s.clone();
                 s.metadata.uid = Some(rec.uid.clone());
                 s.metadata.creation_timestamp = rec.created.clone();
+                s.metadata.generation = Some(rec.generation.number);
+                // The API server's default, which kubectl's status viewer reads.
+                if let Some(spec) = s.spec.as_mut() {
+                    spec.update_strategy.get_or_insert_with(|| {
+                        serde_json::from_value(
+                            serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                        )
+                        .unwrap_or_default()
+                    });
+                }
                 s.status = Some(status);
                 sets.push(s);
             }
@@ -111,8 +121,17 @@ pub fn pass(
             Ok((ch, status, e)) => {
                 changed |= ch;
                 evs.extend(e);
+                revisions.extend(daemonset::revisions(rec, d));
                 let mut d = d.clone();
                 d.metadata.uid = Some(rec.uid.clone());
+                d.metadata.generation = Some(rec.generation.number);
+                if let Some(spec) = d.spec.as_mut() {
+                    spec.update_strategy.get_or_insert_with(|| {
+                        serde_json::from_value(serde_json::json!({"type": "RollingUpdate",
+                            "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}))
+                        .unwrap_or_default()
+                    });
+                }
                 d.metadata.creation_timestamp = rec.created.clone();
                 d.status = Some(status);
                 daemons.push(d);

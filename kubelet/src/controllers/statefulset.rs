@@ -58,6 +58,8 @@ pub struct StsRec {
     /// `whenDeleted: Delete`, remembered for when the set is gone.
     #[serde(default)]
     pub delete_claims: bool,
+    #[serde(default)]
+    pub generation: super::generation::Generation,
 }
 
 impl StsRec {
@@ -232,6 +234,7 @@ pub fn sync(
         rec.service_name = spec.service_name.clone().unwrap_or_default();
         changed = true;
     }
+    changed |= rec.generation.observe(&sts.spec);
     meta.uid = Some(rec.uid.clone());
     let ev = |t, r, m: String| Ev::of(&meta, WHO, t, r, m);
     let replicas = spec.replicas.unwrap_or(1).max(0);
@@ -495,7 +498,7 @@ pub fn sync(
         available_replicas: Some(available),
         current_revision: Some(format!("{set}-{}", rec.current)),
         update_revision: Some(upd_label),
-        observed_generation: Some(1),
+        observed_generation: Some(rec.generation.number),
         collision_count: Some(0),
         conditions: None::<Vec<StatefulSetCondition>>,
     };
@@ -551,6 +554,26 @@ pub fn validate(sts: &StatefulSet, old_service: Option<&str>) -> Result<(), Stri
     Ok(())
 }
 
+/// A ControllerRevision's labels: the template's, and the revision's hash (as the
+/// controllers label them, so that `kubectl rollout history` finds them by the selector).
+pub fn revision_labels(t: &PodTemplateSpec, hash: &str) -> serde_json::Value {
+    let mut l = t
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    l.insert(REVISION_LABEL.into(), hash.into());
+    serde_json::json!(l)
+}
+
+/// A ControllerRevision's data: the strategic merge patch that puts the template back,
+/// which `kubectl rollout undo` sends as it is.
+pub fn revision_data(t: &PodTemplateSpec) -> serde_json::Value {
+    let mut t = serde_json::to_value(t).unwrap_or_default();
+    t["$patch"] = "replace".into();
+    serde_json::json!({"spec": {"template": t}})
+}
+
 /// The ControllerRevisions of a set, as the API shows them.
 pub fn revisions(rec: &StsRec, sts: &StatefulSet) -> Vec<serde_json::Value> {
     let set = sts.metadata.name.clone().unwrap_or_default();
@@ -564,10 +587,10 @@ pub fn revisions(rec: &StsRec, sts: &StatefulSet) -> Vec<serde_json::Value> {
                     "name": format!("{set}-{}", r.hash),
                     "namespace": sts.metadata.namespace,
                     "creationTimestamp": r.created,
-                    "labels": {REVISION_LABEL: format!("{set}-{}", r.hash)},
+                    "labels": revision_labels(&r.template, &format!("{set}-{}", r.hash)),
                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": set, "uid": rec.uid, "controller": true, "blockOwnerDeletion": true}],
                 },
-                "data": {"spec": {"template": r.template}},
+                "data": revision_data(&r.template),
                 "revision": r.number,
             })
         })

@@ -103,6 +103,8 @@ pub struct DeployRec {
     pub progress_at: Option<Time>,
     /// What moved last: (new replicas, new available, old replicas).
     pub progress_mark: (i32, i32, i32),
+    #[serde(default)]
+    pub generation: super::generation::Generation,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -221,17 +223,40 @@ pub fn sync_deployment(
             created: Some(Time(now)),
             progress_at: Some(Time(now)),
             progress_mark: (-1, -1, -1),
+            generation: Default::default(),
         }
     });
+    changed |= rec.generation.observe(&d.spec);
+    let generation = rec.generation.number;
     let duid = rec.uid.clone();
-    let hash = replicaset::template_hash(&spec.template, None);
-    let new_key = key(&ns, &format!("{name}-{hash}"));
+    let mut hash = replicaset::template_hash(&spec.template, None);
+    let mut new_key = key(&ns, &format!("{name}-{hash}"));
     let mut owned: Vec<String> = state
         .replicasets
         .iter()
         .filter(|(_, r)| r.owner.as_deref() == Some(dkey.as_str()))
         .map(|(k, _)| k.clone())
         .collect();
+    // The new ReplicaSet is the one whose template equals the Deployment's (FindNewReplicaSet):
+    // the same template written back with its empty fields spelled out (an undo through
+    // kubectl) hashes differently but is the same revision.
+    if !state.replicasets.contains_key(&new_key) {
+        let same = owned.iter().find(|k| {
+            state.replicasets[*k]
+                .rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .is_some_and(|t| replicaset::equal_ignore_hash(t, &spec.template))
+        });
+        if let Some(k) = same {
+            new_key = k.clone();
+            hash = k
+                .rsplit_once('-')
+                .map(|(_, h)| h.to_string())
+                .unwrap_or(hash);
+        }
+    }
     let max_rev = owned
         .iter()
         .map(|k| state.replicasets[k].revision())
@@ -466,7 +491,7 @@ pub fn sync_deployment(
         ready_replicas: Some(total.ready),
         available_replicas: Some(total.available),
         unavailable_replicas: Some((replicas - total.available).max(0)),
-        observed_generation: Some(1),
+        observed_generation: Some(generation),
         conditions: Some(vec![available, progressing]),
         ..Default::default()
     };
@@ -573,6 +598,39 @@ mod tests {
         assert!(!state.replicasets.contains_key(&rs2));
         forget_deployments(&mut state, &[]);
         assert!(state.replicasets.is_empty() && state.deployments.is_empty());
+    }
+
+    #[test]
+    fn an_old_template_with_empty_fields_is_its_old_revision() {
+        let mut state = State::default();
+        let v1 = deployment("v1", 1, 10);
+        for _ in 0..4 {
+            step(&mut state, &v1);
+        }
+        for _ in 0..10 {
+            step(&mut state, &deployment("v2", 1, 10));
+        }
+        // v1 as kubectl's undo writes it back: `resources: {}` spelled out.
+        let mut back = v1.clone();
+        back.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .resources = Some(Default::default());
+        for _ in 0..10 {
+            step(&mut state, &back);
+        }
+        assert_eq!(state.replicasets.len(), 2);
+        let revs: Vec<(i64, i32)> = state
+            .replicasets
+            .values()
+            .map(|r| (r.revision(), r.replicas()))
+            .collect();
+        assert!(revs.contains(&(3, 1)) && revs.contains(&(2, 0)), "{revs:?}");
     }
 
     #[test]
