@@ -11,8 +11,6 @@
 //! tolerate run none. A ReadWriteOncePod claim is refused to a second pod. Everything
 //! removed: no pods, no sandboxes, and the directories of the claims under `Delete` gone.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
