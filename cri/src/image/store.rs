@@ -1,5 +1,5 @@
 //! The store itself: its directories, the lock, image records, look-ups, removal and
-//! garbage collection. Importing is in `import.rs`, mounting in `rootfs.rs`.
+//! garbage collection. Importing is in `import/`, mounting in `rootfs.rs`.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};

@@ -333,4 +333,38 @@ mod tests {
         assert_eq!(ExecStatus::parse(Some(&bytes)), s);
         assert!(matches!(ExecStatus::parse(None), ExecStatus::Failed(_)));
     }
+
+    #[test]
+    fn helper_answers_round_trip() {
+        let parse = |r| HelperAnswer::decode(&HelperAnswer::encode(r));
+        assert_eq!(parse(Ok(1234)), Ok(1234));
+        let no = Failure::from("no: such".to_string());
+        assert_eq!(parse(Err(no.clone())), Err(no));
+        assert!(HelperAnswer::decode(b"").is_err());
+        assert!(HelperAnswer::decode(b"ok x").is_err());
+        assert!(HelperAnswer::decode(b"junk").is_err());
+        // A long message still fits the pipe.
+        assert!(HelperAnswer::encode(Err("x".repeat(100_000).into())).len() <= 8192);
+    }
+
+    #[test]
+    fn error_chain_names_each_cause_once() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E(
+            "top: low",
+            Some(Box::new(E("low", Some(Box::new(E("root", None)))))),
+        );
+        assert_eq!(error_chain(&e), "top: low: root");
+    }
 }
