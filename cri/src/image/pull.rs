@@ -7,9 +7,9 @@
 //! once (at most `max_concurrent_downloads`), each verified as it streams to a file of the
 //! pull's staging directory, while one thread unpacks them bottom first, each reading its
 //! download as it lands (see `fetch.rs`). Blobs and layers the store has are not fetched.
-//! Everything is staged under `tmp/` and committed as an import is (`import.rs`): under the
-//! store's exclusive lock, by renames, the image record last; a pull that fails or is
-//! cancelled leaves nothing.
+//! Everything is staged under `tmp/` and committed as an import is (`import/commit.rs`):
+//! under the store's exclusive lock, by renames, the image record last; a pull that fails
+//! or is cancelled leaves nothing.
 //!
 //! Two pulls of one image in this process do the work once: the second waits for the
 //! first (a lock per manifest digest), then finds the image stored. Pulls of images that
