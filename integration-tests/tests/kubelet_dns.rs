@@ -268,6 +268,24 @@ async fn dns(ep: Endpoint) {
             it.len() == 5 && it.iter().all(ready)
         },
     );
+    // Ready pods become endpoints (and nft rules, and DNS answers) in the controllers'
+    // next pass, after the pods' status: until then a Service has no backend.
+    for (svc, n) in [("web", 2), ("db", 2)] {
+        agent.wait_for(
+            &format!("/api/v1/namespaces/default/endpoints/{svc}"),
+            Duration::from_secs(60),
+            &format!("{n} endpoints of {svc}"),
+            |e| {
+                e["subsets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+                    .count()
+                    == n
+            },
+        );
+    }
     let client = items(&list)
         .into_iter()
         .find(|p| p["metadata"]["name"] == "client")
