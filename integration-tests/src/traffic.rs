@@ -97,6 +97,12 @@ impl Traffic {
         self.log.lock().expect("log").0.len()
     }
 
+    /// Requests sent in all, and those of them sent at `at` or later.
+    pub fn sent_since(&self, at: Instant) -> (usize, usize) {
+        let l = self.log.lock().expect("log");
+        (l.0.len(), l.0.iter().filter(|(t, _)| *t >= at).count())
+    }
+
     /// Waits until `n` requests were sent in all.
     pub fn wait_sent(&self, n: usize) {
         let deadline = Instant::now() + scaled(Duration::from_secs(120));

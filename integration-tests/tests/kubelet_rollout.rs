@@ -21,11 +21,7 @@
 //!   client is answered by the same one of 3 pods; a pod made after the Service has its
 //!   `WEB_SERVICE_HOST`/`_PORT` and Docker link variables.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,6 +29,7 @@ use integration_tests::agent::Agent;
 use integration_tests::cri::{api, Client};
 use integration_tests::engines::have;
 use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Engine, Node, IMAGE};
+use integration_tests::traffic::{burst, Traffic};
 use integration_tests::{scaled, Value};
 
 const SERVICE_RANGE: &str = "10.97.0.0/24";
@@ -140,126 +137,6 @@ fn wait_endpoints(agent: &mut Agent, what: &str, done: impl Fn(&[String]) -> boo
         what,
         |e| done(&endpoint_pods(e)),
     );
-}
-
-/// One HTTP/1.0 GET from the calling thread (already in the node's network namespace).
-fn http_get(addr: SocketAddr) -> Result<String, String> {
-    let t = Duration::from_secs(5);
-    let mut c = TcpStream::connect_timeout(&addr, t).map_err(|e| format!("connect: {e}"))?;
-    c.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
-    c.write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .map_err(|e| format!("send: {e}"))?;
-    let mut resp = String::new();
-    c.read_to_string(&mut resp)
-        .map_err(|e| format!("read: {e}"))?;
-    match resp.split_once("\r\n\r\n") {
-        Some((head, body)) if head.contains(" 200 ") => Ok(body.trim().to_string()),
-        _ => Err(format!("answer {resp:?}")),
-    }
-}
-
-/// Every request a client sent: when it was sent, and its answer's body or why it failed.
-#[derive(Default)]
-struct Log(Vec<(Instant, Result<String, String>)>);
-
-impl Log {
-    fn answers(&self) -> BTreeMap<String, usize> {
-        let mut m = BTreeMap::new();
-        for (_, r) in &self.0 {
-            if let Ok(b) = r {
-                *m.entry(b.clone()).or_default() += 1;
-            }
-        }
-        m
-    }
-
-    fn failures(&self) -> Vec<&String> {
-        self.0
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().err())
-            .collect()
-    }
-
-    fn assert_no_failures(&self, what: &str) {
-        let f = self.failures();
-        assert!(
-            f.is_empty(),
-            "{what}: {} of {} requests failed: {:?}",
-            f.len(),
-            self.0.len(),
-            &f[..f.len().min(10)]
-        );
-    }
-}
-
-/// A client thread in the node's network namespace sending requests one after another
-/// until `stop` is set.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Log>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Traffic {
-    fn start(node: &Node, addr: SocketAddr) -> Traffic {
-        let ns = format!("/proc/{}/ns/net", node.pid());
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Log::default()));
-        let (s, l) = (stop.clone(), log.clone());
-        let thread = thread::spawn(move || {
-            let f = std::fs::File::open(&ns).expect("the node's netns");
-            // Only this thread changes namespace.
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            while !s.load(Ordering::SeqCst) {
-                let at = Instant::now();
-                let r = http_get(addr);
-                l.lock().expect("log").0.push((at, r));
-            }
-        });
-        Traffic {
-            stop,
-            log,
-            thread: Some(thread),
-        }
-    }
-
-    fn sent(&self) -> usize {
-        self.log.lock().expect("log").0.len()
-    }
-
-    /// Waits until `n` requests were sent in all.
-    fn wait_sent(&self, n: usize) {
-        let deadline = Instant::now() + scaled(Duration::from_secs(120));
-        while self.sent() < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} requests sent",
-                self.sent()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn finish(mut self) -> Log {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("client");
-        }
-        std::mem::take(&mut *self.log.lock().expect("log"))
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// `n` requests, one after another.
-fn burst(node: &Node, addr: SocketAddr, n: usize) -> Log {
-    let t = Traffic::start(node, addr);
-    t.wait_sent(n);
-    t.finish()
 }
 
 /// The pids of this test's httpd servers (not the children they fork per connection).
@@ -402,13 +279,7 @@ async fn blue_green(ep: Endpoint) {
     // At least 2,000 requests in all, and 500 after the 2 s.
     let deadline = Instant::now() + scaled(Duration::from_secs(120));
     loop {
-        let (total, late) = {
-            let l = traffic.log.lock().expect("log");
-            (
-                l.0.len(),
-                l.0.iter().filter(|(at, _)| *at >= settled).count(),
-            )
-        };
+        let (total, late) = traffic.sent_since(settled);
         if total >= 2000 && late >= 500 {
             break;
         }
