@@ -162,6 +162,8 @@ pub fn run(args: &Args) -> Result<()> {
     rt.block_on(async move {
         let sock = config.root_dir.join("kubelet.sock");
         let listener = bind_socket(&sock).await?;
+        // The scan loop's wake-ups: the directory's watcher, and the API after a write.
+        let (tx, mut rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             cri: Cri::new(config.endpoint.clone()),
             config: config.clone(),
@@ -172,6 +174,7 @@ pub fn run(args: &Args) -> Result<()> {
             }),
             store: Mutex::new(store),
             wake: Notify::new(),
+            scans: manifest::Scans::new(tx.clone()),
             metrics: Metrics::default(),
             workloads,
         });
@@ -244,7 +247,6 @@ pub fn run(args: &Args) -> Result<()> {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         });
-        let (tx, mut rx) = mpsc::unbounded_channel();
         let _watcher = manifest::watch(config.manifest_dir.clone(), tx)
             .with_context(|| format!("watching {}", config.manifest_dir.display()))?;
         let s3 = shared.clone();
@@ -259,6 +261,7 @@ pub fn run(args: &Args) -> Result<()> {
             let mut m = manifest::Dir::default();
             let mut objects = crate::objects::Objects::pinned_under(&pins);
             loop {
+                let n = s3.scans.begin();
                 m.rescan(&dir);
                 objects.rescan(&dir);
                 let mut desired = m.desired();
@@ -292,10 +295,13 @@ pub fn run(args: &Args) -> Result<()> {
                     g.desired = desired;
                 }
                 s3.wake.notify_one();
+                s3.scans.end(n);
                 scanned_tx.send_replace(true);
                 if rx.recv().await.is_none() {
                     return;
                 }
+                // Wake-ups that came during the scan are served by the next one.
+                while rx.try_recv().is_ok() {}
             }
         });
         tracing::info!(

@@ -304,6 +304,47 @@ pub fn watch(
     Ok(w)
 }
 
+/// The scans of the directory, counted, so a writer of a manifest can wait until the agent's
+/// view holds its write: the API answers a write only then, as the API server answers
+/// after its store has the object (a `kubectl apply` right after a create must find it).
+pub struct Scans {
+    kick: mpsc::UnboundedSender<()>,
+    started: std::sync::atomic::AtomicU64,
+    done: tokio::sync::watch::Sender<u64>,
+}
+
+impl Scans {
+    /// `kick` wakes the scan loop (the sender of the channel `watch` feeds).
+    pub fn new(kick: mpsc::UnboundedSender<()>) -> Self {
+        Scans {
+            kick,
+            started: Default::default(),
+            done: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// The scan loop calls this before it reads the directory; the number goes to `end`.
+    pub fn begin(&self) -> u64 {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    /// The scan loop calls this once the scan's result is in the agent's state.
+    pub fn end(&self, n: u64) {
+        self.done.send_replace(n);
+    }
+
+    /// After a write: waits for a scan that began after this call. Bounded, so a stuck
+    /// scan loop makes a slow answer, not a hung one.
+    pub async fn settle(&self) {
+        let want = self.started.load(std::sync::atomic::Ordering::SeqCst) + 1;
+        let mut rx = self.done.subscribe();
+        let _ = self.kick.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|d| *d >= want)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

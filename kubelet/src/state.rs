@@ -92,6 +92,8 @@ pub struct Shared {
     pub inner: Mutex<Inner>,
     pub store: Mutex<Store>,
     pub wake: Notify,
+    /// The manifest directory's scans (API writes wait for theirs).
+    pub scans: crate::manifest::Scans,
     pub metrics: Metrics,
     pub workloads: crate::controllers::Handle,
 }

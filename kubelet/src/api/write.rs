@@ -284,7 +284,15 @@ impl Front {
                 None,
             )),
         };
-        result.unwrap_or_else(|r| r)
+        match result {
+            Ok(r) => {
+                if !dry {
+                    self.shared.scans.settle().await;
+                }
+                r
+            }
+            Err(r) => r,
+        }
     }
 
     fn check_body(&self, kind: &Kind, ns: &str, obj: &Value) -> Result<String, Response> {
@@ -586,7 +594,10 @@ impl Front {
         let mut obj = stored.clone();
         obj["spec"]["replicas"] = replicas.into();
         match self.finish(kind, &ns, &name, &mut obj, &stored, false) {
-            Ok(_) => Json(scale_of(&obj, replicas.into())).into_response(),
+            Ok(_) => {
+                self.shared.scans.settle().await;
+                Json(scale_of(&obj, replicas.into())).into_response()
+            }
             Err(r) => r,
         }
     }
