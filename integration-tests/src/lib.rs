@@ -26,6 +26,7 @@
 pub mod agent;
 pub mod cri;
 pub mod engines;
+pub mod kubectl;
 pub mod kubelet;
 pub mod netns;
 pub mod registry;

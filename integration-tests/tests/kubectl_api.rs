@@ -11,22 +11,16 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use integration_tests::agent::Agent;
 use integration_tests::engines::have;
+use integration_tests::kubectl::{self, rows, Kubectl, VERSIONS};
 use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node, IMAGE};
-use integration_tests::{scaled, Output, Value};
-
-const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
-const VERSIONS: &[&str] = &["1.27", "1.33"];
-
-fn kubectl_bin(v: &str) -> PathBuf {
-    Path::new(KUBECTL_DIR).join(format!("kubectl.{v}"))
-}
+use integration_tests::{scaled, Value};
 
 const WORKLOAD: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -71,75 +65,6 @@ metadata:
 stringData: {password: hunter2}
 "#;
 
-struct Kubectl<'a> {
-    node: &'a Node,
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-}
-
-impl Kubectl<'_> {
-    fn run(&self, args: &[&str]) -> Output {
-        let mut full: Vec<String> = vec![
-            self.bin.display().to_string(),
-            format!("--kubeconfig={}", self.kubeconfig.display()),
-            format!("--cache-dir={}", self.cache.display()),
-        ];
-        full.extend(args.iter().map(|a| a.to_string()));
-        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        self.node
-            .run_net(&refs, scaled(Duration::from_secs(60)))
-            .unwrap_or_else(|| panic!("kubectl {args:?} timed out"))
-    }
-
-    /// Runs and expects success; stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed ({}):\n{}\n{}",
-            o.status,
-            o.stdout,
-            o.stderr
-        );
-        o.stdout
-    }
-}
-
-/// The words of each line (kubectl's columns, whitespace-separated).
-fn rows(text: &str) -> Vec<Vec<String>> {
-    text.lines()
-        .map(|l| l.split_whitespace().map(str::to_string).collect())
-        .collect()
-}
-
-/// Polls `kubectl args` until `done(stdout)` holds.
-fn wait_until(
-    k: &Kubectl,
-    agent: &mut Agent,
-    args: &[&str],
-    what: &str,
-    done: impl Fn(&str) -> bool,
-) {
-    let timeout = scaled(Duration::from_secs(120));
-    let deadline = Instant::now() + timeout;
-    loop {
-        agent.assert_alive();
-        let o = k.run(args);
-        if o.status.success() && done(&o.stdout) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; last kubectl {args:?}:\n{}\n{}\nagent log:\n{}",
-            o.stdout,
-            o.stderr,
-            agent.log_tail(30)
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn check_reads(k: &Kubectl, agent: &mut Agent) {
     let v: Value = serde_json::from_str(&k.ok(&["version", "-o", "json"])).expect("version json");
     let git = v["serverVersion"]["gitVersion"].as_str().unwrap_or("");
@@ -157,8 +82,7 @@ fn check_reads(k: &Kubectl, agent: &mut Agent) {
         o.stderr
     );
 
-    wait_until(
-        k,
+    k.wait(
         agent,
         &[
             "get",
@@ -323,11 +247,8 @@ fn check_watch(k: &Kubectl, agent: &mut Agent) {
         .expect("agent dir")
         .join("watch.out");
     let file = fs::File::create(&out).expect("watch output");
-    let mut child = Command::new("nsenter")
-        .args(["--target", &k.node.pid().to_string(), "--net", "--"])
-        .arg(&k.bin)
-        .arg(format!("--kubeconfig={}", k.kubeconfig.display()))
-        .arg(format!("--cache-dir={}", k.cache.display()))
+    let mut child = k
+        .command()
         .args([
             "get",
             "pods",
@@ -382,9 +303,12 @@ fn check_watch(k: &Kubectl, agent: &mut Agent) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads() {
-    let bins: Vec<PathBuf> = VERSIONS.iter().map(|v| kubectl_bin(v)).collect();
+    let bins: Vec<PathBuf> = VERSIONS.iter().map(|v| kubectl::bin(v)).collect();
     if !bins.iter().all(|b| b.is_file()) || !have("nft") {
-        eprintln!("skipped: needs {KUBECTL_DIR}/kubectl.{{1.27,1.33}} and nft");
+        eprintln!(
+            "skipped: needs {}/kubectl.{{1.27,1.33}} and nft",
+            kubectl::DIR
+        );
         return;
     }
     let tag = "kapi-reads";
@@ -407,45 +331,32 @@ async fn reads() {
     let before = fs::read_to_string(&kubeconfig).expect("kubeconfig");
     agent.write_manifest("web.yaml", &WORKLOAD.replace("IMAGE", IMAGE));
     for bin in &bins {
-        let k = Kubectl {
-            node: &node,
-            bin: bin.clone(),
-            kubeconfig: kubeconfig.clone(),
-            cache: node.dir().join(format!(
-                "kcache-{}",
-                bin.display().to_string().replace('/', "_")
-            )),
-        };
+        let k = Kubectl::new(
+            &node,
+            bin,
+            &kubeconfig,
+            &bin.display().to_string().replace('/', "_"),
+        );
         check_reads(&k, &mut agent);
         check_watch(&k, &mut agent);
     }
 
     // A restart loses nothing: the same CA and token, the same pods.
-    let k = Kubectl {
-        node: &node,
-        bin: bins[1].clone(),
-        kubeconfig: kubeconfig.clone(),
-        cache: node.dir().join("kcache-restart"),
-    };
+    let k = Kubectl::new(&node, &bins[1], &kubeconfig, "restart");
     let names = k.ok(&["get", "pods", "-o", "name"]);
     agent.kill9();
     agent.restart();
     assert_eq!(fs::read_to_string(&kubeconfig).expect("kubeconfig"), before);
-    wait_until(
-        &k,
+    k.wait(
         &mut agent,
         &["get", "pods", "-o", "name"],
         &format!("the same pods after the restart ({names:?})"),
         |s| s == names,
     );
     agent.remove_manifest("web.yaml");
-    wait_until(
-        &k,
-        &mut agent,
-        &["get", "pods", "-o", "name"],
-        "no pods",
-        |s| s.is_empty(),
-    );
+    k.wait(&mut agent, &["get", "pods", "-o", "name"], "no pods", |s| {
+        s.is_empty()
+    });
 }
 
 /// The file `kubectl apply -f` gets: `version` goes into the pods' env and the ConfigMap.
@@ -514,9 +425,12 @@ spec:
 /// API-made objects; `delete -f` removes them and the Deployment's pods.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes() {
-    let bins: Vec<PathBuf> = VERSIONS.iter().map(|v| kubectl_bin(v)).collect();
+    let bins: Vec<PathBuf> = VERSIONS.iter().map(|v| kubectl::bin(v)).collect();
     if !bins.iter().all(|b| b.is_file()) || !have("nft") {
-        eprintln!("skipped: needs {KUBECTL_DIR}/kubectl.{{1.27,1.33}} and nft");
+        eprintln!(
+            "skipped: needs {}/kubectl.{{1.27,1.33}} and nft",
+            kubectl::DIR
+        );
         return;
     }
     let tag = "kapi-writes";
@@ -531,12 +445,7 @@ async fn writes() {
         &["--service-cluster-ip-range=10.98.1.0/24".into()],
     );
     let kubeconfig = agent.root_dir.join("kubeconfig");
-    let k = |i: usize| Kubectl {
-        node: &node,
-        bin: bins[i].clone(),
-        kubeconfig: kubeconfig.clone(),
-        cache: node.dir().join(format!("kcache-w{i}")),
-    };
+    let k = |i: usize| Kubectl::new(&node, &bins[i], &kubeconfig, &format!("w{i}"));
     let (old, new) = (k(0), k(1));
     let file = node.dir().join("apps.yaml");
     let file_s = file.display().to_string();
@@ -562,9 +471,8 @@ async fn writes() {
         "-o",
         "jsonpath={.items[*].spec.containers[0].env[0].value}",
     ];
-    wait_until(&new, &mut agent, &envs, "2 pods of v1", |s| s == "v1 v1");
-    wait_until(
-        &new,
+    new.wait(&mut agent, &envs, "2 pods of v1", |s| s == "v1 v1");
+    new.wait(
         &mut agent,
         &[
             "get",
@@ -592,9 +500,7 @@ async fn writes() {
     ] {
         assert!(out.lines().any(|l| l == want), "{want}:\n{out}");
     }
-    wait_until(&new, &mut agent, &envs, "2 pods of v2 only", |s| {
-        s == "v2 v2"
-    });
+    new.wait(&mut agent, &envs, "2 pods of v2 only", |s| s == "v2 v2");
     let o = new.ok(&[
         "rollout",
         "status",
@@ -616,7 +522,7 @@ async fn writes() {
     assert_eq!(gen, "2");
     let o = new.ok(&["scale", "deployment/web", "-n", "apps", "--replicas=3"]);
     assert_eq!(o.trim(), "deployment.apps/web scaled");
-    wait_until(&old, &mut agent, &envs, "3 pods of v2", |s| s == "v2 v2 v2");
+    old.wait(&mut agent, &envs, "3 pods of v2", |s| s == "v2 v2 v2");
 
     // A stale update: replace with the resourceVersion from before a patch.
     let before = new.ok(&["get", "cm", "cfg", "-n", "apps", "-o", "json"]);
@@ -633,8 +539,7 @@ async fn writes() {
         r#"{"data":{"b":"x"}}"#,
     ]);
     assert_eq!(o.trim(), "configmap/cfg patched");
-    wait_until(
-        &new,
+    new.wait(
         &mut agent,
         &["get", "cm", "cfg", "-n", "apps", "-o", "jsonpath={.data.b}"],
         "the patch",
@@ -656,8 +561,7 @@ async fn writes() {
         "own.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: own}\ndata: {a: '1'}\n",
     );
-    wait_until(
-        &new,
+    new.wait(
         &mut agent,
         &["get", "cm", "own", "-o", "name"],
         "the file's ConfigMap",
@@ -698,8 +602,7 @@ async fn writes() {
     let names = new.ok(&["get", "pods", "-n", "apps", "-o", "name"]);
     agent.kill9();
     agent.restart();
-    wait_until(
-        &new,
+    new.wait(
         &mut agent,
         &["get", "pods", "-n", "apps", "-o", "name"],
         "the same pods",
@@ -728,8 +631,7 @@ async fn writes() {
     ] {
         assert!(out.lines().any(|l| l == want), "{want}:\n{out}");
     }
-    wait_until(
-        &new,
+    new.wait(
         &mut agent,
         &["get", "pods", "-n", "apps", "-o", "name"],
         "the Deployment's pods collected",

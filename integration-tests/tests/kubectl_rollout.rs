@@ -6,70 +6,12 @@
 //! strategic merge patch), and `scale statefulset` (the scale subresource).
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use integration_tests::agent::Agent;
 use integration_tests::engines::have;
+use integration_tests::kubectl::{self, Kubectl};
 use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node, IMAGE};
-use integration_tests::{scaled, Output};
-
-const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
-
-struct Kubectl<'a> {
-    node: &'a Node,
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-}
-
-impl Kubectl<'_> {
-    fn run(&self, args: &[&str]) -> Output {
-        let mut full: Vec<String> = vec![
-            KUBECTL.to_string(),
-            format!("--kubeconfig={}", self.kubeconfig.display()),
-            format!("--cache-dir={}", self.cache.display()),
-        ];
-        full.extend(args.iter().map(|a| a.to_string()));
-        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        self.node
-            .run_net(&refs, scaled(Duration::from_secs(180)))
-            .unwrap_or_else(|| panic!("kubectl {args:?} timed out"))
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed ({}):\n{}\n{}",
-            o.status,
-            o.stdout,
-            o.stderr
-        );
-        o.stdout
-    }
-
-    /// Polls `kubectl args` until `done(stdout)` holds.
-    fn wait(&self, agent: &mut Agent, args: &[&str], what: &str, done: impl Fn(&str) -> bool) {
-        let timeout = scaled(Duration::from_secs(120));
-        let deadline = Instant::now() + timeout;
-        loop {
-            agent.assert_alive();
-            let o = self.run(args);
-            if o.status.success() && done(&o.stdout) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}; last kubectl {args:?}:\n{}\n{}\nagent log:\n{}",
-                o.stdout,
-                o.stderr,
-                agent.log_tail(30)
-            );
-            thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
 
 fn workloads(version: &str) -> String {
     let template = |app: &str| {
@@ -120,8 +62,8 @@ fn history_rows(out: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollouts() {
-    if !Path::new(KUBECTL).is_file() || !have("nft") {
-        eprintln!("skipped: needs {KUBECTL} and nft");
+    if !kubectl::bin("1.33").is_file() || !have("nft") {
+        eprintln!("skipped: needs {} and nft", kubectl::bin("1.33").display());
         return;
     }
     let tag = "kapi-rollouts";
@@ -135,11 +77,9 @@ async fn rollouts() {
         tag,
         &["--service-cluster-ip-range=10.98.2.0/24".into()],
     );
-    let k = Kubectl {
-        node: &node,
-        kubeconfig: agent.root_dir.join("kubeconfig"),
-        cache: node.dir().join("kcache"),
-    };
+    let bin = kubectl::bin("1.33");
+    let k = Kubectl::new(&node, &bin, &agent.root_dir.join("kubeconfig"), "rollout")
+        .timeout(Duration::from_secs(180));
     let file = node.dir().join("apps.yaml");
     let file_s = file.display().to_string();
     let wait_env = |agent: &mut Agent, app: &str, want: &str| {

@@ -8,16 +8,13 @@
 //! output of a running container. port-forward: a page of the pod's httpd read through a
 //! local port. A container that does not exist: the kubelet's error.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use integration_tests::agent::{condition, Agent};
 use integration_tests::engines::have;
+use integration_tests::kubectl::{self, Kubectl, VERSIONS};
 use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node, IMAGE};
-use integration_tests::{scaled, Output};
-
-const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
-const VERSIONS: &[&str] = &["1.27", "1.33"];
 
 fn pod() -> String {
     format!(
@@ -40,35 +37,6 @@ spec:
     )
 }
 
-struct Kubectl<'a> {
-    node: &'a Node,
-    /// `kubectl --kubeconfig=... --cache-dir=...`, for a shell line.
-    prefix: String,
-}
-
-impl Kubectl<'_> {
-    fn new<'a>(node: &'a Node, bin: &Path, kubeconfig: &Path, tag: &str) -> Kubectl<'a> {
-        let cache = node.dir().join(format!("kcache-{tag}"));
-        Kubectl {
-            node,
-            prefix: format!(
-                "{} --kubeconfig={} --cache-dir={}",
-                bin.display(),
-                kubeconfig.display(),
-                cache.display()
-            ),
-        }
-    }
-
-    /// Runs a shell line in the node's network namespace; `{k}` stands for kubectl.
-    fn sh(&self, line: &str) -> Output {
-        let line = line.replace("{k}", &self.prefix);
-        self.node
-            .run_net(&["sh", "-c", &line], scaled(Duration::from_secs(90)))
-            .unwrap_or_else(|| panic!("timed out: {line}"))
-    }
-}
-
 fn check(k: &Kubectl, version: &str) {
     // exec: the streams apart, the exit code back.
     let o = k.sh("{k} exec shell -c web -- sh -c 'echo out; echo err >&2; exit 7'");
@@ -87,7 +55,7 @@ fn check(k: &Kubectl, version: &str) {
     let o = k.sh("timeout 6 {k} attach shell -c ticker; true");
     assert!(o.stdout.contains("tick"), "{version}: {o:?}");
     // port-forward: the page through a local port, then the forwarder stopped.
-    let out = k.node.dir().join(format!("pf-{version}.out"));
+    let out = k.node().dir().join(format!("pf-{version}.out"));
     let o = k.sh(&format!(
         "{{k}} port-forward pod/shell 18080:8080 >{out} 2>&1 & pf=$!; \
          for i in $(seq 300); do busybox wget -qO- http://127.0.0.1:18080/ 2>/dev/null && break; sleep 0.2; done; \
@@ -109,12 +77,12 @@ fn check(k: &Kubectl, version: &str) {
 }
 
 async fn streams(ep: Endpoint) {
-    let bins: Vec<PathBuf> = VERSIONS
-        .iter()
-        .map(|v| Path::new(KUBECTL_DIR).join(format!("kubectl.{v}")))
-        .collect();
+    let bins: Vec<PathBuf> = VERSIONS.iter().map(|v| kubectl::bin(v)).collect();
     if !bins.iter().all(|b| b.is_file()) || !have("script") {
-        eprintln!("skipped: needs {KUBECTL_DIR}/kubectl.{{1.27,1.33}} and script");
+        eprintln!(
+            "skipped: needs {}/kubectl.{{1.27,1.33}} and script",
+            kubectl::DIR
+        );
         return;
     }
     if ep == Endpoint::Containerd && !(have("containerd") && have("ctr")) {
@@ -131,7 +99,10 @@ async fn streams(ep: Endpoint) {
     });
     let kubeconfig = agent.root_dir.join("kubeconfig");
     for (bin, v) in bins.iter().zip(VERSIONS) {
-        check(&Kubectl::new(&node, bin, &kubeconfig, v), v);
+        check(
+            &Kubectl::new(&node, bin, &kubeconfig, v).timeout(Duration::from_secs(90)),
+            v,
+        );
     }
     agent.remove_manifest("shell.yaml");
     agent.wait_gone("shell", Duration::from_secs(60));
