@@ -83,8 +83,21 @@ run_tests() {
     return "$status"
 }
 
+# The tests' containers live in cgroups under rrun-test/ (their `linux.cgroupsPath`); the
+# runtimes remove each container's own cgroup, as runc does, but not the shared parent, which
+# a test cannot remove without racing the other tests that create children in it. Removed
+# here, once nothing runs: depth first, and only what is empty (rmdir refuses the rest).
+remove_test_cgroups() {
+    local d
+    for d in /sys/fs/cgroup/rrun-test /sys/fs/cgroup/*/rrun-test; do
+        [[ -d "$d" ]] || continue
+        find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+}
+
 summary() {
     local rc=$? f
+    remove_test_cgroups
     # The logs stay only when something failed, for reading; a green run leaves nothing.
     if ((rc == 0)); then
         printf '\n==> summary (%ds)\n' "$SECONDS"
