@@ -37,11 +37,16 @@ test_args=(--skip run_true_1000_times)
 # code of their own). Under emulation each costs ten minutes or more; the pass must fit
 # in CI's time with the host pass. stock_kubelet runs a kubelet built on the host into its
 # cache, and cri_clients is about gRPC clients (its hugepage case is not yet checked here).
-# cri_pull needs a registry and skopeo on the host. cri_network, cri_streaming,
-# kubelet_pods, kubelet_probes, kubelet_config and kubelet_deploy drive CNI plugins, containerd or the agent in a node network namespace: no
-# cgroup code of their own beyond cri_runtime's.
-vm_skip=(compat_containerd compat_podman cri_images cri_restart cri_bad_requests cri_clients stock_kubelet cri_pull cri_network cri_streaming kubelet_pods kubelet_probes kubelet_config kubelet_deploy kubelet_stateful kubectl_api kubelet_batch kubelet_rollout kubelet_eviction kubectl_stream kubelet_dns kubelet_rollout_cli kubectl_rollout)
-[[ "${VM_ALL:-0}" == 1 ]] && vm_skip=()
+# cri_pull needs a registry and skopeo on the host. cri_network and cri_streaming drive
+# CNI plugins in a node network namespace. The agent's binaries (kubelet_*, kubectl_*,
+# kube_*: the agent and its API clients in a node network namespace, with CNI plugins and
+# containerd) have no cgroup code of their own beyond cri_runtime's; they are host-only by
+# their names, so a new one is too.
+vm_skip=(compat_containerd compat_podman cri_images cri_restart cri_bad_requests cri_clients stock_kubelet cri_pull cri_network cri_streaming)
+host_only() {
+    [[ " ${vm_skip[*]} " == *" $1 "* || "$1" == kubelet_* || "$1" == kubectl_* || "$1" == kube_* ]]
+}
+vm_all="${VM_ALL:-0}"
 while (($#)); do
     if [[ "$1" == "--" ]]; then
         shift
@@ -124,7 +129,7 @@ for entry in "${bins[@]}"; do
     if ((${#names[@]})) && [[ " ${names[*]} " != *" $name "* ]]; then
         continue
     fi
-    if ((${#names[@]} == 0 && ${#vm_skip[@]})) && [[ " ${vm_skip[*]} " == *" $name "* ]]; then
+    if ((${#names[@]} == 0)) && [[ "$vm_all" != 1 ]] && host_only "$name"; then
         log "SKIPPED in the VM: tests/$name.rs (host pass only; VM_ALL=1 runs it here too)"
         continue
     fi
