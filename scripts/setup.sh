@@ -114,6 +114,16 @@ if ! python3 -c 'import grpc, sys; sys.exit(tuple(map(int, grpc.__version__.spli
         die "could not install Python's grpcio (the grpc-core CRI client of the tests)"
 fi
 
+# The official Kubernetes Python client (`kubernetes` on PyPI): an API client of the agent
+# written apart from kubectl's Go code (integration-tests/clients/kube_python_client.py).
+# Debian has no package of it.
+if ! python3 -c 'import kubernetes' 2>/dev/null; then
+    log "installing the kubernetes Python client from PyPI"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'kubernetes>=28,<35' ||
+        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages 'kubernetes>=28,<35' ||
+        die "could not install the kubernetes Python client (an API client of the tests)"
+fi
+
 # The stock kubelet (Debian's kubernetes source, built once per machine and cached; the
 # stock-kubelet test builds it itself if this did not).
 if ((EUID == 0)); then

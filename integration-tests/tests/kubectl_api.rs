@@ -192,6 +192,11 @@ fn check_reads(k: &Kubectl, agent: &mut Agent) {
     assert_eq!(sec[0], ["NAME", "TYPE", "DATA", "AGE"]);
     assert_eq!(sec[1][..3], ["sec", "Opaque", "1"]);
 
+    // Pages of one (limit=1 and the continue tokens): one table, the same rows.
+    let chunked = k.ok(&["get", "pods", "--chunk-size=1", "-o", "name"]);
+    assert_eq!(chunked, k.ok(&["get", "pods", "-o", "name"]));
+    assert_eq!(chunked.lines().count(), 2, "{chunked}");
+
     let ns = k.ok(&["get", "ns"]);
     for want in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(

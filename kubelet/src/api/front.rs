@@ -23,7 +23,7 @@ use tower::ServiceExt;
 
 use super::registry::{self, Kind};
 use super::select::Selector;
-use super::{bad_request, discovery, local, status_error, table};
+use super::{bad_request, discovery, local, paging, query_bool, status_error, table};
 use crate::state::Shared;
 
 /// How often a watch looks for changes.
@@ -146,10 +146,6 @@ fn wants_table(req: &Request) -> bool {
         .is_some_and(|a| a.contains("as=Table"))
 }
 
-fn truthy(v: Option<&String>) -> bool {
-    v.is_some_and(|v| v == "1" || v == "true")
-}
-
 fn hash(v: &Value) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     v.to_string().hash(&mut h);
@@ -237,7 +233,7 @@ impl Front {
             Ok(s) => s,
             Err(e) => return bad_request(e),
         };
-        if truthy(q.get("watch")) {
+        if query_bool(q.get("watch").map(String::as_str)) {
             return self.watch(target, q, sel, table);
         }
         let items = match self.objects(target.kind, target.ns.as_deref()).await {
@@ -256,14 +252,29 @@ impl Front {
             }
             return Json(obj).into_response();
         }
+        let page = match paging::page(
+            items,
+            q.get("limit").map(String::as_str),
+            q.get("continue").map(String::as_str),
+        ) {
+            Ok(p) => p,
+            Err(e) => return bad_request(e),
+        };
+        let mut meta = json!({"resourceVersion": rv});
+        if let Some(next) = page.next {
+            meta["continue"] = next.into();
+            meta["remainingItemCount"] = page.remaining.unwrap_or(0).into();
+        }
         if table {
-            return Json(table::table(target.kind, &items, &rv, include, true)).into_response();
+            let mut t = table::table(target.kind, &page.items, &rv, include, true);
+            t["metadata"] = meta;
+            return Json(t).into_response();
         }
         Json(json!({
             "kind": format!("{}List", target.kind.kind),
             "apiVersion": target.kind.api_version(),
-            "metadata": {"resourceVersion": rv},
-            "items": items,
+            "metadata": meta,
+            "items": page.items,
         }))
         .into_response()
     }
@@ -443,7 +454,7 @@ impl Front {
             .get("resourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let bookmarks = truthy(q.get("allowWatchBookmarks"));
+        let bookmarks = query_bool(q.get("allowWatchBookmarks").map(String::as_str));
         let deadline = q
             .get("timeoutSeconds")
             .and_then(|t| t.parse::<u64>().ok())

@@ -102,11 +102,7 @@ pub fn node(shared: &Shared, runtime: Option<(String, String)>) -> Value {
     };
     let now = stamp(std::time::SystemTime::now());
     let (rt, rtv) = runtime.unwrap_or_else(|| ("unknown".into(), "unknown".into()));
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        a => a,
-    };
+    let arch = go_arch();
     let ready = |b: bool| if b { "True" } else { "False" };
     let cond = |ty: &str, status: &str, reason: &str, msg: &str| {
         json!({"type": ty, "status": status, "reason": reason, "message": msg,
@@ -220,4 +216,13 @@ pub fn config_objects(shared: &Shared, kind: ObjKind) -> Vec<Value> {
             v
         })
         .collect()
+}
+
+/// This machine's architecture as Go (and so Kubernetes) names it.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    }
 }

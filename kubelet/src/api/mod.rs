@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod front;
 pub mod http;
 pub mod local;
+mod paging;
 pub mod patch;
 pub mod registry;
 pub mod rest;
@@ -59,4 +60,10 @@ pub fn not_found(kind: &str, name: &str) -> Response {
 
 pub fn bad_request(message: String) -> Response {
     status_error(StatusCode::BAD_REQUEST, "BadRequest", message, None)
+}
+
+/// A boolean query parameter as the API server converts it: present and not `0`, `f` or
+/// `false` (any case) is true (the Python client sends `watch=True`).
+fn query_bool(v: Option<&str>) -> bool {
+    v.is_some_and(|v| !(v == "0" || v.eq_ignore_ascii_case("f") || v.eq_ignore_ascii_case("false")))
 }

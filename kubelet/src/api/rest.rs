@@ -27,7 +27,9 @@ type S = State<Arc<Shared>>;
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        // The API server answers both; the Python client asks `/version/`.
         .route("/version", get(version))
+        .route("/version/", get(version))
         .route("/configz", get(configz))
         .route("/api/v1/pods", get(list_all))
         .route("/api/v1/namespaces/{ns}/pods", get(list_ns))
@@ -59,10 +61,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn version() -> Json<Value> {
+    // Every field of version.Info: typed clients (the Python client) refuse a missing one.
+    // There is no Go here and the build records no commit or date: empty, and the epoch.
     Json(json!({
         "major": "1", "minor": "33",
         "gitVersion": concat!("v1.33.0-rrun+", env!("CARGO_PKG_VERSION")),
-        "platform": "linux/amd64",
+        "gitCommit": "", "gitTreeState": "",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "", "compiler": "rustc",
+        "platform": format!("linux/{}", super::local::go_arch()),
     }))
 }
 
@@ -164,7 +171,7 @@ async fn events_ns(
 }
 
 fn flag(q: &BTreeMap<String, String>, k: &str) -> bool {
-    q.get(k).is_some_and(|v| v == "true" || v == "1")
+    super::query_bool(q.get(k).map(String::as_str))
 }
 
 /// `pods/log`: container, previous, follow, tailLines.

@@ -41,7 +41,7 @@ fn unavailable(message: String) -> Response {
 }
 
 fn flag(q: &[(String, String)], key: &str) -> bool {
-    q.iter().any(|(k, v)| k == key && (v == "1" || v == "true"))
+    super::query_bool(q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()))
 }
 
 fn all<'a>(q: &'a [(String, String)], key: &'a str) -> impl Iterator<Item = &'a str> {

@@ -498,6 +498,9 @@ impl Front {
                     None,
                 )
             })?;
+            if kind.plural == "namespaces" {
+                self.delete_contents(name);
+            }
         }
         Ok(Json(json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
@@ -505,6 +508,28 @@ impl Front {
                         "uid": stored["metadata"]["uid"]},
         }))
         .into_response())
+    }
+
+    /// A namespace's deletion takes the objects made through the API in it, as the API
+    /// server's namespace controller does (their pods go with their owners). Objects of
+    /// manifest files stay: their files define them. Namespace names are DNS labels and
+    /// plurals have no `_`, so the file prefix names this namespace's objects only.
+    fn delete_contents(&self, ns: &str) {
+        let prefix = format!("_api_{ns}_");
+        let dir = &self.shared.config.manifest_dir;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+            {
+                if let Err(err) = std::fs::remove_file(e.path()) {
+                    tracing::warn!(
+                        "deleting namespace {ns}: removing {}: {err}",
+                        e.path().display()
+                    );
+                }
+            }
+        }
     }
 
     /// `deployments/scale` and `statefulsets/scale` (autoscaling/v1 Scale): get, and
