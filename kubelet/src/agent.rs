@@ -193,6 +193,7 @@ pub fn run(args: &Args) -> Result<()> {
             tracing::info!(addresses = ?config.dns.cluster_dns, domain = %config.dns.domain, "cluster DNS");
         }
         let api = crate::api::router(shared.clone());
+        crate::api::spawn_controllers(shared.clone());
         if !api_address.is_empty() {
             let addr: std::net::SocketAddr = api_address
                 .parse()

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod front;
 pub mod http;
 pub mod local;
+mod namespaces;
 mod paging;
 pub mod patch;
 pub mod registry;
@@ -18,6 +19,11 @@ pub mod workloads;
 pub mod write;
 
 /// The API's routes, the same on the unix socket and on the HTTPS port.
+/// The API's background work: the namespace controller.
+pub fn spawn_controllers(shared: std::sync::Arc<crate::state::Shared>) {
+    namespaces::spawn_controller(shared);
+}
+
 pub fn router(shared: std::sync::Arc<crate::state::Shared>) -> axum::Router {
     front::router(shared)
 }

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use super::front::{not_found, Front, Target};
 use super::registry::Kind;
-use super::{bad_request, patch, status_error};
+use super::{bad_request, namespaces, patch, status_error};
 use crate::store::write_atomic;
 
 /// The kinds the API writes.
@@ -164,10 +164,19 @@ impl Front {
                 .to_string();
             let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
             if let Some(s) = self.stored(kind, &ns, &name) {
-                for f in ["labels", "annotations", "uid", "creationTimestamp"] {
+                for f in [
+                    "labels",
+                    "annotations",
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                ] {
                     if !s["metadata"][f].is_null() {
                         o["metadata"][f] = s["metadata"][f].clone();
                     }
+                }
+                if kind.plural == "namespaces" && s["metadata"]["deletionTimestamp"].is_string() {
+                    o["status"]["phase"] = "Terminating".into();
                 }
             }
         }
@@ -333,6 +342,16 @@ impl Front {
     ) -> Result<Response, Response> {
         let mut obj = obj?;
         let name = self.check_body(kind, ns, &obj)?;
+        if kind.namespaced && namespaces::terminating(&self.shared, ns) {
+            return Err(status_error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", kind.qualified()),
+                Some(json!({"name": name, "group": kind.group, "kind": kind.plural,
+                            "causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace",
+                                        "message": format!("namespace {ns} is being terminated")}]})),
+            ));
+        }
         if self.current(kind, ns, &name).await?.is_some() || self.stored(kind, ns, &name).is_some()
         {
             return Err(status_error(
@@ -488,7 +507,15 @@ impl Front {
                 None => not_found(kind, name),
             });
         };
-        if !dry {
+        if dry {
+        } else if kind.plural == "namespaces" {
+            // Terminating first; the namespace controller collects (namespaces.rs).
+            let mut o = stored.clone();
+            if o["metadata"]["deletionTimestamp"].is_null() {
+                o["metadata"]["deletionTimestamp"] = namespaces::now().into();
+                self.store(kind, ns, name, &o)?;
+            }
+        } else {
             let path = self.managed_path(kind, ns, name);
             std::fs::remove_file(&path).map_err(|e| {
                 status_error(
@@ -498,9 +525,6 @@ impl Front {
                     None,
                 )
             })?;
-            if kind.plural == "namespaces" {
-                self.delete_contents(name);
-            }
         }
         Ok(Json(json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
@@ -508,28 +532,6 @@ impl Front {
                         "uid": stored["metadata"]["uid"]},
         }))
         .into_response())
-    }
-
-    /// A namespace's deletion takes the objects made through the API in it, as the API
-    /// server's namespace controller does (their pods go with their owners). Objects of
-    /// manifest files stay: their files define them. Namespace names are DNS labels and
-    /// plurals have no `_`, so the file prefix names this namespace's objects only.
-    fn delete_contents(&self, ns: &str) {
-        let prefix = format!("_api_{ns}_");
-        let dir = &self.shared.config.manifest_dir;
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(&prefix))
-            {
-                if let Err(err) = std::fs::remove_file(e.path()) {
-                    tracing::warn!(
-                        "deleting namespace {ns}: removing {}: {err}",
-                        e.path().display()
-                    );
-                }
-            }
-        }
     }
 
     /// `deployments/scale` and `statefulsets/scale` (autoscaling/v1 Scale): get, and
