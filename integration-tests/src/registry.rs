@@ -56,6 +56,9 @@ pub struct RegistryOptions {
     /// Serve this storage directory (another registry's: filled by pushes to that one)
     /// instead of a storage of its own.
     pub storage: Option<PathBuf>,
+    /// The registry (and the skopeo that fills it) run after this prefix, e.g. a node's
+    /// `nsenter --target PID --net --mount --`: 127.0.0.1 is then that namespace's loopback.
+    pub wrap: Vec<String>,
 }
 
 pub struct Registry {
@@ -150,7 +153,8 @@ impl Registry {
         let config_path = base.join("config.yml");
         fs::write(&config_path, config).expect("writing the registry config");
         let log = fs::File::create(&self.log).expect("registry log");
-        let child = Command::new("docker-registry")
+        let child = self
+            .wrapped("docker-registry")
             .arg("serve")
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -159,6 +163,29 @@ impl Registry {
             .spawn()
             .expect("starting docker-registry");
         self.child = Some(child);
+    }
+
+    /// `prog` after the options' `wrap` prefix.
+    fn wrapped(&self, prog: &str) -> Command {
+        match self.options.wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(prog);
+                c
+            }
+            None => Command::new(prog),
+        }
+    }
+
+    /// Whether the registry listens: a connection from here, or (wrapped: another network
+    /// namespace, which this process cannot connect into) its "listening on" log line.
+    fn listens(&self) -> bool {
+        if self.options.wrap.is_empty() {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        } else {
+            self.log_text()
+                .contains(&format!("listening on 127.0.0.1:{}", self.port))
+        }
     }
 
     /// Waits until the port accepts connections, or the registry exited.
@@ -171,7 +198,7 @@ impl Registry {
                     return false;
                 }
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if self.listens() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -233,7 +260,7 @@ impl Registry {
     /// Copies the image named `name` in the OCI layout `layout` to `repo:tag` (all the
     /// manifests of an index with `all`), keeping its digests.
     pub fn push_layout(&self, layout: &Path, name: &str, repo_tag: &str, all: bool) {
-        let mut cmd = Command::new("skopeo");
+        let mut cmd = self.wrapped("skopeo");
         cmd.args(["--insecure-policy", "copy", "--quiet", "--preserve-digests"]);
         if all {
             cmd.arg("--all");

@@ -19,7 +19,7 @@ use std::time::Duration;
 use integration_tests::agent::{container_status, Agent};
 use integration_tests::cri::{api, Client};
 use integration_tests::engines::have;
-use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node, IMAGE};
+use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node, IMAGE, SUBNET_PREFIX};
 use integration_tests::Value;
 
 const SECRET: &str = "s3cr3t-XYZZY";
@@ -739,4 +739,204 @@ async fn immutable_and_tokens_rrun_cri() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn immutable_and_tokens_containerd() {
     immutable_and_tokens(Endpoint::Containerd).await;
+}
+
+/// The API's port on the node (its own network namespace: any free port does).
+const API_PORT: u16 = 6443;
+const SA_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The `sleep` argument of the service account test's main container: one per endpoint, as
+/// the two tests may run at once.
+fn sleep_arg(ep: Endpoint) -> &'static str {
+    match ep {
+        Endpoint::RrunCri => "1000123",
+        Endpoint::Containerd => "1000124",
+    }
+}
+
+/// The host pid of the one `sleep ARG` process.
+fn pid_of_sleep(arg: &str) -> u32 {
+    let want = format!("sleep\0{arg}\0");
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+        })
+        .collect();
+    assert_eq!(pids.len(), 1, "sleep {arg} processes: {pids:?}");
+    pids[0]
+}
+
+/// The default `kube-api-access-*` volume, as the ServiceAccount admission plugin adds it:
+/// token, CA and namespace read from inside the container, the token's claims, a request
+/// to the agent's API with it from inside the pod (discovery answered, pods forbidden, as
+/// RBAC's default roles have it); a container with its own mount there keeps it; a pod
+/// that opts out has no mount.
+async fn service_account_token(ep: Endpoint) {
+    if skip_endpoint(ep) {
+        return;
+    }
+    let tag = format!("sa-{ep:?}").to_lowercase();
+    let cgroups = CgroupRoot::new(&format!("agent-{tag}"));
+    let node = Node::start();
+    let engine = start_engine(ep, &node).await;
+    let socket = engine.socket();
+    let mut agent = Agent::start(
+        &node,
+        &socket,
+        &cgroups,
+        &tag,
+        &[format!("--api-address=0.0.0.0:{API_PORT}")],
+    );
+    agent.write_manifest(
+        "sa.yaml",
+        &format!(
+            "{}  - name: own\n    image: {IMAGE}\n    imagePullPolicy: Never\n    command: [sh, -c, 'exec sleep 1000000']\n    volumeMounts: [{{name: mine, mountPath: {SA_PATH}}}]\n  volumes: [{{name: mine, emptyDir: {{}}}}]\n",
+            simple_pod("sa", "", "")
+                .replace("sleep 1000000", &format!("sleep {}", sleep_arg(ep)))
+        ),
+    );
+    agent.write_manifest(
+        "optout.yaml",
+        &simple_pod("optout", "", "  automountServiceAccountToken: false\n"),
+    );
+    let running = |p: &Value| {
+        ["main", "own"]
+            .iter()
+            .all(|c| container_status(p, c).is_some_and(|s| s["state"]["running"].is_object()))
+    };
+    let p = agent.wait_pod("sa", Duration::from_secs(90), "sa Running", running);
+    let id = container_id(&p, "main");
+    let own = container_id(&p, "own");
+
+    // The pod as the API server would have admitted it.
+    assert_eq!(p["spec"]["serviceAccountName"], "default");
+    let vol = p["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| {
+            v["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("kube-api-access-"))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no kube-api-access volume: {p}"));
+    let sources = &vol["projected"]["sources"];
+    assert_eq!(sources[0]["serviceAccountToken"]["expirationSeconds"], 3607);
+    assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+    assert_eq!(vol["projected"]["defaultMode"], 420);
+
+    // The three files, read-only, from inside the container.
+    let ns = out(&socket, &id, &format!("cat {SA_PATH}/namespace")).await;
+    assert_eq!(ns, "default");
+    let ca = out(&socket, &id, &format!("cat {SA_PATH}/ca.crt")).await;
+    let node_ca = std::fs::read_to_string(agent.root_dir.join("pki/ca.crt")).expect("the CA");
+    assert_eq!(ca, node_ca, "ca.crt is not the API's CA");
+    let (code, _, _) = exec(&socket, &id, &format!("touch {SA_PATH}/x")).await;
+    assert_ne!(code, 0, "the service account volume is writable");
+    let token = out(&socket, &id, &format!("cat {SA_PATH}/token")).await;
+    let public = std::fs::read_to_string(agent.root_dir.join("sa.pub")).expect("sa.pub");
+    let c = verify_token(&token, &public);
+    assert_eq!(c["sub"], "system:serviceaccount:default:default");
+    assert_eq!(
+        c["aud"],
+        serde_json::json!(["https://kubernetes.default.svc.cluster.local"])
+    );
+    assert_eq!(
+        c["exp"].as_i64().zip(c["iat"].as_i64()).map(|(e, i)| e - i),
+        Some(3607),
+        "{c}"
+    );
+    assert_eq!(c["kubernetes.io"]["pod"]["name"], "sa");
+    // A container with its own mount there keeps it.
+    let mine = out(&socket, &own, &format!("ls -A {SA_PATH}")).await;
+    assert_eq!(mine, "", "the emptyDir mounted there got the token");
+
+    // The agent's API, from the pod's network namespace, with the token and ca.crt the pod
+    // got: curl, because busybox's wget shares no TLS cipher suite with rustls (handshake
+    // failure). The serving certificate names localhost: `--resolve` sends that name to
+    // the pod's gateway, the node.
+    let netns = format!("/proc/{}/ns/net", pid_of_sleep(sleep_arg(ep)));
+    let ca_file = node.dir().join("pod-ca.crt");
+    std::fs::write(&ca_file, &ca).expect("writing ca.crt");
+    let curl = |token: &str, path: &str| {
+        let o = std::process::Command::new("nsenter")
+            .arg(format!("--net={netns}"))
+            .args(["--", "curl", "-sS", "--max-time", "60", "--cacert"])
+            .arg(&ca_file)
+            .arg("--resolve")
+            .arg(format!("localhost:{API_PORT}:{SUBNET_PREFIX}1"))
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {}", token.trim()))
+            .arg("-w")
+            .arg("\n%{http_code}")
+            .arg(format!("https://localhost:{API_PORT}{path}"))
+            .output()
+            .expect("nsenter curl");
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "curl {path}: {text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), body.to_string())
+    };
+    let (code, body) = curl(&token, "/api");
+    assert_eq!(code, "200", "{body}");
+    let versions: Value = serde_json::from_str(&body).expect("/api JSON");
+    assert_eq!(versions["kind"], "APIVersions");
+    let (code, body) = curl(&token, "/api/v1/namespaces/default/pods");
+    assert_eq!(code, "403", "{body}");
+    let status: Value = serde_json::from_str(&body).expect("Status JSON");
+    assert_eq!(
+        status["message"],
+        "pods is forbidden: User \"system:serviceaccount:default:default\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+    );
+    let (code, _) = curl("nope", "/api");
+    assert_eq!(code, "401");
+
+    // Opted out: no volume, no mount.
+    let p = agent.wait_pod("optout", Duration::from_secs(90), "optout Running", |p| {
+        container_status(p, "main").is_some_and(|s| s["state"]["running"].is_object())
+    });
+    assert!(
+        !p["spec"].to_string().contains("kube-api-access-"),
+        "{}",
+        p["spec"]
+    );
+    let oid = container_id(&p, "main");
+    let mounts = out(&socket, &oid, "cat /proc/mounts").await;
+    assert!(!mounts.contains("serviceaccount"), "{mounts}");
+    let (code, _, _) = exec(&socket, &oid, &format!("ls {SA_PATH}")).await;
+    assert_ne!(code, 0, "{SA_PATH} exists in the opted-out pod");
+
+    // The token is in no log.
+    assert!(!agent.log_text().contains(token.trim()));
+    for f in ["sa.yaml", "optout.yaml"] {
+        agent.remove_manifest(f);
+    }
+    for name in ["sa", "optout"] {
+        agent.wait_gone(name, Duration::from_secs(90));
+    }
+    assert_eq!(
+        node_mounts_under(&node, &agent.root_dir),
+        Vec::<String>::new()
+    );
+    agent.assert_alive();
+    drop(agent);
+    drop(engine);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_token_rrun_cri() {
+    service_account_token(Endpoint::RrunCri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_token_containerd() {
+    service_account_token(Endpoint::Containerd).await;
 }

@@ -261,6 +261,10 @@ pub fn run(args: &Args) -> Result<()> {
         tokio::spawn(async move {
             let mut m = manifest::Dir::default();
             let mut objects = crate::objects::Objects::pinned_under(&pins);
+            match crate::api::tls::root_ca(&pins) {
+                Ok(pem) => objects.publish_root_ca(&pem),
+                Err(e) => tracing::error!("the API's CA for kube-root-ca.crt: {e}"),
+            }
             loop {
                 let n = s3.scans.begin();
                 m.rescan(&dir);
@@ -293,6 +297,9 @@ pub fn run(args: &Args) -> Result<()> {
                     g.manifest_errors = errors;
                     ctl.set_objects(workloads);
                     desired.extend(ctl.pods.clone());
+                    for d in desired.values_mut() {
+                        crate::service_account::admit(&mut d.pod);
+                    }
                     g.desired = desired;
                 }
                 s3.wake.notify_one();

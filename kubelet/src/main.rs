@@ -30,6 +30,7 @@ mod quantity;
 mod reconcile;
 mod resources;
 mod rollout_cli;
+mod service_account;
 mod spec;
 mod state;
 mod status;

@@ -330,6 +330,8 @@ pub struct Objects {
     pub generation: u64,
     /// Where immutable objects are pinned (none: in memory only, as in unit tests).
     pins: Option<Pins>,
+    /// The `kube-root-ca.crt` ConfigMap, in every namespace (see [`Objects::publish_root_ca`]).
+    root_ca: Option<Object>,
 }
 
 impl Objects {
@@ -342,7 +344,26 @@ impl Objects {
     }
 
     pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Option<&Object> {
-        self.items.get(&(kind, ns.to_string(), name.to_string()))
+        self.items
+            .get(&(kind, ns.to_string(), name.to_string()))
+            .or_else(|| {
+                let root_ca =
+                    kind == Kind::ConfigMap && name == crate::service_account::ROOT_CA_CONFIG_MAP;
+                self.root_ca.as_ref().filter(|_| root_ca)
+            })
+    }
+
+    /// Publishes `ca_pem` as the `kube-root-ca.crt` ConfigMap (key `ca.crt`) of every
+    /// namespace, as the controller manager's root-ca-cert-publisher does; the pods'
+    /// `kube-api-access-*` volumes read it. A manifest's own object of that name wins.
+    pub fn publish_root_ca(&mut self, ca_pem: &str) {
+        self.root_ca = Some(Object {
+            data: [("ca.crt".to_string(), ca_pem.as_bytes().to_vec())].into(),
+            immutable: false,
+            binary: Default::default(),
+            type_: String::new(),
+        });
+        self.generation += 1;
     }
 
     #[cfg(test)]

@@ -33,7 +33,7 @@ fn key_host(key: &str) -> &str {
     }
 }
 
-fn auth_of(server: &str, entry: &Value) -> api::AuthConfig {
+fn auth_of(entry: &Value) -> api::AuthConfig {
     let s = |k: &str| {
         entry
             .get(k)
@@ -56,7 +56,10 @@ fn auth_of(server: &str, entry: &Value) -> api::AuthConfig {
         username,
         password,
         auth,
-        server_address: server.to_string(),
+        // Empty, as the kubelet's keyring leaves it: containerd's CRI parses a non-empty
+        // one as a URL and refuses a bare `host:port` ("first path segment in URL cannot
+        // contain colon"); the match on the image's registry is done here already.
+        server_address: String::new(),
         identity_token: s("identitytoken"),
         registry_token: s("registrytoken"),
     }
@@ -87,7 +90,7 @@ pub fn auth_for(pod: &Pod, objects: &Objects, image: &str) -> Option<api::AuthCo
         };
         for (key, entry) in &auths {
             if key_host(key) == want {
-                return Some(auth_of(key, entry));
+                return Some(auth_of(entry));
             }
         }
     }
@@ -106,13 +109,12 @@ mod tests {
         assert_eq!(registry_of("localhost/x"), "localhost");
         assert_eq!(key_host("https://index.docker.io/v1/"), "docker.io");
         let a = auth_of(
-            "reg:5000",
             &serde_json::json!({"auth": base64::engine::general_purpose::STANDARD.encode("bob:s3cret")}),
         );
         assert_eq!(
             (a.username.as_str(), a.password.as_str()),
             ("bob", "s3cret")
         );
-        assert_eq!(a.server_address, "reg:5000");
+        assert_eq!(a.server_address, "");
     }
 }

@@ -231,7 +231,12 @@ pub async fn run(shared: Arc<Shared>) {
                 continue;
             }
         };
-        let desired: Vec<Desired> = shared.lock().desired.values().cloned().collect();
+        let mut desired: Vec<Desired> = shared.lock().desired.values().cloned().collect();
+        // The manifest scan admits its pods; the controllers' pods may reach `desired`
+        // between two scans (admission is idempotent).
+        for d in &mut desired {
+            crate::service_account::admit(&mut d.pod);
+        }
         let wanted: HashSet<String> = desired.iter().map(|d| d.uid.clone()).collect();
         admit(&shared, &desired, &snap);
         for d in desired {

@@ -49,8 +49,11 @@ pub async fn start(root: &Path, addr: SocketAddr, router: Router) -> Result<Path
         .map_err(|e| TlsError::Bind(addr, e))?;
     let kubeconfig = root.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &pki, addr)?;
-    let token = Arc::new(pki.token.clone());
-    let router = router.layer(axum::middleware::from_fn_with_state(token, require_token));
+    let creds = Arc::new(Credentials {
+        admin: pki.token.clone(),
+        root: root.to_path_buf(),
+    });
+    let router = router.layer(axum::middleware::from_fn_with_state(creds, require_token));
     tokio::spawn(serve(listener, pki.server, router));
     Ok(kubeconfig)
 }
@@ -123,17 +126,21 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
-/// Loads or makes the CA, the token and the serving certificate for `addr`.
-pub fn ensure(root: &Path, addr: SocketAddr) -> Result<Pki, TlsError> {
+/// `<root>/pki/` (0700), made if needed.
+fn pki_dir(root: &Path) -> Result<PathBuf, TlsError> {
     let dir = root.join("pki");
     io(&dir, std::fs::create_dir_all(&dir))?;
     io(
         &dir,
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)),
     )?;
-    let (key_path, crt_path, tok_path) =
-        (dir.join("ca.key"), dir.join("ca.crt"), dir.join("token"));
-    let (ca_key, ca_pem) = match (read_opt(&key_path)?, read_opt(&crt_path)?) {
+    Ok(dir)
+}
+
+/// Loads or makes the CA: its key and its certificate (PEM).
+fn ca(dir: &Path) -> Result<(KeyPair, String), TlsError> {
+    let (key_path, crt_path) = (dir.join("ca.key"), dir.join("ca.crt"));
+    Ok(match (read_opt(&key_path)?, read_opt(&crt_path)?) {
         (Some(k), Some(c)) => (KeyPair::from_pem(&k)?, c),
         _ => {
             let key = KeyPair::generate()?;
@@ -142,7 +149,20 @@ pub fn ensure(root: &Path, addr: SocketAddr) -> Result<Pki, TlsError> {
             write_private(&crt_path, cert.pem().as_bytes())?;
             (key, cert.pem())
         }
-    };
+    })
+}
+
+/// The API's CA certificate (PEM), made at the first call: what pods get as the
+/// `kube-root-ca.crt` ConfigMap's `ca.crt`, whether or not the HTTPS API is served.
+pub fn root_ca(root: &Path) -> Result<String, TlsError> {
+    ca(&pki_dir(root)?).map(|(_, pem)| pem)
+}
+
+/// Loads or makes the CA, the token and the serving certificate for `addr`.
+pub fn ensure(root: &Path, addr: SocketAddr) -> Result<Pki, TlsError> {
+    let dir = pki_dir(root)?;
+    let tok_path = dir.join("token");
+    let (ca_key, ca_pem) = ca(&dir)?;
     let token = match read_opt(&tok_path)?.map(|t| t.trim().to_string()) {
         Some(t) if !t.is_empty() => t,
         _ => {
@@ -205,16 +225,41 @@ pub fn write_kubeconfig(path: &Path, pki: &Pki, addr: SocketAddr) -> Result<(), 
     write_private(path, text.as_bytes())
 }
 
-/// Answers 401 (as the API server words it) unless the request bears the token.
-pub async fn require_token(State(token): State<Arc<String>>, req: Request, next: Next) -> Response {
+/// The bearer tokens the API takes: the admin's (anything goes), and service account tokens
+/// of this node's issuer (`volumes::token`), which may do what `service_account::authorize`
+/// lets them.
+pub struct Credentials {
+    pub admin: String,
+    /// The agent's root dir, where the token issuer's key is.
+    pub root: PathBuf,
+}
+
+/// Answers 401 (as the API server words it) unless the request bears a token the API
+/// takes, and 403 when a service account's token asks for more than it may.
+pub async fn require_token(
+    State(creds): State<Arc<Credentials>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim);
-    match given {
-        Some(t) if same(t.as_bytes(), token.as_bytes()) => next.run(req).await,
+    if given.is_some_and(|t| same(t.as_bytes(), creds.admin.as_bytes())) {
+        return next.run(req).await;
+    }
+    match given.and_then(|t| crate::volumes::token::authenticate(&creds.root, t)) {
+        Some(user) => {
+            let uri = req.uri();
+            let (method, path) = (req.method().as_str(), uri.path());
+            let query = uri.query().unwrap_or("");
+            match crate::service_account::authorize(method, path, query, &user) {
+                Ok(()) => next.run(req).await,
+                Err(msg) => status_error(StatusCode::FORBIDDEN, "Forbidden", msg, None),
+            }
+        }
         _ => status_error(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",

@@ -220,6 +220,23 @@ pub fn project(
     Ok(())
 }
 
+/// The user a bearer token of this node's issuer stands for (`system:serviceaccount:NS:SA`),
+/// if it verifies with the node's key, has not expired and is meant for the API (its
+/// audience). Unlike the API server, the bound pod is not looked up: a token of a deleted
+/// pod is good until it expires.
+pub fn authenticate(root: &Path, token: &str) -> Option<String> {
+    let i = issuer(root).ok()?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_audience(&[ISSUER]);
+    v.set_issuer(&[ISSUER]);
+    v.leeway = 0;
+    let t = jsonwebtoken::decode::<Value>(token, &i.verify, &v).ok()?;
+    t.claims["sub"]
+        .as_str()
+        .filter(|s| s.starts_with("system:serviceaccount:"))
+        .map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +284,29 @@ mod tests {
         assert_eq!(c["aud"], json!(["vault"]));
         assert_eq!(c["kubernetes.io"]["pod"], json!({"name": "p", "uid": "u1"}));
         assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 600);
+        // Not for the API (audience vault): no API user; for the API: the service account.
+        assert_eq!(authenticate(root.path(), &token), None);
+        let api_src = ServiceAccountTokenProjection {
+            audience: None,
+            ..src.clone()
+        };
+        let mut q = Payload::new();
+        project(
+            root.path(),
+            vol.path(),
+            &pod,
+            &facts,
+            &api_src,
+            0o644,
+            &mut q,
+        )
+        .unwrap();
+        let api_token = String::from_utf8(q["t/token"].data.clone()).unwrap();
+        assert_eq!(
+            authenticate(root.path(), &api_token).as_deref(),
+            Some("system:serviceaccount:ns:robot")
+        );
+        assert_eq!(authenticate(root.path(), &api_token[1..]), None);
         // In the volume and young: kept; older than 80% of its life: replaced.
         super::super::atomic_writer::write(vol.path(), &p).unwrap();
         let mut again = Payload::new();
