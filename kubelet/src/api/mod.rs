@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod front;
 pub mod http;
 pub mod local;
+pub mod openapi;
 pub mod patch;
 pub mod registry;
 pub mod rest;
