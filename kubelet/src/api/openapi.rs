@@ -106,13 +106,24 @@ fn schemas(kinds: &[&Kind]) -> Map<String, Value> {
             gvks.push(add(&mut gen));
         }
     }
-    if kinds.iter().any(|k| k.subresources.iter().any(|s| s.1 == "Scale")) {
+    if kinds
+        .iter()
+        .any(|k| k.subresources.iter().any(|s| s.1 == "Scale"))
+    {
         gvks.push(add::<k8s_openapi::api::autoscaling::v1::Scale>(&mut gen));
     }
     let mut schemas = gen.take_definitions(true);
     for (name, gvk) in gvks {
         if let Some(Value::Object(s)) = schemas.get_mut(&name) {
             s.insert("x-kubernetes-group-version-kind".into(), gvk);
+            // k8s-openapi's `metadata` is not an Option, so schemars lists it as required;
+            // the API server's does not (`explain` would print `-required-` beside it).
+            if let Some(Value::Array(req)) = s.get_mut("required") {
+                req.retain(|f| f != "metadata");
+                if req.is_empty() {
+                    s.remove("required");
+                }
+            }
         }
     }
     for (name, schema) in schemas.iter_mut() {
@@ -349,8 +360,15 @@ impl Validation {
 /// Drops `obj`'s fields that `kind`'s schema does not have, as decoding into the API
 /// server's types does; Strict refuses them with the API server's 400 instead. Answers the
 /// warnings (one per field) Warn sends back.
-pub fn unknown_fields(kind: &Kind, obj: &mut Value, mode: Validation) -> Result<Vec<String>, Response> {
-    let Some(doc) = docs().iter().find(|d| d.path == gv_path(kind.group, kind.version)) else {
+pub fn unknown_fields(
+    kind: &Kind,
+    obj: &mut Value,
+    mode: Validation,
+) -> Result<Vec<String>, Response> {
+    let Some(doc) = docs()
+        .iter()
+        .find(|d| d.path == gv_path(kind.group, kind.version))
+    else {
         return Ok(Vec::new());
     };
     let gvk = json!({"group": kind.group, "version": kind.version, "kind": kind.kind});
@@ -362,11 +380,21 @@ pub fn unknown_fields(kind: &Kind, obj: &mut Value, mode: Validation) -> Result<
         return Ok(Vec::new());
     };
     let mut found = Vec::new();
-    walk(&doc.schemas, schema, obj, "", &mut found, mode == Validation::Strict);
+    walk(
+        &doc.schemas,
+        schema,
+        obj,
+        "",
+        &mut found,
+        mode == Validation::Strict,
+    );
     if found.is_empty() {
         return Ok(found);
     }
-    let fields: Vec<String> = found.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    let fields: Vec<String> = found
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
     match mode {
         Validation::Strict => Err(super::bad_request(format!(
             "{k} in version \"{v}\" cannot be handled as a {k}: strict decoding error: {}",
@@ -409,7 +437,14 @@ fn resolve<'a>(all: &'a Map<String, Value>, s: &'a Value) -> &'a Value {
     s
 }
 
-fn walk(all: &Map<String, Value>, schema: &Value, v: &mut Value, at: &str, found: &mut Vec<String>, keep: bool) {
+fn walk(
+    all: &Map<String, Value>,
+    schema: &Value,
+    v: &mut Value,
+    at: &str,
+    found: &mut Vec<String>,
+    keep: bool,
+) {
     let s = resolve(all, schema);
     if s["x-kubernetes-preserve-unknown-fields"] == true {
         return;
@@ -419,7 +454,11 @@ fn walk(all: &Map<String, Value>, schema: &Value, v: &mut Value, at: &str, found
             if let Some(props) = s["properties"].as_object() {
                 let mut drop = Vec::new();
                 for (k, child) in m.iter_mut() {
-                    let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                    let path = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
                     match props.get(k) {
                         Some(p) => walk(all, p, child, &path, found, keep),
                         None => {
@@ -435,7 +474,11 @@ fn walk(all: &Map<String, Value>, schema: &Value, v: &mut Value, at: &str, found
                 }
             } else if let Some(ap) = s.get("additionalProperties").filter(|a| a.is_object()) {
                 for (k, child) in m.iter_mut() {
-                    let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                    let path = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
                     walk(all, ap, child, &path, found, keep);
                 }
             }
@@ -467,7 +510,12 @@ mod tests {
         let names: Vec<&str> = paths.keys().map(String::as_str).collect();
         assert_eq!(
             names,
-            ["api/v1", "apis/apps/v1", "apis/batch/v1", "apis/discovery.k8s.io/v1"]
+            [
+                "api/v1",
+                "apis/apps/v1",
+                "apis/batch/v1",
+                "apis/discovery.k8s.io/v1"
+            ]
         );
         let url = paths["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap();
         assert!(url.starts_with("/openapi/v3/apis/apps/v1?hash="), "{url}");
@@ -501,18 +549,22 @@ mod tests {
             let name = name.strip_prefix(COMPONENTS).unwrap();
             assert!(s.get(name).is_some(), "{name}");
         }
-        assert!(s["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]["description"]
-            .as_str()
-            .unwrap()
-            .starts_with("List of containers"));
+        assert!(
+            s["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("List of containers")
+        );
         assert_eq!(
-            s["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]["x-kubernetes-patch-merge-key"],
+            s["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]
+                ["x-kubernetes-patch-merge-key"],
             "name"
         );
         assert_eq!(
             s["io.k8s.api.autoscaling.v1.Scale"]["x-kubernetes-group-version-kind"][0]["group"],
             "autoscaling"
         );
+        assert!(d.get("required").is_none(), "{}", d["required"]);
         let core = doc("api/v1");
         let pod = &core["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
         assert_eq!(pod["x-kubernetes-group-version-kind"][0]["group"], "");
@@ -545,7 +597,12 @@ mod tests {
     #[test]
     fn hash_query() {
         let d = &docs()[1];
-        let ok = serve("/openapi/v3/apis/apps/v1", Some(&format!("hash={}", d.hash)), None).unwrap();
+        let ok = serve(
+            "/openapi/v3/apis/apps/v1",
+            Some(&format!("hash={}", d.hash)),
+            None,
+        )
+        .unwrap();
         assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(ok.headers()[header::CACHE_CONTROL], "public, immutable");
         let old = serve("/openapi/v3/apis/apps/v1", Some("hash=0"), None).unwrap();
@@ -555,7 +612,10 @@ mod tests {
 
     #[test]
     fn unknown_fields_as_the_api_server_names_them() {
-        let kind = registry::KINDS.iter().find(|k| k.kind == "Deployment").unwrap();
+        let kind = registry::KINDS
+            .iter()
+            .find(|k| k.kind == "Deployment")
+            .unwrap();
         let mut obj = json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "d", "labels": {"any": "x"}, "bogus": 1},
@@ -577,6 +637,8 @@ mod tests {
         // Warn and Ignore drop them, as decoding into the API server's types does.
         assert!(obj["spec"].get("foo").is_none());
         assert_eq!(obj["metadata"]["labels"]["any"], "x");
-        assert!(unknown_fields(kind, &mut obj, Validation::Strict).unwrap().is_empty());
+        assert!(unknown_fields(kind, &mut obj, Validation::Strict)
+            .unwrap()
+            .is_empty());
     }
 }

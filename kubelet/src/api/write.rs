@@ -282,9 +282,7 @@ impl Front {
         };
         let result = match (method, t.name.clone()) {
             (Method::POST, None) => self.create(kind, &ns, checked(&body), dry).await,
-            (Method::PUT, Some(name)) => {
-                self.replace(kind, &ns, &name, checked(&body), dry).await
-            }
+            (Method::PUT, Some(name)) => self.replace(kind, &ns, &name, checked(&body), dry).await,
             (Method::PATCH, Some(name)) => {
                 self.patch(kind, &ns, &name, &ctype, &body, dry, validation)
                     .await
