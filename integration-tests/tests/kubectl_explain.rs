@@ -170,11 +170,18 @@ fn validation(k: &Kubectl, dir: &Path, i: usize) {
         k.ok(&["apply", "-f", &f]).trim(),
         format!("configmap/{cm} created")
     );
+    // The API server's words for a strategic merge patch: 422, the patch (as Go prints it)
+    // invalid.
     fs::write(&file, configmap(&cm, "  foo: 1\n")).expect("yaml");
     fails_with(
         k,
         &["apply", "-f", &f],
-        &strict("ConfigMap", "metadata.foo"),
+        r#"is invalid: patch: Invalid value: "map[metadata:map[annotations:map[kubectl.kubernetes.io/last-applied-configuration:"#,
+    );
+    fails_with(
+        k,
+        &["apply", "-f", &f],
+        r#"foo:1]]": strict decoding error: unknown field "metadata.foo""#,
     );
 
     // Warn: the API server's warning, the object made without the field.

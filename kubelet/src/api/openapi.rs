@@ -365,6 +365,63 @@ pub fn unknown_fields(
     obj: &mut Value,
     mode: Validation,
 ) -> Result<Vec<String>, Response> {
+    check(kind, obj, mode).map_err(|fields| {
+        super::bad_request(format!(
+            "{k} in version \"{v}\" cannot be handled as a {k}: strict decoding error: {}",
+            fields.join(", "),
+            k = kind.kind,
+            v = kind.version,
+        ))
+    })
+}
+
+/// The same for the object a patch made, refused as the API server refuses it there: 422,
+/// the field `patch` invalid, its value the patch as Go prints a map (strategic merge
+/// patch) or the patched object (JSON and merge patch).
+pub fn unknown_fields_patched(
+    kind: &Kind,
+    obj: &mut Value,
+    mode: Validation,
+    patch: &Value,
+    strategic: bool,
+) -> Result<Vec<String>, Response> {
+    let shown = if strategic {
+        go_value(patch)
+    } else {
+        obj.to_string()
+    };
+    check(kind, obj, mode).map_err(|fields| {
+        let why = format!("strict decoding error: {}", fields.join(", "));
+        let message = format!("Invalid value: {shown:?}: {why}");
+        super::status_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!(" \"\" is invalid: patch: {message}"),
+            Some(json!({"causes": [{"reason": "FieldValueInvalid", "message": message, "field": "patch"}]})),
+        )
+    })
+}
+
+/// `fmt.Sprintf("%+v", v)` of the `map[string]interface{}` Go decodes JSON into.
+fn go_value(v: &Value) -> String {
+    match v {
+        Value::Null => "<nil>".into(),
+        Value::String(s) => s.clone(),
+        Value::Bool(_) | Value::Number(_) => v.to_string(),
+        Value::Array(a) => format!("[{}]", a.iter().map(go_value).collect::<Vec<_>>().join(" ")),
+        // serde_json's map is ordered by key, as Go prints maps.
+        Value::Object(m) => format!(
+            "map[{}]",
+            m.iter()
+                .map(|(k, v)| format!("{k}:{}", go_value(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    }
+}
+
+/// Warnings for Warn, nothing for Ignore (both drop the fields); the fields for Strict.
+fn check(kind: &Kind, obj: &mut Value, mode: Validation) -> Result<Vec<String>, Vec<String>> {
     let Some(doc) = docs()
         .iter()
         .find(|d| d.path == gv_path(kind.group, kind.version))
@@ -380,30 +437,16 @@ pub fn unknown_fields(
         return Ok(Vec::new());
     };
     let mut found = Vec::new();
-    walk(
-        &doc.schemas,
-        schema,
-        obj,
-        "",
-        &mut found,
-        mode == Validation::Strict,
-    );
-    if found.is_empty() {
-        return Ok(found);
-    }
+    let strict = mode == Validation::Strict;
+    walk(&doc.schemas, schema, obj, "", &mut found, strict);
     let fields: Vec<String> = found
         .iter()
         .map(|f| format!("unknown field \"{f}\""))
         .collect();
     match mode {
-        Validation::Strict => Err(super::bad_request(format!(
-            "{k} in version \"{v}\" cannot be handled as a {k}: strict decoding error: {}",
-            fields.join(", "),
-            k = kind.kind,
-            v = kind.version,
-        ))),
+        Validation::Strict if !fields.is_empty() => Err(fields),
         Validation::Warn => Ok(fields),
-        Validation::Ignore => Ok(Vec::new()),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -640,5 +683,14 @@ mod tests {
         assert!(unknown_fields(kind, &mut obj, Validation::Strict)
             .unwrap()
             .is_empty());
+
+        let patch = json!({"data": {"a": "b"}, "metadata": {"foo": 1, "l": [true, null]}});
+        assert_eq!(
+            go_value(&patch),
+            "map[data:map[a:b] metadata:map[foo:1 l:[true <nil>]]]"
+        );
+        let mut patched = json!({"kind": "Deployment", "metadata": {"name": "d", "foo": 1}});
+        let r = unknown_fields_patched(kind, &mut patched, Validation::Strict, &patch, true);
+        assert_eq!(r.unwrap_err().status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

@@ -482,7 +482,8 @@ impl Front {
             }
         }
         // The API server checks the patched object, not the patch.
-        let warnings = openapi::unknown_fields(kind, &mut obj, validation)?;
+        let strategic = ctype == "application/strategic-merge-patch+json";
+        let warnings = openapi::unknown_fields_patched(kind, &mut obj, validation, &p, strategic)?;
         let given = obj["metadata"]["resourceVersion"].as_str().unwrap_or("");
         if !given.is_empty() && cur["metadata"]["resourceVersion"].as_str() != Some(given) {
             return Err(conflict(kind, name));
