@@ -165,20 +165,12 @@ impl Front {
     async fn handle(self: Arc<Self>, req: Request) -> Response {
         let path = req.uri().path().to_string();
         if req.method() == Method::GET {
-            if path == "/openapi/v2" {
-                let accept = req
-                    .headers()
-                    .get(header::ACCEPT)
-                    .and_then(|h| h.to_str().ok());
-                if accept.is_some_and(|a| a.contains("protobuf")) {
-                    let ct = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
-                    return (
-                        [(header::CONTENT_TYPE, ct)],
-                        discovery::openapi_v2_protobuf(),
-                    )
-                        .into_response();
-                }
-                return Json(discovery::openapi_v2_json()).into_response();
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|h| h.to_str().ok());
+            if let Some(r) = super::openapi::serve(&path, req.uri().query(), accept) {
+                return r;
             }
             if let Some(doc) = discovery::document(&path) {
                 return Json(doc).into_response();

@@ -7,6 +7,7 @@ pub mod front;
 pub mod http;
 pub mod local;
 mod namespaces;
+pub mod openapi;
 mod paging;
 pub mod patch;
 pub mod registry;

@@ -138,7 +138,7 @@ pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
 }
 
 /// The merge key of a list field of the built-in types (None: the list is replaced).
-fn merge_key(field: &str, service: bool) -> Option<&'static str> {
+pub(super) fn merge_key(field: &str, service: bool) -> Option<&'static str> {
     Some(match field {
         "containers"
         | "initContainers"

@@ -24,6 +24,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Value};
 
 use super::front::{not_found, Front, Target};
+use super::openapi::{self, Validation};
 use super::registry::Kind;
 use super::{bad_request, namespaces, patch, status_error};
 use crate::store::write_atomic;
@@ -267,6 +268,7 @@ impl Front {
             .uri()
             .query()
             .is_some_and(|q| q.split('&').any(|p| p == "dryRun=All"));
+        let validation = Validation::from_query(req.uri().query());
         let body: Bytes = match axum::body::to_bytes(req.into_body(), 16 << 20).await {
             Ok(b) => b,
             Err(e) => return bad_request(e.to_string()),
@@ -281,10 +283,19 @@ impl Front {
                 })
         };
         let ns = t.ns.clone().unwrap_or_default();
+        let mut warnings = Vec::new();
+        let mut checked = |b: &Bytes| {
+            let mut obj = parse(b)?;
+            warnings = openapi::unknown_fields(kind, &mut obj, validation)?;
+            Ok(obj)
+        };
         let result = match (method, t.name.clone()) {
-            (Method::POST, None) => self.create(kind, &ns, parse(&body), dry).await,
-            (Method::PUT, Some(name)) => self.replace(kind, &ns, &name, parse(&body), dry).await,
-            (Method::PATCH, Some(name)) => self.patch(kind, &ns, &name, &ctype, &body, dry).await,
+            (Method::POST, None) => self.create(kind, &ns, checked(&body), dry).await,
+            (Method::PUT, Some(name)) => self.replace(kind, &ns, &name, checked(&body), dry).await,
+            (Method::PATCH, Some(name)) => {
+                self.patch(kind, &ns, &name, &ctype, &body, dry, validation)
+                    .await
+            }
             (Method::DELETE, Some(name)) => self.delete(kind, &ns, &name, dry).await,
             _ => Err(status_error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -294,7 +305,8 @@ impl Front {
             )),
         };
         match result {
-            Ok(r) => {
+            Ok(mut r) => {
+                openapi::warn(&mut r, &warnings);
                 if !dry {
                     self.shared.scans.settle().await;
                 }
@@ -440,6 +452,8 @@ impl Front {
         Ok(Json(obj.clone()).into_response())
     }
 
+    // The parts of one request, each used once.
+    #[allow(clippy::too_many_arguments)]
     async fn patch(
         &self,
         kind: &'static Kind,
@@ -448,6 +462,7 @@ impl Front {
         ctype: &str,
         body: &Bytes,
         dry: bool,
+        validation: Validation,
     ) -> Result<Response, Response> {
         let p: Value = serde_json::from_slice(body)
             .map_err(|e| bad_request(format!("the patch is not JSON: {e}")))?;
@@ -485,11 +500,16 @@ impl Front {
                 ))
             }
         }
+        // The API server checks the patched object, not the patch.
+        let strategic = ctype == "application/strategic-merge-patch+json";
+        let warnings = openapi::unknown_fields_patched(kind, &mut obj, validation, &p, strategic)?;
         let given = obj["metadata"]["resourceVersion"].as_str().unwrap_or("");
         if !given.is_empty() && cur["metadata"]["resourceVersion"].as_str() != Some(given) {
             return Err(conflict(kind, name));
         }
-        self.finish(kind, ns, name, &mut obj, &stored, dry)
+        let mut r = self.finish(kind, ns, name, &mut obj, &stored, dry)?;
+        openapi::warn(&mut r, &warnings);
+        Ok(r)
     }
 
     async fn delete(

@@ -1,0 +1,236 @@
+//! The stock kubectl (1.27 and 1.33) reads rrun-kubelet's OpenAPI v3 documents: `explain`
+//! prints the API server's GROUP/KIND/VERSION/FIELD/DESCRIPTION/FIELDS for a field path and
+//! the whole tree with `--recursive`. With the schemas served, `apply` and `create -f` with
+//! the default `--validate=strict` get the API server's strict decoding error for an unknown
+//! field (on a create and on the patch of a second apply), `--validate=warn` gets its
+//! warning and the field dropped, and a correct file still applies.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use integration_tests::agent::Agent;
+use integration_tests::engines::have;
+use integration_tests::kubectl::{self, Kubectl, VERSIONS};
+use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node};
+use integration_tests::Value;
+
+/// `lines` appear in `out` in this order (other lines between them).
+fn in_order(out: &str, lines: &[&str]) {
+    let mut rest = out.lines();
+    for want in lines {
+        assert!(
+            rest.any(|l| l == *want),
+            "missing {want:?} (in order) in:\n{out}"
+        );
+    }
+}
+
+fn explain(k: &Kubectl) {
+    let out = k.ok(&["explain", "deployment.spec"]);
+    in_order(
+        &out,
+        &[
+            "GROUP:      apps",
+            "KIND:       Deployment",
+            "VERSION:    v1",
+            "FIELD: spec <DeploymentSpec>",
+            "DESCRIPTION:",
+            "    Specification of the desired behavior of the Deployment.",
+            "    DeploymentSpec is the specification of the desired behavior of the",
+            "FIELDS:",
+            "  minReadySeconds\t<integer>",
+            "  paused\t<boolean>",
+            "  replicas\t<integer>",
+            "  selector\t<LabelSelector> -required-",
+            "  strategy\t<DeploymentStrategy>",
+            "  template\t<PodTemplateSpec> -required-",
+        ],
+    );
+
+    // The core group has no GROUP line.
+    let out = k.ok(&["explain", "pods.spec.containers"]);
+    assert!(
+        out.starts_with("KIND:       Pod\nVERSION:    v1\n"),
+        "{out}"
+    );
+    in_order(
+        &out,
+        &[
+            "FIELD: containers <[]Container>",
+            "DESCRIPTION:",
+            "    A single application container that you want to run within a pod.",
+            "FIELDS:",
+            "  args\t<[]string>",
+            "  env\t<[]EnvVar>",
+            "  image\t<string>",
+            "  name\t<string> -required-",
+            "  ports\t<[]ContainerPort>",
+            "  resources\t<ResourceRequirements>",
+        ],
+    );
+
+    let out = k.ok(&["explain", "cronjob", "--recursive"]);
+    in_order(
+        &out,
+        &[
+            "GROUP:      batch",
+            "KIND:       CronJob",
+            "VERSION:    v1",
+            "DESCRIPTION:",
+            "    CronJob represents the configuration of a single cron job.",
+            "FIELDS:",
+            "  apiVersion\t<string>",
+            "  kind\t<string>",
+            "  metadata\t<ObjectMeta>",
+            "    labels\t<map[string]string>",
+            "  spec\t<CronJobSpec>",
+            "    jobTemplate\t<JobTemplateSpec> -required-",
+            "      spec\t<JobSpec>",
+            "        template\t<PodTemplateSpec> -required-",
+            "          spec\t<PodSpec>",
+            "            containers\t<[]Container> -required-",
+            "    schedule\t<string> -required-",
+            "  status\t<CronJobStatus>",
+        ],
+    );
+
+    let out = k.ok(&["explain", "svc.spec.ports.targetPort"]);
+    in_order(
+        &out,
+        &[
+            "KIND:       Service",
+            "FIELD: targetPort <IntOrString>",
+            "DESCRIPTION:",
+            "    Number or name of the port to access on the pods targeted by the service.",
+        ],
+    );
+
+    let o = k.run(&["explain", "deployment.spec.nosuch"]);
+    assert!(!o.status.success());
+    assert!(
+        o.stderr.contains(r#"field "nosuch" does not exist"#),
+        "{}",
+        o.stderr
+    );
+}
+
+fn configmap(name: &str, extra: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n{extra}data: {{a: b}}\n")
+}
+
+fn fails_with(k: &Kubectl, args: &[&str], message: &str) {
+    let o = k.run(args);
+    assert!(!o.status.success(), "kubectl {args:?}: {}", o.stdout);
+    assert!(
+        o.stderr.contains(message),
+        "kubectl {args:?}: want {message:?} in:\n{}",
+        o.stderr
+    );
+}
+
+fn validation(k: &Kubectl, dir: &Path, i: usize) {
+    let file = dir.join(format!("v{i}.yaml"));
+    let f = file.display().to_string();
+    let strict = |kind: &str, field: &str| {
+        format!(
+            r#"{kind} in version "v1" cannot be handled as a {kind}: strict decoding error: unknown field "{field}""#
+        )
+    };
+    let cm = format!("c{i}");
+
+    // A create with an unknown field: refused, nothing made.
+    fs::write(&file, configmap(&cm, "  foo: 1\n")).expect("yaml");
+    for verb in ["apply", "create"] {
+        let line = format!(
+            "Error from server (BadRequest): error when creating \"{f}\": {}",
+            strict("ConfigMap", "metadata.foo")
+        );
+        fails_with(k, &[verb, "-f", &f], &line);
+    }
+    fails_with(
+        k,
+        &["get", "cm", &cm],
+        &format!("Error from server (NotFound): configmaps \"{cm}\" not found"),
+    );
+
+    // Deep in a list, named as the API server names it.
+    let deploy = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d{i}}}\nspec:\n  selector: {{matchLabels: {{app: d}}}}\n  template:\n    metadata: {{labels: {{app: d}}}}\n    spec:\n      containers:\n      - {{name: main, image: x}}\n      - {{name: side, image: x, foo: 1}}\n"
+    );
+    fs::write(&file, deploy).expect("yaml");
+    fails_with(
+        k,
+        &["create", "-f", &f],
+        &strict("Deployment", "spec.template.spec.containers[1].foo"),
+    );
+
+    // A correct file applies; its second apply with an unknown field (a patch) is refused.
+    fs::write(&file, configmap(&cm, "")).expect("yaml");
+    assert_eq!(
+        k.ok(&["apply", "-f", &f]).trim(),
+        format!("configmap/{cm} created")
+    );
+    // The API server's words for a strategic merge patch: 422, the patch (as Go prints it)
+    // invalid.
+    fs::write(&file, configmap(&cm, "  foo: 1\n")).expect("yaml");
+    fails_with(
+        k,
+        &["apply", "-f", &f],
+        r#"is invalid: patch: Invalid value: "map[metadata:map[annotations:map[kubectl.kubernetes.io/last-applied-configuration:"#,
+    );
+    fails_with(
+        k,
+        &["apply", "-f", &f],
+        r#"foo:1]]": strict decoding error: unknown field "metadata.foo""#,
+    );
+
+    // Warn: the API server's warning, the object made without the field.
+    let warned = format!("w{i}");
+    fs::write(&file, configmap(&warned, "  foo: 1\n")).expect("yaml");
+    let o = k.run(&["apply", "--validate=warn", "-f", &f]);
+    assert!(o.status.success(), "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(o.stdout.trim(), format!("configmap/{warned} created"));
+    assert!(
+        o.stderr
+            .lines()
+            .any(|l| l == r#"Warning: unknown field "metadata.foo""#),
+        "{}",
+        o.stderr
+    );
+    let got: Value =
+        serde_json::from_str(&k.ok(&["get", "cm", &warned, "-o", "json"])).expect("json");
+    assert_eq!(got["data"]["a"], "b", "{got}");
+    assert!(got["metadata"].get("foo").is_none(), "{got}");
+
+    k.ok(&["delete", "cm", &cm, &warned]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_and_field_validation() {
+    let bins: Vec<PathBuf> = VERSIONS.iter().map(|v| kubectl::bin(v)).collect();
+    if !bins.iter().all(|b| b.is_file()) || !have("nft") {
+        eprintln!(
+            "skipped: needs {}/kubectl.{{1.27,1.33}} and nft",
+            kubectl::DIR
+        );
+        return;
+    }
+    let tag = "kexplain";
+    let cgroups = CgroupRoot::new(tag);
+    let node = Node::start();
+    let engine = start_engine(Endpoint::RrunCri, &node).await;
+    let mut agent = Agent::start(
+        &node,
+        &engine.socket(),
+        &cgroups,
+        tag,
+        &["--service-cluster-ip-range=10.98.9.0/24".into()],
+    );
+    let kubeconfig = agent.root_dir.join("kubeconfig");
+    for (i, bin) in bins.iter().enumerate() {
+        let k = Kubectl::new(&node, bin, &kubeconfig, &format!("x{i}"));
+        explain(&k);
+        validation(&k, node.dir(), i);
+        agent.assert_alive();
+    }
+}
