@@ -21,6 +21,7 @@ mod pod;
 mod print;
 mod print_batch;
 mod print_config;
+mod print_describe;
 mod print_stateful;
 mod print_workloads;
 mod probes;
