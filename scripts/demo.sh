@@ -158,11 +158,13 @@ done
 on_node() { nsenter --target "$holder" --net --mount -- "$@"; }
 echo "node network namespace: $(readlink "/proc/$holder/ns/net") (host: $(readlink /proc/self/ns/net))"
 
-# The pods' network: a bridge inside the node, the node's side the gateway, no masquerade.
+# The pods' network: a bridge inside the node, the node's side the gateway (the pods'
+# default route: the cluster DNS address is the node's), no masquerade.
 cat >"$work/cni-conf/10-demo.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "rrun-demo", "plugins": [{"type": "bridge", "bridge": "rrundemo0",
  "isGateway": true, "ipMasq": false, "ipam": {"type": "host-local",
- "ranges": [[{"subnet": "10.88.99.0/24"}]], "dataDir": "$work/cni-ipam"}}]}
+ "ranges": [[{"subnet": "10.88.99.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}],
+ "dataDir": "$work/cni-ipam"}}]}
 EOF
 
 image="localhost/rrun-demo:1"

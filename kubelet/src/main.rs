@@ -144,7 +144,8 @@ pub enum Command {
         #[arg(short = 'A', long = "all-namespaces")]
         all_namespaces: bool,
     },
-    /// Show a pod, job, cronjob, configmap or secret (as `kubectl describe`).
+    /// Show a pod, job, cronjob, statefulset, daemonset, pvc, configmap or secret (as
+    /// `kubectl describe`).
     Describe {
         resource: String,
         name: String,
