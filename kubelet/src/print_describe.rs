@@ -368,12 +368,36 @@ pub fn pod_template(out: &mut String, t: &Value) {
 /// The Events section: `Events:\t<none>` inside the tabbed text when there are none,
 /// else kubectl's table (its own block: kubectl flushes the writer before it).
 pub fn events(out: &mut String, events: &Value) -> Option<String> {
-    if events["items"].as_array().is_none_or(Vec::is_empty) {
+    let mut evs = events["items"].as_array().cloned().unwrap_or_default();
+    // kubectl sorts them by their last time (RFC 3339 in UTC: text order is time order).
+    evs.sort_by(|a, b| s(&a["lastTimestamp"]).cmp(s(&b["lastTimestamp"])));
+    if evs.is_empty() {
         out.push_str("Events:\t<none>\n");
-        None
-    } else {
-        Some(crate::print::events_table(events))
+        return None;
     }
+    let mut t = String::from(
+        "Events:\n  Type\tReason\tAge\tFrom\tMessage\n  ----\t------\t----\t----\t-------\n",
+    );
+    for e in &evs {
+        let count = e["count"].as_i64().unwrap_or(1);
+        let age = if count > 1 {
+            format!(
+                "{} (x{count} over {})",
+                crate::print::age(&e["lastTimestamp"]),
+                crate::print::age(&e["firstTimestamp"])
+            )
+        } else {
+            crate::print::age(&e["lastTimestamp"])
+        };
+        t.push_str(&format!(
+            "  {}\t{}\t{age}\t{}\t{}\n",
+            s(&e["type"]),
+            s(&e["reason"]),
+            s(&e["source"]["component"]),
+            s(&e["message"]).trim()
+        ));
+    }
+    Some(tabbed(&t))
 }
 
 /// The tabbed text, aligned, and the events table after it.
