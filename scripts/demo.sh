@@ -14,6 +14,10 @@
 # `get deployments` as it goes and the tally at the end (failed requests: 0). Everything it
 # made is removed afterwards (processes, pods, mounts, cgroups, the namespaces, temp dirs),
 # also on failure or Ctrl-C. The host's network, mounts and cgroups are never changed.
+#
+# `RRUN_DEMO=stateful` (what scripts/demo-stateful.sh sets) runs that script's scenario on
+# the same node instead (a CronJob and a StatefulSet); RRUN_DEMO_PROFILE=debug uses the
+# debug binaries (built if missing) instead of a release build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,9 +33,16 @@ say "setup (scripts/setup.sh: only what is missing)"
 # The demo needs neither the stock kubelet nor grpcio: setup.sh skips them.
 RRUN_SETUP_MINIMAL=1 bash scripts/setup.sh
 
-say "cargo build --release (rrun-cri, rrun-kubelet, rrun-fixtures)"
-cargo build --release -q -p rrun-cri -p rrun-kubelet -p rootfs-fixtures
-bin="$PWD/target/release"
+profile="${RRUN_DEMO_PROFILE:-release}"
+[[ "$profile" == release || "$profile" == debug ]] || die "RRUN_DEMO_PROFILE: release or debug"
+if [[ "$profile" == release ]]; then
+    say "cargo build --release (rrun-cri, rrun-kubelet, rrun-fixtures)"
+    cargo build --release -q -p rrun-cri -p rrun-kubelet -p rootfs-fixtures
+else
+    say "cargo build (rrun-cri, rrun-kubelet, rrun-fixtures)"
+    cargo build -q -p rrun-cri -p rrun-kubelet -p rootfs-fixtures
+fi
+bin="$PWD/target/$profile"
 for b in rrun-cri rrun-cri-monitor rrun-kubelet rrun-fixtures; do
     [[ -x "$bin/$b" ]] || die "missing $bin/$b after the build"
 done
@@ -88,7 +99,7 @@ cleanup() {
     [[ -n "$client_pid" ]] && kill -KILL "$client_pid" 2>/dev/null
     if [[ -n "$agent_pid" ]] && kill -0 "$agent_pid" 2>/dev/null; then
         # The pods go the agent's way (preStop, graceful stop, sandbox removal).
-        rm -f "$work"/manifests/*.yaml
+        rm -f "$work"/manifests/*.yaml "$work"/manifests/*.json
         for ((i = 0; i < 300; i++)); do
             kubectl get pods 2>&1 | grep -q '^No resources found' && break
             sleep 0.1
@@ -147,16 +158,26 @@ done
 on_node() { nsenter --target "$holder" --net --mount -- "$@"; }
 echo "node network namespace: $(readlink "/proc/$holder/ns/net") (host: $(readlink /proc/self/ns/net))"
 
-# The pods' network: a bridge inside the node, the node's side the gateway, no masquerade.
+# The pods' network: a bridge inside the node, the node's side the gateway (the pods'
+# default route: the cluster DNS address is the node's), no masquerade.
 cat >"$work/cni-conf/10-demo.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "rrun-demo", "plugins": [{"type": "bridge", "bridge": "rrundemo0",
  "isGateway": true, "ipMasq": false, "ipam": {"type": "host-local",
- "ranges": [[{"subnet": "10.88.99.0/24"}]], "dataDir": "$work/cni-ipam"}}]}
+ "ranges": [[{"subnet": "10.88.99.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}],
+ "dataDir": "$work/cni-ipam"}}]}
 EOF
 
 image="localhost/rrun-demo:1"
 "$bin/rrun-fixtures" image "$work/busybox.tar" --ref "$image" >/dev/null
 "$bin/rrun-cri" --root "$work/cri/root" image import "$work/busybox.tar" >/dev/null
+
+# The stateful scenario's per-pod names need the node's cluster DNS (on a link-local
+# address of the node, as NodeLocal DNSCache; no upstream: an empty resolv.conf).
+agent_flags=()
+if [[ "${RRUN_DEMO:-}" == stateful ]]; then
+    : >"$work/resolv.conf"
+    agent_flags=(--cluster-dns=169.254.20.10 --cluster-domain=cluster.local --resolv-conf="$work/resolv.conf")
+fi
 
 say "rrun-cri and rrun-kubelet on the node"
 on_node "$bin/rrun-cri" --socket "$work/cri/cri.sock" --root "$work/cri/root" \
@@ -174,7 +195,7 @@ on_node env RRUN_LOG=warn "$bin/rrun-kubelet" \
     --container-runtime-endpoint="unix://$work/cri/cri.sock" \
     --root-dir="$work/agent" --pod-logs-dir="$work/pod-logs" \
     --cgroup-root="/$cgroup_name" --node-name=demo-node \
-    --service-cluster-ip-range="$service_range" \
+    --service-cluster-ip-range="$service_range" "${agent_flags[@]}" \
     >"$work/log/rrun-kubelet.log" 2>&1 &
 agent_pid=$!
 kubectl() { "$bin/rrun-kubelet" --root-dir="$work/agent" "$@"; }
@@ -184,6 +205,12 @@ for ((i = 0; i < 300; i++)); do
     sleep 0.1
 done
 echo "rrun-cri pid $cri_pid, rrun-kubelet pid $agent_pid (API: $work/agent/kubelet.sock)"
+
+if [[ "${RRUN_DEMO:-}" == stateful ]]; then
+    # shellcheck source=scripts/demo-stateful.sh
+    . scripts/demo-stateful.sh
+    exit 0
+fi
 
 # The Deployment (version $1) and its Service.
 manifest() {

@@ -1,5 +1,6 @@
 //! rrun-kubelet's StatefulSets, DaemonSets and PersistentVolumeClaims (local-path
-//! provisioner) end to end through rrun-cri, on a node of the test's own namespaces.
+//! provisioner) end to end through rrun-cri and, as the control, through containerd's CRI
+//! with runc (`stateful_containerd`: the same steps), on a node of the test's own namespaces.
 //!
 //! `stateful_rrun_cri`: a StatefulSet of 3 with a claim template: pods start in order (no
 //! pod N while N-1 is not Ready, in any listing), each pod's claim is a directory of the
@@ -10,12 +11,17 @@
 //! tolerates the taint runs one pod, the one that selects hdd and the one that does not
 //! tolerate run none. A ReadWriteOncePod claim is refused to a second pod. Everything
 //! removed: no pods, no sandboxes, and the directories of the claims under `Delete` gone.
+//! `describe statefulset|daemonset|pvc` through the agent's CLI print what the stock
+//! kubectl's describers print through the agent's API (the same text up to the events).
 
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use integration_tests::agent::{condition, Agent};
+use integration_tests::cri::{api, Client};
+use integration_tests::engines::have;
+use integration_tests::kubectl::{self, Kubectl};
 use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Engine, Node, IMAGE};
 use integration_tests::{scaled, Value};
 
@@ -64,9 +70,14 @@ spec:
         imagePullPolicy: Never
         env: [{{name: VERSION, value: {version}}}]
         command: [sh, -c, 'test -f /data/id || echo "$(hostname) $(cat /proc/sys/kernel/random/uuid)" > /data/id; echo "$VERSION $(hostname)" >> /data/boots; trap "exit 0" TERM; while :; do sleep 1; done']
+        # Every field spelled out: the agent's API serves objects as written, without the
+        # API server's defaults, and kubectl's describe prints unset ones as 0.
         readinessProbe:
           exec: {{command: [cat, /data/id]}}
           periodSeconds: 1
+          timeoutSeconds: 1
+          successThreshold: 1
+          failureThreshold: 3
         volumeMounts: [{{name: data, mountPath: /data}}]
   volumeClaimTemplates:
   - metadata: {{name: data}}
@@ -197,19 +208,76 @@ fn ordered(list: &Value) {
     }
 }
 
+/// The CRI's pod sandboxes, asked as the agent asks (either endpoint).
 async fn sandboxes(engine: &Engine) -> usize {
-    match engine {
-        Engine::RrunCri(s) => s.list_pods(None).await.len(),
-        Engine::Containerd(_) => 0,
+    let mut c = Client::connect(&engine.socket())
+        .await
+        .expect("connect to the CRI");
+    c.runtime
+        .list_pod_sandbox(api::ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items
+        .len()
+}
+
+/// The text before the Events section (whose ages move between two runs).
+fn before_events(text: &str) -> &str {
+    text.split("\nEvents:").next().unwrap_or(text)
+}
+
+/// `describe KIND NAME` through the agent's CLI and, where the machine has it, through the
+/// stock kubectl against the agent's API: the same text up to the events, which hold
+/// `reasons`. The CLI's output.
+fn describe(agent: &Agent, k: Option<&Kubectl>, kind: &str, obj: &str, reasons: &[&str]) -> String {
+    let out = agent.cli(&["describe", kind, obj]);
+    assert!(out.status.success(), "describe {kind} {obj}: {out}");
+    for r in reasons {
+        assert!(
+            out.stdout.contains(r),
+            "no {r} in describe {kind} {obj}:\n{out}"
+        );
     }
+    if let Some(k) = k {
+        let theirs = k.ok(&["describe", kind, obj]);
+        assert_eq!(
+            before_events(&out.stdout),
+            before_events(&theirs),
+            "describe {kind} {obj}: the CLI (left) and kubectl (right) differ"
+        );
+        for r in reasons {
+            assert!(
+                theirs.contains(r),
+                "no {r} in kubectl describe {kind} {obj}:\n{theirs}"
+            );
+        }
+    }
+    out.stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stateful_rrun_cri() {
-    let tag = "stateful";
+    stateful(Endpoint::RrunCri).await;
+}
+
+/// The control: the same through containerd's CRI (runc), where nothing is rrun's but the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_containerd() {
+    if !(have("containerd") && have("ctr")) {
+        return;
+    }
+    stateful(Endpoint::Containerd).await;
+}
+
+async fn stateful(ep: Endpoint) {
+    let tag = match ep {
+        Endpoint::RrunCri => "stateful",
+        Endpoint::Containerd => "stateful-cd",
+    };
     let cgroups = CgroupRoot::new(tag);
     let node = Node::start();
-    let engine = start_engine(Endpoint::RrunCri, &node).await;
+    let engine = start_engine(ep, &node).await;
     let mut agent = Agent::start(
         &node,
         &engine.socket(),
@@ -303,6 +371,37 @@ async fn stateful_rrun_cri() {
     );
     let out = agent.cli(&["get", "statefulsets"]);
     assert!(out.stdout.contains("db     3/3"), "{out}");
+    let bin = kubectl::bin("1.33");
+    let k = bin
+        .is_file()
+        .then(|| Kubectl::new(&node, &bin, &agent.root_dir.join("kubeconfig"), tag));
+    let d = describe(
+        &agent,
+        k.as_ref(),
+        "statefulset",
+        "db",
+        &["SuccessfulCreate"],
+    );
+    for want in [
+        "Selector:           app=db\n",
+        "Replicas:           3 desired | 3 total\n",
+        "Update Strategy:    RollingUpdate\n",
+        "Pods Status:        3 Running / 0 Waiting / 0 Succeeded / 0 Failed\n",
+        "      /data from data (rw)\n",
+        "Volume Claims:\n  Name:          data\n",
+        "  Capacity:      16Mi\n  Access Modes:  [ReadWriteOnce]\n",
+        "create Claim data-db-0 Pod db-0 in StatefulSet db success",
+    ] {
+        assert!(d.contains(want), "no {want:?} in:\n{d}");
+    }
+    let d = describe(&agent, k.as_ref(), "pvc", "data-db-1", &[]);
+    for want in [
+        "StorageClass:  local-path\nStatus:        Bound\n",
+        "Capacity:      16Mi\nAccess Modes:  RWO\n",
+        "Used By:       db-1\n",
+    ] {
+        assert!(d.contains(want), "no {want:?} in:\n{d}");
+    }
     let ids: Vec<String> = (0..3)
         .map(|i| read(&dir_of(&storage, &format!("data-db-{i}")).join("id")))
         .collect();
@@ -517,6 +616,22 @@ async fn stateful_rrun_cri() {
         .expect("ssd pod");
     let tols = pod["spec"]["tolerations"].to_string();
     assert!(tols.contains("node.kubernetes.io/unreachable"), "{tols}");
+    let d = describe(
+        &agent,
+        k.as_ref(),
+        "daemonset",
+        "ssd",
+        &["SuccessfulCreate"],
+    );
+    for want in [
+        "Node-Selector:  disk=ssd\n",
+        "Desired Number of Nodes Scheduled: 1\n",
+        "Number of Nodes Scheduled with Available Pods: 1\n",
+        "Pods Status:  1 Running / 0 Waiting / 0 Succeeded / 0 Failed\n",
+        "  Tolerations:     dedicated=infra:NoSchedule\n",
+    ] {
+        assert!(d.contains(want), "no {want:?} in:\n{d}");
+    }
     let out = agent.cli(&["get", "ds"]);
     assert!(out.stdout.contains("NODE SELECTOR"), "{out}");
     assert!(

@@ -203,6 +203,27 @@ async fn dispatch(api: &Api, cmd: &Command) -> Result<()> {
                 print!("{}", crate::print_batch::describe(plural, &o, &events));
                 return Ok(());
             }
+            if let Some((group, plural)) = crate::print_stateful::resource(resource)
+                .filter(|(_, p)| *p != "controllerrevisions")
+            {
+                let o = api
+                    .get(&format!("{group}/namespaces/{namespace}/{plural}/{name}"))
+                    .await?;
+                let uid = o["metadata"]["uid"].as_str().unwrap_or("");
+                let pods = api
+                    .get(&format!("/api/v1/namespaces/{namespace}/pods"))
+                    .await?;
+                let events = api
+                    .get(&format!(
+                        "/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.uid={uid}"
+                    ))
+                    .await?;
+                print!(
+                    "{}",
+                    crate::print_stateful::describe(plural, &o, &pods, &events)
+                );
+                return Ok(());
+            }
             if let Some((_, plural)) = crate::print_config::resource(resource) {
                 let o = api
                     .get(&format!("/api/v1/namespaces/{namespace}/{plural}/{name}"))

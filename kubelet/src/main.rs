@@ -21,6 +21,7 @@ mod pod;
 mod print;
 mod print_batch;
 mod print_config;
+mod print_describe;
 mod print_stateful;
 mod print_workloads;
 mod probes;
@@ -144,7 +145,8 @@ pub enum Command {
         #[arg(short = 'A', long = "all-namespaces")]
         all_namespaces: bool,
     },
-    /// Show a pod, job, cronjob, configmap or secret (as `kubectl describe`).
+    /// Show a pod, job, cronjob, statefulset, daemonset, pvc, configmap or secret (as
+    /// `kubectl describe`).
     Describe {
         resource: String,
         name: String,

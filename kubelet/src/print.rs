@@ -330,7 +330,7 @@ fn state_lines(out: &mut String, label: &str, st: &Value) {
     }
 }
 
-fn probe_line(p: &Value) -> String {
+pub(crate) fn probe_line(p: &Value) -> String {
     let how = if p["exec"].is_object() {
         format!(
             "exec {}",

@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::print::{age, events_table, human_duration, map_lines, rfc1123};
+use crate::print::{age, human_duration, rfc1123};
+use crate::print_describe as d;
 
 fn time(v: &Value) -> Option<DateTime<Utc>> {
     v.as_str()
@@ -122,10 +123,10 @@ pub fn describe(plural: &str, o: &Value, events: &Value) -> String {
         ("Name", text(&md["name"])),
         ("Namespace", text(&md["namespace"])),
     ];
-    let w = if plural == "jobs" {
+    if plural == "jobs" {
         rows.push(("Selector", selector(&spec["selector"])));
-        rows.push(("Labels", none(map_lines(&md["labels"], 18))));
-        rows.push(("Annotations", none(map_lines(&md["annotations"], 18))));
+        rows.push(("Labels", String::new()));
+        rows.push(("Annotations", String::new()));
         rows.push(("Parallelism", text(&spec["parallelism"])));
         rows.push(("Completions", text(&spec["completions"])));
         rows.push(("Completion Mode", text(&spec["completionMode"])));
@@ -172,10 +173,9 @@ pub fn describe(plural: &str, o: &Value, events: &Value) -> String {
                 ));
             }
         }
-        18
     } else {
-        rows.push(("Labels", none(map_lines(&md["labels"], 31))));
-        rows.push(("Annotations", none(map_lines(&md["annotations"], 31))));
+        rows.push(("Labels", String::new()));
+        rows.push(("Annotations", String::new()));
         rows.push(("Schedule", text(&spec["schedule"])));
         if spec["timeZone"].is_string() {
             rows.push(("Time Zone", text(&spec["timeZone"])));
@@ -219,14 +219,42 @@ pub fn describe(plural: &str, o: &Value, events: &Value) -> String {
             .map(|a| text(&a["name"]))
             .collect();
         rows.push(("Active Jobs", none(active.join(", "))));
-        31
-    };
+    }
+    // Tab-separated as kubectl's describers write it; print_describe aligns it.
     let mut out = String::new();
     for (k, v) in rows {
-        out.push_str(&format!("{:<w$}{v}\n", format!("{k}:")));
+        match k {
+            "Labels" => d::labels(&mut out, "", k, &md["labels"]),
+            "Annotations" => {
+                d::annotations(&mut out, "", k, &md["annotations"]);
+                let owner = md["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["controller"] == true);
+                if let Some(r) = owner {
+                    out.push_str(&format!(
+                        "Controlled By:\t{}/{}\n",
+                        text(&r["kind"]),
+                        text(&r["name"])
+                    ));
+                }
+            }
+            "Last Schedule Time" => {
+                let js = &spec["jobTemplate"]["spec"];
+                out.push_str(&format!("Selector:\t{}\n", selector(&js["selector"])));
+                out.push_str(&format!("Parallelism:\t{}\n", text(&js["parallelism"])));
+                out.push_str(&format!("Completions:\t{}\n", text(&js["completions"])));
+                d::pod_template(&mut out, &js["template"]);
+                out.push_str(&format!("{k}:\t{v}\n"));
+            }
+            _ => out.push_str(&format!("{k}:\t{v}\n")),
+        }
     }
-    out.push_str(&events_table(events));
-    out
+    if plural == "jobs" {
+        d::pod_template(&mut out, &spec["template"]);
+    }
+    d::finish(out, events)
 }
 
 #[cfg(test)]

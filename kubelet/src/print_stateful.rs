@@ -1,8 +1,8 @@
-//! `get statefulsets|daemonsets|pvc`: the columns kubectl's printers give them.
+//! `get statefulsets|daemonsets|pvc`: the columns kubectl's printers give them; `describe`.
 
 use serde_json::Value;
 
-use crate::print::{self, age};
+use crate::print::{self, age, rfc1123};
 
 /// The API group and plural of a resource name kubectl accepts.
 pub fn resource(r: &str) -> Option<(&'static str, &'static str)> {
@@ -165,6 +165,213 @@ pub fn table(plural: &str, items: &[Value], namespaces: bool) -> Option<String> 
         rows.push(row);
     }
     Some(print::table(&rows))
+}
+
+fn count(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
+/// Running / Waiting / Succeeded / Failed of the pods `owner` controls (kubectl's
+/// getPodStatusForController: the selector's pods with the owner's uid as controller).
+fn pods_status(owner: &Value, pods: &Value) -> String {
+    let uid = &owner["metadata"]["uid"];
+    let mut n = [0; 4];
+    for p in pods["items"].as_array().into_iter().flatten() {
+        let ours = p["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["controller"] == true && &r["uid"] == uid);
+        if !ours {
+            continue;
+        }
+        match p["status"]["phase"].as_str().unwrap_or("Pending") {
+            "Running" => n[0] += 1,
+            "Pending" => n[1] += 1,
+            "Succeeded" => n[2] += 1,
+            "Failed" => n[3] += 1,
+            _ => {}
+        }
+    }
+    format!(
+        "{} Running / {} Waiting / {} Succeeded / {} Failed",
+        n[0], n[1], n[2], n[3]
+    )
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// `kubectl describe statefulset|daemonset|pvc NAME` (kubectl 1.30+'s describers). `pods`:
+/// the namespace's pods (the counts of a set, a claim's users).
+pub fn describe(plural: &str, o: &Value, pods: &Value, events: &Value) -> String {
+    use crate::print_describe as d;
+    let md = &o["metadata"];
+    let spec = &o["spec"];
+    let st = &o["status"];
+    let mut t = String::new();
+    t.push_str(&format!("Name:\t{}\n", str_of(&md["name"])));
+    match plural {
+        "statefulsets" => {
+            t.push_str(&format!("Namespace:\t{}\n", str_of(&md["namespace"])));
+            t.push_str(&format!(
+                "CreationTimestamp:\t{}\n",
+                rfc1123(&md["creationTimestamp"])
+            ));
+            t.push_str(&format!("Selector:\t{}\n", d::selector(&spec["selector"])));
+            d::labels(&mut t, "", "Labels", &md["labels"]);
+            d::annotations(&mut t, "", "Annotations", &md["annotations"]);
+            t.push_str(&format!(
+                "Replicas:\t{} desired | {} total\n",
+                spec["replicas"].as_i64().unwrap_or(1),
+                count(&st["replicas"])
+            ));
+            let strategy = &spec["updateStrategy"];
+            t.push_str(&format!(
+                "Update Strategy:\t{}\n",
+                strategy["type"].as_str().unwrap_or("RollingUpdate")
+            ));
+            let ru = &strategy["rollingUpdate"];
+            if let Some(p) = ru["partition"].as_i64() {
+                t.push_str(&format!("  Partition:\t{p}\n"));
+                if !ru["maxUnavailable"].is_null() {
+                    let m = &ru["maxUnavailable"];
+                    let m = m.as_str().map_or_else(|| m.to_string(), str::to_string);
+                    t.push_str(&format!("  MaxUnavailable:\t{m}\n"));
+                }
+            }
+            t.push_str(&format!("Pods Status:\t{}\n", pods_status(o, pods)));
+            d::pod_template(&mut t, &spec["template"]);
+            let templates = spec["volumeClaimTemplates"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if templates.is_empty() {
+                t.push_str("Volume Claims:\t<none>\n");
+            } else {
+                t.push_str("Volume Claims:\n");
+            }
+            for c in &templates {
+                t.push_str(&format!("  Name:\t{}\n", str_of(&c["metadata"]["name"])));
+                t.push_str(&format!(
+                    "  StorageClass:\t{}\n",
+                    str_of(&c["spec"]["storageClassName"])
+                ));
+                d::labels(&mut t, "  ", "Labels", &c["metadata"]["labels"]);
+                d::labels(&mut t, "  ", "Annotations", &c["metadata"]["annotations"]);
+                t.push_str(&format!(
+                    "  Capacity:\t{}\n",
+                    c["spec"]["resources"]["requests"]["storage"]
+                        .as_str()
+                        .unwrap_or("<default>")
+                ));
+                let m: Vec<&str> = c["spec"]["accessModes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                t.push_str(&format!("  Access Modes:\t[{}]\n", m.join(" ")));
+            }
+        }
+        "daemonsets" => {
+            t.push_str(&format!("Namespace:\t{}\n", str_of(&md["namespace"])));
+            t.push_str(&format!("Selector:\t{}\n", d::selector(&spec["selector"])));
+            t.push_str(&format!(
+                "Node-Selector:\t{}\n",
+                selector(&spec["template"]["spec"]["nodeSelector"])
+            ));
+            d::labels(&mut t, "", "Labels", &md["labels"]);
+            d::annotations(&mut t, "", "Annotations", &md["annotations"]);
+            for (k, title) in [
+                (
+                    "desiredNumberScheduled",
+                    "Desired Number of Nodes Scheduled",
+                ),
+                (
+                    "currentNumberScheduled",
+                    "Current Number of Nodes Scheduled",
+                ),
+                (
+                    "updatedNumberScheduled",
+                    "Number of Nodes Scheduled with Up-to-date Pods",
+                ),
+                (
+                    "numberAvailable",
+                    "Number of Nodes Scheduled with Available Pods",
+                ),
+                ("numberMisscheduled", "Number of Nodes Misscheduled"),
+            ] {
+                // No tab: kubectl writes these with a space, outside the alignment.
+                t.push_str(&format!("{title}: {}\n", count(&st[k])));
+            }
+            t.push_str(&format!("Pods Status:\t{}\n", pods_status(o, pods)));
+            d::pod_template(&mut t, &spec["template"]);
+        }
+        _ => {
+            let name = str_of(&md["name"]);
+            t.push_str(&format!("Namespace:\t{}\n", str_of(&md["namespace"])));
+            t.push_str(&format!(
+                "StorageClass:\t{}\n",
+                str_of(&spec["storageClassName"])
+            ));
+            let phase = if md["deletionTimestamp"].is_string() {
+                "Terminating"
+            } else {
+                st["phase"].as_str().unwrap_or("Pending")
+            };
+            t.push_str(&format!("Status:\t{phase}\n"));
+            t.push_str(&format!("Volume:\t{}\n", str_of(&spec["volumeName"])));
+            d::labels(&mut t, "", "Labels", &md["labels"]);
+            d::annotations(&mut t, "", "Annotations", &md["annotations"]);
+            let fin: Vec<&str> = md["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            t.push_str(&format!("Finalizers:\t[{}]\n", fin.join(" ")));
+            let bound = !str_of(&spec["volumeName"]).is_empty();
+            let (cap, am) = if bound {
+                (
+                    str_of(&st["capacity"]["storage"]),
+                    modes(&st["accessModes"]),
+                )
+            } else {
+                ("", String::new())
+            };
+            t.push_str(&format!("Capacity:\t{cap}\nAccess Modes:\t{am}\n"));
+            if let Some(m) = spec["volumeMode"].as_str() {
+                t.push_str(&format!("VolumeMode:\t{m}\n"));
+            }
+            let mut users: Vec<&str> = pods["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| {
+                    p["spec"]["volumes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|v| v["persistentVolumeClaim"]["claimName"] == name)
+                })
+                .map(|p| str_of(&p["metadata"]["name"]))
+                .collect();
+            users.sort_unstable();
+            t.push_str("Used By:\t");
+            if users.is_empty() {
+                t.push_str("<none>\n");
+            }
+            for (i, u) in users.iter().enumerate() {
+                if i > 0 {
+                    t.push('\t');
+                }
+                t.push_str(&format!("{u}\n"));
+            }
+        }
+    }
+    d::finish(t, events)
 }
 
 #[cfg(test)]
