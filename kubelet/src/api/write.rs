@@ -288,6 +288,7 @@ impl Front {
             Ok(r) => {
                 if !dry {
                     self.shared.scans.settle().await;
+                    self.shared.passes.settle().await;
                 }
                 r
             }
