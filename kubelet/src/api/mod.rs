@@ -7,6 +7,8 @@ pub mod front;
 pub mod http;
 pub mod local;
 pub mod patch;
+pub mod protobuf;
+mod protobuf_json;
 pub mod registry;
 pub mod rest;
 pub mod select;

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use super::front::{not_found, Front, Target};
 use super::registry::Kind;
-use super::{bad_request, patch, status_error};
+use super::{bad_request, patch, protobuf, status_error};
 use crate::store::write_atomic;
 
 /// The kinds the API writes.
@@ -246,11 +246,14 @@ impl Front {
             .and_then(|h| h.to_str().ok())
             .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
-        if ctype.contains("protobuf") || ctype.contains("cbor") {
+        // Protobuf is read for create and replace (kubectl's typed clients send it); a
+        // patch's media type names its kind of patch, never protobuf.
+        let proto = ctype == protobuf::MEDIA_TYPE && method != Method::PATCH;
+        if (ctype.contains("protobuf") && !proto) || ctype.contains("cbor") {
             return status_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
-                format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ctype})"),
+                format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, {} (got {ctype})", protobuf::MEDIA_TYPE),
                 None,
             );
         }
@@ -263,6 +266,19 @@ impl Front {
             Err(e) => return bad_request(e.to_string()),
         };
         let parse = |b: &Bytes| -> Result<Value, Response> {
+            if proto {
+                return protobuf::to_json(b).map_err(|e| {
+                    let code = match e {
+                        protobuf::Error::Kind { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        _ => StatusCode::BAD_REQUEST,
+                    };
+                    let reason = match code {
+                        StatusCode::BAD_REQUEST => "BadRequest",
+                        _ => "UnsupportedMediaType",
+                    };
+                    status_error(code, reason, e.to_string(), None)
+                });
+            }
             serde_json::from_slice::<Value>(b)
                 .or_else(|_| serde_yaml_ng::from_slice::<Value>(b))
                 .map_err(|e| {
