@@ -1,5 +1,5 @@
 //! Writes through the API: create, replace, patch and delete of ConfigMaps, Secrets,
-//! Deployments, StatefulSets, DaemonSets, Services and Namespaces.
+//! Deployments, StatefulSets, DaemonSets, Jobs, CronJobs, Services and Namespaces.
 //!
 //! One source of truth, the manifest directory: an object created through the API is a file
 //! the agent owns there, `_api_<namespace>_<plural>_<name>.json` (written atomically: temp
@@ -37,6 +37,8 @@ pub const WRITABLE: &[&str] = &[
     "daemonsets",
     "services",
     "namespaces",
+    "jobs",
+    "cronjobs",
 ];
 
 /// The kinds whose `metadata.generation` counts their spec's changes.
