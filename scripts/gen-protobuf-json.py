@@ -48,6 +48,26 @@ SPECIAL = {
 }
 
 
+# Fields that are plain (non-pointer) ints in the Go types: Go's protobuf writes their zero,
+# which means "not set" (JSON leaves it out, the API server defaults or allocates it: a
+# NodePort service's `nodePort: 0` asks for a port). Pointer ints (`replicas: 0`) keep it.
+ZERO_IS_UNSET = {
+    "apimachinery::pkg::apis::meta::v1::ObjectMeta": {"generation"},
+    "api::core::v1::ServicePort": {"node_port"},
+    "api::core::v1::ContainerPort": {"host_port"},
+    "api::core::v1::Probe": {
+        "initial_delay_seconds",
+        "timeout_seconds",
+        "period_seconds",
+        "success_threshold",
+        "failure_threshold",
+    },
+    "api::apps::v1::DeploymentSpec": {"min_ready_seconds"},
+    "api::apps::v1::DaemonSetSpec": {"min_ready_seconds"},
+    "api::apps::v1::StatefulSetSpec": {"min_ready_seconds"},
+}
+
+
 def one(pattern):
     found = glob.glob(os.path.join(REGISTRY, "*", pattern))
     if not found:
@@ -133,7 +153,7 @@ def main():
     print()
     print("use serde_json::{Map, Value};")
     print()
-    print("use super::protobuf::{bytes_map, field, ToJson};")
+    print("use super::protobuf::{bytes_map, field, nonzero, ToJson};")
     print()
     print("/// Decodes the protobuf of one kind into its JSON form; None for a kind not here.")
     print("pub fn decode(api_version: &str, kind: &str, raw: &[u8]) -> Option<Result<Value, prost::DecodeError>> {")
@@ -155,7 +175,9 @@ def main():
             key = names.get(bare, re.sub(r"_([a-z0-9])", lambda x: x.group(1).upper(), bare))
             if attr.startswith("bytes"):
                 sys.exit(f"{t}.{name}: a bytes field; give protobuf.rs a helper for it")
-            if 'string, bytes' in attr:
+            if name in ZERO_IS_UNSET.get(t, ()):
+                print(f'        nonzero(&mut m, "{key}", &self.{name});')
+            elif 'string, bytes' in attr:
                 print(f'        bytes_map(&mut m, "{key}", &self.{name});')
             else:
                 print(f'        field(&mut m, "{key}", &self.{name});')

@@ -7,7 +7,8 @@
 //! `creates`: with each client, in a namespace `kubectl create namespace` made:
 //! `create deployment --replicas=2` whose pods then run (with 1.33, the request seen to be
 //! protobuf), `create configmap --from-literal`, `create secret generic --from-literal` (the
-//! value read back equal), `create service clusterip`, `create cronjob`, `create job`,
+//! value read back equal), `create service clusterip|nodeport` (a node port allocated),
+//! `create cronjob`, `create job`,
 //! `create job --from=cronjob/NAME` (the Job owned by the CronJob), a `--dry-run=server`
 //! create that stores nothing, and the deletes that collect the pods.
 
@@ -132,6 +133,21 @@ fn check_creates(k: &Kubectl, agent: &mut Agent, ns: &str, version: &str) {
     assert_eq!(svc["spec"]["ports"][0]["port"], 80, "{svc}");
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080, "{svc}");
     assert_eq!(svc["spec"]["selector"]["app"], "web", "{svc}");
+    // A NodePort service without a port given gets one allocated (protobuf carries Go's
+    // zero for the plain int, which means "not set").
+    let out = k.ok(&[
+        "-n",
+        ns,
+        "create",
+        "service",
+        "nodeport",
+        "np",
+        "--tcp=80:8080",
+    ]);
+    assert_eq!(out.trim(), "service/np created");
+    let np = json(k, agent, &["-n", ns, "get", "service", "np"]);
+    let port = np["spec"]["ports"][0]["nodePort"].as_i64().unwrap_or(0);
+    assert!((30000..=32767).contains(&port), "{np}");
 
     let out = k.ok(&[
         "-n",
@@ -204,7 +220,7 @@ fn check_creates(k: &Kubectl, agent: &mut Agent, ns: &str, version: &str) {
     k.ok(&["-n", ns, "delete", "deployment", "web"]);
     k.ok(&["-n", ns, "delete", "cronjob", "tick"]);
     k.ok(&["-n", ns, "delete", "job", "once", "manual"]);
-    k.ok(&["-n", ns, "delete", "service", "web"]);
+    k.ok(&["-n", ns, "delete", "service", "web", "np"]);
     k.wait(
         agent,
         &["-n", ns, "get", "pods", "--no-headers"],

@@ -95,6 +95,17 @@ pub fn field<T: ToJson>(m: &mut Map<String, Value>, key: &str, v: &T) {
     }
 }
 
+/// A plain Go int whose zero means "not set" (see the generator's ZERO_IS_UNSET).
+pub fn nonzero<T: Copy + Default + PartialEq + Into<Value>>(
+    m: &mut Map<String, Value>,
+    key: &str,
+    v: &Option<T>,
+) {
+    if let Some(n) = v.filter(|n| *n != T::default()) {
+        m.insert(key.into(), n.into());
+    }
+}
+
 /// `map<string, bytes>` (Secret `data`, ConfigMap `binaryData`).
 pub fn bytes_map(m: &mut Map<String, Value>, key: &str, v: &BTreeMap<String, Vec<u8>>) {
     if !v.is_empty() {
@@ -315,9 +326,10 @@ mod tests {
             node_port: Some(0),
             ..Default::default()
         };
+        // nodePort 0 is Go's unset plain int (a NodePort service gets one allocated).
         assert_eq!(
             p.to_json(),
-            serde_json::json!({"port": 80, "targetPort": "http", "nodePort": 0})
+            serde_json::json!({"port": 80, "targetPort": "http"})
         );
         let unset = IntOrString {
             r#type: Some(0),

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::protobuf::{bytes_map, field, ToJson};
+use super::protobuf::{bytes_map, field, nonzero, ToJson};
 
 /// Decodes the protobuf of one kind into its JSON form; None for a kind not here.
 pub fn decode(
@@ -159,7 +159,7 @@ impl ToJson for k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         field(&mut m, "selfLink", &self.self_link);
         field(&mut m, "uid", &self.uid);
         field(&mut m, "resourceVersion", &self.resource_version);
-        field(&mut m, "generation", &self.generation);
+        nonzero(&mut m, "generation", &self.generation);
         field(&mut m, "creationTimestamp", &self.creation_timestamp);
         field(&mut m, "deletionTimestamp", &self.deletion_timestamp);
         field(
@@ -372,7 +372,7 @@ impl ToJson for k8s_pb::api::apps::v1::DeploymentSpec {
         field(&mut m, "selector", &self.selector);
         field(&mut m, "template", &self.template);
         field(&mut m, "strategy", &self.strategy);
-        field(&mut m, "minReadySeconds", &self.min_ready_seconds);
+        nonzero(&mut m, "minReadySeconds", &self.min_ready_seconds);
         field(&mut m, "revisionHistoryLimit", &self.revision_history_limit);
         field(&mut m, "paused", &self.paused);
         field(
@@ -411,7 +411,7 @@ impl ToJson for k8s_pb::api::apps::v1::StatefulSetSpec {
         field(&mut m, "podManagementPolicy", &self.pod_management_policy);
         field(&mut m, "updateStrategy", &self.update_strategy);
         field(&mut m, "revisionHistoryLimit", &self.revision_history_limit);
-        field(&mut m, "minReadySeconds", &self.min_ready_seconds);
+        nonzero(&mut m, "minReadySeconds", &self.min_ready_seconds);
         field(
             &mut m,
             "persistentVolumeClaimRetentionPolicy",
@@ -445,7 +445,7 @@ impl ToJson for k8s_pb::api::apps::v1::DaemonSetSpec {
         field(&mut m, "selector", &self.selector);
         field(&mut m, "template", &self.template);
         field(&mut m, "updateStrategy", &self.update_strategy);
-        field(&mut m, "minReadySeconds", &self.min_ready_seconds);
+        nonzero(&mut m, "minReadySeconds", &self.min_ready_seconds);
         field(&mut m, "revisionHistoryLimit", &self.revision_history_limit);
         Value::Object(m)
     }
@@ -609,7 +609,7 @@ impl ToJson for k8s_pb::api::core::v1::ServicePort {
         field(&mut m, "appProtocol", &self.app_protocol);
         field(&mut m, "port", &self.port);
         field(&mut m, "targetPort", &self.target_port);
-        field(&mut m, "nodePort", &self.node_port);
+        nonzero(&mut m, "nodePort", &self.node_port);
         Value::Object(m)
     }
 }
@@ -1175,7 +1175,7 @@ impl ToJson for k8s_pb::api::core::v1::ContainerPort {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
         field(&mut m, "name", &self.name);
-        field(&mut m, "hostPort", &self.host_port);
+        nonzero(&mut m, "hostPort", &self.host_port);
         field(&mut m, "containerPort", &self.container_port);
         field(&mut m, "protocol", &self.protocol);
         field(&mut m, "hostIP", &self.host_ip);
@@ -1248,11 +1248,11 @@ impl ToJson for k8s_pb::api::core::v1::Probe {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
         field(&mut m, "handler", &self.handler);
-        field(&mut m, "initialDelaySeconds", &self.initial_delay_seconds);
-        field(&mut m, "timeoutSeconds", &self.timeout_seconds);
-        field(&mut m, "periodSeconds", &self.period_seconds);
-        field(&mut m, "successThreshold", &self.success_threshold);
-        field(&mut m, "failureThreshold", &self.failure_threshold);
+        nonzero(&mut m, "initialDelaySeconds", &self.initial_delay_seconds);
+        nonzero(&mut m, "timeoutSeconds", &self.timeout_seconds);
+        nonzero(&mut m, "periodSeconds", &self.period_seconds);
+        nonzero(&mut m, "successThreshold", &self.success_threshold);
+        nonzero(&mut m, "failureThreshold", &self.failure_threshold);
         field(
             &mut m,
             "terminationGracePeriodSeconds",
