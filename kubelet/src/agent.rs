@@ -175,6 +175,7 @@ pub fn run(args: &Args) -> Result<()> {
             store: Mutex::new(store),
             wake: Notify::new(),
             scans: manifest::Scans::new(tx.clone()),
+            passes: manifest::Scans::unkicked(),
             metrics: Metrics::default(),
             workloads,
         });

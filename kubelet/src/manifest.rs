@@ -323,6 +323,12 @@ impl Scans {
         }
     }
 
+    /// A counter of a loop that runs on its own clock (the controllers' passes): `settle`
+    /// only waits. Its kick's receiver is gone, so the kick is a no-op.
+    pub fn unkicked() -> Self {
+        Scans::new(mpsc::unbounded_channel().0)
+    }
+
     /// The scan loop calls this before it reads the directory; the number goes to `end`.
     pub fn begin(&self) -> u64 {
         self.started

@@ -94,6 +94,9 @@ pub struct Shared {
     pub wake: Notify,
     /// The manifest directory's scans (API writes wait for theirs).
     pub scans: crate::manifest::Scans,
+    /// The controllers' passes: the view of Deployments, Services, Jobs... the API reads is
+    /// theirs, so a write also waits for a pass after its scan.
+    pub passes: crate::manifest::Scans,
     pub metrics: Metrics,
     pub workloads: crate::controllers::Handle,
 }

@@ -10,6 +10,8 @@ mod namespaces;
 pub mod openapi;
 mod paging;
 pub mod patch;
+pub mod protobuf;
+mod protobuf_json;
 pub mod registry;
 pub mod rest;
 pub mod select;

@@ -1,5 +1,5 @@
 //! Writes through the API: create, replace, patch and delete of ConfigMaps, Secrets,
-//! Deployments, StatefulSets, DaemonSets, Services and Namespaces.
+//! Deployments, StatefulSets, DaemonSets, Jobs, CronJobs, Services and Namespaces.
 //!
 //! One source of truth, the manifest directory: an object created through the API is a file
 //! the agent owns there, `_api_<namespace>_<plural>_<name>.json` (written atomically: temp
@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use super::front::{not_found, Front, Target};
 use super::openapi::{self, Validation};
 use super::registry::Kind;
-use super::{bad_request, namespaces, patch, status_error};
+use super::{bad_request, namespaces, patch, protobuf, status_error};
 use crate::store::write_atomic;
 
 /// The kinds the API writes.
@@ -38,6 +38,8 @@ pub const WRITABLE: &[&str] = &[
     "daemonsets",
     "services",
     "namespaces",
+    "jobs",
+    "cronjobs",
 ];
 
 /// The kinds whose `metadata.generation` counts their spec's changes.
@@ -256,11 +258,14 @@ impl Front {
             .and_then(|h| h.to_str().ok())
             .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
-        if ctype.contains("protobuf") || ctype.contains("cbor") {
+        // Protobuf is read for create and replace (kubectl's typed clients send it); a
+        // patch's media type names its kind of patch, never protobuf.
+        let proto = ctype == protobuf::MEDIA_TYPE && method != Method::PATCH;
+        if (ctype.contains("protobuf") && !proto) || ctype.contains("cbor") {
             return status_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
-                format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ctype})"),
+                format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, {} (got {ctype})", protobuf::MEDIA_TYPE),
                 None,
             );
         }
@@ -274,6 +279,19 @@ impl Front {
             Err(e) => return bad_request(e.to_string()),
         };
         let parse = |b: &Bytes| -> Result<Value, Response> {
+            if proto {
+                return protobuf::to_json(b).map_err(|e| {
+                    let code = match e {
+                        protobuf::Error::Kind { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        _ => StatusCode::BAD_REQUEST,
+                    };
+                    let reason = match code {
+                        StatusCode::BAD_REQUEST => "BadRequest",
+                        _ => "UnsupportedMediaType",
+                    };
+                    status_error(code, reason, e.to_string(), None)
+                });
+            }
             serde_json::from_slice::<Value>(b)
                 .or_else(|_| serde_yaml_ng::from_slice::<Value>(b))
                 .map_err(|e| {
@@ -308,12 +326,19 @@ impl Front {
             Ok(mut r) => {
                 openapi::warn(&mut r, &warnings);
                 if !dry {
-                    self.shared.scans.settle().await;
+                    self.settle().await;
                 }
                 r
             }
             Err(r) => r,
         }
+    }
+
+    /// After a write: waits until what the API reads holds it — the manifest scan (objects,
+    /// ConfigMaps, Secrets), then a pass of the controllers (the workloads' view).
+    async fn settle(&self) {
+        self.shared.scans.settle().await;
+        self.shared.passes.settle().await;
     }
 
     fn check_body(&self, kind: &Kind, ns: &str, obj: &Value) -> Result<String, Response> {
@@ -642,7 +667,7 @@ impl Front {
         obj["spec"]["replicas"] = replicas.into();
         match self.finish(kind, &ns, &name, &mut obj, &stored, false) {
             Ok(_) => {
-                self.shared.scans.settle().await;
+                self.settle().await;
                 Json(scale_of(&obj, replicas.into())).into_response()
             }
             Err(r) => r,

@@ -660,7 +660,9 @@ fn rules(c: &Ctl) -> Vec<Rule> {
 /// The controllers' loop. Never returns.
 pub async fn run(shared: Arc<Shared>, h: Handle) {
     loop {
+        let n = shared.passes.begin();
         pass(&shared, &h).await;
+        shared.passes.end(n);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
