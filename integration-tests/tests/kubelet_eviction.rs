@@ -8,7 +8,8 @@
 //! BestEffort pod fills 320Mi of a memory-backed emptyDir: it is evicted (Failed, reason
 //! Evicted, the kubelet's message naming the container), its sandbox goes, the node reports
 //! MemoryPressure until the transition period after the pressure passed; the other two keep
-//! their containers. A kill -9 and restart of the agent does not start the evicted pod
+//! their containers. While the node has MemoryPressure a new BestEffort pod is rejected at
+//! admission (reason Evicted) and a Burstable one is admitted. A kill -9 and restart of the agent does not start the evicted pod
 //! again. The pods' own cgroups carry the kubelet's pod-level limits.
 
 use std::path::{Path, PathBuf};
@@ -234,6 +235,58 @@ async fn eviction(ep: Endpoint) {
         Some("True"),
         "MemoryPressure right after the eviction"
     );
+    // Admission under MemoryPressure, as the kubelet's eviction manager admits: a new
+    // BestEffort pod is rejected (never started), a Burstable one runs. The pressure holds
+    // until the hog's memory is freed with its sandbox, then the transition period.
+    agent.write_manifest(
+        "late-be.yaml",
+        &pod_yaml("late-be", "", "exec sleep 1000000", false),
+    );
+    agent.write_manifest(
+        "late-burst.yaml",
+        &pod_yaml(
+            "late-burst",
+            "    resources: {requests: {memory: 16Mi}}\n",
+            "exec sleep 1000000",
+            false,
+        ),
+    );
+    let late_be = agent.wait_pod(
+        "late-be",
+        Duration::from_secs(60),
+        "late-be rejected",
+        |p| p["status"]["phase"] == "Failed",
+    );
+    assert_eq!(late_be["status"]["reason"], "Evicted", "{late_be:#}");
+    assert_eq!(
+        late_be["status"]["message"],
+        "Pod was rejected: The node had condition: [MemoryPressure]. ",
+        "{late_be:#}"
+    );
+    let late_burst = agent.wait_pod(
+        "late-burst",
+        Duration::from_secs(90),
+        "late-burst Running",
+        running,
+    );
+    assert_eq!(late_burst["status"]["qosClass"], "Burstable");
+    assert!(sandboxes_named(&socket, "late-be").await.is_empty());
+    let events = agent
+        .get_json("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name=late-be")
+        .expect("events");
+    assert!(
+        events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["reason"] == "Evicted"
+                && e["message"] == "The node had condition: [MemoryPressure]. "),
+        "{events:#}"
+    );
+    for p in ["late-be", "late-burst"] {
+        agent.remove_manifest(&format!("{p}.yaml"));
+        agent.wait_gone(p, Duration::from_secs(90));
+    }
     let events = agent
         .get_json("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name=hog")
         .expect("events");

@@ -14,12 +14,18 @@
 //! are its API objects, and are evicted like the API server's pods; a pod of
 //! `priorityClassName: system-node-critical` or `system-cluster-critical` (or a priority of
 //! 2000000000 and more) is never evicted.
+//!
+//! It is also the first admission handler, as the kubelet's: while the node has
+//! MemoryPressure a new BestEffort pod is refused (unless it tolerates the memory-pressure
+//! taint or is critical). The agent observes no disk or PID signal, so DiskPressure, which
+//! would refuse every pod, never holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cri_proto::api;
+use k8s_openapi::api::core::v1::{Pod, Toleration};
 
 use crate::cri::req;
 use crate::manifest::Desired;
@@ -45,6 +51,44 @@ const CRITICAL_PRIORITY: i32 = 2_000_000_000;
 
 /// The reason in the status of an evicted pod.
 pub const REASON: &str = "Evicted";
+
+/// The taint of a node under memory pressure (`v1.TaintNodeMemoryPressure`).
+const MEMORY_PRESSURE_TAINT: &str = "node.kubernetes.io/memory-pressure";
+
+/// The eviction manager's admission (the kubelet's `managerImpl.Admit`): with the node
+/// under MemoryPressure, a BestEffort pod is refused unless it is critical or tolerates
+/// the memory-pressure taint; the other classes are admitted.
+pub fn admit(pod: &Pod, memory_pressure: bool) -> Result<(), Refusal> {
+    if !memory_pressure
+        || critical(pod)
+        || spec::qos(pod) != resources::Qos::BestEffort
+        || spec::spec(pod)
+            .tolerations
+            .iter()
+            .flatten()
+            .any(tolerates_memory_pressure)
+    {
+        return Ok(());
+    }
+    Err(Refusal {
+        reason: REASON.into(),
+        // The kubelet's nodeConditionMessageFmt, trailing space included.
+        message: "The node had condition: [MemoryPressure]. ".into(),
+    })
+}
+
+/// `Toleration.ToleratesTaint` for the NoSchedule taint of memory pressure (no value).
+fn tolerates_memory_pressure(t: &Toleration) -> bool {
+    let effect = t.effect.as_deref().unwrap_or("");
+    let key = t.key.as_deref().unwrap_or("");
+    (effect.is_empty() || effect == "NoSchedule")
+        && (key.is_empty() || key == MEMORY_PRESSURE_TAINT)
+        && match t.operator.as_deref().unwrap_or("") {
+            "" | "Equal" => t.value.as_deref().unwrap_or("").is_empty(),
+            "Exists" => true,
+            _ => false,
+        }
+}
 
 pub async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(INTERVAL);
@@ -152,8 +196,8 @@ struct Victim {
     detail: String,
 }
 
-fn critical(d: &Desired) -> bool {
-    let s = spec::spec(&d.pod);
+fn critical(pod: &Pod) -> bool {
+    let s = spec::spec(pod);
     s.priority.is_some_and(|p| p >= CRITICAL_PRIORITY)
         || matches!(
             s.priority_class_name.as_deref(),
@@ -196,7 +240,7 @@ async fn pick(shared: &Arc<Shared>) -> Option<Victim> {
         .desired
         .values()
         .filter(|d| {
-            g.admitted.contains(&d.uid) && !g.refused.contains_key(&d.uid) && !critical(d)
+            g.admitted.contains(&d.uid) && !g.refused.contains_key(&d.uid) && !critical(&d.pod)
         })
         .filter_map(|d| {
             let used = usage.get(&d.uid)?;
@@ -263,6 +307,67 @@ fn evict(shared: &Arc<Shared>, d: &Desired, message: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        serde_yaml_ng::from_str(yaml).expect("pod yaml")
+    }
+
+    const BEST_EFFORT: &str = "spec:\n  containers: [{name: c}]\n";
+
+    #[test]
+    fn memory_pressure_refuses_only_best_effort_pods() {
+        let be = pod(BEST_EFFORT);
+        assert_eq!(admit(&be, false), Ok(()));
+        let r = admit(&be, true).unwrap_err();
+        assert_eq!(r.reason, "Evicted");
+        assert_eq!(r.message, "The node had condition: [MemoryPressure]. ");
+        let burstable =
+            pod("spec:\n  containers: [{name: c, resources: {requests: {memory: 16Mi}}}]\n");
+        assert_eq!(admit(&burstable, true), Ok(()));
+        let guaranteed = pod(
+            "spec:\n  containers: [{name: c, resources: {limits: {cpu: 100m, memory: 16Mi}}}]\n",
+        );
+        assert_eq!(admit(&guaranteed, true), Ok(()));
+    }
+
+    #[test]
+    fn critical_and_tolerating_best_effort_pods_are_admitted_under_pressure() {
+        let critical =
+            pod("spec:\n  priorityClassName: system-node-critical\n  containers: [{name: c}]\n");
+        assert_eq!(admit(&critical, true), Ok(()));
+        for (toleration, ok) in [
+            (
+                "{key: node.kubernetes.io/memory-pressure, operator: Exists, effect: NoSchedule}",
+                true,
+            ),
+            (
+                "{key: node.kubernetes.io/memory-pressure, operator: Exists}",
+                true,
+            ),
+            ("{operator: Exists}", true),
+            (
+                "{key: node.kubernetes.io/memory-pressure, effect: NoSchedule}",
+                true,
+            ),
+            (
+                "{key: node.kubernetes.io/memory-pressure, value: x, effect: NoSchedule}",
+                false,
+            ),
+            (
+                "{key: node.kubernetes.io/memory-pressure, operator: Exists, effect: NoExecute}",
+                false,
+            ),
+            (
+                "{key: node.kubernetes.io/disk-pressure, operator: Exists, effect: NoSchedule}",
+                false,
+            ),
+        ] {
+            let p = pod(&format!(
+                "spec:\n  tolerations: [{toleration}]\n  containers: [{{name: c}}]\n"
+            ));
+            assert_eq!(admit(&p, true).is_ok(), ok, "{toleration}");
+        }
+    }
 
     #[test]
     fn thresholds_print_as_the_kubelet_does() {

@@ -328,6 +328,7 @@ fn admit(shared: &Shared, desired: &[Desired], snap: &Snapshot) {
             g.admitted.insert(d.uid.clone());
         }
     }
+    let pressure = g.memory_pressure.is_some();
     for d in desired {
         if g.admitted.contains(&d.uid) || g.refused.contains_key(&d.uid) {
             continue;
@@ -337,7 +338,9 @@ fn admit(shared: &Shared, desired: &[Desired], snap: &Snapshot) {
             .filter(|o| g.admitted.contains(&o.uid))
             .map(|o| &o.pod)
             .collect();
-        let verdict = crate::resources::admit(&d.pod, &admitted, &alloc)
+        // The kubelet's order: the eviction manager's handler, then the predicates.
+        let verdict = crate::eviction::admit(&d.pod, pressure)
+            .and_then(|()| crate::resources::admit(&d.pod, &admitted, &alloc))
             .and_then(|()| crate::storage::admit(&d.pod, &admitted));
         match verdict {
             Ok(()) => {

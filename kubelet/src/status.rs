@@ -78,14 +78,16 @@ pub fn record_refused(shared: &Shared, d: &Desired, r: &Refusal) {
         .and_then(|p| p.status.as_ref())
         .and_then(|s| s.reason.clone())
         .is_some();
-    // The eviction manager records its own event when it decides.
-    if !already && r.reason != crate::eviction::REASON {
+    // The eviction manager records its own event when it evicts (a refusal at admission
+    // with reason Evicted, under MemoryPressure, is a rejection like the others).
+    let evicted = shared.store().state.evicted.contains_key(&d.uid);
+    if !already && !evicted {
         shared.event(&d.pod, &d.uid, "Warning", &r.reason, r.message.clone());
     }
     let status = PodStatus {
         phase: Some("Failed".into()),
         reason: Some(r.reason.clone()),
-        message: Some(if r.reason == crate::eviction::REASON {
+        message: Some(if evicted {
             r.message.clone()
         } else {
             format!("Pod was rejected: {}", r.message)
