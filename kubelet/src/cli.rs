@@ -379,8 +379,23 @@ fn target(dir: &Path, file: &Path) -> Result<PathBuf> {
 
 /// `apply -f`: the file is validated, then written (atomically) into the manifest dir
 /// under its own name.
+/// `deployment.apps/web`, `service/web`: a document's name as kubectl prints it.
+fn resource_name(doc: &Value) -> String {
+    let kind = doc["kind"].as_str().unwrap_or("").to_lowercase();
+    let group = doc["apiVersion"]
+        .as_str()
+        .and_then(|v| v.split_once('/'))
+        .map(|(g, _)| format!(".{g}"))
+        .unwrap_or_default();
+    format!(
+        "{kind}{group}/{}",
+        doc["metadata"]["name"].as_str().unwrap_or("")
+    )
+}
+
 async fn apply(api: &Api, file: &Path) -> Result<()> {
-    let pods = crate::manifest::load_file(file).map_err(|e| anyhow!("error validating {e}"))?;
+    // Validation first: a file that would not load changes nothing.
+    crate::manifest::load_file(file).map_err(|e| anyhow!("error validating {e}"))?;
     let batch =
         crate::controllers::batch::check_file(file).map_err(|e| anyhow!("error validating {e}"))?;
     let dir = manifest_dir(api).await?;
@@ -406,30 +421,26 @@ async fn apply(api: &Api, file: &Path) -> Result<()> {
             }
         }
     }
-    let old_batch = if dest.exists() {
-        crate::controllers::batch::check_file(&dest).unwrap_or_default()
-    } else {
-        Vec::new()
+    // What kubectl prints: one line per document, in the file's order, against what the
+    // file held before.
+    let named = |path: &Path| -> Vec<(String, Value)> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        crate::manifest::documents(path, &text)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| (resource_name(&d), d))
+            .collect()
     };
-    let old: Vec<crate::manifest::Desired> = if dest.exists() {
-        crate::manifest::load_file(&dest).unwrap_or_default()
+    let old = if dest.exists() {
+        named(&dest)
     } else {
         Vec::new()
     };
     let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     crate::store::write_atomic(&dest, &data)
         .with_context(|| format!("writing {}", dest.display()))?;
-    for p in pods {
-        let name = p.pod.metadata.name.clone().unwrap_or_default();
-        let verb = match old.iter().find(|o| o.key() == p.key()) {
-            Some(o) if o.pod == p.pod => "unchanged",
-            Some(_) => "configured",
-            None => "created",
-        };
-        println!("pod/{name} {verb}");
-    }
-    for (name, doc) in batch {
-        let verb = match old_batch.iter().find(|(n, _)| *n == name) {
+    for (name, doc) in named(file) {
+        let verb = match old.iter().find(|(n, _)| *n == name) {
             Some((_, d)) if *d == doc => "unchanged",
             Some(_) => "configured",
             None => "created",
@@ -586,6 +597,20 @@ mod tests {
         assert_eq!(
             deployment_status(&stuck).unwrap_err().to_string(),
             "deployment \"web\" exceeded its progress deadline"
+        );
+    }
+
+    #[test]
+    fn documents_are_named_as_kubectl_prints_them() {
+        let doc = |v: &str, k: &str| serde_json::json!({"apiVersion": v, "kind": k, "metadata": {"name": "web"}});
+        assert_eq!(
+            resource_name(&doc("apps/v1", "Deployment")),
+            "deployment.apps/web"
+        );
+        assert_eq!(resource_name(&doc("v1", "Service")), "service/web");
+        assert_eq!(
+            resource_name(&doc("batch/v1", "CronJob")),
+            "cronjob.batch/web"
         );
     }
 }
