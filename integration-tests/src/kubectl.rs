@@ -6,7 +6,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::agent::Agent;
-use crate::kubelet::Node;
+use crate::engines::have;
+use crate::kubelet::{start_engine, CgroupRoot, Endpoint, Engine, Node};
 use crate::{scaled, Output};
 
 /// Where the machine keeps its kubectl versions.
@@ -18,6 +19,49 @@ pub const VERSIONS: &[&str] = &["1.27", "1.33"];
 /// The binary of one kubectl version (`"1.33"`).
 pub fn bin(version: &str) -> PathBuf {
     Path::new(DIR).join(format!("kubectl.{version}"))
+}
+
+/// The binaries of [`VERSIONS`]; `None`, with the reason printed as skipped, when one of
+/// them or nft is missing.
+pub fn bins_or_skip() -> Option<Vec<PathBuf>> {
+    let bins: Vec<PathBuf> = VERSIONS.iter().map(|v| bin(v)).collect();
+    if bins.iter().all(|b| b.is_file()) && have("nft") {
+        return Some(bins);
+    }
+    eprintln!("skipped: needs {DIR}/kubectl.{{1.27,1.33}} and nft");
+    None
+}
+
+/// A node whose agent serves the Kubernetes API, on rrun-cri. Fields drop in this order:
+/// the agent before its CRI server, the node, then the cgroup root.
+pub struct ApiNode {
+    pub agent: Agent,
+    pub engine: Engine,
+    pub node: Node,
+    _cgroups: CgroupRoot,
+}
+
+impl ApiNode {
+    /// `service_cidr`: the agent's `--service-cluster-ip-range` (one per test binary, so
+    /// tests running side by side do not share ClusterIPs).
+    pub async fn start(tag: &str, service_cidr: &str) -> ApiNode {
+        let cgroups = CgroupRoot::new(tag);
+        let node = Node::start();
+        let engine = start_engine(Endpoint::RrunCri, &node).await;
+        let agent = Agent::start(
+            &node,
+            &engine.socket(),
+            &cgroups,
+            tag,
+            &[format!("--service-cluster-ip-range={service_cidr}")],
+        );
+        ApiNode {
+            agent,
+            engine,
+            node,
+            _cgroups: cgroups,
+        }
+    }
 }
 
 /// One kubectl binary with its own kubeconfig and cache directory.

@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use integration_tests::agent::Agent;
 use integration_tests::engines::have;
-use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node, IMAGE};
+use integration_tests::kubectl::ApiNode;
+use integration_tests::kubelet::IMAGE;
 use integration_tests::{scaled, Value};
 
 fn script() -> std::path::PathBuf {
@@ -33,17 +33,8 @@ async fn python_client() {
         eprintln!("skipped: needs python3's kubernetes client (scripts/setup.sh) and nft");
         return;
     }
-    let tag = "kpy";
-    let cgroups = CgroupRoot::new(tag);
-    let node = Node::start();
-    let engine = start_engine(Endpoint::RrunCri, &node).await;
-    let mut agent = Agent::start(
-        &node,
-        &engine.socket(),
-        &cgroups,
-        tag,
-        &["--service-cluster-ip-range=10.97.0.0/24".into()],
-    );
+    let mut api = ApiNode::start("kpy", "10.97.0.0/24").await;
+    let (node, agent) = (&api.node, &mut api.agent);
     let kubeconfig = agent.root_dir.join("kubeconfig");
     let step = scaled(Duration::from_secs(120)).as_secs().to_string();
     let out = node

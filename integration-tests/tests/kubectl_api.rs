@@ -11,15 +11,13 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use integration_tests::agent::Agent;
-use integration_tests::engines::have;
-use integration_tests::kubectl::{self, rows, Kubectl, VERSIONS};
-use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node, IMAGE};
+use integration_tests::kubectl::{self, rows, ApiNode, Kubectl};
+use integration_tests::kubelet::IMAGE;
 use integration_tests::{scaled, Value};
 
 const WORKLOAD: &str = r#"apiVersion: apps/v1
@@ -308,25 +306,11 @@ fn check_watch(k: &Kubectl, agent: &mut Agent) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads() {
-    let bins: Vec<PathBuf> = VERSIONS.iter().map(|v| kubectl::bin(v)).collect();
-    if !bins.iter().all(|b| b.is_file()) || !have("nft") {
-        eprintln!(
-            "skipped: needs {}/kubectl.{{1.27,1.33}} and nft",
-            kubectl::DIR
-        );
+    let Some(bins) = kubectl::bins_or_skip() else {
         return;
-    }
-    let tag = "kapi-reads";
-    let cgroups = CgroupRoot::new(tag);
-    let node = Node::start();
-    let engine = start_engine(Endpoint::RrunCri, &node).await;
-    let mut agent = Agent::start(
-        &node,
-        &engine.socket(),
-        &cgroups,
-        tag,
-        &["--service-cluster-ip-range=10.98.0.0/24".into()],
-    );
+    };
+    let mut api = ApiNode::start("kapi-reads", "10.98.0.0/24").await;
+    let (node, agent) = (&api.node, &mut api.agent);
     let kubeconfig = agent.root_dir.join("kubeconfig");
     let mode = fs::metadata(&kubeconfig)
         .expect("kubeconfig right after the start")
@@ -337,29 +321,29 @@ async fn reads() {
     agent.write_manifest("web.yaml", &WORKLOAD.replace("IMAGE", IMAGE));
     for bin in &bins {
         let k = Kubectl::new(
-            &node,
+            node,
             bin,
             &kubeconfig,
             &bin.display().to_string().replace('/', "_"),
         );
-        check_reads(&k, &mut agent);
-        check_watch(&k, &mut agent);
+        check_reads(&k, agent);
+        check_watch(&k, agent);
     }
 
     // A restart loses nothing: the same CA and token, the same pods.
-    let k = Kubectl::new(&node, &bins[1], &kubeconfig, "restart");
+    let k = Kubectl::new(node, &bins[1], &kubeconfig, "restart");
     let names = k.ok(&["get", "pods", "-o", "name"]);
     agent.kill9();
     agent.restart();
     assert_eq!(fs::read_to_string(&kubeconfig).expect("kubeconfig"), before);
     k.wait(
-        &mut agent,
+        agent,
         &["get", "pods", "-o", "name"],
         &format!("the same pods after the restart ({names:?})"),
         |s| s == names,
     );
     agent.remove_manifest("web.yaml");
-    k.wait(&mut agent, &["get", "pods", "-o", "name"], "no pods", |s| {
+    k.wait(agent, &["get", "pods", "-o", "name"], "no pods", |s| {
         s.is_empty()
     });
 }
@@ -430,27 +414,13 @@ spec:
 /// API-made objects; `delete -f` removes them and the Deployment's pods.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes() {
-    let bins: Vec<PathBuf> = VERSIONS.iter().map(|v| kubectl::bin(v)).collect();
-    if !bins.iter().all(|b| b.is_file()) || !have("nft") {
-        eprintln!(
-            "skipped: needs {}/kubectl.{{1.27,1.33}} and nft",
-            kubectl::DIR
-        );
+    let Some(bins) = kubectl::bins_or_skip() else {
         return;
-    }
-    let tag = "kapi-writes";
-    let cgroups = CgroupRoot::new(tag);
-    let node = Node::start();
-    let engine = start_engine(Endpoint::RrunCri, &node).await;
-    let mut agent = Agent::start(
-        &node,
-        &engine.socket(),
-        &cgroups,
-        tag,
-        &["--service-cluster-ip-range=10.98.1.0/24".into()],
-    );
+    };
+    let mut api = ApiNode::start("kapi-writes", "10.98.1.0/24").await;
+    let (node, agent) = (&api.node, &mut api.agent);
     let kubeconfig = agent.root_dir.join("kubeconfig");
-    let k = |i: usize| Kubectl::new(&node, &bins[i], &kubeconfig, &format!("w{i}"));
+    let k = |i: usize| Kubectl::new(node, &bins[i], &kubeconfig, &format!("w{i}"));
     let (old, new) = (k(0), k(1));
     let file = node.dir().join("apps.yaml");
     let file_s = file.display().to_string();
@@ -476,9 +446,9 @@ async fn writes() {
         "-o",
         "jsonpath={.items[*].spec.containers[0].env[0].value}",
     ];
-    new.wait(&mut agent, &envs, "2 pods of v1", |s| s == "v1 v1");
+    new.wait(agent, &envs, "2 pods of v1", |s| s == "v1 v1");
     new.wait(
-        &mut agent,
+        agent,
         &[
             "get",
             "deploy",
@@ -505,7 +475,7 @@ async fn writes() {
     ] {
         assert!(out.lines().any(|l| l == want), "{want}:\n{out}");
     }
-    new.wait(&mut agent, &envs, "2 pods of v2 only", |s| s == "v2 v2");
+    new.wait(agent, &envs, "2 pods of v2 only", |s| s == "v2 v2");
     let o = new.ok(&[
         "rollout",
         "status",
@@ -527,7 +497,7 @@ async fn writes() {
     assert_eq!(gen, "2");
     let o = new.ok(&["scale", "deployment/web", "-n", "apps", "--replicas=3"]);
     assert_eq!(o.trim(), "deployment.apps/web scaled");
-    old.wait(&mut agent, &envs, "3 pods of v2", |s| s == "v2 v2 v2");
+    old.wait(agent, &envs, "3 pods of v2", |s| s == "v2 v2 v2");
 
     // A stale update: replace with the resourceVersion from before a patch.
     let before = new.ok(&["get", "cm", "cfg", "-n", "apps", "-o", "json"]);
@@ -545,7 +515,7 @@ async fn writes() {
     ]);
     assert_eq!(o.trim(), "configmap/cfg patched");
     new.wait(
-        &mut agent,
+        agent,
         &["get", "cm", "cfg", "-n", "apps", "-o", "jsonpath={.data.b}"],
         "the patch",
         |s| s == "x",
@@ -567,7 +537,7 @@ async fn writes() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: own}\ndata: {a: '1'}\n",
     );
     new.wait(
-        &mut agent,
+        agent,
         &["get", "cm", "own", "-o", "name"],
         "the file's ConfigMap",
         |s| s.trim() == "configmap/own",
@@ -608,7 +578,7 @@ async fn writes() {
     agent.kill9();
     agent.restart();
     new.wait(
-        &mut agent,
+        agent,
         &["get", "pods", "-n", "apps", "-o", "name"],
         "the same pods",
         |s| s == names,
@@ -637,7 +607,7 @@ async fn writes() {
         assert!(out.lines().any(|l| l == want), "{want}:\n{out}");
     }
     new.wait(
-        &mut agent,
+        agent,
         &["get", "pods", "-n", "apps", "-o", "name"],
         "the Deployment's pods collected",
         |s| s.is_empty(),

@@ -12,12 +12,9 @@
 //! `create job --from=cronjob/NAME` (the Job owned by the CronJob), a `--dry-run=server`
 //! create that stores nothing, and the deletes that collect the pods.
 
-use std::path::PathBuf;
-
 use integration_tests::agent::Agent;
-use integration_tests::engines::have;
-use integration_tests::kubectl::{self, Kubectl, VERSIONS};
-use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node, IMAGE};
+use integration_tests::kubectl::{self, ApiNode, Kubectl, VERSIONS};
+use integration_tests::kubelet::IMAGE;
 use integration_tests::Value;
 
 /// `kubectl ARGS -o json`, with the agent's log if it fails.
@@ -231,31 +228,17 @@ fn check_creates(k: &Kubectl, agent: &mut Agent, ns: &str, version: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates() {
-    let bins: Vec<PathBuf> = VERSIONS.iter().map(|v| kubectl::bin(v)).collect();
-    if !bins.iter().all(|b| b.is_file()) || !have("nft") {
-        eprintln!(
-            "skipped: needs {}/kubectl.{{1.27,1.33}} and nft",
-            kubectl::DIR
-        );
+    let Some(bins) = kubectl::bins_or_skip() else {
         return;
-    }
-    let tag = "kcreate";
-    let cgroups = CgroupRoot::new(tag);
-    let node = Node::start();
-    let engine = start_engine(Endpoint::RrunCri, &node).await;
-    let mut agent = Agent::start(
-        &node,
-        &engine.socket(),
-        &cgroups,
-        tag,
-        &["--service-cluster-ip-range=10.98.0.0/24".into()],
-    );
+    };
+    let mut api = ApiNode::start("kcreate", "10.98.0.0/24").await;
+    let (node, agent) = (&api.node, &mut api.agent);
     let kubeconfig = agent.root_dir.join("kubeconfig");
     for (bin, version) in bins.iter().zip(VERSIONS) {
-        let k = Kubectl::new(&node, bin, &kubeconfig, &format!("kcreate-{version}"));
+        let k = Kubectl::new(node, bin, &kubeconfig, &format!("kcreate-{version}"));
         check_creates(
             &k,
-            &mut agent,
+            agent,
             &format!("made-{}", version.replace('.', "-")),
             version,
         );

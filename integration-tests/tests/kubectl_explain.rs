@@ -6,12 +6,9 @@
 //! warning and the field dropped, and a correct file still applies.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use integration_tests::agent::Agent;
-use integration_tests::engines::have;
-use integration_tests::kubectl::{self, Kubectl, VERSIONS};
-use integration_tests::kubelet::{start_engine, CgroupRoot, Endpoint, Node};
+use integration_tests::kubectl::{self, ApiNode, Kubectl};
 use integration_tests::Value;
 
 /// `lines` appear in `out` in this order (other lines between them).
@@ -207,28 +204,14 @@ fn validation(k: &Kubectl, dir: &Path, i: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_and_field_validation() {
-    let bins: Vec<PathBuf> = VERSIONS.iter().map(|v| kubectl::bin(v)).collect();
-    if !bins.iter().all(|b| b.is_file()) || !have("nft") {
-        eprintln!(
-            "skipped: needs {}/kubectl.{{1.27,1.33}} and nft",
-            kubectl::DIR
-        );
+    let Some(bins) = kubectl::bins_or_skip() else {
         return;
-    }
-    let tag = "kexplain";
-    let cgroups = CgroupRoot::new(tag);
-    let node = Node::start();
-    let engine = start_engine(Endpoint::RrunCri, &node).await;
-    let mut agent = Agent::start(
-        &node,
-        &engine.socket(),
-        &cgroups,
-        tag,
-        &["--service-cluster-ip-range=10.98.9.0/24".into()],
-    );
+    };
+    let mut api = ApiNode::start("kexplain", "10.98.9.0/24").await;
+    let (node, agent) = (&api.node, &mut api.agent);
     let kubeconfig = agent.root_dir.join("kubeconfig");
     for (i, bin) in bins.iter().enumerate() {
-        let k = Kubectl::new(&node, bin, &kubeconfig, &format!("x{i}"));
+        let k = Kubectl::new(node, bin, &kubeconfig, &format!("x{i}"));
         explain(&k);
         validation(&k, node.dir(), i);
         agent.assert_alive();
