@@ -8,7 +8,8 @@
 //! applied again rolls the pods to the new version; `--dry-run=server` changes nothing;
 //! `kubectl scale` takes `.spec.replicas`, so applying the file again is refused (409, the
 //! API server's conflict message as kubectl prints it) and `--show-managed-fields` shows both
-//! managers; `--force-conflicts` takes the field back. A ConfigMap made by client-side
+//! managers; `--force-conflicts` takes the field back; a stale `resourceVersion` in the file
+//! gets 409. A ConfigMap made by client-side
 //! `apply` conflicts with a server-side apply by another manager on the same key, which
 //! `--force-conflicts` settles (kubectl then migrates the client-side fields to its manager);
 //! a key the applier then drops is removed.
@@ -222,6 +223,21 @@ fn check(k: &Kubectl, agent: &mut Agent, ns: &str, scaler: &str) {
         managers(&d),
         [("kubectl".to_string(), "Apply".to_string(), String::new())],
         "the scale's only field taken, its entry goes: {d}"
+    );
+
+    // A stale resourceVersion in the configuration is refused, as for any write.
+    let stale = deployment(ns, "v2", 2).replacen(
+        "  namespace:",
+        "  resourceVersion: \"1\"\n  namespace:",
+        1,
+    );
+    fs::write(&file, stale).expect("web.yaml");
+    let o = k.run(&["apply", "--server-side", "-f", &f]);
+    assert!(
+        !o.status.success() && o.stderr.contains("the object has been modified"),
+        "{}\n{}",
+        o.stdout,
+        o.stderr
     );
 
     // Client-side apply, then another manager's server-side apply of the same key.

@@ -225,3 +225,50 @@ fn conflicts(cs: &[managed_fields::Conflict]) -> Response {
         Some(json!({"causes": causes})),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn text(r: Response) -> (StatusCode, Value) {
+        let code = r.status();
+        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (code, serde_json::from_slice(&b).unwrap())
+    }
+
+    #[tokio::test]
+    async fn patch_options_as_the_api_server_checks_them() {
+        assert!(check_options(MEDIA_TYPE, Some("fieldManager=kubectl&force=false")).is_ok());
+        assert!(check_options("application/merge-patch+json", Some("fieldManager=x")).is_ok());
+        let (code, s) = text(check_options(MEDIA_TYPE, Some("force=true")).unwrap_err()).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            s["message"],
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+        );
+        let (_, s) =
+            text(check_options("application/merge-patch+json", Some("force=true")).unwrap_err())
+                .await;
+        assert_eq!(s["details"]["causes"][0]["field"], "force");
+    }
+
+    #[test]
+    fn the_manager_defaults_to_the_user_agent_product() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::USER_AGENT,
+            "kubectl/v1.33.0 (linux/amd64) kubernetes/abc"
+                .parse()
+                .unwrap(),
+        );
+        let name = |w: Writer| match w {
+            Writer::Update { manager, .. } => manager,
+            Writer::Applied => String::new(),
+        };
+        assert_eq!(name(Writer::of(None, &h, "")), "kubectl");
+        assert_eq!(
+            name(Writer::of(Some("fieldManager=kubectl-edit"), &h, "")),
+            "kubectl-edit"
+        );
+    }
+}

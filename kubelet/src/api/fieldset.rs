@@ -240,7 +240,7 @@ impl Set {
         Set(self
             .0
             .iter()
-            .filter(|p| !(0..=p.len()).any(|n| o.0.contains(&p[..n].to_vec())))
+            .filter(|p| !(0..=p.len()).any(|n| o.0.contains(&p[..n])))
             .cloned()
             .collect())
     }
@@ -282,10 +282,8 @@ impl Set {
     pub fn from_fields_v1(v: &Value) -> Set {
         fn read(v: &Value, path: &mut Path, out: &mut BTreeSet<Path>) {
             let Some(m) = v.as_object() else { return };
-            if m.is_empty() || m.contains_key(".") {
-                if !path.is_empty() {
-                    out.insert(path.clone());
-                }
+            if (m.is_empty() || m.contains_key(".")) && !path.is_empty() {
+                out.insert(path.clone());
             }
             for (k, c) in m.iter().filter(|(k, _)| *k != ".") {
                 path.push(k.clone());
@@ -380,7 +378,7 @@ pub fn remove(obj: &mut Value, p: &Path, keep: &Set, service: bool) {
     // Walk up: a container the removal emptied goes too.
     for n in (1..p.len()).rev() {
         let parent = &p[..n];
-        if keep.0.contains(&parent.to_vec()) {
+        if keep.0.contains(parent) {
             return;
         }
         let Some(v) = lookup(obj, parent, service) else {
