@@ -12,7 +12,8 @@
 //! gets 409. A ConfigMap made by client-side
 //! `apply` conflicts with a server-side apply by another manager on the same key, which
 //! `--force-conflicts` settles (kubectl then migrates the client-side fields to its manager);
-//! a key the applier then drops is removed.
+//! a key the applier then drops is removed. A Service's ports (keyed by port and protocol)
+//! are added and dropped by applies.
 
 use std::fs;
 
@@ -302,6 +303,41 @@ fn check(k: &Kubectl, agent: &mut Agent, ns: &str, scaler: &str) {
     k.ok(&mine);
     let c = json(k, agent, &["-n", ns, "get", "cm", "cfg"]);
     assert_eq!(c["data"], serde_json::json!({"a": "x"}), "{c}");
+
+    // A Service: its ports are keyed by port and protocol; a port dropped from the file goes.
+    let svc = dir.join(format!("{ns}-svc.yaml"));
+    let svc_s = svc.display().to_string();
+    for (ports, want) in [
+        ("[{port: 80, targetPort: 8080}]", vec![80]),
+        (
+            "[{port: 80, targetPort: 8080}, {port: 443, targetPort: 8443}]",
+            vec![80, 443],
+        ),
+        ("[{port: 443, targetPort: 8443}]", vec![443]),
+    ] {
+        let text = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  selector: {{app: web}}\n  ports: {ports}\n"
+        );
+        fs::write(&svc, text).expect("svc.yaml");
+        let out = k.ok(&["apply", "--server-side", "-f", &svc_s]);
+        assert_eq!(out.trim(), "service/web serverside-applied");
+        let s = json(
+            k,
+            agent,
+            &["-n", ns, "get", "service", "web", "--show-managed-fields"],
+        );
+        let got: Vec<i64> = s["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["port"].as_i64())
+            .collect();
+        assert_eq!(got, want, "{s}");
+        let f = &s["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:ports"];
+        let key = format!("k:{{\"port\":{},\"protocol\":\"TCP\"}}", want[0]);
+        assert!(f[&key]["f:targetPort"].is_object(), "{s}");
+    }
+    k.ok(&["-n", ns, "delete", "service", "web"]);
 
     k.ok(&["-n", ns, "delete", "deployment", "web"]);
     k.ok(&["-n", ns, "delete", "configmap", "cfg"]);
