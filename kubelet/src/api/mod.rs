@@ -2,10 +2,13 @@
 //! the CLI is a client of it) and the kubelet's HTTP ports on loopback (read-only: `/pods`,
 //! `/healthz`, `/metrics`; healthz).
 
+mod apply;
 pub mod discovery;
+mod fieldset;
 pub mod front;
 pub mod http;
 pub mod local;
+mod managed_fields;
 mod namespaces;
 pub mod openapi;
 mod paging;

@@ -23,6 +23,7 @@ use axum::Json;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Value};
 
+use super::apply::{self, Writer};
 use super::front::{not_found, Front, Target};
 use super::openapi::{self, Validation};
 use super::registry::Kind;
@@ -78,7 +79,7 @@ fn invalid(kind: &Kind, name: &str, field: &str, why: &str) -> Response {
     )
 }
 
-fn conflict(kind: &Kind, name: &str) -> Response {
+pub(super) fn conflict(kind: &Kind, name: &str) -> Response {
     status_error(
         StatusCode::CONFLICT,
         "Conflict",
@@ -173,6 +174,7 @@ impl Front {
                     "uid",
                     "creationTimestamp",
                     "deletionTimestamp",
+                    "managedFields",
                 ] {
                     if !s["metadata"][f].is_null() {
                         o["metadata"][f] = s["metadata"][f].clone();
@@ -185,7 +187,7 @@ impl Front {
         }
     }
 
-    async fn current(
+    pub(super) async fn current(
         &self,
         kind: &'static Kind,
         ns: &str,
@@ -207,7 +209,6 @@ impl Front {
         let mut o = obj.clone();
         if let Some(m) = o["metadata"].as_object_mut() {
             m.remove("resourceVersion");
-            m.remove("managedFields");
         }
         if let Some(m) = o.as_object_mut() {
             m.remove("status");
@@ -228,7 +229,7 @@ impl Front {
         })
     }
 
-    fn file_owned(&self, kind: &Kind, name: &str) -> Response {
+    pub(super) fn file_owned(&self, kind: &Kind, name: &str) -> Response {
         status_error(
             StatusCode::FORBIDDEN,
             "Forbidden",
@@ -274,6 +275,13 @@ impl Front {
             .query()
             .is_some_and(|q| q.split('&').any(|p| p == "dryRun=All"));
         let validation = Validation::from_query(req.uri().query());
+        let query = req.uri().query().map(str::to_string);
+        let who = Writer::of(query.as_deref(), req.headers(), "");
+        if method == Method::PATCH {
+            if let Err(r) = apply::check_options(&ctype, query.as_deref()) {
+                return r;
+            }
+        }
         let body: Bytes = match axum::body::to_bytes(req.into_body(), 16 << 20).await {
             Ok(b) => b,
             Err(e) => return bad_request(e.to_string()),
@@ -308,10 +316,18 @@ impl Front {
             Ok(obj)
         };
         let result = match (method, t.name.clone()) {
-            (Method::POST, None) => self.create(kind, &ns, checked(&body), dry).await,
-            (Method::PUT, Some(name)) => self.replace(kind, &ns, &name, checked(&body), dry).await,
+            (Method::POST, None) => self.create(kind, &ns, checked(&body), dry, &who).await,
+            (Method::PUT, Some(name)) => {
+                self.replace(kind, &ns, &name, checked(&body), dry, &who)
+                    .await
+            }
+            (Method::PATCH, Some(name)) if ctype == apply::MEDIA_TYPE => {
+                let q = query.as_deref();
+                self.apply(kind, &ns, &name, &body, q, dry, validation)
+                    .await
+            }
             (Method::PATCH, Some(name)) => {
-                self.patch(kind, &ns, &name, &ctype, &body, dry, validation)
+                self.patch(kind, &ns, &name, &ctype, &body, dry, validation, &who)
                     .await
             }
             (Method::DELETE, Some(name)) => self.delete(kind, &ns, &name, dry).await,
@@ -341,7 +357,12 @@ impl Front {
         self.shared.passes.settle().await;
     }
 
-    fn check_body(&self, kind: &Kind, ns: &str, obj: &Value) -> Result<String, Response> {
+    pub(super) fn check_body(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        obj: &Value,
+    ) -> Result<String, Response> {
         if obj["kind"].as_str().is_some_and(|k| k != kind.kind) {
             return Err(bad_request(format!(
                 "the kind of the object ({}) does not match the resource ({})",
@@ -370,12 +391,13 @@ impl Front {
         Ok(name)
     }
 
-    async fn create(
+    pub(super) async fn create(
         &self,
         kind: &'static Kind,
         ns: &str,
         obj: Result<Value, Response>,
         dry: bool,
+        who: &Writer,
     ) -> Result<Response, Response> {
         let mut obj = obj?;
         let name = self.check_body(kind, ns, &obj)?;
@@ -409,6 +431,7 @@ impl Front {
         if generational(kind.plural) {
             obj["metadata"]["generation"] = 1.into();
         }
+        who.record(kind, None, &mut obj);
         if !dry {
             self.store(kind, ns, &name, &obj)?;
         }
@@ -423,6 +446,7 @@ impl Front {
         name: &str,
         obj: Result<Value, Response>,
         dry: bool,
+        who: &Writer,
     ) -> Result<Response, Response> {
         let mut obj = obj?;
         let body_name = self.check_body(kind, ns, &obj)?;
@@ -441,12 +465,13 @@ impl Front {
         if !given.is_empty() && cur["metadata"]["resourceVersion"].as_str() != Some(given) {
             return Err(conflict(kind, name));
         }
-        self.finish(kind, ns, name, &mut obj, &stored, dry)
+        self.finish(kind, ns, name, &mut obj, &stored, dry, who)
     }
 
     /// Keeps what the server owns (identity, creation), bumps the generation when the spec
     /// changed, stores, answers.
-    fn finish(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish(
         &self,
         kind: &Kind,
         ns: &str,
@@ -454,6 +479,7 @@ impl Front {
         obj: &mut Value,
         stored: &Value,
         dry: bool,
+        who: &Writer,
     ) -> Result<Response, Response> {
         obj["apiVersion"] = kind.api_version().into();
         obj["kind"] = kind.kind.into();
@@ -470,6 +496,7 @@ impl Front {
             let changed = obj["spec"] != stored["spec"];
             obj["metadata"]["generation"] = (if changed { g + 1 } else { g }).into();
         }
+        who.record(kind, Some(stored), obj);
         if !dry {
             self.store(kind, ns, name, obj)?;
         }
@@ -488,6 +515,7 @@ impl Front {
         body: &Bytes,
         dry: bool,
         validation: Validation,
+        who: &Writer,
     ) -> Result<Response, Response> {
         let p: Value = serde_json::from_slice(body)
             .map_err(|e| bad_request(format!("the patch is not JSON: {e}")))?;
@@ -520,7 +548,7 @@ impl Front {
                 return Err(status_error(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "UnsupportedMediaType",
-                    format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?}; server-side apply is not served)"),
+                    format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {other:?})"),
                     None,
                 ))
             }
@@ -532,7 +560,7 @@ impl Front {
         if !given.is_empty() && cur["metadata"]["resourceVersion"].as_str() != Some(given) {
             return Err(conflict(kind, name));
         }
-        let mut r = self.finish(kind, ns, name, &mut obj, &stored, dry)?;
+        let mut r = self.finish(kind, ns, name, &mut obj, &stored, dry, who)?;
         openapi::warn(&mut r, &warnings);
         Ok(r)
     }
@@ -601,6 +629,7 @@ impl Front {
             .and_then(|h| h.to_str().ok())
             .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
+        let who = Writer::of(req.uri().query(), req.headers(), "scale");
         let body = axum::body::to_bytes(req.into_body(), 1 << 20)
             .await
             .unwrap_or_default();
@@ -665,7 +694,7 @@ impl Front {
         };
         let mut obj = stored.clone();
         obj["spec"]["replicas"] = replicas.into();
-        match self.finish(kind, &ns, &name, &mut obj, &stored, false) {
+        match self.finish(kind, &ns, &name, &mut obj, &stored, false, &who) {
             Ok(_) => {
                 self.settle().await;
                 Json(scale_of(&obj, replicas.into())).into_response()
