@@ -80,6 +80,8 @@ pub fn on_delete(stored: &Value, policy: Option<&str>, now: &str) -> Option<Valu
 
 /// An update of `stored` to `obj`: the deletion fields are the server's (kept from
 /// `stored`), and an object being deleted takes no new finalizer.
+// The error is the request's answer, made once (as in write.rs).
+#[allow(clippy::result_large_err)]
 pub fn on_update(kind: &Kind, name: &str, stored: &Value, obj: &mut Value) -> Result<(), Response> {
     for f in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
         match stored["metadata"].get(f) {

@@ -344,7 +344,10 @@ impl Front {
             ("", "secrets") => local::config_objects(&self.shared, crate::objects::Kind::Secret),
             _ => self.inner_list(kind).await?,
         };
-        if super::write::WRITABLE.contains(&kind.plural) && kind.plural != "namespaces" {
+        // (ConfigMaps and Secrets stay in the agent's objects while finalizers hold them.)
+        if super::write::WRITABLE.contains(&kind.plural)
+            && !matches!(kind.plural, "namespaces" | "configmaps" | "secrets")
+        {
             // An object deleted in the foreground is gone from the controllers' view while
             // its dependents go; its file still defines it.
             for o in super::finalizers::terminating(&self.shared.config.manifest_dir, kind.plural) {
