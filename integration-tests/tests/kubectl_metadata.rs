@@ -49,7 +49,7 @@ spec:
       - name: main
         image: {IMAGE}
         imagePullPolicy: Never
-        command: [sh, -c, 'exec sleep 1000000']
+        command: [sh, -c, 'trap "exit 0" TERM; while :; do sleep 0.2; done']
         ports: [{{containerPort: 8080}}]
         livenessProbe:
           exec:
