@@ -125,6 +125,14 @@ pub fn on_update(kind: &Kind, name: &str, stored: &Value, obj: &mut Value) -> Re
     ))
 }
 
+/// A created object is not being deleted, whatever the client sent.
+pub fn on_create(obj: &mut Value) {
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+    }
+}
+
 /// Whether an object is being deleted and nothing holds it any more.
 pub fn released(obj: &Value) -> bool {
     obj["metadata"]["deletionTimestamp"].is_string() && names(obj).is_empty()

@@ -415,6 +415,7 @@ impl Front {
         if generational(kind.plural) {
             obj["metadata"]["generation"] = 1.into();
         }
+        finalizers::on_create(&mut obj);
         defaults::apply(kind.plural, &mut obj);
         if !dry {
             self.store(kind, ns, &name, &obj)?;
