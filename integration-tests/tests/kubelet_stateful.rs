@@ -70,8 +70,8 @@ spec:
         imagePullPolicy: Never
         env: [{{name: VERSION, value: {version}}}]
         command: [sh, -c, 'test -f /data/id || echo "$(hostname) $(cat /proc/sys/kernel/random/uuid)" > /data/id; echo "$VERSION $(hostname)" >> /data/boots; trap "exit 0" TERM; while :; do sleep 1; done']
-        # Every field spelled out: the agent's API serves objects as written, without the
-        # API server's defaults, and kubectl's describe prints unset ones as 0.
+        # Every field spelled out (the API fills in the API server's defaults, e.g.
+        # timeoutSeconds 1, but the probe runs each second here).
         readinessProbe:
           exec: {{command: [cat, /data/id]}}
           periodSeconds: 1

@@ -10,7 +10,7 @@ use crate::manifest::Desired;
 use crate::state::{Shared, Waiting};
 
 /// The API server's default when a container names no imagePullPolicy.
-fn default_pull_policy(image: &str) -> &'static str {
+pub(crate) fn default_pull_policy(image: &str) -> &'static str {
     let last = image.rsplit('/').next().unwrap_or(image);
     if image.contains('@') {
         "IfNotPresent"

@@ -344,6 +344,22 @@ impl Front {
             ("", "secrets") => local::config_objects(&self.shared, crate::objects::Kind::Secret),
             _ => self.inner_list(kind).await?,
         };
+        // (ConfigMaps and Secrets stay in the agent's objects while finalizers hold them.)
+        if super::write::WRITABLE.contains(&kind.plural)
+            && !matches!(kind.plural, "namespaces" | "configmaps" | "secrets")
+        {
+            // An object deleted in the foreground is gone from the controllers' view while
+            // its dependents go; its file still defines it.
+            for o in super::finalizers::terminating(&self.shared.config.manifest_dir, kind.plural) {
+                let same = |i: &Value| {
+                    i["metadata"]["name"] == o["metadata"]["name"]
+                        && i["metadata"]["namespace"] == o["metadata"]["namespace"]
+                };
+                if !items.iter().any(same) {
+                    items.push(o);
+                }
+            }
+        }
         if let Some(ns) = ns {
             items.retain(|o| o["metadata"]["namespace"].as_str() == Some(ns));
         }
@@ -360,6 +376,9 @@ impl Front {
             k(a).cmp(&k(b))
         });
         self.overlay(kind, &mut items);
+        for o in &mut items {
+            super::defaults::apply(kind.plural, o);
+        }
         self.stamp(kind, &mut items);
         Ok(items)
     }

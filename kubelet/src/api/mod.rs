@@ -3,8 +3,10 @@
 //! `/healthz`, `/metrics`; healthz).
 
 mod apply;
+pub mod defaults;
 pub mod discovery;
 mod fieldset;
+pub mod finalizers;
 pub mod front;
 pub mod http;
 pub mod local;
@@ -25,9 +27,10 @@ pub mod workloads;
 pub mod write;
 
 /// The API's routes, the same on the unix socket and on the HTTPS port.
-/// The API's background work: the namespace controller.
+/// The API's background work: the namespace controller, the finalizers' collector.
 pub fn spawn_controllers(shared: std::sync::Arc<crate::state::Shared>) {
-    namespaces::spawn_controller(shared);
+    namespaces::spawn_controller(shared.clone());
+    finalizers::spawn_controller(shared);
 }
 
 pub fn router(shared: std::sync::Arc<crate::state::Shared>) -> axum::Router {

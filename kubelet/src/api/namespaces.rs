@@ -71,18 +71,27 @@ fn collect(shared: &Shared) -> bool {
         else {
             continue;
         };
-        let Some(since) = read(&path).and_then(|v| {
-            v["metadata"]["deletionTimestamp"]
-                .as_str()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        }) else {
+        let Some(v) = read(&path) else {
             continue;
         };
+        let Some(since) = v["metadata"]["deletionTimestamp"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        else {
+            continue;
+        };
+        // Someone's finalizer holds it (finalizers.rs): it waits, Terminating.
+        let held = v["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
         let age = Utc::now().signed_duration_since(since);
         if age.to_std().unwrap_or_default() < GRACE {
             continue;
         }
         delete_contents(shared, &ns);
+        if held {
+            continue;
+        }
         if let Err(err) = std::fs::remove_file(&path) {
             tracing::warn!(
                 "deleting namespace {ns}: removing {}: {err}",

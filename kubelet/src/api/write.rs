@@ -27,7 +27,7 @@ use super::apply::{self, Writer};
 use super::front::{not_found, Front, Target};
 use super::openapi::{self, Validation};
 use super::registry::Kind;
-use super::{bad_request, namespaces, patch, protobuf, status_error};
+use super::{bad_request, defaults, finalizers, namespaces, patch, protobuf, status_error};
 use crate::store::write_atomic;
 
 /// The kinds the API writes.
@@ -175,6 +175,8 @@ impl Front {
                     "creationTimestamp",
                     "deletionTimestamp",
                     "managedFields",
+                    "deletionGracePeriodSeconds",
+                    "finalizers",
                 ] {
                     if !s["metadata"][f].is_null() {
                         o["metadata"][f] = s["metadata"][f].clone();
@@ -330,7 +332,10 @@ impl Front {
                 self.patch(kind, &ns, &name, &ctype, &body, dry, validation, &who)
                     .await
             }
-            (Method::DELETE, Some(name)) => self.delete(kind, &ns, &name, dry).await,
+            (Method::DELETE, Some(name)) => {
+                let policy = finalizers::policy(query.as_deref(), &body);
+                self.delete(kind, &ns, &name, dry, policy.as_deref()).await
+            }
             _ => Err(status_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
@@ -431,6 +436,8 @@ impl Front {
         if generational(kind.plural) {
             obj["metadata"]["generation"] = 1.into();
         }
+        finalizers::on_create(&mut obj);
+        defaults::apply(kind.plural, &mut obj);
         who.record(kind, None, &mut obj);
         if !dry {
             self.store(kind, ns, &name, &obj)?;
@@ -491,13 +498,22 @@ impl Front {
             obj["metadata"][f] = stored["metadata"][f].clone();
         }
         immutable_edit(kind, name, stored, obj)?;
+        finalizers::on_update(kind, name, stored, obj)?;
+        defaults::apply(kind.plural, obj);
         if generational(kind.plural) {
             let g = stored["metadata"]["generation"].as_i64().unwrap_or(1);
-            let changed = obj["spec"] != stored["spec"];
+            // A file stored before defaulting is the same spec as its defaulted form.
+            let mut before = stored.clone();
+            defaults::apply(kind.plural, &mut before);
+            let changed = obj["spec"] != before["spec"];
             obj["metadata"]["generation"] = (if changed { g + 1 } else { g }).into();
         }
         who.record(kind, Some(stored), obj);
-        if !dry {
+        if dry {
+        } else if finalizers::released(obj) && kind.plural != "namespaces" {
+            // The last finalizer went: the object goes (a namespace's controller removes it).
+            self.remove(kind, ns, name)?;
+        } else {
             self.store(kind, ns, name, obj)?;
         }
         obj["metadata"]["resourceVersion"] = self.bump().into();
@@ -565,12 +581,25 @@ impl Front {
         Ok(r)
     }
 
+    fn remove(&self, kind: &Kind, ns: &str, name: &str) -> Result<(), Response> {
+        let path = self.managed_path(kind, ns, name);
+        std::fs::remove_file(&path).map_err(|e| {
+            status_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("removing {}: {e}", path.display()),
+                None,
+            )
+        })
+    }
+
     async fn delete(
         &self,
         kind: &'static Kind,
         ns: &str,
         name: &str,
         dry: bool,
+        policy: Option<&str>,
     ) -> Result<Response, Response> {
         let stored = self.stored(kind, ns, name);
         let cur = self.current(kind, ns, name).await?;
@@ -580,6 +609,17 @@ impl Front {
                 None => not_found(kind, name),
             });
         };
+        if kind.plural != "namespaces" {
+            // Finalizers hold it: marked deleted, kept, answered with the object.
+            if let Some(mut kept) = finalizers::on_delete(&stored, policy, &namespaces::now()) {
+                if !dry && kept != stored {
+                    self.store(kind, ns, name, &kept)?;
+                }
+                defaults::apply(kind.plural, &mut kept);
+                kept["metadata"]["resourceVersion"] = self.bump().into();
+                return Ok(Json(kept).into_response());
+            }
+        }
         if dry {
         } else if kind.plural == "namespaces" {
             // Terminating first; the namespace controller collects (namespaces.rs).
@@ -589,15 +629,7 @@ impl Front {
                 self.store(kind, ns, name, &o)?;
             }
         } else {
-            let path = self.managed_path(kind, ns, name);
-            std::fs::remove_file(&path).map_err(|e| {
-                status_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalError",
-                    format!("removing {}: {e}", path.display()),
-                    None,
-                )
-            })?;
+            self.remove(kind, ns, name)?;
         }
         Ok(Json(json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",

@@ -104,7 +104,9 @@ pub fn scan(dir: &Path) -> Objects {
             continue;
         };
         for (i, doc) in docs.iter().enumerate() {
-            if !is_workload(doc) {
+            // Deleted in the foreground: collected as if gone, while the API serves its file
+            // until the dependents are (api/finalizers.rs).
+            if !is_workload(doc) || crate::api::finalizers::foreground(doc) {
                 continue;
             }
             let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");

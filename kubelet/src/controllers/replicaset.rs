@@ -9,6 +9,8 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
 
+use crate::api::defaults::normal_template;
+
 /// The alphabet of Kubernetes' `rand.String` and `SafeEncodeString`: no vowels (no words)
 /// and no look-alikes (0/o, 1/l, 3/e).
 const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -66,7 +68,7 @@ fn without_empties(v: serde_json::Value) -> Option<serde_json::Value> {
 /// template, which an undo through kubectl relies on).
 pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
     let norm = |t: &PodTemplateSpec| {
-        let mut v = serde_json::to_value(t).unwrap_or_default();
+        let mut v = serde_json::to_value(normal_template(t)).unwrap_or_default();
         if let Some(l) = v["metadata"]["labels"].as_object_mut() {
             l.remove(TEMPLATE_HASH);
         }
@@ -79,8 +81,11 @@ pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
 /// count), its decimal digits encoded through the safe alphabet, as `ComputeHash` does.
 /// (Kubernetes hashes a Go dump of the struct, so the value differs from a real cluster's;
 /// the shape and its stability are the same.)
+///
+/// The template's defaults are left out first, so the API's defaulting (which the stored and
+/// served templates have) never makes a new revision.
 pub fn template_hash(t: &PodTemplateSpec, collisions: Option<i32>) -> String {
-    let mut text = serde_json::to_string(t).unwrap_or_default();
+    let mut text = serde_json::to_string(&normal_template(t)).unwrap_or_default();
     if let Some(c) = collisions {
         text.push_str(&c.to_string());
     }
