@@ -146,8 +146,9 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
     changed
 }
 
-/// Brings the pod's ConfigMap, Secret and downward API files up to date (a failure is
-/// reported when a container next starts).
+/// Brings the pod's ConfigMap, Secret, downward API and token files up to date when
+/// something they are made of changed or they are due (a failure is reported when a
+/// container next starts).
 fn refresh_volumes(shared: &Shared, d: &Desired, sb: &str) {
     if spec::spec(&d.pod)
         .volumes
@@ -158,10 +159,13 @@ fn refresh_volumes(shared: &Shared, d: &Desired, sb: &str) {
     }
     let (objects, pod_ip) = {
         let g = shared.lock();
-        (
-            g.objects.clone(),
-            g.pod_ips.get(sb).cloned().unwrap_or_default(),
-        )
+        let objects = g.objects.clone();
+        let pod_ip = g.pod_ips.get(sb).cloned().unwrap_or_default();
+        let synced = g.volume_syncs.get(&d.uid);
+        if synced.is_some_and(|s| s.fresh(sb, objects.generation, &pod_ip, &d.pod)) {
+            return;
+        }
+        (objects, pod_ip)
     };
     let alloc = shared.config.allocatable();
     // Taken alone: the controllers' lock comes before the agent's, never inside it.
@@ -179,7 +183,12 @@ fn refresh_volumes(shared: &Shared, d: &Desired, sb: &str) {
         node_memory: alloc.memory,
         services: &services,
     };
-    let _ = crate::volumes::setup(&shared.config.root_dir, &d.pod, &d.uid, &facts);
+    let root = &shared.config.root_dir;
+    // A failure is tried again at the next sync.
+    if let Ok(v) = crate::volumes::setup(root, &d.pod, &d.uid, &facts) {
+        let synced = crate::volumes::Synced::new(sb, objects.generation, &pod_ip, &d.pod, &v);
+        shared.lock().volume_syncs.insert(d.uid.clone(), synced);
+    }
 }
 
 async fn new_sandbox(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
@@ -471,7 +480,7 @@ async fn start(
     let (_, mem) = crate::resources::capacity();
     let root = &shared.config.root_dir;
     let ready = match crate::volumes::setup(root, pod, &d.uid, &facts) {
-        Ok(r) => r,
+        Ok(v) => v.ready,
         Err(e) => {
             shared.event(pod, &d.uid, "Warning", "FailedMount", e.clone());
             set_waiting(

@@ -82,6 +82,8 @@ pub struct Inner {
     /// When memory was last seen under the eviction threshold (MemoryPressure while the
     /// transition period has not passed since).
     pub memory_pressure: Option<Instant>,
+    /// Pod uid → what its volume files were last made from (pod.rs `refresh_volumes`).
+    pub volume_syncs: HashMap<String, crate::volumes::Synced>,
     /// (uid, image) → image pull back-off.
     pub pull_backoff: HashMap<(String, String), (Instant, std::time::Duration)>,
 }

@@ -161,4 +161,5 @@ pub async fn kill_all(
     g.waiting.retain(|(u, _), _| u != uid);
     g.first_seen.remove(uid);
     g.started_reported.remove(uid);
+    g.volume_syncs.remove(uid);
 }

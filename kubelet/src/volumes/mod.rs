@@ -2,9 +2,12 @@
 //! (`pods/<uid>/volumes/kubernetes.io~<plugin>/<name>`), and the CRI mounts of a
 //! container's `volumeMounts`.
 //!
-//! Set-up is idempotent and runs at every sync of the pod, so that a changed ConfigMap or
-//! Secret reaches its volumes' files within a sync period (through the AtomicWriter's one
-//! rename); `subPath` mounts and env keep what they had until the container restarts.
+//! Set-up is idempotent. It runs when a container starts and again when what the files are
+//! made of changes (the ConfigMaps and Secrets, the pod's labels, annotations or IP), when
+//! a projected token is due for rotation, and at least once a minute (the kubelet's sync
+//! period), so that a changed ConfigMap or Secret reaches its volumes' files at once
+//! (through the AtomicWriter's one rename); `subPath` mounts and env keep what they had
+//! until the container restarts.
 //! Secret, projected and downward API volumes live on a tmpfs (their bytes never reach a
 //! disk), as do `emptyDir`s of `medium: Memory`.
 
@@ -134,20 +137,72 @@ fn make_dir(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
+/// A pod's volumes once set up.
+pub struct Volumes {
+    /// By volume name.
+    pub ready: HashMap<String, Ready>,
+    /// When the first projected token must be rotated (unix seconds), if any.
+    pub rotate_at: Option<i64>,
+}
+
+/// How often a pod's volume files are made again when nothing they are made of changed:
+/// the kubelet's default `syncFrequency`. It repairs files changed behind the agent's back.
+pub const RESYNC: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a pod's volume files were last made from. Making them is not free (a mountinfo
+/// read for each tmpfs, every file compared, a token's signature checked), so the pod's
+/// sync makes them again only when this changes or `due` passes: once a second for 100
+/// pods it was most of the agent's CPU.
+pub struct Synced {
+    sandbox: String,
+    objects: u64,
+    pod_ip: String,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    annotations: Option<std::collections::BTreeMap<String, String>>,
+    due: std::time::Instant,
+}
+
+impl Synced {
+    /// The state of a sync that succeeded now, with the tokens' next rotation.
+    pub fn new(sandbox: &str, objects: u64, pod_ip: &str, pod: &Pod, v: &Volumes) -> Synced {
+        let now = std::time::Instant::now();
+        let rotate = v.rotate_at.map(|at| {
+            let secs = at.saturating_sub(chrono::Utc::now().timestamp()).max(0);
+            std::time::Duration::from_secs(secs as u64)
+        });
+        Synced {
+            sandbox: sandbox.into(),
+            objects,
+            pod_ip: pod_ip.into(),
+            labels: pod.metadata.labels.clone(),
+            annotations: pod.metadata.annotations.clone(),
+            due: now + rotate.map_or(RESYNC, |r| r.min(RESYNC)),
+        }
+    }
+
+    /// Are the files still what these inputs make?
+    pub fn fresh(&self, sandbox: &str, objects: u64, pod_ip: &str, pod: &Pod) -> bool {
+        std::time::Instant::now() < self.due
+            && self.sandbox == sandbox
+            && self.objects == objects
+            && self.pod_ip == pod_ip
+            && self.labels == pod.metadata.labels
+            && self.annotations == pod.metadata.annotations
+    }
+}
+
 /// Sets up (or refreshes) every volume of the pod. The error is the kubelet's
 /// `MountVolume.SetUp failed for volume "x" : ...`.
-pub fn setup(
-    root: &Path,
-    pod: &Pod,
-    uid: &str,
-    facts: &Facts,
-) -> Result<HashMap<String, Ready>, String> {
+pub fn setup(root: &Path, pod: &Pod, uid: &str, facts: &Facts) -> Result<Volumes, String> {
     let ns = spec::namespace(pod);
-    let mut out = HashMap::new();
+    let mut out = Volumes {
+        ready: HashMap::new(),
+        rotate_at: None,
+    };
     for v in spec::spec(pod).volumes.iter().flatten() {
-        let r = setup_one(root, pod, uid, facts, ns, v)
+        let r = setup_one(root, pod, uid, facts, ns, v, &mut out.rotate_at)
             .map_err(|e| format!("MountVolume.SetUp failed for volume \"{}\" : {e}", v.name))?;
-        out.insert(v.name.clone(), r);
+        out.ready.insert(v.name.clone(), r);
     }
     Ok(out)
 }
@@ -159,6 +214,7 @@ fn setup_one(
     facts: &Facts,
     ns: &str,
     v: &k8s_openapi::api::core::v1::Volume,
+    rotate_at: &mut Option<i64>,
 ) -> Result<Ready, String> {
     let files = |plugin: &str, on_tmpfs: bool, p: &atomic_writer::Payload| {
         let dir = volume_dir(root, uid, plugin, &v.name);
@@ -263,7 +319,8 @@ fn setup_one(
                 payload::downward(pod, facts, d.items.as_ref(), mode, &mut p)?;
             } else if let Some(t) = &s.service_account_token {
                 let dir = volume_dir(root, uid, "projected", &v.name);
-                token::project(root, &dir, pod, facts, t, mode, &mut p)?;
+                let at = token::project(root, &dir, pod, facts, t, mode, &mut p)?;
+                *rotate_at = Some(rotate_at.map_or(at, |r| r.min(at)));
             } else {
                 return Err(
                     "projected: only configMap, secret, downwardAPI and serviceAccountToken sources are supported"

@@ -140,34 +140,31 @@ fn claims(pod: &Pod, facts: &Facts, aud: &[String], now: i64, ttl: i64) -> Value
 }
 
 /// Is the token already in the volume still good for this request: ours, for the same
-/// audience, pod and lifetime, and young enough?
-fn keep(i: &Issuer, old: &[u8], want: &Value, ttl: i64, now: i64) -> bool {
-    let Ok(text) = std::str::from_utf8(old) else {
-        return false;
-    };
+/// audience, pod and lifetime, and young enough? Answers its `iat` if so.
+fn keep(i: &Issuer, old: &[u8], want: &Value, ttl: i64, now: i64) -> Option<i64> {
+    let text = std::str::from_utf8(old).ok()?;
     let mut v = Validation::new(Algorithm::ES256);
     v.validate_exp = false;
     v.validate_aud = false;
     v.required_spec_claims = Default::default();
-    let Ok(t) = jsonwebtoken::decode::<Value>(text.trim(), &i.verify, &v) else {
-        return false;
-    };
-    let c = t.claims;
+    let c = jsonwebtoken::decode::<Value>(text.trim(), &i.verify, &v)
+        .ok()?
+        .claims;
     let (iat, exp) = (
         c["iat"].as_i64().unwrap_or(0),
         c["exp"].as_i64().unwrap_or(0),
     );
-    let age = now - iat;
-    c["aud"] == want["aud"]
+    (c["aud"] == want["aud"]
         && c["sub"] == want["sub"]
         && c["kubernetes.io"]["pod"] == want["kubernetes.io"]["pod"]
         && exp - iat == ttl
-        && (age as f64) < REFRESH_SHARE * ttl as f64
-        && age < REFRESH_AGE
+        && now < rotate_at(iat, ttl))
+    .then_some(iat)
 }
 
 /// Adds the token file of a `serviceAccountToken` source to a projected volume's payload;
-/// `dir` is the volume (where the token in force, if any, is read from).
+/// `dir` is the volume (where the token in force, if any, is read from). Answers when the
+/// token is due for rotation (unix seconds).
 pub fn project(
     root: &Path,
     dir: &Path,
@@ -176,7 +173,7 @@ pub fn project(
     src: &ServiceAccountTokenProjection,
     mode: i32,
     out: &mut Payload,
-) -> Result<(), String> {
+) -> Result<i64, String> {
     if !super::atomic_writer::valid_path(&src.path) {
         return Err(format!(
             "serviceAccountToken.path: Invalid value: {:?}: must be a relative path without '..'",
@@ -207,9 +204,9 @@ pub fn project(
         mode: (mode & 0o7777) as u32,
     };
     if let Ok(old) = std::fs::read(dir.join(&src.path)) {
-        if keep(&i, &old, &want, ttl, now) {
+        if let Some(iat) = keep(&i, &old, &want, ttl, now) {
             out.insert(src.path.clone(), file(old));
-            return Ok(());
+            return Ok(rotate_at(iat, ttl));
         }
     }
     let mut h = Header::new(Algorithm::ES256);
@@ -217,7 +214,12 @@ pub fn project(
     let token = jsonwebtoken::encode(&h, &want, &i.key)
         .map_err(|e| format!("signing the service account token: {e}"))?;
     out.insert(src.path.clone(), file(token.into_bytes()));
-    Ok(())
+    Ok(rotate_at(now, ttl))
+}
+
+/// The first second at which [`keep`] no longer keeps a token issued at `iat`.
+fn rotate_at(iat: i64, ttl: i64) -> i64 {
+    iat + ((REFRESH_SHARE * ttl as f64).ceil() as i64).min(REFRESH_AGE)
 }
 
 /// The user a bearer token of this node's issuer stands for (`system:serviceaccount:NS:SA`),
@@ -324,9 +326,10 @@ mod tests {
         let i = issuer(root.path()).unwrap();
         let now = chrono::Utc::now().timestamp();
         let want = claims(&pod, &facts, &["vault".into()], now, 600);
-        assert!(keep(&i, token.as_bytes(), &want, 600, now + 470));
-        assert!(!keep(&i, token.as_bytes(), &want, 600, now + 490));
-        assert!(!keep(&i, token.as_bytes(), &want, 3600, now));
+        assert!(keep(&i, token.as_bytes(), &want, 600, now + 470).is_some());
+        assert_eq!(rotate_at(now, 600), now + 480);
+        assert!(keep(&i, token.as_bytes(), &want, 600, now + 480).is_none());
+        assert!(keep(&i, token.as_bytes(), &want, 3600, now).is_none());
         // Too short a lifetime is refused, as the API server refuses it.
         let short = ServiceAccountTokenProjection {
             expiration_seconds: Some(60),
