@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 /// A pod wanted by a manifest.
 #[derive(Debug, Clone)]
 pub struct Desired {
-    pub pod: Pod,
+    /// Shared: the loops copy the desired pods many times a second.
+    pub pod: std::sync::Arc<Pod>,
     pub file: PathBuf,
     pub uid: String,
 }
@@ -203,7 +204,7 @@ pub fn load_file(path: &Path) -> Result<Vec<Desired>, String> {
         let pod = parse_doc(doc).map_err(|e| format!("{}: document {i}: {e}", path.display()))?;
         pods.push(Desired {
             uid: uid_of(path, doc),
-            pod,
+            pod: pod.into(),
             file: path.to_path_buf(),
         });
     }

@@ -179,25 +179,31 @@ fn stale_status(s: &api::ContainerStatus, listed: i32) -> bool {
         || (s.state == EXITED && s.finished_at == 0)
 }
 
-fn view(shared: &Shared, snap: &Snapshot, uid: &str) -> PodView {
-    let mut sandboxes: Vec<_> = snap
-        .sandboxes
-        .iter()
-        .filter(|s| uid_of_sandbox(s) == Some(uid))
-        .cloned()
-        .collect();
-    sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
-    let g = shared.lock();
-    let containers = snap
-        .containers
-        .iter()
-        .filter(|c| c.labels.get(POD_UID).map(String::as_str) == Some(uid))
-        .filter_map(|c| g.statuses.get(&c.id).map(|s| (c.clone(), s.clone())))
-        .collect();
-    PodView {
-        sandboxes,
-        containers,
+/// Every pod's part of a snapshot, in one pass (a pass per pod was quadratic in the pods).
+fn views(shared: &Shared, snap: &Snapshot) -> HashMap<String, PodView> {
+    let mut out: HashMap<String, PodView> = HashMap::new();
+    for s in &snap.sandboxes {
+        if let Some(uid) = uid_of_sandbox(s) {
+            out.entry(uid.to_string())
+                .or_default()
+                .sandboxes
+                .push(s.clone());
+        }
     }
+    for v in out.values_mut() {
+        v.sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+    }
+    let g = shared.lock();
+    for c in &snap.containers {
+        let (Some(uid), Some(st)) = (c.labels.get(POD_UID), g.statuses.get(&c.id)) else {
+            continue;
+        };
+        out.entry(uid.clone())
+            .or_default()
+            .containers
+            .push((c.clone(), st.clone()));
+    }
+    out
 }
 
 /// The loop. Never returns.
@@ -231,20 +237,17 @@ pub async fn run(shared: Arc<Shared>) {
                 continue;
             }
         };
-        let mut desired: Vec<Desired> = shared.lock().desired.values().cloned().collect();
-        // The manifest scan admits its pods; the controllers' pods may reach `desired`
-        // between two scans (admission is idempotent).
-        for d in &mut desired {
-            crate::service_account::admit(&mut d.pod);
-        }
+        let desired: Vec<Desired> = shared.lock().desired.values().cloned().collect();
         let wanted: HashSet<String> = desired.iter().map(|d| d.uid.clone()).collect();
         admit(&shared, &desired, &snap);
-        for d in desired {
+        let mut views = views(&shared, &snap);
+        for d in &desired {
             if busy.contains(&d.uid) || syncs.contains_key(&d.uid) || kills.contains_key(&d.uid) {
                 continue;
             }
-            let v = view(&shared, &snap, &d.uid);
+            let v = views.remove(&d.uid).unwrap_or_default();
             let s = shared.clone();
+            let d = d.clone();
             let uid = d.uid.clone();
             syncs.insert(uid, tokio::spawn(async move { sync_pod(&s, &d, v).await }));
         }
@@ -264,7 +267,7 @@ pub async fn run(shared: Arc<Shared>) {
         let leaving = unwanted.clone();
         unwanted.retain(|u| !busy.contains(u) && !kills.contains_key(u) && !syncs.contains_key(u));
         for uid in unwanted {
-            let v = view(&shared, &snap, &uid);
+            let v = views.remove(&uid).unwrap_or_default();
             let s = shared.clone();
             let u = uid.clone();
             // A pod the agent still knows (a scale-down) gets its preStop and grace period.
@@ -297,9 +300,10 @@ pub async fn run(shared: Arc<Shared>) {
             }
             g.admitted.retain(|u| wanted.contains(u));
             g.refused.retain(|u, _| wanted.contains(u));
+            g.volume_syncs.retain(|u, _| wanted.contains(u));
         }
         forget_evictions(&shared, &wanted);
-        update_probes(&shared, &snap, &mut probe_workers);
+        update_probes(&shared, &snap, &desired, &mut probe_workers);
         let running_pods = snap
             .sandboxes
             .iter()
@@ -336,7 +340,7 @@ fn admit(shared: &Shared, desired: &[Desired], snap: &Snapshot) {
         let admitted: Vec<&Pod> = desired
             .iter()
             .filter(|o| g.admitted.contains(&o.uid))
-            .map(|o| &o.pod)
+            .map(|o| &*o.pod)
             .collect();
         // The kubelet's order: the eviction manager's handler, then the predicates.
         let verdict = crate::eviction::admit(&d.pod, pressure)
@@ -371,6 +375,7 @@ fn forget_evictions(shared: &Shared, wanted: &HashSet<String>) {
 fn update_probes(
     shared: &Arc<Shared>,
     snap: &Snapshot,
+    desired: &[Desired],
     workers: &mut HashMap<(String, ProbeKind), JoinHandle<()>>,
 ) {
     let running: HashSet<&str> = snap
@@ -386,34 +391,18 @@ fn update_probes(
         }
         keep
     });
-    let desired: HashMap<String, Desired> = shared
-        .lock()
-        .desired
-        .values()
-        .map(|d| (d.uid.clone(), d.clone()))
-        .collect();
+    let desired: HashMap<&str, &Desired> = desired.iter().map(|d| (d.uid.as_str(), d)).collect();
     for c in snap.containers.iter().filter(|c| c.state == RUNNING) {
-        let Some(d) = c.labels.get(POD_UID).and_then(|u| desired.get(u)) else {
+        let Some(d) = c.labels.get(POD_UID).and_then(|u| desired.get(u.as_str())) else {
             continue;
         };
         let Some(spec_c) = find_container(&d.pod, cname(c)) else {
             continue;
         };
-        let (started_at, ip) = {
-            let g = shared.lock();
-            let st = g.statuses.get(&c.id).map(|s| s.started_at).unwrap_or(0);
-            (
-                st,
-                g.pod_ips
-                    .get(&c.pod_sandbox_id)
-                    .cloned()
-                    .unwrap_or_default(),
-            )
-        };
         let probes = [
-            (ProbeKind::Startup, spec_c.startup_probe.clone()),
-            (ProbeKind::Liveness, spec_c.liveness_probe.clone()),
-            (ProbeKind::Readiness, spec_c.readiness_probe.clone()),
+            (ProbeKind::Startup, &spec_c.startup_probe),
+            (ProbeKind::Liveness, &spec_c.liveness_probe),
+            (ProbeKind::Readiness, &spec_c.readiness_probe),
         ];
         for (kind, p) in probes {
             let Some(p) = p else { continue };
@@ -421,12 +410,16 @@ fn update_probes(
             if workers.contains_key(&key) {
                 continue;
             }
+            let (started_at, ip) = {
+                let g = shared.lock();
+                let st = g.statuses.get(&c.id).map(|s| s.started_at).unwrap_or(0);
+                let ip = g.pod_ips.get(&c.pod_sandbox_id).cloned();
+                (st, ip.unwrap_or_default())
+            };
             let t = target(&d.pod, &d.uid, spec_c, &c.id, &ip);
             let started = std::time::UNIX_EPOCH + Duration::from_nanos(started_at.max(0) as u64);
-            workers.insert(
-                key,
-                tokio::spawn(probes::worker(shared.clone(), kind, p, t, started)),
-            );
+            let worker = probes::worker(shared.clone(), kind, p.clone(), t, started);
+            workers.insert(key, tokio::spawn(worker));
         }
     }
 }

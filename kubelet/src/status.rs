@@ -38,7 +38,7 @@ fn terminated(st: &api::ContainerStatus, runtime: &str) -> ContainerStateTermina
 /// The published object: the manifest's pod with metadata the API server would add and
 /// the status.
 fn published(shared: &Shared, d: &Desired, status: PodStatus) -> Pod {
-    let mut pod = d.pod.clone();
+    let mut pod = (*d.pod).clone();
     pod.metadata.uid = Some(d.uid.clone());
     pod.metadata
         .resource_version

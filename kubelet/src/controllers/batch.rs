@@ -324,7 +324,7 @@ impl Ctl {
         for r in self.state.jobs.values().filter(|r| !r.expired) {
             for p in &r.pods {
                 let d = Desired {
-                    pod: p.pod.clone(),
+                    pod: p.pod.clone().into(),
                     file: r.file.clone(),
                     uid: p.uid.clone(),
                 };

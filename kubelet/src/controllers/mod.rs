@@ -297,7 +297,7 @@ impl Ctl {
         for (k, r) in &self.state.replicasets {
             for p in &r.pods {
                 let d = Desired {
-                    pod: p.pod.clone(),
+                    pod: p.pod.clone().into(),
                     file: self.file_of(r.owner.as_deref(), k),
                     uid: p.uid.clone(),
                 };
@@ -442,7 +442,7 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
             let used: std::collections::BTreeSet<String> = g
                 .desired
                 .values()
-                .map(|d| &d.pod)
+                .map(|d| &*d.pod)
                 .chain(g.pods.values())
                 .flat_map(crate::storage::claims_of)
                 .collect();
@@ -512,7 +512,11 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
         for k in &ours {
             g.desired.remove(k);
         }
-        g.desired.extend(pods);
+        // Admitted as the manifest scan admits its pods (idempotent).
+        g.desired.extend(pods.into_iter().map(|(k, mut d)| {
+            crate::service_account::admit(std::sync::Arc::make_mut(&mut d.pod));
+            (k, d)
+        }));
         drop(g);
         drop(ctl);
         shared.wake.notify_one();
@@ -547,7 +551,7 @@ fn services(shared: &Shared, c: &mut Ctl, obs: &HashMap<String, Observed>) -> bo
     let before = c.state.services.len();
     c.state.services.retain(|k, _| keys.contains(k));
     changed |= before != c.state.services.len();
-    let mut wanted: Vec<(Pod, String)> = shared
+    let mut wanted: Vec<(std::sync::Arc<Pod>, String)> = shared
         .lock()
         .desired
         .values()
@@ -555,7 +559,7 @@ fn services(shared: &Shared, c: &mut Ctl, obs: &HashMap<String, Observed>) -> bo
         .map(|d| (d.pod.clone(), d.uid.clone()))
         .collect();
     wanted.extend(c.pods.values().map(|d| (d.pod.clone(), d.uid.clone())));
-    let ready: Vec<(Pod, Ipv4Addr)> = wanted
+    let ready: Vec<(std::sync::Arc<Pod>, Ipv4Addr)> = wanted
         .into_iter()
         .filter_map(|(p, uid)| {
             let o = obs.get(&uid)?;

@@ -202,7 +202,7 @@ pub fn wanted_pods(c: &Ctl, out: &mut std::collections::BTreeMap<String, Desired
         .flat_map(|(k, r)| r.pods.iter().map(move |p| (k, p)));
     for (k, p) in sts.chain(ds) {
         let d = Desired {
-            pod: p.pod.clone(),
+            pod: p.pod.clone().into(),
             file: file_of(k),
             uid: p.uid.clone(),
         };

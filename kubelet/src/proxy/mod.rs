@@ -232,7 +232,10 @@ fn target_port(p: &ServicePort, pod: &Pod) -> Option<i32> {
 
 /// The endpoints of each port of `svc` (by `port_key`), among `ready` pods (each with its
 /// IP; only pods that are Ready and not leaving are given).
-pub fn endpoints(svc: &Service, ready: &[(Pod, Ipv4Addr)]) -> BTreeMap<String, Vec<Endpoint>> {
+pub fn endpoints<P: std::borrow::Borrow<Pod>>(
+    svc: &Service,
+    ready: &[(P, Ipv4Addr)],
+) -> BTreeMap<String, Vec<Endpoint>> {
     let mut out = BTreeMap::new();
     for p in svc
         .spec
@@ -243,6 +246,7 @@ pub fn endpoints(svc: &Service, ready: &[(Pod, Ipv4Addr)]) -> BTreeMap<String, V
     {
         let mut eps: Vec<Endpoint> = ready
             .iter()
+            .map(|(pod, ip)| (pod.borrow(), ip))
             .filter(|(pod, _)| selects(svc, pod))
             .filter_map(|(pod, ip)| {
                 target_port(p, pod).map(|port| Endpoint {
