@@ -20,7 +20,7 @@ export RRUN_BIN="${RRUN_BIN:-$PWD/target/debug/rrun}"
 export RRUN_CRI_BIN="${RRUN_CRI_BIN:-$PWD/target/debug/rrun-cri}"
 for n in ${PODS:-1 100}; do
     for t in bench_rrun_cri bench_containerd; do
-        RRUN_AGENT_BENCH_PODS=$n cargo nextest run -q -p integration-tests --test kubelet_pods \
+        RRUN_AGENT_BENCH_PODS=$n cargo nextest run --cargo-quiet -p integration-tests --test kubelet_pods \
             --run-ignored only --no-capture "$t" 2>&1 | grep '^BENCH' || {
             echo "bench/agent.sh: $t with $n pods failed" >&2
             exit 1
