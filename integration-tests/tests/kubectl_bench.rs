@@ -32,7 +32,7 @@ use integration_tests::{scaled, Value};
 const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 const PODS_URL: &str = "https://127.0.0.1:6443/api/v1/namespaces/default/pods?limit=500";
 const APPLY_ROUNDS: usize = 5;
-const REAPPLIES: usize = 2;
+const REAPPLIES: usize = 3;
 const WATCH_CHANGES: usize = 25;
 
 fn env_usize(key: &str, default: usize) -> usize {
