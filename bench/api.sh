@@ -43,7 +43,7 @@ log "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 log "agent $RRUN_KUBELET_AGENT_BIN, rrun-cri $RRUN_CRI_BIN, $RRUN_API_BENCH_PODS pods"
 out="$(mktemp /tmp/rrun-api-bench.XXXXXX)"
 trap 'rm -f "$out"' EXIT
-if ! cargo nextest run -q -p integration-tests --test kubectl_bench --run-ignored only \
+if ! cargo nextest run --cargo-quiet -p integration-tests --test kubectl_bench --run-ignored only \
     --no-capture bench_api >"$out" 2>&1; then
     tail -n 60 "$out" >&2
     die "bench_api failed (output above)"
