@@ -37,6 +37,8 @@
 #   BENCH_OUT      directory for results (default target/bench): cri-<variant>-r<round>-<stamp>.json
 #                  from cri-bench, cri-summary-<stamp>.json
 #   CRI_BENCH_SKIP_BUILD=1   use the release binaries as they are
+#   CRI_BENCH_CLIENT=PATH    the cri-bench client to measure with (default
+#                  target/release/cri-bench); the same client measures every server
 #   CRI_BENCH_CONTAINERD=0   leave containerd out
 #   CRI_BENCH_BASELINE=PATH  another rrun-cri binary (e.g. the release build of an older
 #                  commit, for a before/after) served beside the first from a dir of its own
@@ -67,8 +69,9 @@ if [[ "${CRI_BENCH_SKIP_BUILD:-0}" != 1 ]]; then
     cargo build --release -p integration-tests --bin cri-bench
 fi
 rel="$PWD/target/release"
-for b in rrun-cri rrun-fixtures cri-bench; do
-    [[ -x "$rel/$b" ]] || die "no $rel/$b: build it (or unset CRI_BENCH_SKIP_BUILD)"
+client="${CRI_BENCH_CLIENT:-$rel/cri-bench}"
+for b in "$rel/rrun-cri" "$rel/rrun-fixtures" "$client"; do
+    [[ -x "$b" ]] || die "no $b: build it (or unset CRI_BENCH_SKIP_BUILD)"
 done
 if [[ "$with_containerd" == 1 ]]; then
     for b in containerd ctr containerd-shim-runc-v2 runc; do
@@ -228,7 +231,7 @@ trap 'exit 130' INT TERM
 
 # Starts cri-bench in the background; sets bench_pid.
 start_bench() {
-    "$rel/cri-bench" --cgroup-parent "$cg_parent" "$@" &
+    "$client" --cgroup-parent "$cg_parent" "$@" &
     bench_pid=$!
     bench_pids+=("$bench_pid")
 }
