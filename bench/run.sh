@@ -136,6 +136,11 @@ bundle="$work/bundle"
 [ "\${3:-}" = limits ] && bundle="$work/bundle-limits"
 r delete --force "$id" >/dev/null 2>&1
 [ "\$action" = reset ] && exit 0
+# rrun takes only cgroups it creates, and all runtimes share the bundle's cgroupsPath: with
+# two rrun builds, the container another runtime left (start's: stopped, not deleted) goes.
+if [ -n "$baseline" ]; then
+    for other in ${runtimes[*]}; do [ "\$other" = "\$rt" ] || "\$0" "\$other" reset; done
+fi
 r create --bundle "\$bundle" "$id" || exit 1
 [ "\$action" = created ] && exit 0
 r start "$id" || exit 1
