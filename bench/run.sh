@@ -135,12 +135,13 @@ r() { $wrap_sh "\$0" "\$@"$wrap_end "\$bin" --root "$work/\$rt-state" "\$@"; }
 bundle="$work/bundle"
 [ "\${3:-}" = limits ] && bundle="$work/bundle-limits"
 r delete --force "$id" >/dev/null 2>&1
-[ "\$action" = reset ] && exit 0
+[ "\$action" = own ] && exit 0
 # rrun takes only cgroups it creates, and all runtimes share the bundle's cgroupsPath: with
-# two rrun builds, the container another runtime left (start's: stopped, not deleted) goes.
+# two rrun builds, the container another runtime left (create's, start's) goes too.
 if [ -n "$baseline" ]; then
-    for other in ${runtimes[*]}; do [ "\$other" = "\$rt" ] || "\$0" "\$other" reset; done
+    for other in ${runtimes[*]}; do [ "\$other" = "\$rt" ] || "\$0" "\$other" own; done
 fi
+[ "\$action" = reset ] && exit 0
 r create --bundle "\$bundle" "$id" || exit 1
 [ "\$action" = created ] && exit 0
 r start "$id" || exit 1
