@@ -37,7 +37,15 @@
 #   BENCH_OUT      directory for results (default target/bench): cri-<variant>-r<round>-<stamp>.json
 #                  from cri-bench, cri-summary-<stamp>.json
 #   CRI_BENCH_SKIP_BUILD=1   use the release binaries as they are
+#   CRI_BENCH_CLIENT=PATH    the cri-bench client to measure with (default
+#                  target/release/cri-bench); the same client measures every server
 #   CRI_BENCH_CONTAINERD=0   leave containerd out
+#   CRI_BENCH_BASELINE=PATH  another rrun-cri binary (e.g. the release build of an older
+#                  commit, for a before/after) served beside the first from a dir of its own
+#                  and measured the same way: its host-network and pod-network variants
+#                  (`baseline-*`) take turns with rrun-cri's in every round (which of the two
+#                  goes first alternates), and its memory is measured too. It serves with its
+#                  own runtime library, so the rrun it runs is the one it was built with.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bench_name=cri-bench
@@ -61,8 +69,9 @@ if [[ "${CRI_BENCH_SKIP_BUILD:-0}" != 1 ]]; then
     cargo build --release -p integration-tests --bin cri-bench
 fi
 rel="$PWD/target/release"
-for b in rrun-cri rrun-fixtures cri-bench; do
-    [[ -x "$rel/$b" ]] || die "no $rel/$b: build it (or unset CRI_BENCH_SKIP_BUILD)"
+client="${CRI_BENCH_CLIENT:-$rel/cri-bench}"
+for b in "$rel/rrun-cri" "$rel/rrun-fixtures" "$client"; do
+    [[ -x "$b" ]] || die "no $b: build it (or unset CRI_BENCH_SKIP_BUILD)"
 done
 if [[ "$with_containerd" == 1 ]]; then
     for b in containerd ctr containerd-shim-runc-v2 runc; do
@@ -79,6 +88,14 @@ image=localhost/rrun-bench-busybox:1
 pause_image=registry.k8s.io/pause:3.6
 r_dir="$work/rrun"
 c_dir="$work/containerd"
+b_dir="$work/baseline"
+b_sock="$b_dir/cri.sock"
+baseline="${CRI_BENCH_BASELINE:-}"
+if [[ -n "$baseline" ]]; then
+    [[ -x "$baseline" ]] || die "CRI_BENCH_BASELINE=$baseline: not an executable"
+    baseline="$(realpath "$baseline")"
+fi
+base_pid=""
 r_sock="$r_dir/cri.sock"
 c_sock="$c_dir/containerd.sock"
 rrun_pid=""
@@ -164,10 +181,10 @@ stop_pid() { # pid: TERM, then KILL after 10 s
     wait "$1" 2>/dev/null || true
 }
 shim_pids() { pids_with_cmdline "$c_sock" containerd-shim; }
-monitor_pids() { # the rrun-cri processes of our temp dir but the server
+monitor_pids() { # the rrun-cri processes of our temp dir (or of dir $1) but the server
     local p b
-    for p in $(pids_with_cmdline "$r_dir/"); do
-        [[ "$p" == "$rrun_pid" ]] && continue
+    for p in $(pids_with_cmdline "${1:-$r_dir}/"); do
+        [[ "$p" == "$rrun_pid" || "$p" == "$base_pid" ]] && continue
         for b in "${bench_pids[@]}"; do [[ "$p" == "$b" ]] && continue 2; done
         echo "$p"
     done
@@ -186,6 +203,7 @@ cleanup() {
     for p in "${bench_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
     for p in "${bench_pids[@]}"; do wait_gone "$p" 30 || kill -KILL "$p" 2>/dev/null; done
     stop_pid "$rrun_pid"
+    stop_pid "$base_pid"
     stop_pid "$cd_pid"
     # Whatever a failed run left: shims, monitors, containers (in our cgroups).
     for _ in 1 2 3; do
@@ -213,7 +231,7 @@ trap 'exit 130' INT TERM
 
 # Starts cri-bench in the background; sets bench_pid.
 start_bench() {
-    "$rel/cri-bench" --cgroup-parent "$cg_parent" "$@" &
+    "$client" --cgroup-parent "$cg_parent" "$@" &
     bench_pid=$!
     bench_pids+=("$bench_pid")
 }
@@ -271,6 +289,20 @@ log "rrun-cri in $r_dir"
     --cni-conf-dir "$r_dir/cni-conf" </dev/null >"$r_dir/server.log" 2>&1 &
 rrun_pid=$!
 wait_socket "$r_sock" "$rrun_pid" "$r_dir/server.log" rrun-cri
+
+if [[ -n "$baseline" ]]; then
+    log "baseline rrun-cri ($baseline) in $b_dir"
+    mkdir -p "$b_dir/root" "$b_dir/run"
+    "$baseline" --root "$b_dir/root" image import "$work/busybox.tar" >/dev/null
+    # A build from before CNI support has no --cni-conf-dir, and no CNI: its own-network
+    # pods get a loopback only, as with the empty conf dir above.
+    b_cni=()
+    "$baseline" --help 2>/dev/null | grep -q -- --cni-conf-dir && b_cni=(--cni-conf-dir "$b_dir/cni-conf")
+    "$baseline" --socket "$b_sock" --root "$b_dir/root" --runtime-root "$b_dir/run" "${b_cni[@]}" \
+        </dev/null >"$b_dir/server.log" 2>&1 &
+    base_pid=$!
+    wait_socket "$b_sock" "$base_pid" "$b_dir/server.log" "baseline rrun-cri"
+fi
 
 # --- containerd ----------------------------------------------------------------------
 
@@ -347,6 +379,8 @@ fi
 sleep 2
 log "idle RSS"
 rrun_idle="$(mem_json "$rrun_pid")"
+base_idle="null"
+[[ -n "$baseline" ]] && base_idle="$(mem_json "$base_pid")"
 cd_idle="null"
 [[ "$cd_status" == ok ]] && cd_idle="$(mem_json "$cd_pid")"
 
@@ -357,14 +391,31 @@ cd_idle="null"
 for ((round = 1; round <= rounds; round++)); do
     n=$((runs / rounds + (round <= runs % rounds ? 1 : 0)))
     ((n > 0)) || continue
+    # With a baseline, the two rrun-cri builds take turns going first.
+    if [[ -n "$baseline" ]] && ((round % 2 == 0)); then
+        run_bench baseline-hostnet "$round" "$n" --socket "$b_sock" --image "$image" --host-network ||
+            die "baseline rrun-cri failed"
+    fi
     run_bench rrun-cri-hostnet "$round" "$n" --socket "$r_sock" --image "$image" --host-network ||
         die "rrun-cri failed"
+    if [[ -n "$baseline" ]] && ((round % 2 == 1)); then
+        run_bench baseline-hostnet "$round" "$n" --socket "$b_sock" --image "$image" --host-network ||
+            die "baseline rrun-cri failed"
+    fi
     if [[ "$cd_status" == ok ]]; then
         if ! run_bench containerd-hostnet "$round" "$n" --socket "$c_sock" --image "$image" --host-network; then
             cd_status="cri-bench against containerd failed: $(grep -i 'level=error' "$c_dir/containerd.log" | tail -3)"
         fi
     fi
+    if [[ -n "$baseline" ]] && ((round % 2 == 0)); then
+        run_bench baseline-podnet "$round" "$n" --socket "$b_sock" --image "$image" ||
+            die "baseline rrun-cri failed"
+    fi
     run_bench rrun-cri-podnet "$round" "$n" --socket "$r_sock" --image "$image" || die "rrun-cri failed"
+    if [[ -n "$baseline" ]] && ((round % 2 == 1)); then
+        run_bench baseline-podnet "$round" "$n" --socket "$b_sock" --image "$image" ||
+            die "baseline rrun-cri failed"
+    fi
 done
 
 # --- memory with $keep pods ------------------------------------------------------------
@@ -376,6 +427,17 @@ mapfile -t mons < <(monitor_pids)
 ((${#mons[@]} == keep)) || problem "rrun-cri: ${#mons[@]} monitor processes for $keep pods"
 rrun_monitors="$(mem_json "${mons[@]}")"
 release_bench
+base_busy="null"
+base_monitors="[]"
+if [[ -n "$baseline" ]]; then
+    keep_bench baseline-keep --socket "$b_sock" --image "$image" --host-network
+    sleep 1
+    base_busy="$(mem_json "$base_pid")"
+    mapfile -t mons < <(monitor_pids "$b_dir")
+    ((${#mons[@]} == keep)) || problem "baseline rrun-cri: ${#mons[@]} monitor processes for $keep pods"
+    base_monitors="$(mem_json "${mons[@]}")"
+    release_bench
+fi
 cd_busy="null"
 cd_shims="[]"
 cd_pauses="[]"
@@ -401,6 +463,13 @@ for m in $(mounts_under "$r_dir"); do problem "rrun-cri mount $m (server running
 stop_pid "$rrun_pid"
 rrun_pid=""
 for m in $(mounts_under "$r_dir"); do problem "rrun-cri mount $m (server stopped)"; done
+if [[ -n "$baseline" ]]; then
+    for p in $(monitor_pids "$b_dir"); do problem "baseline process $p: $(tr '\0' ' ' <"/proc/$p/cmdline")"; done
+    for m in $(mounts_under "$b_dir"); do problem "baseline mount $m (server running)"; done
+    stop_pid "$base_pid"
+    base_pid=""
+    for m in $(mounts_under "$b_dir"); do problem "baseline mount $m (server stopped)"; done
+fi
 if [[ -n "$cd_pid" ]]; then
     for p in $(shim_pids); do problem "containerd shim $p"; done
     for m in $(mounts_under "$c_dir" "$cd_pid" | grep -v "^$c_dir/root/io.containerd.snapshotter.v1.overlayfs$"); do
@@ -419,14 +488,17 @@ load_after="$(uptime)"
 problems_json="$(printf '%s\n' "${problems[@]}" | python3 -c 'import json,sys; print(json.dumps([l for l in sys.stdin.read().splitlines() if l]))')"
 python3 - "$out" "$stamp" "$rounds" "$keep" "$cd_status" "$load_before" "$load_after" "$problems_json" \
     "$rrun_idle" "$rrun_busy" "$rrun_monitors" "$cd_idle" "$cd_busy" "$cd_shims" "$cd_pauses" \
-    "$(containerd --version 2>/dev/null || echo '?')" "$(runc --version 2>/dev/null | head -1 || echo '?')" <<'EOF'
+    "$(containerd --version 2>/dev/null || echo '?')" "$(runc --version 2>/dev/null | head -1 || echo '?')" \
+    "$baseline" "$base_idle" "$base_busy" "$base_monitors" <<'EOF'
 import json, os, platform, sys
 (out, stamp, rounds, keep, cd_status, load_before, load_after, problems, rrun_idle, rrun_busy, rrun_mon,
- cd_idle, cd_busy, cd_shims, cd_pauses, cd_version, runc_version) = sys.argv[1:18]
+ cd_idle, cd_busy, cd_shims, cd_pauses, cd_version, runc_version,
+ baseline, base_idle, base_busy, base_mon) = sys.argv[1:22]
 keep = int(keep)
 J = json.loads
 problems, rrun_idle, rrun_busy, rrun_mon = J(problems), J(rrun_idle), J(rrun_busy), J(rrun_mon)
 cd_idle, cd_busy, cd_shims, cd_pauses = J(cd_idle), J(cd_busy), J(cd_shims), J(cd_pauses)
+base_idle, base_busy, base_mon = J(base_idle), J(base_busy), J(base_mon)
 
 import glob
 def stats(v):
@@ -456,7 +528,8 @@ def avg(procs, key):
 def mib(kib):
     return f"{kib / 1024:.1f} MiB" if kib is not None else "-"
 
-lat = {n: bench(n) for n in ("rrun-cri-hostnet", "containerd-hostnet", "rrun-cri-podnet")}
+lat = {n: bench(n) for n in ("rrun-cri-hostnet", "containerd-hostnet", "rrun-cri-podnet",
+                             "baseline-hostnet", "baseline-podnet")}
 def ms(n, k):
     b = lat[n]
     return f"{b['total_ms'][k]:.1f}" if b else "-"
@@ -466,11 +539,22 @@ print()
 print(f"pod start (RunPodSandbox + CreateContainer + StartContainer until RUNNING), ms; "
       f"{lat['rrun-cri-hostnet']['runs'] if lat['rrun-cri-hostnet'] else '?'} runs each "
       f"in {rounds} rounds")
-print(f"{'':34} {'median':>8} {'p90':>8} {'min':>8} {'max':>8}")
+print(f"{'':34} {'median':>8} {'p90':>8} {'mean':>8} {'min':>8} {'max':>8}")
 for n, label in (("rrun-cri-hostnet", "rrun-cri, host network"),
+                 ("baseline-hostnet", "baseline, host network"),
                  ("containerd-hostnet", "containerd 1.6 CRI, host network"),
-                 ("rrun-cri-podnet", "rrun-cri, pod network (pinned ns)")):
-    print(f"{label:34} {ms(n, 'median'):>8} {ms(n, 'p90'):>8} {ms(n, 'min'):>8} {ms(n, 'max'):>8}")
+                 ("rrun-cri-podnet", "rrun-cri, pod network (pinned ns)"),
+                 ("baseline-podnet", "baseline, pod network (pinned ns)")):
+    if n.startswith("baseline") and not baseline:
+        continue
+    print(f"{label:34} {ms(n, 'median'):>8} {ms(n, 'p90'):>8} {ms(n, 'mean'):>8} {ms(n, 'min'):>8} {ms(n, 'max'):>8}")
+if baseline:
+    print(f"baseline: {baseline}")
+    for net in ("hostnet", "podnet"):
+        a, b = lat[f"rrun-cri-{net}"], lat[f"baseline-{net}"]
+        if a and b:
+            print(f"  rrun-cri / baseline, {net}: median {a['total_ms']['median'] / b['total_ms']['median']:.3f}, "
+                  f"mean {a['total_ms']['mean'] / b['total_ms']['mean']:.3f}")
 print("medians per call (RunPodSandbox / CreateContainer / StartContainer / until RUNNING):")
 for n in lat:
     b = lat[n]
@@ -496,6 +580,12 @@ per_pod_priv = shim_priv + pause_priv if shim_priv is not None and pause_priv is
 kib = lambda v: f"{v:.0f} KiB" if v is not None else "-"
 row("per pod: RSS", f"{kib(mon_rss)} monitor", f"{kib(per_pod_rss)} shim+pause")
 row("per pod: private (Clean+Dirty)", f"{kib(mon_priv)} monitor", f"{kib(per_pod_priv)} shim+pause")
+if baseline:
+    b_i, b_b = one(base_idle or []), one(base_busy or [])
+    row("baseline: server idle / with pods",
+        f"{mib(b_i.get('vmrss_kib'))} / {mib(b_b.get('vmrss_kib'))}", "")
+    row("baseline: per pod monitor RSS/priv",
+        f"{kib(avg(base_mon, 'rss_kib'))} / {kib(avg(base_mon, 'private_kib'))}", "")
 if cd_shims:
     row("  containerd-shim-runc-v2 RSS/priv", "", f"{kib(shim_rss)} / {kib(shim_priv)}")
     row("  pause (busybox sleep) RSS/priv", "", f"{kib(pause_rss)} / {kib(pause_priv)}")
@@ -531,6 +621,9 @@ with open(summary, "w") as f:
                         "containerd_shim_pause_rss": per_pod_rss,
                         "containerd_shim_pause_private": per_pod_priv},
         },
+        "baseline": baseline or None,
+        "baseline_memory_kib": {"idle": base_idle, "with_pods": base_busy, "monitors": base_mon}
+                               if baseline else None,
         "pods_kept": keep,
         "left_behind": problems,
     }, f, indent=2)

@@ -36,6 +36,9 @@
 #                  build, see below)
 #   BENCH_RRUN_DYNAMIC=1  measure the default dynamically linked target/release/rrun
 #   RUNC_BIN, CRUN_BIN   the reference runtimes (default: runc and crun on PATH)
+#   RRUN_BASELINE_BIN  another rrun binary (e.g. an older commit's build, for a before/after),
+#                  measured as a fourth runtime `baseline` in every group, in the same
+#                  hyperfine runs as the others; the table gets its column and rrun/baseline
 #   BENCH_GROUPS   which groups to run (default "run create start delete ctr rss")
 #   BENCH_SKIP_SETUP=1  do not run scripts/setup.sh
 set -euo pipefail
@@ -93,6 +96,13 @@ if [[ "$groups" == *" ctr "* ]]; then
 fi
 runtimes=(rrun runc crun)
 declare -A bin=([rrun]="$rrun" [runc]="$runc" [crun]="$crun")
+baseline="${RRUN_BASELINE_BIN:-}"
+if [[ -n "$baseline" ]]; then
+    [[ -x "$baseline" ]] || die "RRUN_BASELINE_BIN=$baseline: not an executable"
+    baseline="$(realpath "$baseline")"
+    runtimes=(rrun baseline runc crun)
+    bin[baseline]="$baseline"
+fi
 
 work="$(mktemp -d /tmp/rrun-bench.XXXXXX)"
 tag="$$"
@@ -118,13 +128,19 @@ cat >"$work/ctl" <<EOF
 #!/bin/sh
 rt="\$1"; action="\$2"
 case "\$rt" in
-rrun) bin="$rrun";; runc) bin="$runc";; crun) bin="$crun";;
+rrun) bin="$rrun";; runc) bin="$runc";; crun) bin="$crun";; baseline) bin="$baseline";;
 *) echo "ctl: unknown runtime \$rt" >&2; exit 2;;
 esac
 r() { $wrap_sh "\$0" "\$@"$wrap_end "\$bin" --root "$work/\$rt-state" "\$@"; }
 bundle="$work/bundle"
 [ "\${3:-}" = limits ] && bundle="$work/bundle-limits"
 r delete --force "$id" >/dev/null 2>&1
+[ "\$action" = own ] && exit 0
+# rrun takes only cgroups it creates, and all runtimes share the bundle's cgroupsPath: with
+# two rrun builds, the container another runtime left (create's, start's) goes too.
+if [ -n "$baseline" ]; then
+    for other in ${runtimes[*]}; do [ "\$other" = "\$rt" ] || "\$0" "\$other" own; done
+fi
 [ "\$action" = reset ] && exit 0
 r create --bundle "\$bundle" "$id" || exit 1
 [ "\$action" = created ] && exit 0
@@ -341,9 +357,9 @@ if [[ "$groups" == *" rss "* ]]; then
 fi
 
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$out" "$stamp" "$rss_json" "$load_before" "$load_after" "$rrun" "$runc" "$crun" <<'EOF'
+python3 - "$out" "$stamp" "$rss_json" "$load_before" "$load_after" "$rrun" "$runc" "$crun" "$baseline" <<'EOF'
 import json, os, platform, subprocess, sys
-out, stamp, rss_text, load_before, load_after, rrun, runc, crun = sys.argv[1:9]
+out, stamp, rss_text, load_before, load_after, rrun, runc, crun, baseline = sys.argv[1:10]
 rss = json.loads(rss_text)
 import glob, statistics
 groups = {}
@@ -369,31 +385,38 @@ rows = [("run /bin/true", "run", ""), ("run, with limits", "run", "-limits"),
 fmt = lambda v: f"{v:.2f} ms" if v is not None else "-"
 ratio = lambda a, b: f"{a / b:.2f}x" if a is not None and b else "-"
 print()
-print(f"{'median':22} {'rrun':>10} {'runc':>10} {'crun':>10} {'rrun/runc':>10} {'rrun/crun':>10}")
+rts = ("rrun", "baseline", "runc", "crun") if baseline else ("rrun", "runc", "crun")
+others = [rt for rt in rts if rt != "rrun"]
+print(f"{'median':22} " + " ".join(f"{rt:>10}" for rt in rts) + " "
+      + " ".join(f"{'rrun/' + rt:>13}" for rt in others))
 table = {}
 for label, g, suffix in rows:
     if g not in groups:
         continue
-    v = {rt: med(g, rt + suffix) for rt in ("rrun", "runc", "crun")}
+    v = {rt: med(g, rt + suffix) for rt in rts}
     table[label] = v
-    print(f"{label:22} {fmt(v['rrun']):>10} {fmt(v['runc']):>10} {fmt(v['crun']):>10} "
-          f"{ratio(v['rrun'], v['runc']):>10} {ratio(v['rrun'], v['crun']):>10}")
+    print(f"{label:22} " + " ".join(f"{fmt(v[rt]):>10}" for rt in rts) + " "
+          + " ".join(f"{ratio(v['rrun'], v[rt]):>13}" for rt in others))
 if rss:
-    print(f"{'peak RSS':22} {str(rss['rrun']) + ' KiB':>10} {str(rss['runc']) + ' KiB':>10} "
-          f"{str(rss['crun']) + ' KiB':>10} {rss['rrun'] / rss['runc']:>9.2f}x {rss['rrun'] / rss['crun']:>9.2f}x")
+    print(f"{'peak RSS':22} " + " ".join(f"{str(rss[rt]) + ' KiB':>10}" for rt in rts) + " "
+          + " ".join(f"{rss['rrun'] / rss[rt]:>12.2f}x" for rt in others))
 if "run" in groups:
     print(f"\nfloor (unshare --pid --mount --uts --ipc --net --fork /bin/true): {fmt(med('run', 'floor'))}")
     print(f"wrapper alone (private mount ns + tmpfs, exec /bin/true): {fmt(med('run', 'wrapper'))}")
 print(f"load average before {load_before}, after {load_after}; {os.cpu_count()} CPUs; "
       f"Linux {platform.release()}")
 print(f"{version(rrun)} / {version(runc)} / {version(crun)}")
+if baseline:
+    print(f"baseline: {baseline} ({version(baseline)})")
 samples = {g: len(next(iter(v.values()))) for g, v in groups.items()}
 summary = os.path.join(out, f"summary-{stamp}.json")
 with open(summary, "w") as f:
     json.dump({
         "host": {"kernel": platform.release(), "machine": platform.machine(),
                  "cpus": os.cpu_count(), "load_before": load_before, "load_after": load_after},
-        "versions": {"rrun": version(rrun), "runc": version(runc), "crun": version(crun)},
+        "versions": {"rrun": version(rrun), "runc": version(runc), "crun": version(crun),
+                     "baseline": version(baseline) if baseline else None},
+        "baseline": baseline or None,
         "median_ms": {label: {k: (round(x, 3) if x is not None else None) for k, x in v.items()}
                       for label, v in table.items()},
         "floor_ms": med("run", "floor"), "wrapper_ms": med("run", "wrapper"),
