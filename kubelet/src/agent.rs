@@ -177,6 +177,8 @@ pub fn run(args: &Args) -> Result<()> {
         let listener = bind_socket(&sock).await?;
         // The scan loop's wake-ups: the directory's watcher, and the API after a write.
         let (tx, mut rx) = mpsc::unbounded_channel();
+        // The controllers' wake-ups: an API write waits for a pass, which starts at once.
+        let (pass_tx, pass_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             cri: Cri::new(config.endpoint.clone()),
             config: config.clone(),
@@ -188,7 +190,7 @@ pub fn run(args: &Args) -> Result<()> {
             store: Mutex::new(store),
             wake: Notify::new(),
             scans: manifest::Scans::new(tx.clone()),
-            passes: manifest::Scans::unkicked(),
+            passes: manifest::Scans::new(pass_tx),
             metrics: Metrics::default(),
             workloads,
         });
@@ -341,7 +343,7 @@ pub fn run(args: &Args) -> Result<()> {
         let (s4, h4, mut rx4) = (shared.clone(), shared.workloads.clone(), scanned_rx.clone());
         tokio::spawn(async move {
             if rx4.wait_for(|s| *s).await.is_ok() {
-                crate::controllers::run(s4, h4).await;
+                crate::controllers::run(s4, h4, pass_rx).await;
             }
         });
         let (s5, mut rx5) = (shared.clone(), scanned_rx);

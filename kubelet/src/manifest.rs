@@ -315,19 +315,13 @@ pub struct Scans {
 }
 
 impl Scans {
-    /// `kick` wakes the scan loop (the sender of the channel `watch` feeds).
+    /// `kick` wakes the loop (for the scans, the sender of the channel `watch` feeds).
     pub fn new(kick: mpsc::UnboundedSender<()>) -> Self {
         Scans {
             kick,
             started: Default::default(),
             done: tokio::sync::watch::channel(0).0,
         }
-    }
-
-    /// A counter of a loop that runs on its own clock (the controllers' passes): `settle`
-    /// only waits. Its kick's receiver is gone, so the kick is a no-op.
-    pub fn unkicked() -> Self {
-        Scans::new(mpsc::unbounded_channel().0)
     }
 
     /// The scan loop calls this before it reads the directory; the number goes to `end`.

@@ -663,13 +663,23 @@ fn rules(c: &Ctl) -> Vec<Rule> {
     out
 }
 
-/// The controllers' loop. Never returns.
-pub async fn run(shared: Arc<Shared>, h: Handle) {
+/// The controllers' loop: a pass every 250 ms, or at once when `kicks` asks (an API write
+/// waiting for one). Never returns.
+pub async fn run(
+    shared: Arc<Shared>,
+    h: Handle,
+    mut kicks: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
     loop {
         let n = shared.passes.begin();
         pass(&shared, &h).await;
         shared.passes.end(n);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // A kick that came during the pass asks for the next one.
+        let tick = Duration::from_millis(250);
+        if let Ok(None) = tokio::time::timeout(tick, kicks.recv()).await {
+            tokio::time::sleep(tick).await;
+        }
+        while kicks.try_recv().is_ok() {}
     }
 }
 
