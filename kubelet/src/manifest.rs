@@ -265,6 +265,22 @@ impl Dir {
     }
 }
 
+/// Whether a watcher's event may change what the directory's manifests say. notify's
+/// inotify backend also reports opens and read-only closes: the scan's own reads would
+/// otherwise wake the next scan, a loop of a scan every debounce period. A closed write
+/// still wakes it (a writer's last word on a file).
+fn changes_manifests(ev: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    use notify::EventKind;
+    let read = matches!(ev.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write));
+    !read
+        && ev.paths.iter().any(|p| {
+            p.file_name()
+                .map(|n| is_manifest_name(&n.to_string_lossy()))
+                .unwrap_or(true)
+        })
+}
+
 /// Watches `dir` (inotify through `notify`) and sends a tick per burst of changes (debounced
 /// 100 ms) and every 20 s (the kubelet's file check period, in case an event was lost).
 pub fn watch(
@@ -274,15 +290,7 @@ pub fn watch(
     use notify::Watcher;
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        let relevant = match &ev {
-            Ok(ev) => ev.paths.iter().any(|p| {
-                p.file_name()
-                    .map(|n| is_manifest_name(&n.to_string_lossy()))
-                    .unwrap_or(true)
-            }),
-            Err(_) => true,
-        };
-        if relevant {
+        if ev.as_ref().map_or(true, changes_manifests) {
             let _ = raw_tx.send(());
         }
     })?;
@@ -349,6 +357,31 @@ impl Scans {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_do_not_wake_the_scan() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        use notify::{Event, EventKind};
+        let ev = |kind, name: &str| Event::new(kind).add_path(PathBuf::from("/m").join(name));
+        let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert!(!changes_manifests(&ev(open, "p.yaml")));
+        assert!(!changes_manifests(&ev(closed, "p.yaml")));
+        let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert!(changes_manifests(&ev(written, "p.yaml")));
+        assert!(changes_manifests(&ev(
+            EventKind::Modify(ModifyKind::Any),
+            "p.yaml"
+        )));
+        assert!(changes_manifests(&ev(
+            EventKind::Create(CreateKind::File),
+            "p.json"
+        )));
+        assert!(!changes_manifests(&ev(
+            EventKind::Create(CreateKind::File),
+            ".p.yaml.swp"
+        )));
+    }
 
     #[test]
     fn documents_errors_and_names() {
