@@ -76,14 +76,18 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
         None => return new_sandbox(shared, d, v).await,
     };
     let sb_attempt = sb.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
-    let sb_cfg = spec::sandbox_config(
-        pod,
-        &d.uid,
-        sb_attempt,
-        &shared.config.pod_logs_dir,
-        &shared.config.cgroup_root,
-        &shared.config.dns,
-    );
+    // Made only for a container start: it reads the node's resolv.conf, and a steady pod's
+    // step starts nothing.
+    let sb_cfg = || {
+        spec::sandbox_config(
+            pod,
+            &d.uid,
+            sb_attempt,
+            &shared.config.pod_logs_dir,
+            &shared.config.cgroup_root,
+            &shared.config.dns,
+        )
+    };
     if terminal(pod, v) {
         // The kubelet stops a finished pod's sandbox and keeps its containers for status.
         if let Some(mut c) = shared.cri.get().await {
@@ -104,7 +108,7 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
         let inst = v.instances(&sb.id, &c.name);
         let latest = inst.first().copied();
         match (kind, latest) {
-            (_, None) => return start(shared, d, c, &sb.id, &sb_cfg, None).await || changed,
+            (_, None) => return start(shared, d, c, &sb.id, &sb_cfg(), None).await || changed,
             (_, Some((ct, _))) if ct.state == CREATED => {
                 return start_existing(shared, d, c, &sb.id, &ct.id).await || changed
             }
@@ -120,7 +124,7 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
             (Kind::Init, Some((_, st))) if st.state == EXITED && st.exit_code == 0 => {}
             (_, Some(inst)) => {
                 if should_restart(pod, kind, inst.1.exit_code) {
-                    return start(shared, d, c, &sb.id, &sb_cfg, Some(inst)).await || changed;
+                    return start(shared, d, c, &sb.id, &sb_cfg(), Some(inst)).await || changed;
                 }
                 return changed;
             }
@@ -129,7 +133,7 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
     for c in &s.containers {
         let inst = v.instances(&sb.id, &c.name);
         match inst.first().copied() {
-            None => changed |= start(shared, d, c, &sb.id, &sb_cfg, None).await,
+            None => changed |= start(shared, d, c, &sb.id, &sb_cfg(), None).await,
             Some((ct, _)) if ct.state == CREATED => {
                 changed |= start_existing(shared, d, c, &sb.id, &ct.id).await
             }
@@ -138,7 +142,7 @@ pub async fn step(shared: &Arc<Shared>, d: &Desired, v: &PodView) -> bool {
             }
             Some(inst) => {
                 if should_restart(pod, Kind::App, inst.1.exit_code) {
-                    changed |= start(shared, d, c, &sb.id, &sb_cfg, Some(inst)).await;
+                    changed |= start(shared, d, c, &sb.id, &sb_cfg(), Some(inst)).await;
                 }
             }
         }
