@@ -59,6 +59,40 @@ pub fn policy(query: Option<&str>, body: &[u8]) -> Option<String> {
     (opts["orphanDependents"] == true).then(|| "Orphan".to_string())
 }
 
+/// Refuses a DELETE's propagation policy that is not one of the API server's, and
+/// `Orphan` for an owner of other objects: here a workload's ReplicaSets, controller pods,
+/// Jobs and revisions live only in the controllers' state, beside their owner, and cannot
+/// be left standing without it. Silently cascading would delete what was asked to stay.
+/// For a kind that owns nothing an orphaning delete is a plain delete.
+// The error is the request's answer, made once (as in write.rs).
+#[allow(clippy::result_large_err)]
+pub fn check_policy(kind: &Kind, policy: Option<&str>) -> Result<(), Response> {
+    match policy {
+        None | Some("Background" | "Foreground") => Ok(()),
+        Some("Orphan") => match kind.plural {
+            "deployments" | "replicasets" | "statefulsets" | "daemonsets" | "jobs"
+            | "cronjobs" => Err(status_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                format!(
+                    "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"Orphan\": this node agent cannot keep the dependents of {} apart from their owner; supported values: \"Foreground\", \"Background\"",
+                    kind.plural
+                ),
+                None,
+            )),
+            _ => Ok(()),
+        },
+        Some(other) => Err(status_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            ),
+            None,
+        )),
+    }
+}
+
 /// What a DELETE does to `stored`: the object to keep, marked deleted, when finalizers hold
 /// it (None: it goes now). Deleting an object already being deleted changes nothing.
 pub fn on_delete(stored: &Value, policy: Option<&str>, now: &str) -> Option<Value> {
@@ -356,5 +390,19 @@ mod tests {
             Some("Orphan".into())
         );
         assert_eq!(policy(None, b""), None);
+    }
+
+    #[test]
+    fn orphan_refused_for_owners_only() {
+        let deploy = super::super::registry::find("apps", "deployments").unwrap();
+        let cm = super::super::registry::find("", "configmaps").unwrap();
+        assert!(check_policy(deploy, Some("Background")).is_ok());
+        assert!(check_policy(deploy, Some("Foreground")).is_ok());
+        assert!(check_policy(deploy, None).is_ok());
+        let r = check_policy(deploy, Some("Orphan")).unwrap_err();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(check_policy(cm, Some("Orphan")).is_ok());
+        let r = check_policy(cm, Some("Sideways")).unwrap_err();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

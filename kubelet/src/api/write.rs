@@ -334,7 +334,10 @@ impl Front {
             }
             (Method::DELETE, Some(name)) => {
                 let policy = finalizers::policy(query.as_deref(), &body);
-                self.delete(kind, &ns, &name, dry, policy.as_deref()).await
+                match finalizers::check_policy(kind, policy.as_deref()) {
+                    Ok(()) => self.delete(kind, &ns, &name, dry, policy.as_deref()).await,
+                    Err(r) => Err(r),
+                }
             }
             _ => Err(status_error(
                 StatusCode::METHOD_NOT_ALLOWED,
