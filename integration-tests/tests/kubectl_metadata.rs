@@ -319,6 +319,24 @@ async fn finalizers() {
     );
     let pod = k.ok(&["get", "pods", "-l", "app=slow", "-o", "name"]);
     let pod = pod.trim().to_string();
+    // Orphaning is refused here (the ReplicaSet cannot outlive its Deployment on this
+    // agent), and the refusal leaves the Deployment and its pod as they were.
+    let o = k.run(&["delete", "deployment", "slow", "--cascade=orphan"]);
+    assert!(
+        !o.status.success() && o.stderr.contains("Unsupported value: \"Orphan\""),
+        "{}\n{}",
+        o.stdout,
+        o.stderr
+    );
+    assert_eq!(
+        k.ok(&["get", "deployments", "-o", "name"]).trim(),
+        "deployment.apps/slow"
+    );
+    assert_eq!(
+        k.ok(&["get", "pods", "-l", "app=slow", "-o", "name"])
+            .trim(),
+        pod
+    );
     k.ok(&[
         "delete",
         "deployment",
