@@ -101,11 +101,15 @@ pub struct Shared {
     pub passes: crate::manifest::Scans,
     pub metrics: Metrics,
     pub workloads: crate::controllers::Handle,
+    /// What the API's watches wait on (changes.rs).
+    pub changes: crate::changes::Changes,
 }
 
 impl Shared {
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// The agent's state; a mutable access marks a change for the API's watches.
+    pub fn lock(&self) -> crate::changes::Guard<'_, Inner> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        crate::changes::Guard::new(g, &self.changes)
     }
 
     pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
