@@ -31,7 +31,15 @@ impl Watch {
         let err = fs::File::create(out.with_extension("err")).expect("watch stderr");
         let child = k
             .command()
-            .args(["get", kind, "-A", "-w", "--output-watch-events", "-o", "json"])
+            .args([
+                "get",
+                kind,
+                "-A",
+                "-w",
+                "--output-watch-events",
+                "-o",
+                "json",
+            ])
             .stdout(file)
             .stderr(err)
             .spawn()
@@ -159,9 +167,12 @@ async fn pushed() {
         "seed.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: seed}\ndata: {a: \"1\"}\n",
     );
-    k.wait(agent, &["get", "cm", "-o", "name"], "the seed ConfigMap", |s| {
-        s.contains("configmap/seed")
-    });
+    k.wait(
+        agent,
+        &["get", "cm", "-o", "name"],
+        "the seed ConfigMap",
+        |s| s.contains("configmap/seed"),
+    );
     let pods = Watch::start(&k, agent, "pods");
     let cms = Watch::start(&k, agent, "configmaps");
     // The watches are open once they sent their initial list (one ConfigMap).
@@ -176,9 +187,12 @@ async fn pushed() {
     cms.expect(agent, PUSHED, "api-cm ADDED (apply)", |t, o| {
         t == "ADDED" && named(o, "api-cm")
     });
-    pods.expect(agent, PUSHED, "the Deployment's pod ADDED (apply)", |t, o| {
-        t == "ADDED" && o["metadata"]["labels"]["app"] == "api-web"
-    });
+    pods.expect(
+        agent,
+        PUSHED,
+        "the Deployment's pod ADDED (apply)",
+        |t, o| t == "ADDED" && o["metadata"]["labels"]["app"] == "api-web",
+    );
 
     // (b) Manifest files written into the directory by hand, not through the API.
     agent.write_manifest(
@@ -206,9 +220,12 @@ async fn pushed() {
     });
 
     // (c) Status changes the agent makes as the containers run: Ready, then exited.
-    pods.expect(agent, Duration::from_secs(30), "the Deployment's pod Ready", |t, o| {
-        t == "MODIFIED" && o["metadata"]["labels"]["app"] == "api-web" && ready(o)
-    });
+    pods.expect(
+        agent,
+        Duration::from_secs(30),
+        "the Deployment's pod Ready",
+        |t, o| t == "MODIFIED" && o["metadata"]["labels"]["app"] == "api-web" && ready(o),
+    );
     pods.expect(agent, Duration::from_secs(30), "once Running", |t, o| {
         t == "MODIFIED" && named(o, "once") && o["status"]["phase"] == "Running"
     });
