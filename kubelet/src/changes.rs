@@ -24,9 +24,15 @@ impl Default for Changes {
 
 impl Changes {
     /// Something served changed.
+    #[track_caller]
     pub fn mark(&self) {
+        self.mark_at(std::panic::Location::caller());
+    }
+
+    /// The writer's place is logged (trace) to find what wakes the watches of an idle node.
+    fn mark_at(&self, at: &std::panic::Location<'_>) {
         self.epoch.send_modify(|e| *e += 1);
-        tracing::trace!(epoch = *self.epoch.borrow(), "changed");
+        tracing::trace!(epoch = *self.epoch.borrow(), %at, "changed");
     }
 
     /// A receiver whose current epoch counts as seen: subscribe, then read the state, then
@@ -43,7 +49,8 @@ impl Changes {
 pub struct Guard<'a, T> {
     inner: MutexGuard<'a, T>,
     changes: &'a Changes,
-    dirty: bool,
+    /// Where the first mutable access was.
+    dirty: Option<&'static std::panic::Location<'static>>,
 }
 
 impl<'a, T> Guard<'a, T> {
@@ -51,7 +58,7 @@ impl<'a, T> Guard<'a, T> {
         Guard {
             inner,
             changes,
-            dirty: false,
+            dirty: None,
         }
     }
 }
@@ -64,16 +71,19 @@ impl<T> Deref for Guard<'_, T> {
 }
 
 impl<T> DerefMut for Guard<'_, T> {
+    #[track_caller]
     fn deref_mut(&mut self) -> &mut T {
-        self.dirty = true;
+        if self.dirty.is_none() {
+            self.dirty = Some(std::panic::Location::caller());
+        }
         &mut self.inner
     }
 }
 
 impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
-        if self.dirty {
-            self.changes.mark();
+        if let Some(at) = self.dirty {
+            self.changes.mark_at(at);
         }
     }
 }
