@@ -3,7 +3,7 @@
 # end to end and the server's own time for the list (the Table kubectl asks for, and the
 # JSON list), `kubectl apply -f` of a 20-object file (first created, then unchanged), the
 # watch latency (a label patch to its event), and the agent's RSS and CPU over 30 s of
-# steady state with the pods. A few minutes.
+# steady state with the pods (and with 5 idle `kubectl get pods -w` open). A few minutes.
 #
 #   sudo bash bench/api.sh
 #

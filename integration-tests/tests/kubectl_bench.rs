@@ -3,7 +3,8 @@
 //! `RRUN_API_BENCH_PODS` pods (default 100, one Deployment) Ready, then
 //!
 //! - the agent's RSS (VmRSS) and CPU (utime+stime over 30 s) at steady state with the pods,
-//!   before anything else talks to it;
+//!   before anything else talks to it, then the same with 5 idle `kubectl get pods -w`
+//!   open (watches are pushed: idle ones should cost nothing);
 //! - `kubectl get pods` end to end (kubectl 1.33 in the node's network namespace, its
 //!   discovery cached), and the server's time for the same list, taken by curl as the time
 //!   from the TLS connection up to the last byte of the answer (`time_total -
@@ -267,6 +268,32 @@ async fn bench_api() {
         "BENCH api pods={n} all_ready={all_ready:.1}s agent_rss={:.1}MiB agent_cpu={cpu:.2}% (budget 32 MiB, 2 %)",
         rss as f64 / 1024.0
     );
+
+    // The same with 5 idle watches open (`kubectl get pods -w`, as people leave them): what
+    // a watch costs while nothing changes.
+    let watchers: Vec<std::process::Child> = (0..5)
+        .map(|_| {
+            k.command()
+                .args(["get", "pods", "-w"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("kubectl get pods -w")
+        })
+        .collect();
+    // This window starts 60 s after the first: the pods' volumes are made again once a
+    // minute, so both windows miss that (or both would hold it) and differ by the watches.
+    thread::sleep(Duration::from_secs(30));
+    let t0 = cpu_ticks(pid);
+    let w = Instant::now();
+    thread::sleep(Duration::from_secs(30));
+    let cpu_watched =
+        cpu_ticks(pid).saturating_sub(t0) as f64 / hz / w.elapsed().as_secs_f64() * 100.0;
+    for mut c in watchers {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    println!("BENCH api pods={n} idle_watches=5 agent_cpu={cpu_watched:.2}% (30 s)");
 
     // `get pods`: kubectl end to end, and the server's time for the Table and the JSON list.
     let (mut kubectl_ms, mut table_ms, mut json_ms) = (vec![], vec![], vec![]);

@@ -204,6 +204,7 @@ pub fn run(args: &Args) -> Result<()> {
             passes: manifest::Scans::new(pass_tx),
             metrics: Metrics::default(),
             workloads,
+            changes: Default::default(),
         });
         // Before the API: once the agent answers, its DNS does too.
         let dns = crate::dns::start(
@@ -292,8 +293,11 @@ pub fn run(args: &Args) -> Result<()> {
                 Ok(pem) => objects.publish_root_ca(&pem),
                 Err(e) => tracing::error!("the API's CA for kube-root-ca.crt: {e}"),
             }
+            let mut files = None;
             loop {
                 let n = s3.scans.begin();
+                // Before the reads: an edit during them changes the next scan's.
+                let now_files = manifest::fingerprint(&dir);
                 m.rescan(&dir);
                 objects.rescan(&dir);
                 let mut desired = m.desired();
@@ -321,13 +325,25 @@ pub fn run(args: &Args) -> Result<()> {
                             tracing::error!("invalid manifest: {e}");
                         }
                     }
-                    g.manifest_errors = errors;
+                    // Written only when different: the scan also runs every 20 s, and a
+                    // write wakes the API's watches (changes.rs).
+                    if g.manifest_errors != errors {
+                        g.manifest_errors = errors;
+                    }
                     ctl.set_objects(workloads);
                     desired.extend(ctl.pods.clone());
                     for d in desired.values_mut() {
                         crate::service_account::admit(std::sync::Arc::make_mut(&mut d.pod));
                     }
-                    g.desired = desired;
+                    if g.desired != desired {
+                        g.desired = desired;
+                    }
+                }
+                if files.as_ref() != Some(&now_files) {
+                    // What the API reads from the files themselves (objects Terminating,
+                    // namespaces) is not in the agent's state: the watches look again.
+                    s3.changes.mark();
+                    files = Some(now_files);
                 }
                 s3.wake.notify_one();
                 s3.scans.end(n);

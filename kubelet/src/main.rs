@@ -5,6 +5,7 @@
 mod agent;
 mod api;
 mod cgroups;
+mod changes;
 mod cli;
 mod config;
 mod controllers;

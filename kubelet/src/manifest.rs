@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 /// A pod wanted by a manifest.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
     /// Shared: the loops copy the desired pods many times a second.
     pub pod: std::sync::Arc<Pod>,
@@ -51,6 +51,25 @@ pub fn is_manifest_name(name: &str) -> bool {
         && [".yaml", ".yml", ".json"]
             .iter()
             .any(|ext| name.ends_with(ext))
+}
+
+/// What identifies the directory's files as they are now (name, inode, size, mtime): the
+/// scan loop compares it with the last one, as the API also serves some files directly
+/// (objects Terminating, namespaces) and a watch must look again when one is edited.
+pub fn fingerprint(dir: &Path) -> Vec<(std::ffi::OsString, u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| is_manifest_name(&e.file_name().to_string_lossy()))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.file_name(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// A stable uid for a manifest's pod: the kubelet derives static pods' uids from their

@@ -191,7 +191,11 @@ fn refresh_volumes(shared: &Shared, d: &Desired, sb: &str) {
     // A failure is tried again at the next sync.
     if let Ok(v) = crate::volumes::setup(root, &d.pod, &d.uid, &facts) {
         let synced = crate::volumes::Synced::new(sb, objects.generation, &pod_ip, &d.pod, &v);
-        shared.lock().volume_syncs.insert(d.uid.clone(), synced);
+        // Redone when due (token rotation) for every pod: not a change the API shows.
+        shared
+            .lock_unserved()
+            .volume_syncs
+            .insert(d.uid.clone(), synced);
     }
 }
 

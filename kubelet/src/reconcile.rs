@@ -160,10 +160,17 @@ async fn relist(shared: &Shared) -> Result<Snapshot, ()> {
     }
     let mut g = shared.lock();
     let live: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
-    g.statuses.retain(|id, _| live.contains(id.as_str()));
-    g.probes.retain(|(id, _), _| live.contains(id.as_str()));
     let live_sb: HashSet<&str> = sandboxes.iter().map(|s| s.id.as_str()).collect();
-    g.pod_ips.retain(|id, _| live_sb.contains(id.as_str()));
+    // Tested first: a write marks a change for the API's watches (changes.rs).
+    if g.statuses.keys().any(|id| !live.contains(id.as_str())) {
+        g.statuses.retain(|id, _| live.contains(id.as_str()));
+    }
+    if g.probes.keys().any(|(id, _)| !live.contains(id.as_str())) {
+        g.probes.retain(|(id, _), _| live.contains(id.as_str()));
+    }
+    if g.pod_ips.keys().any(|id| !live_sb.contains(id.as_str())) {
+        g.pod_ips.retain(|id, _| live_sb.contains(id.as_str()));
+    }
     Ok(Snapshot {
         sandboxes,
         containers,
@@ -225,7 +232,11 @@ pub async fn run(shared: Arc<Shared>) {
                     tracing::info!("the CRI endpoint is back");
                 }
                 retry = Duration::from_millis(200);
-                shared.lock().cri_up = true;
+                let mut g = shared.lock();
+                if !g.cri_up {
+                    g.cri_up = true;
+                }
+                drop(g);
                 s
             }
             Err(()) => {
@@ -284,23 +295,37 @@ pub async fn run(shared: Arc<Shared>) {
         }
         {
             let mut g = shared.lock();
-            let wanted_keys: HashSet<String> = g.desired.keys().cloned().collect();
+            let gone = |p: &Pod| p.metadata.uid.as_ref().is_some_and(|u| leaving.contains(u));
             // A removed pod stays listed, Terminating, until its containers are gone.
-            g.pods.retain(|k, p| {
-                wanted_keys.contains(k)
-                    || p.metadata.uid.as_ref().is_some_and(|u| leaving.contains(u))
-            });
-            for p in g.pods.values_mut() {
-                let gone = p.metadata.uid.as_ref().is_some_and(|u| leaving.contains(u));
-                if gone && p.metadata.deletion_timestamp.is_none() {
-                    p.metadata.deletion_timestamp = Some(
-                        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(chrono::Utc::now()),
-                    );
+            // (Each write is tested first: a write marks a change for the API's watches.)
+            if g.pods
+                .iter()
+                .any(|(k, p)| !g.desired.contains_key(k) && !gone(p))
+            {
+                let wanted_keys: HashSet<String> = g.desired.keys().cloned().collect();
+                g.pods.retain(|k, p| wanted_keys.contains(k) || gone(p));
+            }
+            if g.pods
+                .values()
+                .any(|p| gone(p) && p.metadata.deletion_timestamp.is_none())
+            {
+                for p in g.pods.values_mut() {
+                    if gone(p) && p.metadata.deletion_timestamp.is_none() {
+                        p.metadata.deletion_timestamp = Some(
+                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(chrono::Utc::now()),
+                        );
+                    }
                 }
             }
-            g.admitted.retain(|u| wanted.contains(u));
-            g.refused.retain(|u, _| wanted.contains(u));
-            g.volume_syncs.retain(|u, _| wanted.contains(u));
+            if g.admitted.iter().any(|u| !wanted.contains(u)) {
+                g.admitted.retain(|u| wanted.contains(u));
+            }
+            if g.refused.keys().any(|u| !wanted.contains(u)) {
+                g.refused.retain(|u, _| wanted.contains(u));
+            }
+            if g.volume_syncs.keys().any(|u| !wanted.contains(u)) {
+                g.volume_syncs.retain(|u, _| wanted.contains(u));
+            }
         }
         forget_evictions(&shared, &wanted);
         update_probes(&shared, &snap, &desired, &mut probe_workers);
@@ -328,7 +353,10 @@ fn admit(shared: &Shared, desired: &[Desired], snap: &Snapshot) {
     let running: HashSet<&str> = snap.sandboxes.iter().filter_map(uid_of_sandbox).collect();
     for d in desired {
         // An evicted pod runs until its sync task has killed it; it stays refused.
-        if running.contains(d.uid.as_str()) && !g.refused.contains_key(&d.uid) {
+        if running.contains(d.uid.as_str())
+            && !g.refused.contains_key(&d.uid)
+            && !g.admitted.contains(&d.uid)
+        {
             g.admitted.insert(d.uid.clone());
         }
     }
@@ -457,11 +485,12 @@ pub fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
 
 /// Moves one pod a step towards its spec, then records its status.
 async fn sync_pod(shared: &Arc<Shared>, d: &Desired, v: PodView) {
-    shared
-        .lock()
-        .first_seen
-        .entry(d.uid.clone())
-        .or_insert_with(Instant::now);
+    {
+        let mut g = shared.lock();
+        if !g.first_seen.contains_key(&d.uid) {
+            g.first_seen.insert(d.uid.clone(), Instant::now());
+        }
+    }
     let refused = shared.lock().refused.get(&d.uid).cloned();
     if let Some(r) = refused {
         // An evicted pod still has its containers: they go first, with the short grace
@@ -498,12 +527,21 @@ pub fn probe_verdict(shared: &Shared, id: &str, kind: ProbeKind) -> Option<Verdi
 pub fn set_waiting(shared: &Shared, uid: &str, name: &str, w: Option<Waiting>) {
     let mut g = shared.lock();
     let key = (uid.to_string(), name.to_string());
+    // Tested first: a write marks a change for the API's watches.
     match w {
         Some(w) => {
-            g.waiting.insert(key, w);
+            let same = g
+                .waiting
+                .get(&key)
+                .is_some_and(|o| o.reason == w.reason && o.message == w.message);
+            if !same {
+                g.waiting.insert(key, w);
+            }
         }
         None => {
-            g.waiting.remove(&key);
+            if g.waiting.contains_key(&key) {
+                g.waiting.remove(&key);
+            }
         }
     }
 }

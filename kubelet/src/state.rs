@@ -101,13 +101,25 @@ pub struct Shared {
     pub passes: crate::manifest::Scans,
     pub metrics: Metrics,
     pub workloads: crate::controllers::Handle,
+    /// What the API's watches wait on (changes.rs).
+    pub changes: crate::changes::Changes,
 }
 
 impl Shared {
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    /// The agent's state; a mutable access marks a change for the API's watches.
+    pub fn lock(&self) -> crate::changes::Guard<'_, Inner> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        crate::changes::Guard::new(g, &self.changes)
+    }
+
+    /// The agent's state for a write of its own bookkeeping, which the API does not serve
+    /// (volume syncs): no change is marked, so it wakes no watch.
+    pub fn lock_unserved(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The store is not served as such: what of it the API shows (restarts, evictions) is
+    /// in the pods' status, which the next sync writes through [`Shared::lock`].
     pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -67,7 +67,11 @@ fn store(shared: &Shared, d: &Desired, mut pod: Pod) {
         .and_then(|p| p.metadata.creation_timestamp.clone())
         .unwrap_or_else(|| Time(Utc::now()));
     pod.metadata.creation_timestamp = Some(created);
-    g.pods.insert(d.key(), pod);
+    // Each pass records every pod: only a different one is written (a write marks a change
+    // for the API's watches).
+    if g.pods.get(&d.key()) != Some(&pod) {
+        g.pods.insert(d.key(), pod);
+    }
 }
 
 pub fn record_refused(shared: &Shared, d: &Desired, r: &Refusal) {
@@ -101,6 +105,14 @@ pub fn record_refused(shared: &Shared, d: &Desired, r: &Refusal) {
 /// While the CRI endpoint is gone, the pods' phase is Unknown.
 pub fn mark_unknown(shared: &Shared) {
     let mut g = shared.lock();
+    let stale = |s: &PodStatus| {
+        s.phase.as_deref() != Some("Unknown")
+            && (s.phase.as_deref() != Some("Failed") || s.reason.is_none())
+    };
+    // Tested first (the retry loop calls this): a write marks a change for the watches.
+    if !g.pods.values().filter_map(|p| p.status.as_ref()).any(stale) {
+        return;
+    }
     for p in g.pods.values_mut() {
         if let Some(s) = p.status.as_mut() {
             if s.phase.as_deref() != Some("Failed") || s.reason.is_none() {

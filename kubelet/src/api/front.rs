@@ -5,7 +5,8 @@
 //!
 //! resourceVersions: each object gets one from a counter that moves whenever the object's
 //! content changes (seeded from the clock at start, so it keeps rising across restarts).
-//! Watches poll the objects every [`WATCH_POLL`] and send what changed.
+//! Watches are pushed: a watch sleeps until the agent's change signal moves (changes.rs),
+//! then lists the kind again and sends what changed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -26,8 +27,9 @@ use super::select::Selector;
 use super::{bad_request, discovery, local, paging, query_bool, status_error, table};
 use crate::state::Shared;
 
-/// How often a watch looks for changes.
-pub const WATCH_POLL: Duration = Duration::from_millis(200);
+/// How long a woken watch lets a burst of changes settle before it lists (one list for a
+/// pass that changes many pods, not one per pod).
+const COALESCE: Duration = Duration::from_millis(10);
 /// How often a watch that asked for bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 
@@ -58,7 +60,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
     });
     Router::new().fallback(move |req: Request| {
         let f = front.clone();
-        async move { f.handle(req).await }
+        async move {
+            let write = req.method() != Method::GET;
+            let shared = f.shared.clone();
+            let r = f.handle(req).await;
+            // What a write stored outside the agent's state (the namespaces' and the stored
+            // metadata's files) is served at once: the watches look again.
+            if write {
+                shared.changes.mark();
+            }
+            r
+        }
     })
 }
 
@@ -473,66 +485,39 @@ impl Front {
         let include = q.get("includeObject").cloned().unwrap_or_default();
         let kind = target.kind;
         tokio::spawn(async move {
+            let mut changes = self.shared.changes.subscribe();
             let mut known: HashMap<String, (String, Value)> = HashMap::new();
             let mut first = true;
             let mut headers = true;
+            let mut dirty = true;
             let mut last_bookmark = Instant::now();
             loop {
-                let items = match self.objects(kind, target.ns.as_deref()).await {
-                    Ok(i) => i,
-                    Err(_) => return,
-                };
-                let mut events = Vec::new();
-                let mut now_keys = std::collections::HashSet::new();
-                for o in items.into_iter().filter(|o| sel.matches(o)) {
-                    let key = format!(
-                        "{}/{}",
-                        o["metadata"]["namespace"].as_str().unwrap_or(""),
-                        o["metadata"]["name"].as_str().unwrap_or("")
-                    );
-                    let rv = o["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string();
-                    now_keys.insert(key.clone());
-                    match known.get(&key) {
-                        None => {
-                            let new = rv.parse::<u64>().unwrap_or(0) > since;
-                            if !first || since == 0 || new {
-                                events.push(("ADDED", o.clone()));
-                            }
-                        }
-                        Some((old, _)) if *old != rv => events.push(("MODIFIED", o.clone())),
-                        _ => {}
-                    }
-                    known.insert(key, (rv, o));
-                }
-                let gone: Vec<String> = known
-                    .keys()
-                    .filter(|k| !now_keys.contains(*k))
-                    .cloned()
-                    .collect();
-                for k in gone {
-                    if let Some((_, o)) = known.remove(&k) {
-                        events.push(("DELETED", o));
-                    }
-                }
-                first = false;
-                for (ty, o) in events {
-                    let object = if table {
-                        let rv = o["metadata"]["resourceVersion"]
-                            .as_str()
-                            .unwrap_or("")
-                            .to_string();
-                        let t = table::table(kind, &[o], &rv, &include, headers);
-                        headers = false;
-                        t
-                    } else {
-                        o
+                if dirty {
+                    dirty = false;
+                    // Seen before the list: a change from here on wakes the next round.
+                    changes.borrow_and_update();
+                    let items = match self.objects(kind, target.ns.as_deref()).await {
+                        Ok(i) => i,
+                        Err(_) => return,
                     };
-                    let line = format!("{}\n", json!({"type": ty, "object": object}));
-                    if tx.send(Ok(line)).await.is_err() {
-                        return;
+                    let events = diff(&mut known, items, &sel, first, since);
+                    first = false;
+                    for (ty, o) in events {
+                        let object = if table {
+                            let rv = o["metadata"]["resourceVersion"]
+                                .as_str()
+                                .unwrap_or("")
+                                .to_string();
+                            let t = table::table(kind, &[o], &rv, &include, headers);
+                            headers = false;
+                            t
+                        } else {
+                            o
+                        };
+                        let line = format!("{}\n", json!({"type": ty, "object": object}));
+                        if tx.send(Ok(line)).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 if bookmarks && last_bookmark.elapsed() >= BOOKMARK_EVERY {
@@ -546,10 +531,31 @@ impl Front {
                         return;
                     }
                 }
-                if deadline.is_some_and(|d| Instant::now() >= d) || tx.is_closed() {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
                     return;
                 }
-                tokio::time::sleep(WATCH_POLL).await;
+                // Asleep until a change, the next bookmark or the end.
+                let timer = [bookmarks.then(|| last_bookmark + BOOKMARK_EVERY), deadline]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let due = async {
+                    match timer {
+                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = changes.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(COALESCE).await;
+                        dirty = true;
+                    }
+                    () = due => {}
+                    () = tx.closed() => return,
+                }
             }
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
@@ -562,9 +568,143 @@ impl Front {
     }
 }
 
+/// The events that take a watch from `known` to `items` (those `sel` matches), and `known`
+/// updated. The first round sends the objects newer than `since` (all of them when 0).
+fn diff(
+    known: &mut HashMap<String, (String, Value)>,
+    items: Vec<Value>,
+    sel: &Selector,
+    first: bool,
+    since: u64,
+) -> Vec<(&'static str, Value)> {
+    let mut events = Vec::new();
+    let mut now_keys = std::collections::HashSet::new();
+    for o in items.into_iter().filter(|o| sel.matches(o)) {
+        let key = format!(
+            "{}/{}",
+            o["metadata"]["namespace"].as_str().unwrap_or(""),
+            o["metadata"]["name"].as_str().unwrap_or("")
+        );
+        let rv = o["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        now_keys.insert(key.clone());
+        match known.get(&key) {
+            None => {
+                let new = rv.parse::<u64>().unwrap_or(0) > since;
+                if !first || since == 0 || new {
+                    events.push(("ADDED", o.clone()));
+                }
+            }
+            Some((old, _)) if *old != rv => events.push(("MODIFIED", o.clone())),
+            _ => {}
+        }
+        known.insert(key, (rv, o));
+    }
+    let gone: Vec<String> = known
+        .keys()
+        .filter(|k| !now_keys.contains(*k))
+        .cloned()
+        .collect();
+    for k in gone {
+        if let Some((_, o)) = known.remove(&k) {
+            events.push(("DELETED", o));
+        }
+    }
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn obj(name: &str, rv: &str, app: &str) -> Value {
+        json!({"metadata": {"namespace": "default", "name": name, "resourceVersion": rv,
+                            "labels": {"app": app}}})
+    }
+
+    fn kinds(evs: &[(&'static str, Value)]) -> Vec<(&'static str, String)> {
+        evs.iter()
+            .map(|(t, o)| (*t, o["metadata"]["name"].as_str().unwrap_or("").to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn diff_sends_what_changed_only() {
+        let all = Selector::new(None, None).unwrap();
+        let mut known = HashMap::new();
+        let evs = diff(
+            &mut known,
+            vec![obj("a", "5", "x"), obj("b", "9", "x")],
+            &all,
+            true,
+            0,
+        );
+        assert_eq!(kinds(&evs), [("ADDED", "a".into()), ("ADDED", "b".into())]);
+        // The same list again (a wake-up for another kind's change): nothing.
+        let evs = diff(
+            &mut known,
+            vec![obj("a", "5", "x"), obj("b", "9", "x")],
+            &all,
+            false,
+            0,
+        );
+        assert!(evs.is_empty(), "{evs:?}");
+        let evs = diff(
+            &mut known,
+            vec![obj("a", "6", "x"), obj("c", "10", "x")],
+            &all,
+            false,
+            0,
+        );
+        let mut got = kinds(&evs);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("ADDED", "c".into()),
+                ("DELETED", "b".into()),
+                ("MODIFIED", "a".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn diff_first_round_after_a_version_and_selector() {
+        let mut known = HashMap::new();
+        let all = Selector::new(None, None).unwrap();
+        // Watching from resourceVersion 7: only the newer objects are sent at first, the
+        // others are known.
+        let evs = diff(
+            &mut known,
+            vec![obj("a", "5", "x"), obj("b", "9", "x")],
+            &all,
+            true,
+            7,
+        );
+        assert_eq!(kinds(&evs), [("ADDED", "b".into())]);
+        let evs = diff(
+            &mut known,
+            vec![obj("a", "8", "x"), obj("b", "9", "x")],
+            &all,
+            false,
+            7,
+        );
+        assert_eq!(kinds(&evs), [("MODIFIED", "a".into())]);
+        // An object that stops matching the selector leaves the watch as DELETED.
+        let mut known = HashMap::new();
+        let sel = Selector::new(Some("app=x"), None).unwrap();
+        diff(
+            &mut known,
+            vec![obj("a", "5", "x"), obj("b", "5", "y")],
+            &sel,
+            true,
+            0,
+        );
+        let evs = diff(&mut known, vec![obj("a", "6", "y")], &sel, false, 0);
+        assert_eq!(kinds(&evs), [("DELETED", "a".into())]);
+    }
 
     #[test]
     fn paths() {

@@ -49,6 +49,7 @@ pub fn spawn_controller(shared: Arc<Shared>) {
             tick.tick().await;
             if collect(&shared) {
                 shared.scans.settle().await;
+                shared.changes.mark();
             }
         }
     });

@@ -206,7 +206,7 @@ pub(crate) fn check_selector(
 }
 
 /// What the API shows, recomputed on each pass.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct View {
     pub deployments: Vec<Deployment>,
     pub replicasets: Vec<ReplicaSet>,
@@ -375,6 +375,8 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
         let mut c = lock(h);
         let c = &mut *c;
         let mut changed = false;
+        // The API's watches wake when the view moves (a pass that changes nothing is quiet).
+        let before = c.view.clone();
         let dkeys: Vec<String> = c
             .objects
             .deployments
@@ -452,7 +454,9 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
         if cri_up {
             let (ch, evs) = stateful::pass(c, &obs, &used, now);
             changed |= ch;
-            record::emit(&mut shared.lock(), evs);
+            if !evs.is_empty() {
+                record::emit(&mut shared.lock(), evs);
+            }
         }
         let mut notes = Vec::new();
         changed |= c.sync_batch(&job_obs, now, &mut notes);
@@ -468,6 +472,9 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
         changed |= services(shared, c, &obs);
         if changed {
             c.save();
+        }
+        if changed || c.view != before {
+            shared.changes.mark();
         }
         // Until the agent has seen every wanted pod once, endpoints would be missing.
         let seen = {

@@ -212,7 +212,15 @@ pub async fn worker(
             }
         };
         if let Some(v) = verdict {
-            let changed = shared.lock().probes.insert(key.clone(), v) != Some(v);
+            let changed = {
+                // Tested first: a write marks a change for the API's watches.
+                let mut g = shared.lock();
+                let changed = g.probes.get(&key) != Some(&v);
+                if changed {
+                    g.probes.insert(key.clone(), v);
+                }
+                changed
+            };
             if changed {
                 shared.wake.notify_one();
             }
