@@ -251,7 +251,8 @@ fn body_schema(v: &Value) -> Value {
 }
 
 /// Which encoding an Accept header asks for, as kube-openapi's handler picks it: the first
-/// clause (by q, then order) naming JSON or either protobuf spelling, `*` matching either.
+/// clause (by q, then the more specific, then order, as goautoneg sorts them) naming JSON or
+/// either protobuf spelling, `*` matching either.
 fn negotiate(accept: &str) -> Option<bool> {
     let mut clauses: Vec<(f32, usize, &str)> = accept
         .split(',')
@@ -267,7 +268,12 @@ fn negotiate(accept: &str) -> Option<bool> {
         })
         .filter(|(q, _, _)| *q > 0.0)
         .collect();
-    clauses.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let wildcards = |media: &str| media.split('/').filter(|p| p.trim() == "*").count();
+    clauses.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(wildcards(a.2).cmp(&wildcards(b.2)))
+            .then(a.1.cmp(&b.1))
+    });
     clauses.into_iter().find_map(|(_, _, media)| {
         let (ty, sub) = media.split_once('/').unwrap_or((media, ""));
         if ty != "application" && ty != "*" {
@@ -312,7 +318,9 @@ pub fn serve(headers: &HeaderMap) -> Response {
         .and_then(|h| h.to_str().ok())
         .is_some_and(|tags| {
             tags.split(',')
-                .any(|t| t.trim() == encoded.etag || t.trim() == "*")
+                .map(|t| t.trim())
+                // A weak tag matches too (If-None-Match compares weakly, as Go's ServeContent).
+                .any(|t| t.strip_prefix("W/").unwrap_or(t) == encoded.etag || t == "*")
         });
     let common = [
         (header::VARY, HeaderValue::from_static("Accept")),
@@ -454,6 +462,12 @@ mod tests {
             Some(true)
         );
         assert_eq!(negotiate("text/html, application/yaml"), None);
+        assert_eq!(negotiate(&format!("*/*, {old}")), Some(true));
+        assert_eq!(negotiate(&format!("application/*, {old}")), Some(true));
+        assert_eq!(
+            negotiate(&format!("{old};q=0, application/json")),
+            Some(false)
+        );
 
         let r = get(Some(old), None);
         assert_eq!(r.status(), StatusCode::OK);
@@ -466,6 +480,8 @@ mod tests {
             get(Some("application/json"), Some(&etag)).status(),
             StatusCode::NOT_MODIFIED
         );
+        let weak = format!("\"other\", W/{etag}");
+        assert_eq!(get(None, Some(&weak)).status(), StatusCode::NOT_MODIFIED);
         // The protobuf encoding has its own tag.
         assert_eq!(get(Some(new), Some(&etag)).status(), StatusCode::OK);
         assert_eq!(
