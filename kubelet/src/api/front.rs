@@ -177,11 +177,10 @@ impl Front {
     async fn handle(self: Arc<Self>, req: Request) -> Response {
         let path = req.uri().path().to_string();
         if req.method() == Method::GET {
-            let accept = req
-                .headers()
-                .get(header::ACCEPT)
-                .and_then(|h| h.to_str().ok());
-            if let Some(r) = super::openapi::serve(&path, req.uri().query(), accept) {
+            if path.trim_end_matches('/') == "/openapi/v2" {
+                return super::openapi_v2::serve(req.headers());
+            }
+            if let Some(r) = super::openapi::serve(&path, req.uri().query()) {
                 return r;
             }
             if let Some(doc) = discovery::document(&path) {

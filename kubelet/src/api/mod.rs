@@ -13,6 +13,8 @@ pub mod local;
 mod managed_fields;
 mod namespaces;
 pub mod openapi;
+mod openapi_v2;
+mod openapi_v2_proto;
 mod paging;
 pub mod patch;
 pub mod protobuf;

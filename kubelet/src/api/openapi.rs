@@ -1,6 +1,7 @@
 //! The OpenAPI documents: `/openapi/v3` (an index and one OpenAPI 3.0 document per served
 //! group/version, its schemas generated from k8s-openapi's types through `schemars`, keyed
-//! and shaped as the API server keys and shapes them) and a schema-less `/openapi/v2`.
+//! and shaped as the API server keys and shapes them); `/openapi/v2` is made from the same
+//! schemas (openapi_v2.rs).
 //! The same schemas decide `fieldValidation` on writes (unknown fields), so what `kubectl
 //! explain` shows and what a write accepts agree.
 
@@ -19,17 +20,17 @@ use serde_json::{json, Map, Value};
 
 use super::registry::{self, Kind};
 
-const TITLE: &str = "Kubernetes";
-const VERSION: &str = concat!("v1.33.0-rrun+", env!("CARGO_PKG_VERSION"));
-const COMPONENTS: &str = "#/components/schemas/";
+pub(super) const TITLE: &str = "Kubernetes";
+pub(super) const VERSION: &str = concat!("v1.33.0-rrun+", env!("CARGO_PKG_VERSION"));
+pub(super) const COMPONENTS: &str = "#/components/schemas/";
 
 /// One group/version's document, made once: its path (`api/v1`, `apis/apps/v1`), body and
 /// the hash its URL carries.
-struct Doc {
-    path: String,
-    body: Vec<u8>,
+pub(super) struct Doc {
+    pub(super) path: String,
+    pub(super) body: Vec<u8>,
     hash: String,
-    schemas: Map<String, Value>,
+    pub(super) schemas: Map<String, Value>,
 }
 
 fn gv_path(group: &str, version: &str) -> String {
@@ -40,7 +41,7 @@ fn gv_path(group: &str, version: &str) -> String {
     }
 }
 
-fn docs() -> &'static [Doc] {
+pub(super) fn docs() -> &'static [Doc] {
     static DOCS: OnceLock<Vec<Doc>> = OnceLock::new();
     DOCS.get_or_init(|| {
         let mut gvs = vec![("", "v1")];
@@ -241,11 +242,8 @@ fn index() -> Value {
 /// The answer to a GET of `path` (with `query`), if it is an OpenAPI document. A request
 /// with the current hash may be kept for ever (the URL changes with the document), one with
 /// another hash is sent to the current URL, as the API server does.
-pub fn serve(path: &str, query: Option<&str>, accept: Option<&str>) -> Option<Response> {
+pub fn serve(path: &str, query: Option<&str>) -> Option<Response> {
     let path = path.trim_end_matches('/');
-    if path == "/openapi/v2" {
-        return Some(v2(accept));
-    }
     if path == "/openapi/v3" {
         return Some(axum::Json(index()).into_response());
     }
@@ -298,45 +296,6 @@ pub fn serve(path: &str, query: Option<&str>, accept: Option<&str>) -> Option<Re
 
 fn etag(hash: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{hash}\"")).unwrap_or(HeaderValue::from_static("\"\""))
-}
-
-/// `/openapi/v2` without definitions: older kubectl asks for it (as gnostic's protobuf
-/// `openapi_v2.Document`) for client-side validation and `apply`'s patches; finding no
-/// schema for a kind, it computes patches from the built-in Go types it carries.
-fn v2(accept: Option<&str>) -> Response {
-    if accept.is_some_and(|a| a.contains("protobuf")) {
-        let ct = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
-        return ([(header::CONTENT_TYPE, ct)], v2_protobuf()).into_response();
-    }
-    axum::Json(json!({"swagger": "2.0", "info": {"title": TITLE, "version": VERSION}, "paths": {}}))
-        .into_response()
-}
-
-fn v2_protobuf() -> Vec<u8> {
-    // Three length-delimited fields; a protobuf crate and gnostic's schema for them would
-    // be more than the bytes.
-    fn field(out: &mut Vec<u8>, num: u8, bytes: &[u8]) {
-        out.push((num << 3) | 2);
-        let mut n = bytes.len();
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(b);
-                break;
-            }
-            out.push(b | 0x80);
-        }
-        out.extend_from_slice(bytes);
-    }
-    let mut info = Vec::new();
-    field(&mut info, 1, TITLE.as_bytes());
-    field(&mut info, 2, VERSION.as_bytes());
-    let mut doc = Vec::new();
-    field(&mut doc, 1, b"2.0");
-    field(&mut doc, 2, &info);
-    field(&mut doc, 8, &[]);
-    doc
 }
 
 /// What a write does with unknown fields (`fieldValidation`; the API server's default is Warn).
@@ -647,14 +606,13 @@ mod tests {
         let ok = serve(
             "/openapi/v3/apis/apps/v1",
             Some(&format!("hash={}", d.hash)),
-            None,
         )
         .unwrap();
         assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(ok.headers()[header::CACHE_CONTROL], "public, immutable");
-        let old = serve("/openapi/v3/apis/apps/v1", Some("hash=0"), None).unwrap();
+        let old = serve("/openapi/v3/apis/apps/v1", Some("hash=0")).unwrap();
         assert_eq!(old.status(), StatusCode::MOVED_PERMANENTLY);
-        assert!(serve("/openapi/v3/apis/nosuch/v1", None, None).is_none());
+        assert!(serve("/openapi/v3/apis/nosuch/v1", None).is_none());
     }
 
     #[test]
