@@ -69,9 +69,8 @@ pub fn policy(query: Option<&str>, body: &[u8]) -> Option<String> {
 pub fn check_policy(kind: &Kind, policy: Option<&str>) -> Result<(), Response> {
     match policy {
         None | Some("Background" | "Foreground") => Ok(()),
-        Some("Orphan") => match kind.plural {
-            "deployments" | "replicasets" | "statefulsets" | "daemonsets" | "jobs"
-            | "cronjobs" => Err(status_error(
+        Some("Orphan") => match owner_kind(kind.plural) {
+            Some(_) => Err(status_error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid",
                 format!(
@@ -80,7 +79,7 @@ pub fn check_policy(kind: &Kind, policy: Option<&str>) -> Result<(), Response> {
                 ),
                 None,
             )),
-            _ => Ok(()),
+            None => Ok(()),
         },
         Some(other) => Err(status_error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -263,19 +262,27 @@ fn collect(shared: &Shared) -> bool {
     changed
 }
 
+/// The kind named in its dependents' owner references, for the API-made kinds that own
+/// other objects (their ReplicaSets, Jobs, revisions and pods).
+fn owner_kind(plural: &str) -> Option<&'static str> {
+    Some(match plural {
+        "deployments" => "Deployment",
+        "statefulsets" => "StatefulSet",
+        "daemonsets" => "DaemonSet",
+        "jobs" => "Job",
+        "cronjobs" => "CronJob",
+        _ => return None,
+    })
+}
+
 /// Whether something `plural`/`name` owns is still there: the objects the controllers show
 /// with it as owner (a Deployment's ReplicaSets, a CronJob's Jobs), and the pods the agent
 /// still lists (running or terminating) that it or those own. Once the controllers have
 /// dropped a ReplicaSet or Job, its pods are known by its name (`<owner>-<suffix>`, the
 /// suffix a hash or a schedule time, without `-`).
 fn has_dependents(shared: &Shared, plural: &str, ns: &str, name: &str) -> bool {
-    let owner_kind = match plural {
-        "deployments" => "Deployment",
-        "statefulsets" => "StatefulSet",
-        "daemonsets" => "DaemonSet",
-        "jobs" => "Job",
-        "cronjobs" => "CronJob",
-        _ => return false,
+    let Some(owner_kind) = owner_kind(plural) else {
+        return false;
     };
     let owned_by =
         |refs: &Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
