@@ -138,29 +138,6 @@ fn node_conf(
     Ok(NodeConf::new(&config.node_name, &labels, taints, storage))
 }
 
-/// glibc's malloc tuned for a long-lived agent whose allocations come in bursts (a scan,
-/// a relist, an API list): with its default dynamic threshold, a freed large buffer raises
-/// the mmap threshold and the next ones of that size stay in the heap, which then keeps its
-/// top after the burst. Fixed thresholds hand such buffers and a free top of more than
-/// 128 KiB back to the kernel (at 100 pods: 33.6 against 37.3 MB RSS, non-LTO build). Arenas
-/// are capped at two, one per runtime worker. Any `MALLOC_*` setting in the environment wins.
-fn tune_malloc() {
-    let env_set = |name: &str| std::env::var_os(name).is_some();
-    // SAFETY: mallopt only changes the allocator's parameters; it runs before the
-    // runtime's threads exist.
-    unsafe {
-        if !env_set("MALLOC_ARENA_MAX") {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-        if !env_set("MALLOC_MMAP_THRESHOLD_") {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        }
-        if !env_set("MALLOC_TRIM_THRESHOLD_") {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
-        }
-    }
-}
-
 pub fn run(args: &Args) -> Result<()> {
     let config = settings(args)?;
     std::fs::create_dir_all(&config.root_dir)
@@ -178,12 +155,13 @@ pub fn run(args: &Args) -> Result<()> {
     let workloads = crate::controllers::Ctl::open(&config.root_dir, args.service_cluster_ip_range)?;
     crate::controllers::lock(&workloads).node = node_conf(args, &config)?;
     let api_address = args.api_address.clone();
-    tune_malloc();
+    crate::malloc::tune();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        crate::malloc::spawn_trimmer();
         let sock = config.root_dir.join("kubelet.sock");
         let listener = bind_socket(&sock).await?;
         // The scan loop's wake-ups: the directory's watcher, and the API after a write.
@@ -333,7 +311,7 @@ pub fn run(args: &Args) -> Result<()> {
                     ctl.set_objects(workloads);
                     desired.extend(ctl.pods.clone());
                     for d in desired.values_mut() {
-                        crate::service_account::admit(std::sync::Arc::make_mut(&mut d.pod));
+                        crate::service_account::admit_shared(&mut d.pod);
                     }
                     if g.desired != desired {
                         g.desired = desired;

@@ -15,6 +15,7 @@ mod env;
 mod eviction;
 mod images;
 mod logs;
+mod malloc;
 mod manifest;
 mod metrics;
 mod objects;
