@@ -220,7 +220,10 @@ pub fn load_file(path: &Path) -> Result<Vec<Desired>, String> {
         if crate::objects::is_object(doc) || crate::controllers::is_workload(doc) {
             continue;
         }
-        let pod = parse_doc(doc).map_err(|e| format!("{}: document {i}: {e}", path.display()))?;
+        let mut pod =
+            parse_doc(doc).map_err(|e| format!("{}: document {i}: {e}", path.display()))?;
+        // Admitted once, here: the directory's pods are then the desired ones, shared.
+        crate::service_account::admit(&mut pod);
         pods.push(Desired {
             uid: uid_of(path, doc),
             pod: pod.into(),

@@ -91,6 +91,41 @@ fn token_volume_source() -> ProjectedVolumeSource {
     }
 }
 
+/// Whether [`admit`] would change `pod`: an admitted pod is shared, not copied, by the
+/// loops that admit every pod they see.
+fn needs_admission(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    if spec
+        .service_account_name
+        .as_deref()
+        .unwrap_or("")
+        .is_empty()
+    {
+        return true;
+    }
+    spec.automount_service_account_token != Some(false)
+        && spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .any(|c| {
+                !c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.mount_path == MOUNT_PATH)
+            })
+}
+
+/// [`admit`] for a shared pod: copied only if admission changes it.
+pub fn admit_shared(pod: &mut std::sync::Arc<Pod>) {
+    if needs_admission(pod) {
+        admit(std::sync::Arc::make_mut(pod));
+    }
+}
+
 /// Admits `pod` as the plugin does (see the module docs). Idempotent.
 pub fn admit(pod: &mut Pod) {
     let key = format!(
@@ -133,15 +168,20 @@ pub fn admit(pod: &mut Pod) {
         let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
         if !mounts.iter().any(|m| m.mount_path == MOUNT_PATH) {
             mounts.push(mount.clone());
+            // A Vec grown by a push keeps room for more, and these specs are kept for
+            // the pod's life.
+            mounts.shrink_to_fit();
             needed = true;
         }
     }
     if existing.is_none() && needed {
-        spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+        let volumes = spec.volumes.get_or_insert_with(Vec::new);
+        volumes.push(Volume {
             name,
             projected: Some(token_volume_source()),
             ..Default::default()
         });
+        volumes.shrink_to_fit();
     }
 }
 
@@ -290,5 +330,7 @@ mod tests {
             "nodes is forbidden: User \"system:serviceaccount:default:default\" cannot watch resource \"nodes\" in API group \"\" at the cluster scope"
         );
         assert!(authorize("POST", "/api", "", u).is_err());
+        // The API server's metrics are for its administrators (system:monitoring).
+        assert!(authorize("GET", "/metrics", "", u).is_err());
     }
 }

@@ -267,7 +267,8 @@ pub fn record(shared: &Shared, d: &Desired, v: &PodView) {
     let sb_id = sb.map(|s| s.id.as_str());
     let sandbox_ready = v.ready_sandbox().is_some();
     // Init containers: done when each exited 0 (sidecars: started).
-    let mut init_statuses = Vec::new();
+    // Sized exactly: the statuses are kept (the API's pods) until the next change.
+    let mut init_statuses = Vec::with_capacity(s.init_containers.as_ref().map_or(0, Vec::len));
     let mut inits_done = true;
     let mut init_failed = false;
     for c in s.init_containers.iter().flatten() {
@@ -288,7 +289,7 @@ pub fn record(shared: &Shared, d: &Desired, v: &PodView) {
         inits_done &= done;
         init_statuses.push(one.status);
     }
-    let mut statuses = Vec::new();
+    let mut statuses = Vec::with_capacity(s.containers.len());
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
     let mut all_ready = true;
     for c in &s.containers {

@@ -521,7 +521,7 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
         }
         // Admitted as the manifest scan admits its pods (idempotent).
         g.desired.extend(pods.into_iter().map(|(k, mut d)| {
-            crate::service_account::admit(std::sync::Arc::make_mut(&mut d.pod));
+            crate::service_account::admit_shared(&mut d.pod);
             (k, d)
         }));
         drop(g);

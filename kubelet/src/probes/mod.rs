@@ -171,7 +171,9 @@ pub async fn worker(
                 continue;
             }
         }
-        let result = run_once(&shared, &p, &t).await;
+        // Boxed: a probe's future (an exec through CRI, an HTTP or gRPC client) is some
+        // KiB, and held inline it would stay allocated in every worker between probes.
+        let result = Box::pin(run_once(&shared, &p, &t)).await;
         let label = |r: &str| ProbeLabels {
             probe_type: kind.as_str().into(),
             result: r.into(),
