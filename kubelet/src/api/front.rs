@@ -484,8 +484,18 @@ impl Front {
         let include = q.get("includeObject").cloned().unwrap_or_default();
         let kind = target.kind;
         tokio::spawn(async move {
+            // Counted until the task ends: at the client's disconnect, or the deadline.
+            let _live = crate::metrics::LongRunning::start(
+                &self.shared.metrics,
+                crate::metrics::LongRunningLabels {
+                    verb: "WATCH".into(),
+                    group: kind.group.into(),
+                    version: kind.version.into(),
+                    resource: kind.plural.into(),
+                },
+            );
             let mut changes = self.shared.changes.subscribe();
-            let mut known: HashMap<String, (String, Value)> = HashMap::new();
+            let mut known = Known::new();
             let mut first = true;
             let mut headers = true;
             let mut dirty = true;
@@ -567,10 +577,14 @@ impl Front {
     }
 }
 
+/// What a watch has sent: each object's key, resourceVersion and text (a DELETED event
+/// carries the object's last state).
+type Known = HashMap<String, (String, Box<str>)>;
+
 /// The events that take a watch from `known` to `items` (those `sel` matches), and `known`
 /// updated. The first round sends the objects newer than `since` (all of them when 0).
 fn diff(
-    known: &mut HashMap<String, (String, Value)>,
+    known: &mut Known,
     items: Vec<Value>,
     sel: &Selector,
     first: bool,
@@ -589,17 +603,23 @@ fn diff(
             .unwrap_or("")
             .to_string();
         now_keys.insert(key.clone());
-        match known.get(&key) {
+        // Kept as text, not as a JSON tree: a watch holds every object it has sent, and
+        // the tree of a pod takes several times its text's memory.
+        let text = |o: &Value| o.to_string().into_boxed_str();
+        match known.get_mut(&key) {
             None => {
                 let new = rv.parse::<u64>().unwrap_or(0) > since;
+                known.insert(key, (rv, text(&o)));
                 if !first || since == 0 || new {
-                    events.push(("ADDED", o.clone()));
+                    events.push(("ADDED", o));
                 }
             }
-            Some((old, _)) if *old != rv => events.push(("MODIFIED", o.clone())),
+            Some(seen) if seen.0 != rv => {
+                *seen = (rv, text(&o));
+                events.push(("MODIFIED", o));
+            }
             _ => {}
         }
-        known.insert(key, (rv, o));
     }
     let gone: Vec<String> = known
         .keys()
@@ -608,7 +628,7 @@ fn diff(
         .collect();
     for k in gone {
         if let Some((_, o)) = known.remove(&k) {
-            events.push(("DELETED", o));
+            events.push(("DELETED", serde_json::from_str(&o).unwrap_or(Value::Null)));
         }
     }
     events
