@@ -2,7 +2,8 @@
 //! `kubectl get -w` sees every kind of change the agent serves (an API apply, a manifest
 //! file written by hand, a pod's status moving as its container runs and exits) within a
 //! few seconds, and an idle watch gets nothing (no MODIFIED for an object that did not
-//! change). A raw watch with `timeoutSeconds` ends on time.
+//! change). A raw watch with `timeoutSeconds` ends on time, and a watch's task on the
+//! server ends when its client goes.
 
 use std::fs;
 use std::process::Child;
@@ -268,9 +269,37 @@ async fn pushed() {
     cms.expect(agent, PUSHED, "file-cm DELETED", |t, o| {
         t == "DELETED" && named(o, "file-cm")
     });
+    // A watch lives as long as its client: the server's task for each ends when kubectl
+    // goes (apiserver_longrunning_requests counts them).
+    assert_eq!(watches(agent, "pods"), 1, "{}", metrics(agent));
+    assert_eq!(watches(agent, "configmaps"), 1, "{}", metrics(agent));
     drop((pods, cms));
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
+    while watches(agent, "pods") + watches(agent, "configmaps") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the watches' tasks outlived their clients:\n{}",
+            metrics(agent)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
     k.ok(&["delete", "-f", &file.display().to_string()]);
     k.wait(agent, &["get", "pods", "-o", "name"], "no pods", |s| {
         s.is_empty()
     });
+}
+
+fn metrics(agent: &Agent) -> String {
+    agent.get("/metrics").map(|(_, b)| b).unwrap_or_default()
+}
+
+/// The open watches of core/v1 `resource`, as `/metrics` counts them.
+fn watches(agent: &Agent, resource: &str) -> i64 {
+    let label = format!("resource=\"{resource}\"");
+    metrics(agent)
+        .lines()
+        .filter(|l| l.starts_with("apiserver_longrunning_requests{") && l.contains(&label))
+        .filter(|l| l.contains("verb=\"WATCH\"") && l.contains("group=\"\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum()
 }

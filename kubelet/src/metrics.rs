@@ -12,6 +12,15 @@ pub struct EvictionLabels {
     pub eviction_signal: String,
 }
 
+/// The API server's labels of a long-running request (here: a watch).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LongRunningLabels {
+    pub verb: String,
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     pub probe_type: String,
@@ -29,6 +38,7 @@ pub struct Metrics {
     pub restarted_pods: Counter,
     pub probes: Family<ProbeLabels, Counter>,
     pub evictions: Family<EvictionLabels, Counter>,
+    pub long_running: Family<LongRunningLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -42,6 +52,7 @@ impl Default for Metrics {
         let restarted_pods = Counter::default();
         let probes = Family::<ProbeLabels, Counter>::default();
         let evictions = Family::<EvictionLabels, Counter>::default();
+        let long_running = Family::<LongRunningLabels, Gauge>::default();
         // prometheus-client adds the `_total` suffix to counters itself.
         registry.register(
             "kubelet_running_pods",
@@ -73,6 +84,11 @@ impl Default for Metrics {
             "Cumulative number of pod evictions by eviction signal",
             evictions.clone(),
         );
+        registry.register(
+            "apiserver_longrunning_requests",
+            "Gauge of all active long-running apiserver requests broken out by verb, group, version and resource",
+            long_running.clone(),
+        );
         Metrics {
             registry,
             running_pods,
@@ -81,7 +97,25 @@ impl Default for Metrics {
             restarted_pods,
             probes,
             evictions,
+            long_running,
         }
+    }
+}
+
+/// One long-running request counted in `apiserver_longrunning_requests` while it lives.
+pub struct LongRunning(Gauge);
+
+impl LongRunning {
+    pub fn start(m: &Metrics, labels: LongRunningLabels) -> Self {
+        let g = m.long_running.get_or_create(&labels).clone();
+        g.inc();
+        LongRunning(g)
+    }
+}
+
+impl Drop for LongRunning {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

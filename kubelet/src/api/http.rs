@@ -25,16 +25,17 @@ pub fn read_only(shared: Arc<Shared>) -> Router {
             ),
         )
         .route("/healthz", get(healthz))
-        .route(
-            "/metrics",
-            get(|State(s): State<Arc<Shared>>| async move {
-                (
-                    [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                    s.metrics.encode(),
-                )
-            }),
-        )
+        .route("/metrics", get(metrics))
         .with_state(shared)
+}
+
+/// The Prometheus text exposition of the agent's metrics (the kubelet's, and the API
+/// server's own on the API).
+pub async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        s.metrics.encode(),
+    )
 }
 
 pub fn healthz_only(shared: Arc<Shared>) -> Router {

@@ -1,6 +1,6 @@
 //! The agent's faces: the Kubernetes REST API for what it runs (on `<root-dir>/kubelet.sock`;
 //! the CLI is a client of it) and the kubelet's HTTP ports on loopback (read-only: `/pods`,
-//! `/healthz`, `/metrics`; healthz).
+//! `/healthz`, `/metrics`; healthz). The API serves `/metrics` too.
 
 mod apply;
 pub mod defaults;

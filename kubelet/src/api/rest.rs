@@ -31,6 +31,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/version", get(version))
         .route("/version/", get(version))
         .route("/configz", get(configz))
+        // As the API server, for its administrators (a service account is refused it, as
+        // RBAC's default roles do).
+        .route("/metrics", get(super::http::metrics))
         .route("/api/v1/pods", get(list_all))
         .route("/api/v1/namespaces/{ns}/pods", get(list_ns))
         .route(
