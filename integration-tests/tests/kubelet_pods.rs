@@ -888,13 +888,26 @@ async fn bench(ep: Endpoint) {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let cpu = (ticks() - t0) as f64 / hz / w.elapsed().as_secs_f64() * 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .map(|v| v.split_whitespace().collect::<String>())
-        .unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<String>())
+            .unwrap_or_default()
+    };
+    let (rss, anon, file, threads) = (
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("Threads:"),
+    );
+    // Where the resident memory is, mapping by mapping, for whoever works on the budget.
+    if let Ok(path) = std::env::var("RRUN_AGENT_BENCH_SMAPS") {
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        let _ = std::fs::write(path, smaps);
+    }
     println!(
-        "BENCH {ep:?} pods={n} ready_median={:.2}s ready_p90={:.2}s all_ready={:.2}s agent_rss={rss} agent_cpu={cpu:.2}%",
+        "BENCH {ep:?} pods={n} ready_median={:.2}s ready_p90={:.2}s all_ready={:.2}s agent_rss={rss} (anon {anon}, file {file}, {threads} threads) agent_cpu={cpu:.2}%",
         pct(0.5).as_secs_f64(),
         pct(0.9).as_secs_f64(),
         all.as_secs_f64(),
