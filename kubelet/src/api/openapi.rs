@@ -25,12 +25,14 @@ pub(super) const VERSION: &str = concat!("v1.33.0-rrun+", env!("CARGO_PKG_VERSIO
 pub(super) const COMPONENTS: &str = "#/components/schemas/";
 
 /// One group/version's document, made once: its path (`api/v1`, `apis/apps/v1`), body and
-/// the hash its URL carries.
+/// the hash its URL carries, and its schemas as the field validation reads them.
 pub(super) struct Doc {
     pub(super) path: String,
     pub(super) body: Vec<u8>,
     hash: String,
-    pub(super) schemas: Map<String, Value>,
+    /// Without their descriptions: most of a document's bytes, which validation does not
+    /// read, and as JSON trees kept for the agent's life several MiB (the body has them).
+    schemas: Map<String, Value>,
 }
 
 fn gv_path(group: &str, version: &str) -> String {
@@ -52,10 +54,13 @@ pub(super) fn docs() -> &'static [Doc] {
                 let body = serde_json::to_vec(&doc).unwrap_or_default();
                 let digest = ring::digest::digest(&ring::digest::SHA512, &body);
                 let hash = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
-                let schemas = match doc["components"]["schemas"].clone() {
+                let mut schemas = match doc["components"]["schemas"].clone() {
                     Value::Object(m) => m,
                     _ => Map::new(),
                 };
+                for s in schemas.values_mut() {
+                    strip_descriptions(s);
+                }
                 Doc {
                     path: gv_path(g, v),
                     body,
@@ -65,6 +70,17 @@ pub(super) fn docs() -> &'static [Doc] {
             })
             .collect()
     })
+}
+
+fn strip_descriptions(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.remove("description");
+            m.values_mut().for_each(strip_descriptions);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_descriptions),
+        _ => {}
+    }
 }
 
 /// Puts `T`'s schema (and those it refers to) into the generator; answers its name and kind.

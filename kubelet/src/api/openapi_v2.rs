@@ -79,10 +79,12 @@ fn document() -> Value {
     let mut definitions = Map::new();
     let mut paths = Map::new();
     for d in openapi::docs() {
-        for (name, s) in &d.schemas {
-            definitions.insert(name.clone(), schema(s, Some(name)));
-        }
         let v3: Value = serde_json::from_slice(&d.body).unwrap_or_default();
+        if let Some(schemas) = v3["components"]["schemas"].as_object() {
+            for (name, s) in schemas {
+                definitions.insert(name.clone(), schema(s, Some(name)));
+            }
+        }
         if let Some(ps) = v3["paths"].as_object() {
             for (p, item) in ps {
                 paths.insert(p.clone(), path_item(p, item));
