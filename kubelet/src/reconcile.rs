@@ -287,7 +287,7 @@ pub async fn run(shared: Arc<Shared>) {
                 .pods
                 .values()
                 .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
-                .cloned();
+                .map(|p| (**p).clone());
             kills.insert(
                 uid,
                 tokio::spawn(async move { kill_pod(&s, &u, v, known.as_ref()).await }),

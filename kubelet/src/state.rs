@@ -60,8 +60,9 @@ pub struct Inner {
     pub manifest_errors: BTreeMap<PathBuf, String>,
     /// The ConfigMaps and Secrets in force.
     pub objects: std::sync::Arc<crate::objects::Objects>,
-    /// Pods with their last computed status, by `namespace/name`.
-    pub pods: BTreeMap<String, Pod>,
+    /// Pods with their last computed status, by `namespace/name`. Boxed: a map node holds
+    /// eleven values inline, and a `Pod` is 2.2 KB.
+    pub pods: BTreeMap<String, Box<Pod>>,
     pub admitted: HashSet<String>,
     pub refused: HashMap<String, Refusal>,
     pub events: VecDeque<Event>,

@@ -69,8 +69,8 @@ fn store(shared: &Shared, d: &Desired, mut pod: Pod) {
     pod.metadata.creation_timestamp = Some(created);
     // Each pass records every pod: only a different one is written (a write marks a change
     // for the API's watches).
-    if g.pods.get(&d.key()) != Some(&pod) {
-        g.pods.insert(d.key(), pod);
+    if g.pods.get(&d.key()).map(|p| &**p) != Some(&pod) {
+        g.pods.insert(d.key(), Box::new(pod));
     }
 }
 

@@ -322,7 +322,7 @@ fn has_dependents(shared: &Shared, plural: &str, ns: &str, name: &str) -> bool {
                     })
             })
     };
-    shared.lock().pods.values().any(mine)
+    shared.lock().pods.values().any(|p| mine(p))
 }
 
 #[cfg(test)]

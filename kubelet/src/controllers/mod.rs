@@ -445,7 +445,7 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
                 .desired
                 .values()
                 .map(|d| &*d.pod)
-                .chain(g.pods.values())
+                .chain(g.pods.values().map(|p| &**p))
                 .flat_map(crate::storage::claims_of)
                 .collect();
             (used, g.cri_up)
