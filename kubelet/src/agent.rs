@@ -156,8 +156,12 @@ pub fn run(args: &Args) -> Result<()> {
     crate::controllers::lock(&workloads).node = node_conf(args, &config)?;
     let api_address = args.api_address.clone();
     crate::malloc::tune();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs every task: the agent waits on the runtime, the kernel and its
+    // clients far more than it computes, and so keeps off the workloads' cores. The
+    // multi-threaded scheduler would cost a thread, its code pages, and libm's mapping
+    // (its statistics call `pow`): about 1 MiB of the agent's 20 MiB budget. Blocking
+    // work goes to the blocking pool (`spawn_blocking`), as before.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
