@@ -263,6 +263,9 @@ impl Dir {
         self.files.retain(|p, _| present.contains(p));
         for p in present {
             match load_file(&p) {
+                // A file read again as it was keeps its pods: they are the ones the agent
+                // holds as desired (shared), not a second copy of each.
+                Ok(pods) if self.files.get(&p) == Some(&pods) => {}
                 Ok(pods) => {
                     self.files.insert(p, pods);
                 }

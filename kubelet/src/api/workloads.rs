@@ -67,7 +67,7 @@ pub async fn delete_pod(s: S, Path((ns, name)): Path<(String, String)>) -> Respo
     let mut c = controllers::lock(&s.workloads);
     match controllers::stateful::delete_pod(&mut c, &ns, &name) {
         Some(p) => {
-            c.pods = c.wanted_pods();
+            c.refresh_pods();
             Json(typed(&p, "v1", "Pod")).into_response()
         }
         None => not_found("pods", &name),

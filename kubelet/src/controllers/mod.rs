@@ -260,7 +260,7 @@ impl Ctl {
             node: daemonset::NodeConf::default(),
             loaded: false,
         };
-        c.pods = c.wanted_pods();
+        c.refresh_pods();
         Ok(Arc::new(Mutex::new(c)))
     }
 
@@ -292,7 +292,21 @@ impl Ctl {
             .unwrap_or_default()
     }
 
-    pub fn wanted_pods(&self) -> BTreeMap<String, Desired> {
+    /// `pods` made again from the controllers' state: admitted (service account) as the
+    /// manifest's pods are, and a pod that did not change keeps its shared copy, the one
+    /// the agent holds as desired, rather than each pass making another.
+    pub fn refresh_pods(&mut self) {
+        let mut now = self.wanted_pods();
+        for (k, d) in now.iter_mut() {
+            crate::service_account::admit_shared(&mut d.pod);
+            if let Some(old) = self.pods.get(k).filter(|old| **old == *d) {
+                *d = old.clone();
+            }
+        }
+        self.pods = now;
+    }
+
+    fn wanted_pods(&self) -> BTreeMap<String, Desired> {
         let mut out = BTreeMap::new();
         for (k, r) in &self.state.replicasets {
             for p in &r.pods {
@@ -468,7 +482,7 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
             .values()
             .map(|r| r.published(&obs, now))
             .collect();
-        c.pods = c.wanted_pods();
+        c.refresh_pods();
         changed |= services(shared, c, &obs);
         if changed {
             c.save();
