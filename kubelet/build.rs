@@ -24,7 +24,12 @@ fn main() {
     }
     let src = out.join("relr_probe.c");
     let bin = out.join("relr_probe");
-    if std::fs::write(&src, "static int x; int *p = &x; int main(void) { return *p; }\n").is_err() {
+    if std::fs::write(
+        &src,
+        "static int x; int *p = &x; int main(void) { return *p; }\n",
+    )
+    .is_err()
+    {
         return;
     }
     let linker = std::env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".into());
@@ -34,10 +39,7 @@ fn main() {
         .arg(&src)
         .output()
         .is_ok_and(|o| o.status.success());
-    let runs = linked
-        && Command::new(&bin)
-            .status()
-            .is_ok_and(|s| s.success());
+    let runs = linked && Command::new(&bin).status().is_ok_and(|s| s.success());
     if runs {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     } else {
