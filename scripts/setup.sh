@@ -42,6 +42,9 @@ PACKAGES=(
     protobuf-compiler crun containerd podman zstd containernetworking-plugins iptables
     docker-registry skopeo apache2-utils nftables
 )
+# kubernetes-client  Debian's kubectl (1.20), only where no kubectl is on PATH: the client
+#                    the README's commands and the agent's API are used with
+command -v kubectl >/dev/null || PACKAGES+=(kubernetes-client)
 
 if [[ ! -r /etc/debian_version ]] || ! command -v apt-get >/dev/null; then
     die "this script supports Debian (12) with apt-get; install the equivalents of: ${PACKAGES[*]}"
@@ -122,6 +125,16 @@ if ! python3 -c 'import kubernetes' 2>/dev/null; then
     python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'kubernetes>=28,<35' ||
         python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages 'kubernetes>=28,<35' ||
         die "could not install the kubernetes Python client (an API client of the tests)"
+fi
+
+# Debian's kubectl 1.20 beside the machine's own, for the kubectl_old test (which skips
+# without it).
+if ((EUID == 0)); then
+    if kubectl120="$(bash "$(dirname "${BASH_SOURCE[0]}")/kubectl-1.20.sh")"; then
+        log "kubectl 1.20: $kubectl120"
+    else
+        log "warning: Debian's kubectl 1.20 could not be unpacked (scripts/kubectl-1.20.sh); kubectl_old will skip"
+    fi
 fi
 
 # The stock kubelet (Debian's kubernetes source, built once per machine and cached; the
