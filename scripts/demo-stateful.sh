@@ -19,7 +19,8 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     RRUN_DEMO=stateful exec bash "$(dirname "${BASH_SOURCE[0]}")/demo.sh"
 fi
 
-# From here on, sourced by demo.sh: kubectl (the agent's CLI), $work, $image, say, die.
+# From here on, sourced by demo.sh: kubectl (the stock kubectl on the node's API), $work,
+# $image, say, die.
 
 cat >"$work/stateful.yaml" <<EOF
 apiVersion: v1
@@ -112,20 +113,7 @@ job_pod() {
     kubectl get pods -o json | jq -r --arg j "$job" '.items[] | select(.metadata.labels["job-name"] == $j) | .metadata.name'
 }
 
-# The agent's API on its Unix socket (the CLI has no `delete pod`).
-api_delete() {
-    python3 - "$work/agent/kubelet.sock" "$1" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.sendall(f"DELETE {sys.argv[2]} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
-status = s.recv(4096).split(b"\r\n")[0].decode()
-print(status)
-sys.exit(0 if " 200 " in status else 1)
-PY
-}
-
-say "rrun-kubelet apply -f stateful.yaml  (Service db (headless), StatefulSet db of 3 with a claim template, CronJob tick every minute)"
+say "kubectl apply -f stateful.yaml  (Service db (headless), StatefulSet db of 3 with a claim template, CronJob tick every minute)"
 kubectl apply -f "$work/stateful.yaml"
 say "ordered start (OrderedReady): db-1 is created only once db-0 is Ready, db-2 once db-1 is"
 watch_db "db-0:Ready db-1:Ready db-2:Ready" 120
@@ -141,14 +129,14 @@ for i in 0 1 2; do
     kubectl logs "db-$i"
 done
 
-say "per-pod DNS: rrun-kubelet create job tick-now --from=cronjob/tick (its pod looks up each db pod)"
+say "per-pod DNS: kubectl create job tick-now --from=cronjob/tick (its pod looks up each db pod)"
 kubectl create job tick-now --from=cronjob/tick
 pod="$(job_pod tick-now 60)"
 kubectl logs "$pod"
 
 say "delete pod db-1: the StatefulSet brings back db-1, with the same claim"
 uid="$(kubectl get pods db-1 -o json | jq -r .metadata.uid)"
-api_delete /api/v1/namespaces/default/pods/db-1
+kubectl delete pod db-1 --wait=false
 start=$SECONDS
 until [[ "$(kubectl get pods db-1 -o json 2>/dev/null | jq -r .metadata.uid)" != "$uid" ]]; do
     ((SECONDS - start < 60)) || die "db-1 did not come back in 60 s"

@@ -10,8 +10,10 @@
 # rrun-cri (the CRI server, pods on a CNI bridge inside the node) and rrun-kubelet (the node
 # agent). The demo applies a Deployment of 3 busybox httpd replicas (each page says its
 # version) and a Service, then rolls the Deployment from v1 to v2 while a client inside the
-# node sends requests to the Service's ClusterIP one after another, printing the agent's
-# `get deployments` as it goes and the tally at the end (failed requests: 0). Everything it
+# node sends requests to the Service's ClusterIP one after another, printing `kubectl get
+# deployments` as it goes and the tally at the end (failed requests: 0). kubectl is the
+# stock one (the machine's, or Debian's that setup.sh installs) on the agent's API with the
+# admin kubeconfig the agent writes. Everything it
 # made is removed afterwards (processes, pods, mounts, cgroups, the namespaces, temp dirs),
 # also on failure or Ctrl-C. The host's network, mounts and cgroups are never changed.
 #
@@ -198,7 +200,14 @@ on_node env RRUN_LOG=warn "$bin/rrun-kubelet" \
     --service-cluster-ip-range="$service_range" "${agent_flags[@]}" \
     >"$work/log/rrun-kubelet.log" 2>&1 &
 agent_pid=$!
-kubectl() { "$bin/rrun-kubelet" --root-dir="$work/agent" "$@"; }
+# The stock kubectl (the machine's, or Debian's kubernetes-client that setup.sh installs where
+# there is none) with the admin kubeconfig the agent writes at its start, run in the node's
+# network namespace, where the agent's API listens (127.0.0.1:6443).
+kubectl_bin="$(command -v kubectl)" || die "kubectl not found (scripts/setup.sh installs Debian's kubernetes-client)"
+kubectl() {
+    nsenter --target "$holder" --net -- "$kubectl_bin" --kubeconfig="$work/agent/kubeconfig" \
+        --cache-dir="$work/kube-cache" "$@"
+}
 for ((i = 0; i < 300; i++)); do
     kubectl get pods >/dev/null 2>&1 && break
     kill -0 "$agent_pid" 2>/dev/null || die "rrun-kubelet exited: $(tail -20 "$work/log/rrun-kubelet.log")"
@@ -271,7 +280,7 @@ wait_rolled() {
     done
 }
 
-say "rrun-kubelet apply -f web.yaml  (Deployment web, 3 replicas of v1; Service web)"
+say "kubectl apply -f web.yaml  (Deployment web, 3 replicas of v1; Service web)"
 manifest v1 >"$work/web.yaml"
 kubectl apply -f "$work/web.yaml"
 wait_rolled v1 90
