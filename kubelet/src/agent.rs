@@ -313,10 +313,8 @@ pub fn run(args: &Args) -> Result<()> {
                         g.manifest_errors = errors;
                     }
                     ctl.set_objects(workloads);
+                    // Both sources hold admitted pods (manifest::load_file, refresh_pods).
                     desired.extend(ctl.pods.clone());
-                    for d in desired.values_mut() {
-                        crate::service_account::admit_shared(&mut d.pod);
-                    }
                     if g.desired != desired {
                         g.desired = desired;
                     }

@@ -91,41 +91,6 @@ fn token_volume_source() -> ProjectedVolumeSource {
     }
 }
 
-/// Whether [`admit`] would change `pod`: an admitted pod is shared, not copied, by the
-/// loops that admit every pod they see.
-fn needs_admission(pod: &Pod) -> bool {
-    let Some(spec) = pod.spec.as_ref() else {
-        return false;
-    };
-    if spec
-        .service_account_name
-        .as_deref()
-        .unwrap_or("")
-        .is_empty()
-    {
-        return true;
-    }
-    spec.automount_service_account_token != Some(false)
-        && spec
-            .init_containers
-            .iter()
-            .flatten()
-            .chain(&spec.containers)
-            .any(|c| {
-                !c.volume_mounts
-                    .iter()
-                    .flatten()
-                    .any(|m| m.mount_path == MOUNT_PATH)
-            })
-}
-
-/// [`admit`] for a shared pod: copied only if admission changes it.
-pub fn admit_shared(pod: &mut std::sync::Arc<Pod>) {
-    if needs_admission(pod) {
-        admit(std::sync::Arc::make_mut(pod));
-    }
-}
-
 /// Admits `pod` as the plugin does (see the module docs). Idempotent.
 pub fn admit(pod: &mut Pod) {
     let key = format!(

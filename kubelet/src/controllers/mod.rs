@@ -298,7 +298,8 @@ impl Ctl {
     pub fn refresh_pods(&mut self) {
         let mut now = self.wanted_pods();
         for (k, d) in now.iter_mut() {
-            crate::service_account::admit_shared(&mut d.pod);
+            // Each pod is a fresh copy here, so make_mut copies nothing.
+            crate::service_account::admit(Arc::make_mut(&mut d.pod));
             if let Some(old) = self.pods.get(k).filter(|old| **old == *d) {
                 *d = old.clone();
             }
@@ -533,11 +534,8 @@ pub async fn pass(shared: &Arc<Shared>, h: &Handle) {
         for k in &ours {
             g.desired.remove(k);
         }
-        // Admitted as the manifest scan admits its pods (idempotent).
-        g.desired.extend(pods.into_iter().map(|(k, mut d)| {
-            crate::service_account::admit_shared(&mut d.pod);
-            (k, d)
-        }));
+        // Admitted already (refresh_pods), as the manifest's pods are.
+        g.desired.extend(pods);
         drop(g);
         drop(ctl);
         shared.wake.notify_one();
