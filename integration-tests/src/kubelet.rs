@@ -51,36 +51,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// The stock kubelet: `$RRUN_KUBELET_BIN`, else what `scripts/kubelet.sh` built (building it
 /// now if needed, once per machine). `Err(why)` if it cannot be had.
 pub fn kubelet_binary() -> Result<PathBuf, String> {
-    if let Some(b) = std::env::var_os("RRUN_KUBELET_BIN").filter(|b| !b.is_empty()) {
-        let p = PathBuf::from(b);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("RRUN_KUBELET_BIN={} does not exist", p.display()))
-        };
-    }
-    let script = crate::workspace_dir().join("scripts/kubelet.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed ({}):\n{stderr}",
-            script.display(),
-            out.status
-        ));
-    }
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if path.is_empty() || !Path::new(&path).is_file() {
-        return Err(format!(
-            "{} printed no kubelet path:\n{stderr}",
-            script.display()
-        ));
-    }
-    Ok(PathBuf::from(path))
+    crate::script_binary("RRUN_KUBELET_BIN", "kubelet.sh")
 }
 
 /// Kills `child`'s process group and the child, then reaps it.

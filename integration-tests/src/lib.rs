@@ -90,6 +90,42 @@ pub fn workspace_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// A peer binary the project's scripts provide: `$env`, else the path `script` (under
+/// `scripts/`) prints, which builds or unpacks it into a cache once per machine.
+/// `Err(why)` if it cannot be had.
+pub fn script_binary(env: &str, script: &str) -> Result<PathBuf, String> {
+    if let Some(b) = std::env::var_os(env).filter(|b| !b.is_empty()) {
+        let p = PathBuf::from(b);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("{env}={} does not exist", p.display()))
+        };
+    }
+    let script = workspace_dir().join("scripts").join(script);
+    let out = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed ({}):\n{stderr}",
+            script.display(),
+            out.status
+        ));
+    }
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if path.is_empty() || !Path::new(&path).is_file() {
+        return Err(format!(
+            "{} printed no binary's path:\n{stderr}",
+            script.display()
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
 /// The runtime binary under test: `$RRUN_BIN`, else `target/release/rrun`, else
 /// `target/debug/rrun`. Panics with a clear message if none exists.
 pub fn runtime_binary() -> PathBuf {

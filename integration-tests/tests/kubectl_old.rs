@@ -4,33 +4,10 @@
 //! prints. kubectl 1.20 reads the classic discovery and `/openapi/v2` as protobuf (for
 //! `apply`'s validation and `explain`), and streams `exec` over SPDY/3.1.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use integration_tests::kubectl::{rows, ApiNode, Kubectl};
 use integration_tests::kubelet::IMAGE;
-use integration_tests::workspace_dir;
-
-/// Debian's kubectl 1.20: `$RRUN_KUBECTL_120`, else what scripts/kubectl-1.20.sh unpacks.
-fn kubectl_120() -> Result<PathBuf, String> {
-    if let Some(b) = std::env::var_os("RRUN_KUBECTL_120").filter(|b| !b.is_empty()) {
-        let p = PathBuf::from(b);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("RRUN_KUBECTL_120={} does not exist", p.display()))
-        };
-    }
-    let script = workspace_dir().join("scripts/kubectl-1.20.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .map_err(|e| format!("{}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
 
 const WORKLOAD: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -60,7 +37,8 @@ data: {a: "1"}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_1_20() {
-    let bin = match kubectl_120() {
+    // Debian's kubectl 1.20: `$RRUN_KUBECTL_120`, else what scripts/kubectl-1.20.sh unpacks.
+    let bin = match integration_tests::script_binary("RRUN_KUBECTL_120", "kubectl-1.20.sh") {
         Ok(b) => b,
         Err(e) => {
             eprintln!("skipped: Debian's kubectl 1.20 is not available: {e}");
