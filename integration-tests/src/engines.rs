@@ -273,6 +273,26 @@ pub fn pids_in_cgroup(rel: &str) -> Vec<i32> {
     v
 }
 
+/// Has `pid` begun to exit, or is it gone? The kernel drops an exiting process from
+/// `cgroup.procs` (at `cgroup_exit`) while it still runs `do_exit`, and its `/proc` entry
+/// stays until the parent reaps the zombie; PF_EXITING, set first thing in `do_exit` and
+/// never cleared, covers that whole span, which `/proc/<pid>` existing or the state letter
+/// (still `R` before the zombie) do not.
+pub fn pid_exiting_or_gone(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The command name, in parentheses, may hold spaces: the fields count from the last ')',
+    // and `flags` is the 9th field of the line.
+    let flags = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6))
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("unreadable /proc/{pid}/stat: {stat:?}"));
+    flags & PF_EXITING != 0
+}
+
 /// The directories of the cgroup `rel` that exist, in every hierarchy.
 pub fn existing_cgroups(rel: &str) -> Vec<PathBuf> {
     cgroup_dirs(rel)
@@ -900,5 +920,32 @@ disabled_plugins = [
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.cleanup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A zombie is out of every `cgroup.procs` but keeps its `/proc` entry: it must count
+    /// as exiting, and a live process must not.
+    #[test]
+    fn a_zombie_is_exiting_and_a_live_process_is_not() {
+        let mut child = Command::new("true").spawn().expect("spawn true");
+        let pid = child.id() as i32;
+        crate::wait_for(
+            Duration::from_secs(10),
+            || {
+                fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+            },
+            "the unreaped child to be a zombie",
+        );
+        assert!(pid_exiting_or_gone(pid), "zombie {pid}");
+        assert!(!pid_exiting_or_gone(std::process::id() as i32));
+        child.wait().expect("reap");
+        assert!(pid_exiting_or_gone(pid), "reaped {pid}");
     }
 }
