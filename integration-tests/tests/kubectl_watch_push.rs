@@ -95,6 +95,25 @@ impl Drop for Watch {
 }
 
 /// One line per event: type, namespace/name, phase and resourceVersion.
+/// For each event from `from` on: the object as this event and as the one before it for the
+/// same object sent it, so that an unexpected event shows what changed.
+fn changed(evs: &[Value], from: usize) -> String {
+    let key = |e: &Value| {
+        let m = &e["object"]["metadata"];
+        (m["namespace"].clone(), m["name"].clone())
+    };
+    let mut out = String::new();
+    for (i, e) in evs.iter().enumerate().skip(from) {
+        let before = evs[..i].iter().rev().find(|b| key(b) == key(e));
+        out += &format!(
+            "--- before: {}\n+++ event {i}: {}\n",
+            before.map_or("(none)".to_string(), |b| b["object"].to_string()),
+            e["object"]
+        );
+    }
+    out
+}
+
 fn summary(evs: &[Value]) -> String {
     evs.iter()
         .map(|e| {
@@ -117,11 +136,16 @@ fn named(o: &Value, name: &str) -> bool {
 }
 
 fn ready(o: &Value) -> bool {
+    condition(o, "Ready") == Some("True")
+}
+
+/// The status of the pod condition `kind`, if the pod has it.
+fn condition<'a>(o: &'a Value, kind: &str) -> Option<&'a str> {
     o["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)?["status"]
+        .as_str()
 }
 
 /// How long a change may take to reach a watch: the agent pushes it at once (a manifest
@@ -233,6 +257,20 @@ async fn pushed() {
     pods.expect(agent, Duration::from_secs(30), "once Succeeded", |t, o| {
         t == "MODIFIED" && named(o, "once") && o["status"]["phase"] == "Succeeded"
     });
+    // The last change of a finished pod: the agent stops its sandbox after it has recorded
+    // the exit, as the kubelet does, and PodReadyToStartContainers turns False, in the same
+    // event as Succeeded or (on a busy machine) in a later one.
+    pods.expect(
+        agent,
+        Duration::from_secs(30),
+        "once's sandbox stopped",
+        |t, o| {
+            t == "MODIFIED"
+                && named(o, "once")
+                && o["status"]["phase"] == "Succeeded"
+                && condition(o, "PodReadyToStartContainers") == Some("False")
+        },
+    );
 
     // Idle: nothing changes, so nothing is sent (a wake-up for nothing lists, finds no
     // difference and stays quiet).
@@ -242,9 +280,11 @@ async fn pushed() {
     assert_eq!(
         (p1.len(), c1.len()),
         (p0, c0),
-        "events while idle:\n{}\n{}",
+        "events while idle:\n{}\n{}\n{}{}",
         summary(&p1[p0.min(p1.len())..]),
-        summary(&c1[c0.min(c1.len())..])
+        summary(&c1[c0.min(c1.len())..]),
+        changed(&p1, p0),
+        changed(&c1, c0)
     );
 
     // A raw watch with timeoutSeconds ends on time, after its initial list.
