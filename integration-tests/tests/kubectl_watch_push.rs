@@ -94,7 +94,6 @@ impl Drop for Watch {
     }
 }
 
-/// One line per event: type, namespace/name, phase and resourceVersion.
 /// For each event from `from` on: the object as this event and as the one before it for the
 /// same object sent it, so that an unexpected event shows what changed.
 fn changed(evs: &[Value], from: usize) -> String {
@@ -114,6 +113,7 @@ fn changed(evs: &[Value], from: usize) -> String {
     out
 }
 
+/// One line per event: type, namespace/name, phase and resourceVersion.
 fn summary(evs: &[Value]) -> String {
     evs.iter()
         .map(|e| {
