@@ -933,14 +933,10 @@ mod tests {
     fn a_zombie_is_exiting_and_a_live_process_is_not() {
         let mut child = Command::new("true").spawn().expect("spawn true");
         let pid = child.id() as i32;
+        // Unreaped, the child cannot be gone: not alive means a zombie.
         crate::wait_for(
             Duration::from_secs(10),
-            || {
-                fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                    s.rsplit_once(')')
-                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-                })
-            },
+            || !crate::cri::pid_alive(pid),
             "the unreaped child to be a zombie",
         );
         assert!(pid_exiting_or_gone(pid), "zombie {pid}");
